@@ -1,0 +1,41 @@
+# C-level interface of the mixer maths (mixcore.h), shared by mixer.pyx and streams.pyx.
+from libc.stdint cimport int16_t, int32_t, uint64_t
+
+cdef extern from "mixcore.h" nogil:
+    enum:
+        MIX_MAX_LEGS
+        MIX_FRAME_MS
+        MIX_MAX_RATE
+        MIX_MAX_SPF
+        MIX_GAIN_UNITY
+        MIX_UP_HIST
+        MIX_DOWN_HIST
+        MIX_LEG_MUTED
+        MIX_LEG_DEAF
+        MIX_LEG_SOURCE
+
+    ctypedef struct mix_leg:
+        int rate
+        int spf
+        int flags
+        int gain_in
+        int gain_out
+        int has_audio
+        int16_t in_ "in"[MIX_MAX_SPF]
+        int16_t out[MIX_MAX_SPF]
+        uint64_t energy
+        void *user
+
+    ctypedef struct mix_room:
+        int rate
+        int spf
+        int nlegs
+        uint64_t frames
+
+    void mix_leg_init(mix_leg *leg, int rate)
+    void mix_room_init(mix_room *room)
+    int mix_room_add(mix_room *room, mix_leg *leg)
+    int mix_room_remove(mix_room *room, mix_leg *leg)
+    void mix_room_tick(mix_room *room)
+    void mix_upsample2(int16_t *hist, const int16_t *inp, int n, int16_t *out)
+    void mix_downsample2(int16_t *hist, const int16_t *inp, int n, int16_t *out)

@@ -1,0 +1,360 @@
+/* engine: see engine.h. */
+#include "engine.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <pjmedia.h>
+#include <pjsua-lib/pjsua.h>
+
+#define TICK_NS (MIX_FRAME_MS * 1000000LL)
+#define LATE_NS (10 * 1000000LL)
+#define RESYNC_NS (100 * 1000000LL)
+
+struct eng_leg {
+    mix_leg m;                  /* first: a mix_leg* is an eng_leg* */
+    pjmedia_stream *stream;
+    pjmedia_port *port;         /* the stream's own port */
+    pj_pool_t *pool;
+    pjmedia_port *placeholder;
+    eng_room *room;
+    pj_timestamp ts;
+    uint64_t rx_audio, rx_empty, tx, errors;
+};
+
+struct eng_room {
+    mix_room m;
+    pthread_mutex_t lock;
+    int clock;
+    uint64_t ticks, tick_ns_total, tick_ns_max;
+};
+
+typedef struct eng_clock {
+    pthread_t thread;
+    pthread_mutex_t lock;
+    eng_room *rooms[ENG_MAX_ROOMS_PER_CLOCK];
+    int nrooms;
+    volatile int running;
+    uint64_t ticks, late, resyncs;
+    pj_thread_desc desc;
+} eng_clock;
+
+static eng_clock g_clocks[ENG_MAX_CLOCKS];
+static int g_nclocks;
+static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static inline int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static void room_tick(eng_room *r)
+{
+    int64_t t0 = now_ns();
+    pthread_mutex_lock(&r->lock);
+    mix_room *m = &r->m;
+    for (int i = 0; i < m->nlegs; i++) {
+        eng_leg *leg = (eng_leg *)m->legs[i];
+        pjmedia_frame f;
+        memset(&f, 0, sizeof(f));
+        f.type = PJMEDIA_FRAME_TYPE_AUDIO;
+        f.buf = leg->m.in;
+        f.size = (pj_size_t)leg->m.spf * 2;
+        leg->m.has_audio = 0;
+        if (pjmedia_port_get_frame(leg->port, &f) != PJ_SUCCESS) {
+            leg->errors++;
+        } else if (f.type == PJMEDIA_FRAME_TYPE_AUDIO && f.size > 0) {
+            if (f.size < (pj_size_t)leg->m.spf * 2)
+                memset((char *)leg->m.in + f.size, 0, leg->m.spf * 2 - f.size);
+            leg->m.has_audio = 1;
+            leg->rx_audio++;
+        } else {
+            leg->rx_empty++;
+        }
+    }
+    mix_room_tick(m);
+    for (int i = 0; i < m->nlegs; i++) {
+        eng_leg *leg = (eng_leg *)m->legs[i];
+        if (leg->m.flags & MIX_LEG_SOURCE)
+            continue;
+        pjmedia_frame f;
+        memset(&f, 0, sizeof(f));
+        f.type = PJMEDIA_FRAME_TYPE_AUDIO;
+        f.buf = leg->m.out;
+        f.size = (pj_size_t)leg->m.spf * 2;
+        f.timestamp = leg->ts;
+        if (pjmedia_port_put_frame(leg->port, &f) != PJ_SUCCESS)
+            leg->errors++;
+        else
+            leg->tx++;
+        leg->ts.u64 += (pj_uint64_t)leg->m.spf;
+    }
+    pthread_mutex_unlock(&r->lock);
+    uint64_t dt = (uint64_t)(now_ns() - t0);
+    r->ticks++;
+    r->tick_ns_total += dt;
+    if (dt > r->tick_ns_max)
+        r->tick_ns_max = dt;
+}
+
+static void *clock_main(void *arg)
+{
+    eng_clock *c = (eng_clock *)arg;
+    pj_thread_t *self = NULL;
+    char name[16];
+    snprintf(name, sizeof(name), "mixclk%d", (int)(c - g_clocks));
+    memset(c->desc, 0, sizeof(c->desc));
+    pj_thread_register(name, c->desc, &self);
+
+    int64_t next = now_ns();
+    while (c->running) {
+        next += TICK_NS;
+        struct timespec ts = { (time_t)(next / 1000000000LL), (long)(next % 1000000000LL) };
+        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+            ;
+        int64_t start = now_ns();
+        if (start - next > LATE_NS)
+            c->late++;
+        pthread_mutex_lock(&c->lock);
+        for (int i = 0; i < c->nrooms; i++)
+            room_tick(c->rooms[i]);
+        c->ticks++;
+        pthread_mutex_unlock(&c->lock);
+        if (now_ns() - next > RESYNC_NS) {
+            /* Far behind (the machine was stalled): skip ahead instead of bursting. */
+            next = now_ns();
+            c->resyncs++;
+        }
+    }
+    return NULL;
+}
+
+int eng_start(int n)
+{
+    if (n < 1)
+        n = 1;
+    if (n > ENG_MAX_CLOCKS)
+        n = ENG_MAX_CLOCKS;
+    pthread_mutex_lock(&g_lock);
+    if (g_nclocks > 0) {
+        pthread_mutex_unlock(&g_lock);
+        return 0;
+    }
+    for (int i = 0; i < n; i++) {
+        eng_clock *c = &g_clocks[i];
+        memset(c, 0, sizeof(*c));
+        pthread_mutex_init(&c->lock, NULL);
+        c->running = 1;
+        if (pthread_create(&c->thread, NULL, clock_main, c) != 0) {
+            c->running = 0;
+            g_nclocks = i;
+            pthread_mutex_unlock(&g_lock);
+            return -1;
+        }
+        g_nclocks = i + 1;
+    }
+    pthread_mutex_unlock(&g_lock);
+    return 0;
+}
+
+void eng_stop(void)
+{
+    pthread_mutex_lock(&g_lock);
+    for (int i = 0; i < g_nclocks; i++)
+        g_clocks[i].running = 0;
+    for (int i = 0; i < g_nclocks; i++)
+        pthread_join(g_clocks[i].thread, NULL);
+    g_nclocks = 0;
+    pthread_mutex_unlock(&g_lock);
+}
+
+eng_leg *eng_leg_attach(void *stream, void **placeholder, int *err)
+{
+    pjmedia_port *port = NULL;
+    *err = 0;
+    if (pjmedia_stream_get_port((pjmedia_stream *)stream, &port) != PJ_SUCCESS || !port) {
+        *err = -1;
+        return NULL;
+    }
+    unsigned rate = PJMEDIA_PIA_SRATE(&port->info);
+    unsigned spf = PJMEDIA_PIA_SPF(&port->info);
+    unsigned ch = PJMEDIA_PIA_CCNT(&port->info);
+    if ((rate != 8000 && rate != 16000) || ch != 1) {
+        *err = -2;
+        return NULL;
+    }
+    if (spf != rate * MIX_FRAME_MS / 1000) {
+        *err = -3;
+        return NULL;
+    }
+    eng_leg *leg = (eng_leg *)calloc(1, sizeof(eng_leg));
+    if (!leg) {
+        *err = -4;
+        return NULL;
+    }
+    mix_leg_init(&leg->m, (int)rate);
+    leg->m.user = leg;
+    leg->stream = (pjmedia_stream *)stream;
+    leg->port = port;
+    leg->pool = pjsua_pool_create("mixleg", 512, 512);
+    if (!leg->pool ||
+        pjmedia_null_port_create(leg->pool, rate, 1, spf, 16, &leg->placeholder) != PJ_SUCCESS) {
+        if (leg->pool)
+            pj_pool_release(leg->pool);
+        free(leg);
+        *err = -4;
+        return NULL;
+    }
+    *placeholder = leg->placeholder;
+    return leg;
+}
+
+void eng_leg_free(eng_leg *leg)
+{
+    if (!leg)
+        return;
+    eng_leg_leave(leg);
+    /* The bridge took a reference on the placeholder's group lock and dropped it when the
+     * port was removed, before the stream was destroyed; only our pool is left to release. */
+    if (leg->pool)
+        pj_pool_release(leg->pool);
+    free(leg);
+}
+
+void eng_leg_set_flags(eng_leg *leg, int flags)
+{
+    eng_room *r = leg->room;
+    if (r) pthread_mutex_lock(&r->lock);
+    leg->m.flags = flags;
+    if (r) pthread_mutex_unlock(&r->lock);
+}
+
+void eng_leg_set_gain(eng_leg *leg, int gain_in, int gain_out)
+{
+    eng_room *r = leg->room;
+    if (r) pthread_mutex_lock(&r->lock);
+    leg->m.gain_in = gain_in;
+    leg->m.gain_out = gain_out;
+    if (r) pthread_mutex_unlock(&r->lock);
+}
+
+void eng_leg_get_stats(eng_leg *leg, eng_leg_stats *st)
+{
+    st->rate = leg->m.rate;
+    st->rx_audio = leg->rx_audio;
+    st->rx_empty = leg->rx_empty;
+    st->tx = leg->tx;
+    st->errors = leg->errors;
+    st->energy = leg->m.energy;
+}
+
+eng_room *eng_room_create(void)
+{
+    eng_room *r = (eng_room *)calloc(1, sizeof(eng_room));
+    if (!r)
+        return NULL;
+    mix_room_init(&r->m);
+    pthread_mutex_init(&r->lock, NULL);
+    pthread_mutex_lock(&g_lock);
+    if (g_nclocks == 0) {
+        pthread_mutex_unlock(&g_lock);
+        pthread_mutex_destroy(&r->lock);
+        free(r);
+        return NULL;
+    }
+    /* The clock serving the fewest rooms takes it. */
+    int best = 0;
+    for (int i = 1; i < g_nclocks; i++)
+        if (g_clocks[i].nrooms < g_clocks[best].nrooms)
+            best = i;
+    eng_clock *c = &g_clocks[best];
+    pthread_mutex_lock(&c->lock);
+    if (c->nrooms >= ENG_MAX_ROOMS_PER_CLOCK) {
+        pthread_mutex_unlock(&c->lock);
+        pthread_mutex_unlock(&g_lock);
+        pthread_mutex_destroy(&r->lock);
+        free(r);
+        return NULL;
+    }
+    r->clock = best;
+    c->rooms[c->nrooms++] = r;
+    pthread_mutex_unlock(&c->lock);
+    pthread_mutex_unlock(&g_lock);
+    return r;
+}
+
+void eng_room_destroy(eng_room *r)
+{
+    if (!r)
+        return;
+    pthread_mutex_lock(&g_lock);
+    eng_clock *c = &g_clocks[r->clock];
+    pthread_mutex_lock(&c->lock);
+    for (int i = 0; i < c->nrooms; i++) {
+        if (c->rooms[i] == r) {
+            c->rooms[i] = c->rooms[--c->nrooms];
+            break;
+        }
+    }
+    pthread_mutex_unlock(&c->lock);
+    pthread_mutex_unlock(&g_lock);
+    /* No clock can reach the room now. */
+    for (int i = 0; i < r->m.nlegs; i++)
+        ((eng_leg *)r->m.legs[i])->room = NULL;
+    pthread_mutex_destroy(&r->lock);
+    free(r);
+}
+
+int eng_room_add(eng_room *r, eng_leg *leg)
+{
+    if (leg->room == r)
+        return 0;
+    eng_leg_leave(leg);
+    pthread_mutex_lock(&r->lock);
+    int rc = mix_room_add(&r->m, &leg->m);
+    if (rc == 0)
+        leg->room = r;
+    pthread_mutex_unlock(&r->lock);
+    return rc;
+}
+
+void eng_leg_leave(eng_leg *leg)
+{
+    eng_room *r = leg->room;
+    if (!r)
+        return;
+    pthread_mutex_lock(&r->lock);
+    mix_room_remove(&r->m, &leg->m);
+    leg->room = NULL;
+    pthread_mutex_unlock(&r->lock);
+}
+
+void eng_room_get_stats(eng_room *r, eng_room_stats *st)
+{
+    pthread_mutex_lock(&r->lock);
+    st->rate = r->m.rate;
+    st->nlegs = r->m.nlegs;
+    st->ticks = r->ticks;
+    st->tick_ns_total = r->tick_ns_total;
+    st->tick_ns_max = r->tick_ns_max;
+    pthread_mutex_unlock(&r->lock);
+}
+
+void eng_clock_get_stats(eng_clock_stats *st)
+{
+    memset(st, 0, sizeof(*st));
+    pthread_mutex_lock(&g_lock);
+    st->nclocks = g_nclocks;
+    for (int i = 0; i < g_nclocks; i++) {
+        st->nrooms += g_clocks[i].nrooms;
+        st->ticks += g_clocks[i].ticks;
+        st->late += g_clocks[i].late;
+        st->resyncs += g_clocks[i].resyncs;
+    }
+    pthread_mutex_unlock(&g_lock);
+}

@@ -1,0 +1,72 @@
+/* engine: drive pjmedia streams from the mixer's own clock threads (no conference bridge).
+ *
+ * Each call's pjmedia_stream is attached as a leg; its own port is read (decoded frame) and
+ * written (frame to encode and send) by a clock thread once per 20 ms, for every leg of every
+ * room that clock serves: one tick per room, no Python, no GIL. The conference bridge is given
+ * a placeholder null port per call and never touches the stream.
+ *
+ * Threads: attach/free/room operations are made by the SIP thread (registered with pjlib);
+ * clock threads register themselves. Room and clock state are guarded by pthread mutexes that
+ * the tick holds for microseconds.
+ */
+#ifndef SIPCONF_ENGINE_H
+#define SIPCONF_ENGINE_H
+
+#include <stdint.h>
+#include "mixcore.h"
+
+#define ENG_MAX_CLOCKS 16
+#define ENG_MAX_ROOMS_PER_CLOCK 4096
+
+typedef struct eng_leg eng_leg;
+typedef struct eng_room eng_room;
+
+typedef struct eng_leg_stats {
+    int rate;
+    uint64_t rx_audio;     /* frames with decoded audio */
+    uint64_t rx_empty;     /* frames with nothing (jitter buffer empty, no RTP yet) */
+    uint64_t tx;           /* frames handed to the encoder */
+    uint64_t errors;
+    uint64_t energy;       /* last frame's talker energy */
+} eng_leg_stats;
+
+typedef struct eng_room_stats {
+    int rate;
+    int nlegs;
+    uint64_t ticks;
+    uint64_t tick_ns_total;
+    uint64_t tick_ns_max;
+} eng_room_stats;
+
+typedef struct eng_clock_stats {
+    int nclocks;
+    int nrooms;
+    uint64_t ticks;
+    uint64_t late;         /* ticks that started over 10 ms after their deadline */
+    uint64_t resyncs;      /* times a clock fell over 100 ms behind and skipped ahead */
+} eng_clock_stats;
+
+/* Start n clock threads (idempotent). 0 on success. */
+int eng_start(int n);
+/* Stop and join the clock threads; rooms must be gone. */
+void eng_stop(void);
+
+/* Attach a pjmedia_stream; *placeholder gets the port to give the conference bridge.
+ * Returns NULL and sets *err (negative) when the stream's format is not one we mix. */
+eng_leg *eng_leg_attach(void *stream, void **placeholder, int *err);
+/* Release a leg that is in no room. */
+void eng_leg_free(eng_leg *leg);
+void eng_leg_set_flags(eng_leg *leg, int flags);
+void eng_leg_set_gain(eng_leg *leg, int gain_in, int gain_out);
+void eng_leg_get_stats(eng_leg *leg, eng_leg_stats *st);
+
+eng_room *eng_room_create(void);
+/* Remove the room from its clock and free it; legs still in it are detached. */
+void eng_room_destroy(eng_room *room);
+int eng_room_add(eng_room *room, eng_leg *leg);
+/* Remove the leg from whatever room it is in (no-op when in none). */
+void eng_leg_leave(eng_leg *leg);
+void eng_room_get_stats(eng_room *room, eng_room_stats *st);
+void eng_clock_get_stats(eng_clock_stats *st);
+
+#endif

@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# Build pjproject (shared libraries + the pjsua2 SWIG binding) into the project's venv.
+#
+# Why: the PyPI wheel caps at 4 calls and a 64-socket select() ioqueue; a room needs 20 legs and a
+# node hundreds. We build from Debian's repack of pjproject (asterisk's component tarball), as
+# shared libraries so that the SWIG module and mixer_ext share one pjlib/pjmedia in the process.
+#
+# Idempotent: a stamp in the venv records what was built; a second run with the same inputs does
+# nothing. Env:
+#   SIPCONF_VENV            venv to install into (default: <repo>/.venv)
+#   PJPROJECT_TARBALL       local pjproject tarball to use instead of Debian's archive
+#   SIPCONF_CACHE           download cache (default: ~/.cache/sipconf)
+#   PJ_JOBS                 make -j (default: nproc)
+set -euo pipefail
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+VENV=${SIPCONF_VENV:-$REPO/.venv}
+CACHE=${SIPCONF_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sipconf}
+PREFIX=$VENV/pjproject
+JOBS=${PJ_JOBS:-$(nproc)}
+MIN_VERSION=2.14
+# Bump when the flags, config_site.h or patches below change: it invalidates the stamp.
+RECIPE=3
+
+die() { echo "build-pjproject: $*" >&2; exit 1; }
+log() { echo "build-pjproject: $*" >&2; }
+
+[ -x "$VENV/bin/python" ] || die "no virtual environment at $VENV (create it first: python3 -m venv $VENV)"
+PY=$VENV/bin/python
+mkdir -p "$CACHE"
+
+# --- 1. the source tarball ---------------------------------------------------------------
+debian_src_uri() {
+    # The first Debian archive URI configured on this machine (deb822 or one-line format),
+    # so no mirror host is ever written into the repository.
+    local uri=""
+    if compgen -G "/etc/apt/sources.list.d/*.sources" >/dev/null; then
+        uri=$(awk 'tolower($1)=="uris:" {for (i=2;i<=NF;i++) print $i}' /etc/apt/sources.list.d/*.sources \
+              | grep -E '/debian/?$' | head -n1 || true)
+    fi
+    if [ -z "$uri" ] && [ -f /etc/apt/sources.list ]; then
+        uri=$(awk '$1=="deb" {for (i=2;i<=NF;i++) if ($i ~ /^[a-z]+:\/\//) {print $i; break}}' /etc/apt/sources.list \
+              | grep -E '/debian/?$' | head -n1 || true)
+    fi
+    echo "$uri"
+}
+
+fetch_from_debian() {
+    local uri list srcdir out line url name size hash
+    uri=$(debian_src_uri)
+    [ -n "$uri" ] || die "no Debian archive URI in /etc/apt/sources.list{,.d}; set PJPROJECT_TARBALL to a local pjproject tarball"
+    srcdir=$CACHE/apt
+    mkdir -p "$srcdir/lists/partial" "$srcdir/archives/partial"
+    list=$srcdir/unstable-src.sources
+    cat > "$list" <<SRC
+Types: deb-src
+URIs: $uri
+Suites: unstable
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+    # A private apt configuration: only this deb-src entry, its own lists directory, so the
+    # machine's own apt state is left alone.
+    local aptopts=(-o "Dir::Etc::sourcelist=$list" -o "Dir::Etc::sourceparts=-"
+                   -o "Dir::State::Lists=$srcdir/lists" -o "APT::Get::List-Cleanup=0" -o "APT::Sandbox::User=root")
+    log "fetching the asterisk source index from Debian unstable ($uri)"
+    apt-get "${aptopts[@]}" update -qq >&2 || die "apt-get update for Debian unstable sources failed"
+    out=$(cd "$srcdir" && apt-get "${aptopts[@]}" source --print-uris -qq asterisk 2>/dev/null) \
+        || die "apt-get source --print-uris asterisk failed (no asterisk source in Debian unstable?)"
+    line=$(printf '%s\n' "$out" | grep -E "orig-X?pjproject\.tar\.(xz|gz|bz2)'" | head -n1 || true)
+    [ -n "$line" ] || die "asterisk source in Debian unstable has no pjproject component tarball"
+    # 'URL' NAME SIZE SHA256:HASH
+    read -r url name size hash <<<"$line"
+    url=${url//\'/}
+    TARBALL=$CACHE/$name
+    if [ ! -f "$TARBALL" ] || [ "$(stat -c %s "$TARBALL")" != "$size" ]; then
+        log "downloading $name ($size bytes)"
+        /usr/lib/apt/apt-helper -o APT::Sandbox::User=root download-file "$url" "$TARBALL.part" "$hash" >&2 \
+            || die "download of $url failed or its checksum did not match"
+        mv "$TARBALL.part" "$TARBALL"
+    fi
+    # Check what we have against the archive's own checksum every time.
+    case "$hash" in
+        SHA256:*) echo "${hash#SHA256:}  $TARBALL" | sha256sum -c --quiet - >&2 || die "$TARBALL: SHA256 mismatch";;
+        MD5Sum:*) echo "${hash#MD5Sum:}  $TARBALL" | md5sum -c --quiet - >&2 || die "$TARBALL: MD5 mismatch";;
+        *) die "unexpected checksum field from apt: $hash";;
+    esac
+}
+
+if [ -n "${PJPROJECT_TARBALL:-}" ]; then
+    [ -f "$PJPROJECT_TARBALL" ] || die "PJPROJECT_TARBALL=$PJPROJECT_TARBALL: no such file"
+    TARBALL=$(readlink -f "$PJPROJECT_TARBALL")
+else
+    # A cached tarball from an earlier run is reused without touching the network.
+    TARBALL=$(ls -1 "$CACHE"/asterisk_*.orig-*pjproject.tar.* 2>/dev/null | sort -V | tail -n1 || true)
+    if [ -z "$TARBALL" ]; then fetch_from_debian; fi
+fi
+tar -tf "$TARBALL" >/dev/null 2>&1 || die "$TARBALL is not a readable tarball"
+TARBALL_SHA=$(sha256sum "$TARBALL" | cut -d' ' -f1)
+
+# --- 2. is it already built? -------------------------------------------------------------
+PY_TAG=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+STAMP_WANT="recipe=$RECIPE tarball=$TARBALL_SHA python=$PY_TAG prefix=$PREFIX"
+STAMP=$PREFIX/.sipconf-build
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$STAMP_WANT" ] \
+   && "$PY" -c 'import pjsua2' >/dev/null 2>&1; then
+    log "pjproject already built into $PREFIX (nothing to do)"
+    exit 0
+fi
+
+# --- 3. unpack and check the version -----------------------------------------------------
+BUILD=$CACHE/build
+rm -rf "$BUILD"; mkdir -p "$BUILD"
+log "unpacking $(basename "$TARBALL")"
+tar -C "$BUILD" -xf "$TARBALL"
+SRC=$(find "$BUILD" -mindepth 1 -maxdepth 1 -type d | head -n1)
+[ -f "$SRC/version.mak" ] || die "$TARBALL does not look like pjproject (no version.mak)"
+MAJ=$(awk -F':=' '/^export PJ_VERSION_MAJOR / {gsub(/ /,"",$2); print $2}' "$SRC/version.mak")
+MIN=$(awk -F':=' '/^export PJ_VERSION_MINOR / {gsub(/ /,"",$2); print $2}' "$SRC/version.mak")
+VERSION="$MAJ.$MIN"
+if [ "$(printf '%s\n%s\n' "$MIN_VERSION" "$VERSION" | sort -V | head -n1)" != "$MIN_VERSION" ]; then
+    die "pjproject $VERSION in $TARBALL is older than $MIN_VERSION"
+fi
+[ -d "$SRC/pjsip-apps/src/swig/python" ] || die "pjproject $VERSION has no pjsua2 SWIG binding"
+log "building pjproject $VERSION (shared) into $PREFIX"
+
+# --- 4. configure: limits for a conferencing node, Debian's codec libraries ---------------
+# Debian's repack removes bdimad_dev.c but the makefile still lists it.
+touch "$SRC/pjmedia/src/pjmedia-audiodev/bdimad_dev.c"
+cat > "$SRC/pjlib/include/pj/config_site.h" <<'CFG'
+/* sipconf: a conferencing node, not a phone. */
+#define PJSUA_MAX_CALLS             512
+#define PJ_IOQUEUE_MAX_HANDLES      4096
+#define PJSUA_MAX_PLAYERS           256
+#define PJSUA_MAX_RECORDERS         256
+#define PJSUA_MAX_CONF_PORTS        (PJSUA_MAX_CALLS+2*PJSUA_MAX_PLAYERS)
+#define PJSIP_MAX_TSX_COUNT         65535
+#define PJSIP_MAX_DIALOG_COUNT      65535
+#define PJMEDIA_HAS_VIDEO           0
+CFG
+# pjsua2.i has an 'out' typemap for void* in Python but no 'in' one, so a port pointer cannot be
+# handed back in onStreamCreated (prm.pPort). Add it.
+SWIG_I=$SRC/pjsip-apps/src/swig/pjsua2.i
+if ! grep -q 'PyLong_AsVoidPtr' "$SWIG_I"; then
+    awk '{print} /\$result = PyLong_FromVoidPtr\(\$1\);/ {want=1} want && /^ *}/ {print "  %typemap(in) void* { $1 = PyLong_AsVoidPtr($input); if (PyErr_Occurred()) SWIG_fail; }"; want=0}' \
+        "$SWIG_I" > "$SWIG_I.new" && mv "$SWIG_I.new" "$SWIG_I"
+    grep -q 'PyLong_AsVoidPtr' "$SWIG_I" || die "could not patch $SWIG_I (pjsua2.i layout changed?)"
+fi
+
+cd "$SRC"
+./configure --prefix="$PREFIX" --enable-shared \
+    --disable-video --disable-sound --disable-libyuv --disable-libwebrtc \
+    --with-external-speex --with-external-gsm --with-external-srtp --enable-speex-resample \
+    --disable-ilbc-codec --disable-g7221-codec --enable-epoll \
+    CFLAGS="-O2 -fPIC" CXXFLAGS="-O2 -fPIC" LDFLAGS="-Wl,-rpath,$PREFIX/lib" >"$BUILD/configure.log" 2>&1 \
+    || { tail -n 30 "$BUILD/configure.log" >&2; die "configure failed (log: $BUILD/configure.log)"; }
+
+# --- 5. build and install ----------------------------------------------------------------
+make dep >"$BUILD/make.log" 2>&1 && make -j"$JOBS" >>"$BUILD/make.log" 2>&1 \
+    || { tail -n 30 "$BUILD/make.log" >&2; die "make failed (log: $BUILD/make.log)"; }
+rm -rf "$PREFIX"
+make install >>"$BUILD/make.log" 2>&1 || { tail -n 30 "$BUILD/make.log" >&2; die "make install failed"; }
+
+# The SWIG binding, against the installed shared libraries, built with the venv's Python.
+"$PY" -m pip install -q setuptools >&2
+cd "$SRC/pjsip-apps/src/swig/python"
+PATH="$VENV/bin:$PATH" make PYTHON_EXE="$PY" >"$BUILD/swig.log" 2>&1 \
+    || { tail -n 30 "$BUILD/swig.log" >&2; die "building the pjsua2 Python binding failed (log: $BUILD/swig.log)"; }
+SITE=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["platlib"])')
+cp pjsua2.py "$SITE/"
+cp build/lib*/_pjsua2*.so "$SITE/"
+
+# --- 6. check and stamp ------------------------------------------------------------------
+"$PY" - <<'PYCHK' || die "the built pjsua2 module does not load"
+import pjsua2
+ep = pjsua2.Endpoint()
+ep.libCreate()
+print("pjsua2", ep.libVersion().full)
+ep.libDestroy()
+PYCHK
+echo "$STAMP_WANT" > "$STAMP"
+log "done: pjproject $VERSION in $PREFIX, pjsua2 in $SITE"
