@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Union
 from urllib.parse import urljoin, urlsplit
 from xml.etree.ElementTree import Element
 
@@ -86,7 +85,7 @@ class Hangup:
     reason: str = ""
 
 
-Verb = Union[Conference, Play, Speak, Wait, Redirect, Hangup]
+Verb = Conference | Play | Speak | Wait | Redirect | Hangup
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,41 @@
+# C-level interface of the stream driver (engine.h).
+from libc.stdint cimport uint64_t
+
+cdef extern from "engine.h" nogil:
+    ctypedef struct eng_leg:
+        pass
+    ctypedef struct eng_room:
+        pass
+    ctypedef struct eng_leg_stats:
+        int rate
+        uint64_t rx_audio
+        uint64_t rx_empty
+        uint64_t tx
+        uint64_t errors
+        uint64_t energy
+    ctypedef struct eng_room_stats:
+        int rate
+        int nlegs
+        uint64_t ticks
+        uint64_t tick_ns_total
+        uint64_t tick_ns_max
+    ctypedef struct eng_clock_stats:
+        int nclocks
+        int nrooms
+        uint64_t ticks
+        uint64_t late
+        uint64_t resyncs
+
+    int eng_start(int n)
+    void eng_stop()
+    eng_leg *eng_leg_attach(void *stream, void **placeholder, int *err)
+    void eng_leg_free(eng_leg *leg)
+    void eng_leg_set_flags(eng_leg *leg, int flags)
+    void eng_leg_set_gain(eng_leg *leg, int gain_in, int gain_out)
+    void eng_leg_get_stats(eng_leg *leg, eng_leg_stats *st)
+    eng_room *eng_room_create()
+    void eng_room_destroy(eng_room *room)
+    int eng_room_add(eng_room *room, eng_leg *leg)
+    void eng_leg_leave(eng_leg *leg)
+    void eng_room_get_stats(eng_room *room, eng_room_stats *st)
+    void eng_clock_get_stats(eng_clock_stats *st)

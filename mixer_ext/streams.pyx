@@ -1,0 +1,133 @@
+# cython: language_level=3
+"""Live media: pjmedia streams mixed per room by C clock threads (see engine.h).
+
+Every function here must be called from the node's SIP thread, the one thread that owns pjsua2
+(registered with pjlib); the clock threads run on their own, without the GIL.
+"""
+from libc.stdint cimport uintptr_t
+from mixer_ext._engine cimport *
+
+_ATTACH_ERRORS = {
+    -1: "stream has no port",
+    -2: "stream rate/channels not mixable (8 or 16 kHz mono only)",
+    -3: "stream frame is not 20 ms",
+    -4: "out of memory",
+}
+
+
+class StreamError(RuntimeError):
+    """A stream the mixer cannot drive."""
+
+
+def start(int clocks=1):
+    """Start the clock threads (after pjsua's libInit)."""
+    with nogil:
+        rc = eng_start(clocks)
+    if rc != 0:
+        raise RuntimeError("could not start mixer clock threads")
+
+
+def stop():
+    """Stop and join the clock threads (before libDestroy; rooms must be gone)."""
+    with nogil:
+        eng_stop()
+
+
+def clock_stats() -> dict:
+    cdef eng_clock_stats st
+    eng_clock_stats_get = eng_clock_get_stats
+    with nogil:
+        eng_clock_stats_get(&st)
+    return {"clocks": st.nclocks, "rooms": st.nrooms, "ticks": st.ticks, "late": st.late,
+            "resyncs": st.resyncs}
+
+
+cdef class Leg:
+    """One call's audio stream, driven by the mixer once it is in a room."""
+    cdef eng_leg *leg
+    cdef readonly object placeholder
+
+    def __cinit__(self, uintptr_t stream):
+        cdef void *ph = NULL
+        cdef int err = 0
+        with nogil:
+            self.leg = eng_leg_attach(<void *>stream, &ph, &err)
+        if self.leg == NULL:
+            raise StreamError(_ATTACH_ERRORS.get(err, f"error {err}"))
+        self.placeholder = <uintptr_t>ph
+
+    def free(self):
+        """Leave the room and release the leg (its stream is gone or going)."""
+        if self.leg != NULL:
+            with nogil:
+                eng_leg_free(self.leg)
+            self.leg = NULL
+
+    def __dealloc__(self):
+        if self.leg != NULL:
+            eng_leg_free(self.leg)
+
+    cdef eng_leg *_get(self) except NULL:
+        if self.leg == NULL:
+            raise ValueError("leg was freed")
+        return self.leg
+
+    def set_flags(self, int flags):
+        cdef eng_leg *leg = self._get()
+        with nogil:
+            eng_leg_set_flags(leg, flags)
+
+    def set_gain(self, int gain_in, int gain_out):
+        cdef eng_leg *leg = self._get()
+        with nogil:
+            eng_leg_set_gain(leg, gain_in, gain_out)
+
+    def leave(self):
+        cdef eng_leg *leg = self._get()
+        with nogil:
+            eng_leg_leave(leg)
+
+    def stats(self) -> dict:
+        cdef eng_leg_stats st
+        eng_leg_get_stats(self._get(), &st)
+        return {"rate": st.rate, "rx_audio": st.rx_audio, "rx_empty": st.rx_empty,
+                "tx": st.tx, "errors": st.errors, "energy": st.energy}
+
+
+cdef class MixRoom:
+    """A room on one of the clock threads."""
+    cdef eng_room *room
+
+    def __cinit__(self):
+        with nogil:
+            self.room = eng_room_create()
+        if self.room == NULL:
+            raise RuntimeError("mixer clock not started or full")
+
+    def destroy(self):
+        if self.room != NULL:
+            with nogil:
+                eng_room_destroy(self.room)
+            self.room = NULL
+
+    def __dealloc__(self):
+        if self.room != NULL:
+            eng_room_destroy(self.room)
+
+    def add(self, Leg leg):
+        cdef eng_leg *l = leg._get()
+        if self.room == NULL:
+            raise ValueError("room was destroyed")
+        with nogil:
+            rc = eng_room_add(self.room, l)
+        if rc != 0:
+            raise ValueError("room is full")
+
+    def stats(self) -> dict:
+        cdef eng_room_stats st
+        if self.room == NULL:
+            raise ValueError("room was destroyed")
+        eng_room_get_stats(self.room, &st)
+        return {"rate": st.rate, "legs": st.nlegs, "ticks": st.ticks,
+                "tick_ns_avg": (st.tick_ns_total // st.ticks) if st.ticks else 0,
+                "tick_ns_max": st.tick_ns_max}

@@ -1,0 +1,91 @@
+"""Command line: `sipconf serve ...` (also `python -m sipconf serve ...`)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+
+import trio
+
+from .config import LOG_LEVELS, NodeConfig
+
+
+def _port_range(text: str) -> tuple[int, int]:
+    try:
+        lo, hi = (int(x) for x in text.split("-", 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW-HIGH, got {text!r}") from None
+    return lo, hi
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sipconf", description="SIP/RTP conferencing node")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("serve", help="run the node")
+    s.add_argument("--sip-host", default="127.0.0.1",
+                   help="address for SIP and RTP (default 127.0.0.1)")
+    s.add_argument("--sip-port", type=int, default=5080, help="SIP UDP port (default 5080)")
+    s.add_argument("--sip-tcp", action="store_true", help="also listen for SIP over TCP")
+    s.add_argument("--answer-url", default=None,
+                   help="URL returning answer XML; without it every call joins the room "
+                        "named by the dialled user")
+    s.add_argument("--answer-method", default="POST", choices=("GET", "POST"))
+    s.add_argument("--answer-timeout", type=float, default=5.0,
+                   help="seconds to wait for the answer URL (default 5)")
+    s.add_argument("--rtp-ports", type=_port_range, default=(40000, 40999),
+                   metavar="LOW-HIGH", help="RTP port range (default 40000-40999)")
+    s.add_argument("--max-calls", type=int, default=500)
+    s.add_argument("--mixer-clocks", type=int, default=None,
+                   help="mixer clock threads (default: cores, at most 4)")
+    s.add_argument("--log-level", default="info", choices=LOG_LEVELS)
+    return p
+
+
+async def _serve(config: NodeConfig) -> None:
+    from .node import Node
+
+    log = logging.getLogger("sipconf")
+    node = Node(config)
+    async with trio.open_nursery() as nursery:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            await nursery.start(node.run)
+            log.info("sipconf ready on %s:%d (%s)", config.sip_host, config.sip_port,
+                     f"answer URL {config.answer_url}" if config.answer_url
+                     else "built-in document: each call joins the room it dialled")
+            async for signum in signals:
+                log.info("%s: hanging up and stopping", signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+                break
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    kwargs = {}
+    if args.mixer_clocks:
+        kwargs["mixer_clocks"] = args.mixer_clocks
+    try:
+        config = NodeConfig(
+            sip_host=args.sip_host, sip_port=args.sip_port, sip_tcp=args.sip_tcp,
+            answer_url=args.answer_url, answer_method=args.answer_method,
+            answer_timeout=args.answer_timeout, rtp_port_min=args.rtp_ports[0],
+            rtp_port_max=args.rtp_ports[1], max_calls=args.max_calls,
+            log_level=args.log_level, **kwargs,
+        )
+    except ValueError as exc:
+        print(f"sipconf: {exc}", file=sys.stderr)
+        return 2
+    from .sip import EngineError
+
+    try:
+        trio.run(_serve, config)
+    except EngineError as exc:
+        print(f"sipconf: {exc}", file=sys.stderr)
+        return 1
+    return 0

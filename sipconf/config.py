@@ -1,0 +1,49 @@
+"""Node configuration: one typed object built by the CLI (and by tests)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    sip_host: str = "127.0.0.1"
+    sip_port: int = 5080
+    sip_tcp: bool = False
+    answer_url: str | None = None
+    answer_method: str = "POST"
+    answer_timeout: float = 5.0
+    rtp_port_min: int = 40000
+    rtp_port_max: int = 40999
+    max_calls: int = 500
+    log_level: str = "info"
+    mixer_clocks: int = max(1, min(4, os.cpu_count() or 1))
+    media_threads: int = 1
+    # Jitter buffer (ms): small, because the node adds as little delay as it can.
+    jb_init_ms: int = 20
+    jb_min_ms: int = 10
+    jb_max_ms: int = 60
+
+    def __post_init__(self) -> None:
+        if not (0 < self.sip_port < 65536):
+            raise ValueError(f"SIP port {self.sip_port} out of range")
+        if not (0 < self.rtp_port_min <= self.rtp_port_max < 65536):
+            raise ValueError(f"bad RTP port range {self.rtp_port_min}-{self.rtp_port_max}")
+        if (self.rtp_port_max - self.rtp_port_min + 1) < 4:
+            raise ValueError("RTP port range needs at least 4 ports")
+        if self.answer_method not in ("GET", "POST"):
+            raise ValueError(f"answer method must be GET or POST, not {self.answer_method!r}")
+        if self.answer_timeout <= 0:
+            raise ValueError("answer timeout must be positive")
+        if self.log_level not in LOG_LEVELS:
+            raise ValueError(f"log level must be one of {', '.join(LOG_LEVELS)}")
+        if not (1 <= self.max_calls <= 512):
+            raise ValueError("max calls must be 1-512 (the pjproject build's PJSUA_MAX_CALLS)")
+
+    @property
+    def pj_log_level(self) -> int:
+        """pjlib's own console verbosity: quiet unless debugging."""
+        return {"debug": 4, "info": 1, "warning": 1, "error": 0}[self.log_level]

@@ -1,0 +1,566 @@
+"""The pjsua2 adapter: one dedicated thread owns every pjsua2 object.
+
+pjsua2 aborts the process when a thread it does not know touches (or merely garbage-collects) one
+of its objects, and when objects outlive ``libDestroy()``. So a single thread creates, drives and
+destroys all of them: it polls ``libHandleEvents`` and runs commands queued by the trio side, and
+it reports what happens as plain event objects, delivered into trio without blocking.
+
+Media never passes through here: in ``onStreamCreated`` the call's stream is handed to
+``mixer_ext.streams`` and the conference bridge gets a placeholder port.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+from mixer_ext.mixer import MUTED
+
+from . import sipmsg
+from .config import NodeConfig
+
+log = logging.getLogger("sipconf.sip")
+
+# Codec priorities: wideband first; everything else is switched off.
+CODEC_PRIORITY = {"opus/48000/2": 250, "G722/16000/1": 240, "PCMU/8000/1": 230, "PCMA/8000/1": 220}
+POLL_MS = 5
+FREE_DELAY_S = 2.0  # a detached leg is released this long after its stream went away
+
+
+# --- events (SIP thread -> trio) ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IncomingCall:
+    uuid: str
+    from_uri: str
+    to_uri: str
+    to_user: str
+    caller_name: str
+    sip_call_id: str
+
+
+@dataclass(frozen=True)
+class CallEnded:
+    uuid: str
+    status: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class MediaUp:
+    uuid: str
+    rate: int
+
+
+@dataclass(frozen=True)
+class MediaError:
+    uuid: str
+    reason: str
+
+
+class EngineError(RuntimeError):
+    """The SIP stack could not start or a command failed."""
+
+
+@dataclass
+class _CallRec:
+    uuid: str
+    call: Any  # the pjsua2 Call
+    leg: Any = None  # mixer_ext.streams.Leg
+    room_key: str | None = None
+    flags: int = 0
+    answered: bool = False
+    ended: bool = False
+    offer_ok: bool = True
+
+
+@dataclass
+class _MixRoomRec:
+    mix: Any  # mixer_ext.streams.MixRoom
+    members: set[str] = field(default_factory=set)
+
+
+class SipEngine:
+    """Runs pjsua2 on its own thread; the trio side calls the async methods."""
+
+    def __init__(self, config: NodeConfig, on_event: Callable[[object], None]):
+        self.config = config
+        self._on_event = on_event  # called on the trio thread
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._cmds: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._start_error: BaseException | None = None
+        self._stopping = False
+        # Owned by the SIP thread:
+        self._calls: dict[str, _CallRec] = {}
+        self._rooms: dict[str, _MixRoomRec] = {}
+        self._graveyard: list[tuple[float, Any]] = []
+        self._dead_calls: list[Any] = []
+
+    # --- lifecycle (trio side) -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._token = trio.lowlevel.current_trio_token()
+        self._thread = threading.Thread(target=self._main, name="sipconf-sip", daemon=True)
+        self._thread.start()
+        await trio.to_thread.run_sync(self._ready.wait)
+        if self._start_error is not None:
+            self._thread.join()
+            raise EngineError(str(self._start_error)) from self._start_error
+
+    async def stop(self, grace: float = 2.0) -> None:
+        """BYE every call, then destroy the stack and join the thread."""
+        if self._thread is None:
+            return
+        self._cmds.put(("stop", (grace,), None))
+        await trio.to_thread.run_sync(self._thread.join, abandon_on_cancel=False)
+        self._thread = None
+
+    # --- commands (trio side) ------------------------------------------------------------------
+
+    async def _run(self, name: str, *args: Any) -> Any:
+        done = trio.Event()
+        box: list = []
+
+        def deliver(ok: bool, value: Any) -> None:
+            box.append((ok, value))
+            done.set()
+
+        if self._thread is None or not self._thread.is_alive():
+            raise EngineError("SIP engine is not running")
+        self._cmds.put((name, args, deliver))
+        await done.wait()
+        ok, value = box[0]
+        if not ok:
+            raise value
+        return value
+
+    async def answer(self, call_uuid: str, code: int = 200, reason: str = "",
+                     warning: str = "") -> bool:
+        """Send a final or provisional response; False if the call is already gone."""
+        return await self._run("answer", call_uuid, code, reason, warning)
+
+    async def hangup(self, call_uuid: str, code: int = 0, reason: str = "") -> bool:
+        return await self._run("hangup", call_uuid, code, reason)
+
+    async def join(self, call_uuid: str, room_key: str, muted: bool = False) -> bool:
+        """Put the call's audio in a mixer room (now, or as soon as its stream exists)."""
+        return await self._run("join", call_uuid, room_key, muted)
+
+    async def leave(self, call_uuid: str) -> bool:
+        return await self._run("leave", call_uuid)
+
+    async def set_muted(self, call_uuid: str, muted: bool) -> bool:
+        return await self._run("set_muted", call_uuid, muted)
+
+    async def stats(self) -> dict:
+        return await self._run("stats")
+
+    # --- SIP thread ----------------------------------------------------------------------------
+
+    def _emit(self, event: object) -> None:
+        try:
+            self._token.run_sync_soon(self._on_event, event)
+        except trio.RunFinishedError:
+            pass
+
+    def _main(self) -> None:
+        import pjsua2 as pj  # imported here: the module is only ever used on this thread
+
+        self.pj = pj
+        try:
+            self._init(pj)
+        except BaseException as exc:  # noqa: BLE001 - reported to start()
+            self._start_error = exc
+            self._destroy(pj)
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            self._loop()
+        finally:
+            self._destroy(pj)
+
+    def _init(self, pj) -> None:
+        cfg = self.config
+        ep = self.ep = pj.Endpoint()
+        ep.libCreate()
+        epc = pj.EpConfig()
+        epc.uaConfig.threadCnt = 0
+        epc.uaConfig.mainThreadOnly = False
+        epc.uaConfig.maxCalls = cfg.max_calls
+        epc.uaConfig.userAgent = "sipconf/0.1"
+        epc.logConfig.level = cfg.pj_log_level
+        epc.logConfig.consoleLevel = cfg.pj_log_level
+        epc.logConfig.msgLogging = cfg.pj_log_level >= 4
+        mc = epc.medConfig
+        mc.noVad = True
+        mc.ecTailLen = 0
+        mc.clockRate = 16000
+        mc.sndClockRate = 16000
+        mc.channelCount = 1
+        mc.audioFramePtime = 20
+        mc.ptime = 20
+        mc.threadCnt = cfg.media_threads
+        mc.jbInit = cfg.jb_init_ms
+        mc.jbMinPre = cfg.jb_min_ms
+        mc.jbMaxPre = cfg.jb_max_ms
+        ep.libInit(epc)
+        # No sound device: nothing clocks the conference bridge (our mixer clocks the streams).
+        ep.audDevManager().setNoDev()
+
+        tc = pj.TransportConfig()
+        tc.port = cfg.sip_port
+        tc.boundAddress = cfg.sip_host
+        try:
+            ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tc)
+        except pj.Error as exc:
+            raise EngineError(
+                f"cannot listen for SIP on udp {cfg.sip_host}:{cfg.sip_port}: {exc.reason}"
+            ) from None
+        if cfg.sip_tcp:
+            try:
+                ep.transportCreate(pj.PJSIP_TRANSPORT_TCP, tc)
+            except pj.Error as exc:
+                raise EngineError(
+                    f"cannot listen for SIP on tcp {cfg.sip_host}:{cfg.sip_port}: {exc.reason}"
+                ) from None
+
+        for ci in ep.codecEnum2():
+            ep.codecSetPriority(ci.codecId, CODEC_PRIORITY.get(ci.codecId, 0))
+        try:
+            oc = ep.getCodecOpusConfig()
+            oc.sample_rate = 16000  # decode/encode at the mixer's wideband rate
+            oc.channel_cnt = 1
+            oc.frm_ptime = 20
+            ep.setCodecOpusConfig(oc)
+        except pj.Error as exc:
+            log.warning("opus unavailable: %s", exc.reason)
+        ep.libStart()
+
+        from mixer_ext import streams
+
+        self.streams = streams
+        streams.start(cfg.mixer_clocks)
+
+        acfg = pj.AccountConfig()
+        acfg.idUri = f"sip:sipconf@{cfg.sip_host}:{cfg.sip_port}"
+        acfg.regConfig.registerOnAdd = False
+        mt = acfg.mediaConfig.transportConfig
+        mt.port = cfg.rtp_port_min
+        mt.portRange = cfg.rtp_port_max - cfg.rtp_port_min + 1
+        mt.boundAddress = cfg.sip_host
+        mt.publicAddress = cfg.sip_host
+        acfg.mediaConfig.rtcpMuxEnabled = False
+        self._call_cls = _call_class(pj)
+        self.acc = _account_class(pj)(self)
+        self.acc.create(acfg, True)
+        log.info("SIP listening on udp %s:%d, RTP %d-%d", cfg.sip_host, cfg.sip_port,
+                 cfg.rtp_port_min, cfg.rtp_port_max)
+
+    def _loop(self) -> None:
+        ep = self.ep
+        while True:
+            while True:
+                try:
+                    name, args, deliver = self._cmds.get_nowait()
+                except queue.Empty:
+                    break
+                if name == "stop":
+                    self._shutdown_calls(args[0])
+                    return
+                try:
+                    result = getattr(self, "_cmd_" + name)(*args)
+                    ok = True
+                except Exception as exc:  # noqa: BLE001 - returned to the caller
+                    result, ok = exc, False
+                if deliver is not None:
+                    try:
+                        self._token.run_sync_soon(deliver, ok, result)
+                    except trio.RunFinishedError:
+                        pass
+            ep.libHandleEvents(POLL_MS)
+            self._reap()
+
+    def _reap(self) -> None:
+        # Call objects are dropped here, outside their own callbacks.
+        if self._dead_calls:
+            self._dead_calls.clear()
+        if self._graveyard:
+            now = time.monotonic()
+            keep = []
+            for t, leg in self._graveyard:
+                if now - t >= FREE_DELAY_S:
+                    leg.free()
+                else:
+                    keep.append((t, leg))
+            self._graveyard = keep
+
+    def _shutdown_calls(self, grace: float) -> None:
+        for rec in list(self._calls.values()):
+            self._detach(rec)
+            if not rec.ended:
+                try:
+                    rec.call.hangup(self._op(503 if not rec.answered else 0, "Node shutting down"))
+                except self.pj.Error:
+                    pass
+        deadline = time.monotonic() + grace
+        while any(not r.ended for r in self._calls.values()) and time.monotonic() < deadline:
+            self.ep.libHandleEvents(POLL_MS)
+
+    def _destroy(self, pj) -> None:
+        for rec in list(self._calls.values()):
+            self._detach(rec)
+        self._calls.clear()
+        self._dead_calls.clear()
+        for rr in self._rooms.values():
+            rr.mix.destroy()
+        self._rooms.clear()
+        streams = getattr(self, "streams", None)
+        if streams is not None:
+            streams.stop()
+        for _, leg in self._graveyard:
+            leg.free()
+        self._graveyard.clear()
+        acc = getattr(self, "acc", None)
+        if acc is not None:
+            try:
+                acc.shutdown()
+            except pj.Error:
+                pass
+            del self.acc
+        ep = getattr(self, "ep", None)
+        if ep is not None:
+            try:
+                ep.libDestroy()
+            except pj.Error:
+                pass
+            del self.ep
+
+    # --- helpers on the SIP thread -------------------------------------------------------------
+
+    def _op(self, code: int, reason: str = "", warning: str = ""):
+        pj = self.pj
+        prm = pj.CallOpParam(True)
+        prm.statusCode = code
+        if reason:
+            prm.reason = reason
+        if warning:
+            h = pj.SipHeader()
+            h.hName = "Warning"
+            text = warning.replace("\\", "\\\\").replace('"', '\\"')[:200]
+            h.hValue = f'399 {self.config.sip_host} "{text}"'
+            prm.txOption.headers.append(h)
+        return prm
+
+    def _detach(self, rec: _CallRec) -> None:
+        """Take the call's stream out of the mixer before pjsua can destroy it."""
+        if rec.leg is not None:
+            rec.leg.leave()
+            self._graveyard.append((time.monotonic(), rec.leg))
+            rec.leg = None
+
+    def _room_for(self, key: str) -> _MixRoomRec:
+        rr = self._rooms.get(key)
+        if rr is None:
+            rr = self._rooms[key] = _MixRoomRec(mix=self.streams.MixRoom())
+        return rr
+
+    def _place(self, rec: _CallRec) -> None:
+        if rec.leg is None or rec.room_key is None:
+            return
+        rec.leg.set_flags(rec.flags)
+        self._room_for(rec.room_key).mix.add(rec.leg)
+
+    # --- commands, on the SIP thread -----------------------------------------------------------
+
+    def _cmd_answer(self, call_uuid: str, code: int, reason: str, warning: str) -> bool:
+        rec = self._calls.get(call_uuid)
+        if rec is None or rec.ended:
+            return False
+        rec.call.answer(self._op(code, reason, warning))
+        if code == 200:
+            rec.answered = True
+        return True
+
+    def _cmd_hangup(self, call_uuid: str, code: int, reason: str) -> bool:
+        rec = self._calls.get(call_uuid)
+        if rec is None or rec.ended:
+            return False
+        self._detach(rec)
+        rec.call.hangup(self._op(code, reason))
+        return True
+
+    def _cmd_join(self, call_uuid: str, room_key: str, muted: bool) -> bool:
+        rec = self._calls.get(call_uuid)
+        if rec is None or rec.ended:
+            return False
+        if rec.room_key is not None and rec.room_key != room_key:
+            self._cmd_leave(call_uuid)
+        rec.room_key = room_key
+        rec.flags = (MUTED if muted else 0)
+        self._room_for(room_key).members.add(call_uuid)
+        self._place(rec)
+        return True
+
+    def _cmd_leave(self, call_uuid: str) -> bool:
+        rec = self._calls.get(call_uuid)
+        key = rec.room_key if rec else None
+        if rec is not None:
+            if rec.leg is not None:
+                rec.leg.leave()
+            rec.room_key = None
+        if key is None:
+            return False
+        rr = self._rooms.get(key)
+        if rr is not None:
+            rr.members.discard(call_uuid)
+            if not rr.members:
+                rr.mix.destroy()
+                del self._rooms[key]
+        return True
+
+    def _cmd_set_muted(self, call_uuid: str, muted: bool) -> bool:
+        rec = self._calls.get(call_uuid)
+        if rec is None:
+            return False
+        rec.flags = (MUTED if muted else 0)
+        if rec.leg is not None:
+            rec.leg.set_flags(rec.flags)
+        return True
+
+    def _cmd_stats(self) -> dict:
+        return {
+            "calls": len(self._calls),
+            "rooms": {k: rr.mix.stats() for k, rr in self._rooms.items()},
+            "legs": {u: r.leg.stats() for u, r in self._calls.items() if r.leg is not None},
+            "clock": self.streams.clock_stats(),
+        }
+
+    # --- pjsua2 callbacks, on the SIP thread ---------------------------------------------------
+
+    def on_incoming(self, prm) -> None:
+        pj = self.pj
+        call = self._call_cls(self, self.acc, prm.callId)
+        rec = _CallRec(uuid=str(uuid.uuid4()), call=call)
+        call.rec = rec
+        self._calls[rec.uuid] = rec
+        msg = prm.rdata.wholeMsg
+        try:
+            info = call.getInfo()
+            _, ruri = sipmsg.request_line(msg)
+            to_user = sipmsg.uri_user(ruri)
+            body = sipmsg.message_body(msg)
+            if body.strip():
+                offer = sipmsg.parse_offer(body)
+                if not offer.has_audio or not offer.supported:
+                    log.info("call %s: no codec in common (offered: %s) -> 488", rec.uuid,
+                             ",".join(offer.codecs) or "none")
+                    rec.offer_ok = False
+                    call.answer(self._op(488, "Not Acceptable Here",
+                                         "no codec in common: we take PCMU, PCMA, G722, opus"))
+                    return
+            call.answer(self._op(180))
+        except (ValueError, pj.Error) as exc:
+            reason = exc.reason if isinstance(exc, pj.Error) else str(exc)
+            log.warning("call %s: bad INVITE (%s) -> 400", rec.uuid, reason)
+            rec.offer_ok = False
+            try:
+                call.answer(self._op(400, "Bad Request", reason))
+            except pj.Error:
+                pass
+            return
+        self._emit(IncomingCall(
+            uuid=rec.uuid,
+            from_uri=sipmsg.bare_uri(info.remoteUri),
+            to_uri=ruri,
+            to_user=to_user,
+            caller_name=sipmsg.display_name(info.remoteUri),
+            sip_call_id=info.callIdString,
+        ))
+
+    def on_call_state(self, rec: _CallRec) -> None:
+        pj = self.pj
+        try:
+            info = rec.call.getInfo()
+        except pj.Error:
+            return
+        if info.state != pj.PJSIP_INV_STATE_DISCONNECTED or rec.ended:
+            return
+        rec.ended = True
+        self._detach(rec)
+        self._cmd_leave(rec.uuid)
+        self._calls.pop(rec.uuid, None)
+        self._dead_calls.append(rec.call)
+        if rec.offer_ok:
+            self._emit(CallEnded(rec.uuid, info.lastStatusCode, info.lastReason))
+
+    def on_stream_created(self, rec: _CallRec, prm) -> None:
+        try:
+            leg = self.streams.Leg(prm.stream)
+        except self.streams.StreamError as exc:
+            log.error("call %s: media not mixable: %s", rec.uuid, exc)
+            self._emit(MediaError(rec.uuid, str(exc)))
+            return
+        prm.pPort = leg.placeholder
+        prm.destroyPort = False
+        if rec.leg is not None:
+            self._detach(rec)
+        rec.leg = leg
+        self._place(rec)
+        self._emit(MediaUp(rec.uuid, leg.stats()["rate"]))
+
+    def on_stream_destroyed(self, rec: _CallRec) -> None:
+        self._detach(rec)
+
+
+def _account_class(pj):
+    class _Account(pj.Account):
+        def __init__(self, engine: SipEngine):
+            super().__init__()
+            self.engine = engine
+
+        def onIncomingCall(self, prm):  # noqa: N802 - pjsua2's name
+            try:
+                self.engine.on_incoming(prm)
+            except Exception:  # noqa: BLE001 - never let a callback kill the SIP thread
+                log.exception("incoming call handler failed")
+
+    return _Account
+
+
+def _call_class(pj):
+    class _Call(pj.Call):
+        def __init__(self, engine: SipEngine, acc, call_id: int):
+            super().__init__(acc, call_id)
+            self.engine = engine
+            self.rec: _CallRec | None = None
+
+        def onCallState(self, prm):  # noqa: N802
+            if self.rec is not None:
+                try:
+                    self.engine.on_call_state(self.rec)
+                except Exception:  # noqa: BLE001
+                    log.exception("call state handler failed")
+
+        def onStreamCreated(self, prm):  # noqa: N802
+            if self.rec is not None:
+                try:
+                    self.engine.on_stream_created(self.rec, prm)
+                except Exception:  # noqa: BLE001
+                    log.exception("stream handler failed")
+
+        def onStreamDestroyed(self, prm):  # noqa: N802
+            if self.rec is not None:
+                self.engine.on_stream_destroyed(self.rec)
+
+    return _Call

@@ -1,0 +1,102 @@
+"""Facts read from raw SIP messages: the dialled user, the caller's name, offered codecs.
+
+Sans-I/O: plain text in, plain values out. pjsua2 hands us the INVITE as text
+(`SipRxData.wholeMsg`); these helpers read what the answer request and codec check need.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+# Codecs the node mixes, by rtpmap encoding name (lower case) and static payload type.
+SUPPORTED_CODECS = {"pcmu": 0, "pcma": 8, "g722": 9, "opus": None}
+_STATIC_PT = {0: "pcmu", 8: "pcma", 9: "g722", 18: "g729", 3: "gsm", 4: "g723"}
+
+_URI_USER = re.compile(r"^(?:sips?|tel):(?:([^@;?]+)@)?", re.I)
+_NAME_ADDR = re.compile(r'^\s*(?:"((?:[^"\\]|\\.)*)"|([^<"]*?))\s*<([^>]*)>')
+
+
+def request_line(msg: str) -> tuple[str, str]:
+    """(method, request-URI) of a SIP request's first line."""
+    first = msg.split("\r\n", 1)[0].split("\n", 1)[0]
+    parts = first.split()
+    if len(parts) != 3 or not parts[2].upper().startswith("SIP/"):
+        raise ValueError(f"not a SIP request line: {first[:80]!r}")
+    return parts[0], parts[1]
+
+
+def uri_user(uri: str) -> str:
+    """The user part of a SIP URI ('' if it has none), percent-decoded."""
+    uri = uri.strip()
+    m = _NAME_ADDR.match(uri)
+    if m:
+        uri = m.group(3)
+    m = _URI_USER.match(uri)
+    if not m or m.group(1) is None:
+        return ""
+    return unquote(m.group(1).split(":", 1)[0])
+
+
+def display_name(name_addr: str) -> str:
+    """The display name of a From/To value (`"Alice" <sip:a@x>` -> Alice), '' if none."""
+    m = _NAME_ADDR.match(name_addr)
+    if not m:
+        return ""
+    if m.group(1) is not None:
+        return re.sub(r"\\(.)", r"\1", m.group(1))
+    return (m.group(2) or "").strip()
+
+
+def bare_uri(name_addr: str) -> str:
+    """`"Alice" <sip:a@x>;tag=1` -> sip:a@x."""
+    m = _NAME_ADDR.match(name_addr)
+    if m:
+        return m.group(3).strip()
+    return name_addr.split(";", 1)[0].strip()
+
+
+def message_body(msg: str) -> str:
+    for sep in ("\r\n\r\n", "\n\n"):
+        if sep in msg:
+            return msg.split(sep, 1)[1]
+    return ""
+
+
+@dataclass(frozen=True)
+class Offer:
+    """What an SDP offer proposes for audio."""
+
+    has_audio: bool
+    codecs: tuple[str, ...]  # encoding names, lower case, in offer order
+
+    @property
+    def supported(self) -> tuple[str, ...]:
+        return tuple(c for c in self.codecs if c in SUPPORTED_CODECS)
+
+
+def parse_offer(sdp: str) -> Offer:
+    """Audio codecs offered in an SDP body (ValueError if it is not SDP at all)."""
+    lines = [ln.strip() for ln in sdp.replace("\r\n", "\n").split("\n") if ln.strip()]
+    if not lines or not lines[0].startswith("v="):
+        raise ValueError("SDP does not start with v=")
+    pts: list[int] = []
+    rtpmap: dict[int, str] = {}
+    in_audio = False
+    has_audio = False
+    for ln in lines:
+        if ln.startswith("m="):
+            fields = ln[2:].split()
+            in_audio = len(fields) >= 4 and fields[0] == "audio" and fields[1] != "0"
+            if in_audio:
+                has_audio = True
+                for f in fields[3:]:
+                    if f.isdigit():
+                        pts.append(int(f))
+        elif in_audio and ln.startswith("a=rtpmap:"):
+            m = re.match(r"a=rtpmap:(\d+)\s+([^/\s]+)", ln)
+            if m:
+                rtpmap[int(m.group(1))] = m.group(2).lower()
+    codecs = tuple(rtpmap.get(pt) or _STATIC_PT.get(pt, f"pt{pt}") for pt in pts)
+    return Offer(has_audio=has_audio, codecs=codecs)

@@ -1,0 +1,79 @@
+"""Tones in, FFT out: what the tests measure about audio."""
+
+from __future__ import annotations
+
+import wave
+from pathlib import Path
+
+import numpy as np
+
+BAND_HZ = 25.0
+
+
+def write_tone_wav(path: Path, freq: float, seconds: float, rate: int = 8000,
+                   amplitude: float = 0.25) -> Path:
+    """A mono S16 WAV with one steady sine (baresip's aufile microphone)."""
+    t = np.arange(int(seconds * rate)) / rate
+    pcm = (amplitude * 32767 * np.sin(2 * np.pi * freq * t)).astype(np.int16)
+    write_wav(path, pcm, rate)
+    return path
+
+
+def write_wav(path: Path, pcm: np.ndarray, rate: int) -> None:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.astype("<i2").tobytes())
+
+
+def read_wav(path: Path) -> tuple[np.ndarray, int]:
+    """Mono float samples and rate; tolerates a header whose sizes were never written
+    (a recorder that was killed before it could finish the file)."""
+    with wave.open(str(path), "rb") as w:
+        rate = w.getframerate()
+        ch = w.getnchannels()
+        data = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+    if len(data) == 0:
+        raw = Path(path).read_bytes()
+        at = raw.find(b"data")
+        data = np.frombuffer(raw[at + 8:][: (len(raw) - at - 8) // 2 * 2], dtype="<i2")
+    if ch > 1:
+        data = data.reshape(-1, ch)[:, 0]
+    return data.astype(np.float64), rate
+
+
+def band_levels(pcm: np.ndarray, rate: int, freqs: list[float],
+                frame_s: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    """Per 100 ms frame: power (dB) in a band around each frequency, and of everything else.
+
+    Returns (levels[frames, len(freqs)], rest[frames]).
+    """
+    n = int(frame_s * rate)
+    frames = len(pcm) // n
+    win = np.hanning(n)
+    fbins = np.fft.rfftfreq(n, 1 / rate)
+    masks = [np.abs(fbins - f) <= BAND_HZ for f in freqs]
+    any_tone = np.logical_or.reduce(masks)
+    speech = (fbins >= 100) & (fbins <= rate / 2 - 100)
+    levels = np.zeros((frames, len(freqs)))
+    rest = np.zeros(frames)
+    for i in range(frames):
+        spec = np.abs(np.fft.rfft(pcm[i * n:(i + 1) * n] * win)) ** 2 + 1e-9
+        for j, m in enumerate(masks):
+            levels[i, j] = 10 * np.log10(spec[m].sum())
+        rest[i] = 10 * np.log10(spec[speech & ~any_tone].sum())
+    return levels, rest
+
+
+def tone_report(path: Path, freqs: list[float], skip_s: float = 1.0,
+                tail_s: float = 0.5) -> dict[float, float]:
+    """Median level (dB) of each tone over the steady part of a recording, plus 'rest'."""
+    pcm, rate = read_wav(path)
+    pcm = pcm[int(skip_s * rate): len(pcm) - int(tail_s * rate)]
+    levels, rest = band_levels(pcm, rate, freqs)
+    if len(levels) == 0:
+        raise AssertionError(f"{path}: nothing recorded")
+    out = {f: float(np.median(levels[:, j])) for j, f in enumerate(freqs)}
+    out["rest"] = float(np.median(rest))
+    return out
