@@ -47,13 +47,17 @@ extensions = [
     ),
 ]
 if os.environ.get("SIPCONF_MIXER_ONLY") != "1":
-    extensions.append(
+    pj = pj_flags()
+    pj["include_dirs"] = pj["include_dirs"] + ["mixer_ext"]
+    extensions += [
         Extension(
             "mixer_ext.streams",
             ["mixer_ext/streams.pyx", "mixer_ext/engine.c", "mixer_ext/mixcore.c"],
             extra_compile_args=COPTS,
-            **{k: v + (["mixer_ext"] if k == "include_dirs" else []) for k, v in pj_flags().items()},
-        )
-    )
+            **pj,
+        ),
+        Extension("mixer_ext.sipguard", ["mixer_ext/sipguard.pyx", "mixer_ext/badsip.c"], extra_compile_args=COPTS,
+                  **pj),
+    ]
 
 setup(ext_modules=cythonize(extensions, language_level=3))

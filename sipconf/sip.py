@@ -11,6 +11,7 @@ Media never passes through here: in ``onStreamCreated`` the call's stream is han
 
 from __future__ import annotations
 
+import gc
 import logging
 import queue
 import threading
@@ -247,7 +248,9 @@ class SipEngine:
             log.warning("opus unavailable: %s", exc.reason)
         ep.libStart()
 
-        from mixer_ext import streams
+        from mixer_ext import sipguard, streams
+
+        sipguard.install(cfg.sip_host)
 
         self.streams = streams
         streams.start(cfg.mixer_clocks)
@@ -320,8 +323,10 @@ class SipEngine:
     def _destroy(self, pj) -> None:
         for rec in list(self._calls.values()):
             self._detach(rec)
+            self._drop_call(rec)
         self._calls.clear()
         self._dead_calls.clear()
+        gc.collect()  # any stray pjsua2 object must go now, on this thread
         for rr in self._rooms.values():
             rr.mix.destroy()
         self._rooms.clear()
@@ -361,6 +366,14 @@ class SipEngine:
             h.hValue = f'399 {self.config.sip_host} "{text}"'
             prm.txOption.headers.append(h)
         return prm
+
+    def _drop_call(self, rec: _CallRec) -> None:
+        """Release the pjsua2 Call on this thread, outside its own callback (next loop turn):
+        the rec <-> call cycle is broken so no garbage collector frees it elsewhere, later."""
+        if rec.call is not None:
+            rec.call.rec = None
+            self._dead_calls.append(rec.call)
+            rec.call = None
 
     def _detach(self, rec: _CallRec) -> None:
         """Take the call's stream out of the mixer before pjsua can destroy it."""
@@ -500,7 +513,7 @@ class SipEngine:
         self._detach(rec)
         self._cmd_leave(rec.uuid)
         self._calls.pop(rec.uuid, None)
-        self._dead_calls.append(rec.call)
+        self._drop_call(rec)
         if rec.offer_ok:
             self._emit(CallEnded(rec.uuid, info.lastStatusCode, info.lastReason))
 

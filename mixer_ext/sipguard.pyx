@@ -1,0 +1,21 @@
+# cython: language_level=3
+"""Answer malformed SIP requests with 400 (pjsip alone drops them silently); see badsip.c.
+
+It lives in this package because it is C linked against the project's pjproject, like the
+stream engine. Call ``install`` on the SIP thread after pjsua's libInit.
+"""
+
+cdef extern from "badsip.h" nogil:
+    int sipguard_install(const char *host)
+    unsigned long sipguard_answered()
+
+
+def install(str host="sipconf") -> None:
+    b = host.encode()
+    if sipguard_install(b) != 0:
+        raise RuntimeError("could not install the malformed-SIP handler")
+
+
+def answered() -> int:
+    """How many malformed requests got a 400."""
+    return sipguard_answered()

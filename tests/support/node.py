@@ -1,0 +1,74 @@
+"""The node under test, as a real process (`python -m sipconf serve`)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from . import ports
+
+
+class NodeProcess:
+    def __init__(self, workdir: Path, answer_url: str | None = None, rtp_ports: int = 200,
+                 extra: list[str] | None = None):
+        self.workdir = workdir
+        self.sip_port = ports.block(2)
+        base = ports.block(rtp_ports)
+        self.rtp = (base, base + rtp_ports - 1)
+        self.log_path = workdir / f"node-{self.sip_port}.log"
+        self.args = [
+            sys.executable, "-m", "sipconf", "serve",
+            "--sip-host", "127.0.0.1", "--sip-port", str(self.sip_port),
+            "--rtp-ports", f"{self.rtp[0]}-{self.rtp[1]}",
+        ]
+        if answer_url:
+            self.args += ["--answer-url", answer_url]
+        self.args += extra or []
+        self.proc: subprocess.Popen | None = None
+
+    def uri(self, user: str) -> str:
+        return f"sip:{user}@127.0.0.1:{self.sip_port}"
+
+    def start(self, timeout: float = 15.0) -> NodeProcess:
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            self.args, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if "sipconf ready" in self.log():
+                return self
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"node did not start:\n{self.log()[-3000:]}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def terminate(self, timeout: float = 10.0) -> tuple[int, float]:
+        """SIGTERM; returns (exit code, seconds it took)."""
+        assert self.proc is not None
+        t0 = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            rc = -9
+        self._log.close()
+        return rc, time.monotonic() - t0
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)

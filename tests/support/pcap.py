@@ -1,0 +1,93 @@
+"""Loopback captures with dumpcap, and a small reader for the UDP packets in them."""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class UdpPacket:
+    t: float
+    src: tuple[str, int]
+    dst: tuple[str, int]
+    payload: bytes
+
+
+class Capture:
+    """`dumpcap -i lo` with a BPF filter, written as classic pcap."""
+
+    def __init__(self, path: Path, bpf: str):
+        self.path = path
+        self.bpf = bpf
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> Capture:
+        self.proc = subprocess.Popen(
+            ["dumpcap", "-q", "-i", "lo", "-f", self.bpf, "-P", "-w", str(self.path)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not self.path.exists():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"dumpcap failed: {self.proc.stderr.read().decode()}")
+            time.sleep(0.05)
+        time.sleep(0.3)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        assert self.proc is not None
+        time.sleep(0.2)
+        self.proc.terminate()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def packets(self) -> Iterator[UdpPacket]:
+        return read_udp(self.path)
+
+
+def read_udp(path: Path) -> Iterator[UdpPacket]:
+    data = path.read_bytes()
+    if len(data) < 24:
+        return
+    magic = struct.unpack("<I", data[:4])[0]
+    if magic in (0xA1B2C3D4, 0xA1B23C4D):
+        endian = "<"
+    elif magic in (0xD4C3B2A1, 0x4D3CB2A1):
+        endian = ">"
+    else:
+        raise ValueError(f"{path}: not a classic pcap file")
+    nano = magic in (0xA1B23C4D, 0x4D3CB2A1)
+    linktype = struct.unpack(endian + "I", data[20:24])[0]
+    off = 24
+    while off + 16 <= len(data):
+        sec, frac, incl, _orig = struct.unpack(endian + "IIII", data[off:off + 16])
+        off += 16
+        pkt = data[off:off + incl]
+        off += incl
+        t = sec + frac / (1e9 if nano else 1e6)
+        if linktype == 1:  # Ethernet (Linux lo)
+            if len(pkt) < 14 or pkt[12:14] != b"\x08\x00":
+                continue
+            ip = pkt[14:]
+        elif linktype == 113:  # Linux cooked
+            ip = pkt[16:]
+        else:
+            ip = pkt
+        if len(ip) < 20 or ip[0] >> 4 != 4 or ip[9] != 17:
+            continue
+        ihl = (ip[0] & 0x0F) * 4
+        udp = ip[ihl:]
+        if len(udp) < 8:
+            continue
+        sport, dport = struct.unpack("!HH", udp[:4])
+        src = ".".join(str(b) for b in ip[12:16])
+        dst = ".".join(str(b) for b in ip[16:20])
+        yield UdpPacket(t, (src, sport), (dst, dport), bytes(udp[8:]))
