@@ -29,7 +29,9 @@ def pj_flags():
     libs = pkg("--libs")
     return {
         "include_dirs": [f[2:] for f in cflags if f.startswith("-I")],
-        "define_macros": [tuple((f[2:].split("=", 1) + ["1"])[:2]) for f in cflags if f.startswith("-D")],
+        "define_macros": [
+            tuple((f[2:].split("=", 1) + ["1"])[:2]) for f in cflags if f.startswith("-D")
+        ],
         "library_dirs": [f[2:] for f in libs if f.startswith("-L")],
         "libraries": [f[2:] for f in libs if f.startswith("-l")],
         "runtime_library_dirs": [f[2:] for f in libs if f.startswith("-L")],
@@ -56,8 +58,12 @@ if os.environ.get("SIPCONF_MIXER_ONLY") != "1":
             extra_compile_args=COPTS,
             **pj,
         ),
-        Extension("mixer_ext.sipguard", ["mixer_ext/sipguard.pyx", "mixer_ext/badsip.c"], extra_compile_args=COPTS,
-                  **pj),
+        Extension(
+            "mixer_ext.sipguard",
+            ["mixer_ext/sipguard.pyx", "mixer_ext/badsip.c"],
+            extra_compile_args=COPTS,
+            **pj,
+        ),
     ]
 
 setup(ext_modules=cythonize(extensions, language_level=3))

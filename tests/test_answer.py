@@ -1,0 +1,177 @@
+"""Answer XML parsing: every attribute, the reference's defaults, every validation error."""
+
+import pytest
+
+from sipconf.answer import (
+    AnswerError,
+    Conference,
+    Hangup,
+    Play,
+    Redirect,
+    Speak,
+    Wait,
+    builtin_document,
+    parse_document,
+    parse_sound_document,
+)
+
+
+def conf(attrs: str = "", room: str = "room1") -> Conference:
+    doc = parse_document(f"<Response><Conference {attrs}>{room}</Conference></Response>")
+    assert len(doc.verbs) == 1
+    return doc.verbs[0]
+
+
+def test_defaults_are_the_reference_defaults():
+    c = conf()
+    assert c == Conference(room="room1")
+    assert (c.muted, c.enter_sound, c.exit_sound) == (False, "", "")
+    assert (c.max_members, c.time_limit, c.hangup_on_star, c.stay_alone) == (20, 86400, False,
+                                                                           True)
+    assert (c.start_conference_on_enter, c.end_conference_on_exit, c.wait_sound) == (True, False,
+                                                                                     None)
+    assert (c.record, c.record_file_format) == (False, "mp3")
+    assert (c.transcription_type, c.transcription_url, c.transcription_method) == (None, None,
+                                                                                   "POST")
+    assert (c.action, c.method, c.callback_url, c.callback_method, c.redirect) == (
+        None, "POST", None, "POST", True)
+    assert (c.digits_match, c.floor_event, c.relay_dtmf) == ((), False, True)
+
+
+def test_every_attribute():
+    c = conf(
+        'muted="true" enterSound="beep:1" exitSound="https://ex.com/bye.xml" maxMembers="5" '
+        'timeLimit="600" hangupOnStar="true" stayAlone="false" '
+        'startConferenceOnEnter="false" endConferenceOnExit="true" '
+        'waitSound="https://ex.com/hold.xml" record="true" recordFileFormat="wav" '
+        'transcriptionType="auto" transcriptionUrl="https://ex.com/t" transcriptionMethod="GET" '
+        'action="https://ex.com/a" method="GET" callbackUrl="https://ex.com/cb" '
+        'callbackMethod="GET" redirect="false" digitsMatch="123, *9 ,#" floorEvent="true" '
+        'relayDTMF="false"'
+    )
+    assert c.muted and c.enter_sound == "beep:1" and c.exit_sound == "https://ex.com/bye.xml"
+    assert c.max_members == 5 and c.time_limit == 600 and c.hangup_on_star
+    assert not c.stay_alone and not c.start_conference_on_enter and c.end_conference_on_exit
+    assert c.wait_sound == "https://ex.com/hold.xml"
+    assert c.record and c.record_file_format == "wav"
+    assert c.transcription_type == "auto" and c.transcription_url == "https://ex.com/t"
+    assert c.transcription_method == "GET"
+    assert c.action == "https://ex.com/a" and c.method == "GET"
+    assert c.callback_url == "https://ex.com/cb" and c.callback_method == "GET"
+    assert c.redirect is False
+    assert c.digits_match == ("123", "*9", "#")
+    assert c.floor_event and not c.relay_dtmf
+
+
+def test_room_name_is_trimmed_and_case_insensitive_values():
+    c = conf('muted="TRUE" method="post" recordFileFormat="MP3" enterSound="BEEP:2"',
+             room="\n   my-room  \n")
+    assert c.room == "my-room" and c.muted and c.method == "POST"
+    assert c.record_file_format == "mp3" and c.enter_sound == "beep:2"
+
+
+def test_relative_urls_resolve_against_the_answer_url():
+    doc = parse_document(
+        '<Response><Conference action="/done" waitSound="hold.xml">r</Conference></Response>',
+        base_url="http://app.example:8080/voice/answer",
+    )
+    c = doc.verbs[0]
+    assert c.action == "http://app.example:8080/done"
+    assert c.wait_sound == "http://app.example:8080/voice/hold.xml"
+
+
+@pytest.mark.parametrize(
+    "attrs, message",
+    [
+        ('muted="yes"', "muted='yes': expected true or false"),
+        ('maxMembers="0"', "must be 1-20"),
+        ('maxMembers="21"', "must be 1-20"),
+        ('maxMembers="ten"', "expected an integer"),
+        ('timeLimit="0"', "must be >= 1"),
+        ('timeLimit="-5"', "must be >= 1"),
+        ('recordFileFormat="ogg"', "expected one of mp3, wav"),
+        ('transcriptionType="fast"', "expected one of auto, hybrid, manual"),
+        ('method="PUT"', "expected GET or POST"),
+        ('callbackMethod="DELETE"', "expected GET or POST"),
+        ('transcriptionMethod="x"', "expected GET or POST"),
+        ('action="ftp://x/y"', "absolute http(s) URL"),
+        ('callbackUrl="not a url"', "absolute http(s) URL"),
+        ('waitSound=""', "empty URL"),
+        ('enterSound="beep:3"', "absolute http(s) URL"),
+        ('digitsMatch="12x"', "is not a digit string"),
+        ('hangupOnStar="1"', "expected true or false"),
+        ('endConferenceOnExit="maybe"', "expected true or false"),
+        ('stayAlone=""', "expected true or false"),
+        ('floorEvent="on"', "expected true or false"),
+        ('relayDTMF="off"', "expected true or false"),
+        ('redirect="no"', "expected true or false"),
+        ('record="nope"', "expected true or false"),
+        ('startConferenceOnEnter="2"', "expected true or false"),
+        ('colour="blue"', "unknown attribute 'colour'"),
+        ('transcriptionUrl="http://x/t"', "needs record"),
+    ],
+)
+def test_validation_errors(attrs, message):
+    with pytest.raises(AnswerError) as err:
+        conf(attrs)
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "xml, message",
+    [
+        ("", "empty document"),
+        ("<Response><Conference>", "not valid XML"),
+        ("<Reply><Conference>r</Conference></Reply>", "root element is <Reply>"),
+        ("<Response><Conference>  </Conference></Response>", "empty room name"),
+        ("<Response><Conference>" + "x" * 300 + "</Conference></Response>", "longer than"),
+        ("<Response><Conference><Play>u</Play></Conference></Response>", "must not contain"),
+        ('<!DOCTYPE r [<!ENTITY a "aaaa">]><Response><Speak>&a;</Speak></Response>',
+         "forbidden XML construct"),
+        ("<Response><Play>nothing</Play></Response>", "absolute http(s) URL"),
+        ("<Response><Speak/></Response>", "empty text"),
+        ('<Response><Wait length="0"/></Response>', "must be >= 1"),
+        ('<Response><Play loop="-1">http://x/a.wav</Play></Response>', "must be >= 0"),
+        ('<Response><Speak voice="robot">hi</Speak></Response>', "expected one of woman, man"),
+        ('<Response><Redirect method="PATCH">http://x/</Redirect></Response>', "GET or POST"),
+    ],
+)
+def test_document_errors(xml, message):
+    with pytest.raises(AnswerError) as err:
+        parse_document(xml)
+    assert message in str(err.value)
+
+
+def test_document_model_keeps_order_and_skips_unknown_elements():
+    doc = parse_document(
+        "<Response>"
+        '<Speak voice="MAN" loop="2">Welcome</Speak>'
+        '<Play loop="0">http://x/music.mp3</Play>'
+        '<Wait length="3"/>'
+        "<Record/>"
+        "<Conference>r</Conference>"
+        '<Redirect method="GET">http://x/next</Redirect>'
+        '<Hangup reason="busy"/>'
+        "</Response>"
+    )
+    assert doc.verbs == (
+        Speak(text="Welcome", voice="MAN", loop=2),
+        Play(url="http://x/music.mp3", loop=0),
+        Wait(length=3),
+        Conference(room="r"),
+        Redirect(url="http://x/next", method="GET"),
+        Hangup(reason="busy"),
+    )
+    assert doc.skipped == ("Record",)
+
+
+def test_sound_documents_keep_only_play_speak_wait():
+    doc = parse_sound_document(
+        "<Response><Play>http://x/a.wav</Play><Conference>r</Conference><Wait/></Response>"
+    )
+    assert doc.verbs == (Play(url="http://x/a.wav"), Wait())
+    assert doc.skipped == ("Conference",)
+
+
+def test_builtin_document_joins_the_dialled_room():
+    assert builtin_document("sales").verbs == (Conference(room="sales"),)

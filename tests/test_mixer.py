@@ -1,0 +1,166 @@
+"""Mixer maths (mixer_ext.mixer, the C code the live engine runs): N-1, saturation, muted
+legs, gains, 20 legs, mixed rates, and the half-band resamplers."""
+
+import numpy as np
+import pytest
+
+from mixer_ext import mixer
+
+
+def tone(freq, n, rate, amp=8000, phase=0.0):
+    t = (np.arange(n) + phase) / rate
+    return (amp * np.sin(2 * np.pi * freq * t)).astype(np.int16)
+
+
+def const(v, n):
+    return np.full(n, v, dtype=np.int16)
+
+
+def test_n_minus_one():
+    room = mixer.Room()
+    legs = [room.add_leg(8000) for _ in range(3)]
+    for leg, v in zip(legs, (100, 200, 400), strict=True):
+        room.put(leg, const(v, 160))
+    room.tick()
+    assert list(room.get(legs[0])[:3]) == [600] * 3
+    assert list(room.get(legs[1])[:3]) == [500] * 3
+    assert list(room.get(legs[2])[:3]) == [300] * 3
+    assert room.rate == 8000
+
+
+def test_saturation_to_int16():
+    room = mixer.Room()
+    legs = [room.add_leg(8000) for _ in range(4)]
+    for leg in legs:
+        room.put(leg, const(30000, 160))
+    room.tick()
+    assert (room.get(legs[0]) == 32767).all()  # 90000 clipped
+    for leg in legs:
+        room.put(leg, const(-30000, 160))
+    room.tick()
+    assert (room.get(legs[0]) == -32768).all()
+
+
+def test_muted_legs_contribute_nothing_but_hear():
+    room = mixer.Room()
+    a = room.add_leg(8000)
+    b = room.add_leg(8000, flags=mixer.MUTED)
+    c = room.add_leg(8000)
+    room.put(a, const(100, 160))
+    room.put(b, const(1000, 160))
+    room.put(c, const(10, 160))
+    room.tick()
+    assert room.get(a)[0] == 10
+    assert room.get(c)[0] == 100
+    assert room.get(b)[0] == 110  # hears everyone
+    assert room.energy(b) == 0
+
+
+def test_deaf_and_source_legs():
+    room = mixer.Room()
+    a = room.add_leg(8000, flags=mixer.DEAF)
+    s = room.add_leg(8000, flags=mixer.SOURCE)
+    b = room.add_leg(8000)
+    room.put(a, const(100, 160))
+    room.put(s, const(7, 160))
+    room.tick()
+    assert room.get(a)[0] == 0  # hears nothing
+    assert room.get(b)[0] == 107  # hears the member and the sound
+
+
+def test_gains():
+    room = mixer.Room()
+    a = room.add_leg(8000, gain_in=mixer.GAIN_UNITY // 2)
+    b = room.add_leg(8000, gain_out=mixer.GAIN_UNITY * 2)
+    room.put(a, const(1000, 160))
+    room.put(b, const(0, 160))
+    room.tick()
+    assert room.get(b)[0] == 1000  # 1000 * 0.5 in, * 2 out
+
+
+def test_silent_legs_count_as_zero():
+    room = mixer.Room()
+    a, b = room.add_leg(8000), room.add_leg(8000)
+    room.put(a, const(50, 160))
+    room.tick()
+    assert room.get(b)[0] == 50 and room.get(a)[0] == 0
+    room.tick()  # nobody put anything: silence
+    assert room.get(b)[0] == 0
+
+
+def test_twenty_legs():
+    room = mixer.Room()
+    legs = [room.add_leg(8000) for _ in range(20)]
+    for i, leg in enumerate(legs):
+        room.put(leg, const(i + 1, 160))
+    room.tick()
+    total = sum(range(1, 21))
+    for i, leg in enumerate(legs):
+        assert room.get(leg)[0] == total - (i + 1)
+
+
+def test_room_limit():
+    room = mixer.Room()
+    for _ in range(mixer.MAX_LEGS):
+        room.add_leg(8000)
+    with pytest.raises(ValueError):
+        room.add_leg(8000)
+
+
+def _tone_level(pcm, rate, freq):
+    spec = np.abs(np.fft.rfft(pcm * np.hanning(len(pcm))))
+    f = np.fft.rfftfreq(len(pcm), 1 / rate)
+    return 20 * np.log10(spec[np.abs(f - freq) < 30].max() + 1e-9)
+
+
+def test_mixed_rates_wideband_room():
+    """A 16 kHz leg makes the room mix at 16 kHz; 8 kHz legs are resampled both ways."""
+    room = mixer.Room()
+    nb = room.add_leg(8000)
+    wb = room.add_leg(16000)
+    assert room.rate == 16000
+    assert room.spf(nb) == 160 and room.spf(wb) == 320
+    heard_nb, heard_wb = [], []
+    for k in range(50):  # one second
+        room.put(nb, tone(1000, 160, 8000, phase=k * 160))
+        room.put(wb, tone(3000, 320, 16000, phase=k * 320))
+        room.tick()
+        heard_nb.append(room.get(nb))
+        heard_wb.append(room.get(wb))
+    hn = np.concatenate(heard_nb)[800:].astype(float)
+    hw = np.concatenate(heard_wb)[1600:].astype(float)
+    # The wideband member hears the 1 kHz tone at full level and nothing of its own.
+    assert abs(np.sqrt(np.mean(hw ** 2)) - 8000 / np.sqrt(2)) < 200
+    assert _tone_level(hw, 16000, 1000) - _tone_level(hw, 16000, 3000) > 60
+    # The narrowband member hears the 3 kHz tone (passband) and no image/alias of it.
+    assert abs(np.sqrt(np.mean(hn ** 2)) - 8000 / np.sqrt(2)) < 300
+    assert _tone_level(hn, 8000, 3000) - _tone_level(hn, 8000, 1000) > 60
+    # Removing the wideband leg brings the room back to 8 kHz.
+    room.remove_leg(wb)
+    assert room.rate == 8000
+
+
+def test_wideband_content_above_4k_does_not_alias_into_narrowband():
+    room = mixer.Room()
+    nb = room.add_leg(8000)
+    wb = room.add_leg(16000)
+    out = []
+    for k in range(50):
+        room.put(wb, tone(6000, 320, 16000, phase=k * 320))
+        room.tick()
+        out.append(room.get(nb))
+    heard = np.concatenate(out)[800:].astype(float)
+    # 6 kHz would alias to 2 kHz at 8 kHz; the half-band filter removes it (>= 50 dB down).
+    assert 20 * np.log10(np.sqrt(np.mean(heard ** 2)) / (8000 / np.sqrt(2)) + 1e-12) < -50
+
+
+def test_resampler_round_trip_keeps_speech_band():
+    up_hist = np.zeros(64, dtype=np.int16)
+    down_hist = np.zeros(64, dtype=np.int16)
+    outs = []
+    for k in range(25):
+        x = tone(440, 160, 8000, phase=k * 160)
+        outs.append(mixer.downsample2(mixer.upsample2(x, up_hist), down_hist))
+    y = np.concatenate(outs).astype(float)[400:]
+    ref = tone(440, 4000, 8000).astype(float)[400:]
+    assert abs(np.sqrt(np.mean(y ** 2)) - np.sqrt(np.mean(ref ** 2))) < 50
