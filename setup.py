@@ -38,7 +38,7 @@ def pj_flags():
     }
 
 
-COPTS = ["-O3", "-std=gnu11", "-Wno-unused-function"]
+COPTS = ["-O3", "-std=gnu11", "-fno-math-errno", "-Wno-unused-function"]
 
 extensions = [
     Extension(

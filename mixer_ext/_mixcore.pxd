@@ -7,6 +7,8 @@ cdef extern from "mixcore.h" nogil:
         MIX_FRAME_MS
         MIX_MAX_RATE
         MIX_MAX_SPF
+        MIX_NB_SPF
+        MIX_WB_SPF
         MIX_GAIN_UNITY
         MIX_UP_HIST
         MIX_DOWN_HIST
@@ -37,5 +39,5 @@ cdef extern from "mixcore.h" nogil:
     int mix_room_add(mix_room *room, mix_leg *leg)
     int mix_room_remove(mix_room *room, mix_leg *leg)
     void mix_room_tick(mix_room *room)
-    void mix_upsample2(int16_t *hist, const int16_t *inp, int n, int16_t *out)
-    void mix_downsample2(int16_t *hist, const int16_t *inp, int n, int16_t *out)
+    void mix_up2(float *hist, const float *inp, int n, float *out)
+    void mix_down2(float *hist, const float *inp, int n, float *out)

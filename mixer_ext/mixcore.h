@@ -1,8 +1,11 @@
 /* mixcore: the per-room N-1 mixer maths, in plain C (no pjlib, no Python).
  *
- * A room mixes its legs once per 20 ms frame: every leg's input is brought to the room rate,
- * scaled by its gain and summed into an int32 accumulator; each listening leg then gets the sum
- * minus its own contribution (N-1), saturated to int16 and brought back to its own rate.
+ * A room mixes its legs once per 20 ms frame. Narrowband (8 kHz) and wideband (16 kHz) legs are
+ * summed into two int32 accumulators, each at its own rate; when both kinds are present, each
+ * accumulator is resampled once (half-band 2x filter) and added to the other. Every listener
+ * then hears the total at its own rate minus its own contribution (N-1), saturated to int16.
+ * So resampling costs two filter runs per room tick however many legs there are, and a leg's
+ * own voice is removed exactly, in its own domain.
  * Nothing here allocates: every buffer lives in the structs, sized for the largest frame.
  */
 #ifndef SIPCONF_MIXCORE_H
@@ -12,13 +15,14 @@
 
 #define MIX_MAX_LEGS 32          /* 20 callers plus room sounds (enter/exit/wait) */
 #define MIX_FRAME_MS 20
-#define MIX_MAX_RATE 16000
-#define MIX_MAX_SPF (MIX_MAX_RATE * MIX_FRAME_MS / 1000)
+#define MIX_NB_SPF 160           /* 20 ms at 8 kHz */
+#define MIX_WB_SPF 320           /* 20 ms at 16 kHz */
+#define MIX_MAX_SPF MIX_WB_SPF
 #define MIX_GAIN_UNITY 4096      /* gains are Q12: 4096 = 1.0 */
 
 #define MIX_HB_TAPS 12           /* non-zero odd taps per side of the half-band filter */
-#define MIX_UP_HIST 23
-#define MIX_DOWN_HIST 46
+#define MIX_UP_HIST 23           /* input history the 8k -> 16k filter keeps */
+#define MIX_DOWN_HIST 46         /* input history the 16k -> 8k filter keeps */
 
 /* Per-leg flags. */
 #define MIX_LEG_MUTED   0x1      /* contributes nothing */
@@ -42,26 +46,27 @@ struct mix_leg {
     int has_audio;               /* set by the driver: in[] holds this frame's audio */
     int16_t in[MIX_MAX_SPF];     /* leg-rate input, filled by the driver before the tick */
     int16_t out[MIX_MAX_SPF];    /* leg-rate output, filled by the tick */
-    /* internal */
-    int contributing;
-    int32_t contrib[MIX_MAX_SPF];        /* room-rate contribution of this frame */
-    int16_t up_in[MIX_UP_HIST + MIX_MAX_SPF];      /* in: 8k -> 16k history + frame */
-    int16_t down_in[MIX_DOWN_HIST + MIX_MAX_SPF];  /* in: 16k -> 8k */
-    int16_t up_out[MIX_UP_HIST + MIX_MAX_SPF];     /* out: 8k -> 16k */
-    int16_t down_out[MIX_DOWN_HIST + MIX_MAX_SPF]; /* out: 16k -> 8k */
     uint64_t energy;             /* sum of squares of the last contribution (talker energy) */
     mix_input_hook on_input;     /* e.g. in-band DTMF detection */
     void *on_input_user;
     void *user;                  /* owner's pointer (the stream driver) */
+    /* internal */
+    const int16_t *contrib;      /* this frame's contribution: in[] or scaled[], NULL if none */
+    int16_t scaled[MIX_MAX_SPF]; /* in[] times gain_in, when the gain is not unity */
 };
 
 struct mix_room {
-    int rate;                    /* 8000, or 16000 when any leg is wideband */
+    int rate;                    /* 8000, or 16000 when any leg is wideband (the full mix's) */
     int spf;
     int nlegs;
+    int nb_legs, wb_legs;
     mix_leg *legs[MIX_MAX_LEGS];
-    int32_t acc[MIX_MAX_SPF];
-    int16_t scratch[MIX_MAX_SPF];
+    int32_t acc_nb[MIX_NB_SPF];  /* narrowband sum, then the narrowband total */
+    int32_t acc_wb[MIX_WB_SPF];  /* wideband sum, then the wideband total */
+    float up_hist[MIX_UP_HIST + MIX_NB_SPF];
+    float down_hist[MIX_DOWN_HIST + MIX_WB_SPF];
+    float fbuf_in[MIX_WB_SPF];
+    float fbuf_out[MIX_WB_SPF];
     int16_t mix[MIX_MAX_SPF];    /* the full mix of this frame (for the recording tap) */
     mix_tap_hook tap;
     void *tap_user;
@@ -70,15 +75,16 @@ struct mix_room {
 
 void mix_leg_init(mix_leg *leg, int rate);
 void mix_room_init(mix_room *room);
-/* 0 on success, -1 if the room is full or the leg is already in it. */
+/* 0 on success, -1 if the room is full, the leg is already in it, or its rate is not 8/16k. */
 int mix_room_add(mix_room *room, mix_leg *leg);
 /* 0 on success, -1 if the leg is not in the room. */
 int mix_room_remove(mix_room *room, mix_leg *leg);
 /* One 20 ms frame: reads every leg's in[] (where has_audio), writes every leg's out[]. */
 void mix_room_tick(mix_room *room);
 
-/* The half-band 2x resamplers, exposed for tests. hist is MIX_UP_HIST / MIX_DOWN_HIST + n. */
-void mix_upsample2(int16_t *hist, const int16_t *in, int n, int16_t *out);
-void mix_downsample2(int16_t *hist, const int16_t *in, int n, int16_t *out);
+/* The half-band 2x resamplers on float buffers. hist holds MIX_UP_HIST / MIX_DOWN_HIST
+ * samples of history (+ room for n), kept between calls; n is the number of input samples. */
+void mix_up2(float *hist, const float *in, int n, float *out);
+void mix_down2(float *hist, const float *in, int n, float *out);
 
 #endif

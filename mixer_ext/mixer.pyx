@@ -131,35 +131,24 @@ cdef class Room:
                 mix_room_tick(self.room)
 
 
-def upsample2(const int16_t[::1] pcm, int16_t[::1] hist=None):
-    """8k -> 16k with the mixer's half-band filter (history in ``hist``, kept by the caller)."""
+def upsample2(const float[::1] pcm, float[::1] hist):
+    """8k -> 16k with the mixer's half-band filter; ``hist`` (>= UP_HIST + len floats) carries
+    the filter history between calls."""
     cdef int n = pcm.shape[0]
-    if n > MIX_MAX_SPF:
-        raise ValueError("frame too long")
-    h = np.zeros(MIX_UP_HIST + MIX_MAX_SPF, dtype=np.int16)
-    cdef int16_t[::1] hv = h
-    if hist is not None:
-        hv[:MIX_UP_HIST] = hist[:MIX_UP_HIST]
-    out = np.empty(2 * n, dtype=np.int16)
-    cdef int16_t[::1] ov = out
-    mix_upsample2(&hv[0], &pcm[0], n, &ov[0])
-    if hist is not None:
-        hist[:MIX_UP_HIST] = hv[:MIX_UP_HIST]
+    if n > MIX_NB_SPF or hist.shape[0] < MIX_UP_HIST + n:
+        raise ValueError("frame too long or history too short")
+    out = np.empty(2 * n, dtype=np.float32)
+    cdef float[::1] ov = out
+    mix_up2(&hist[0], &pcm[0], n, &ov[0])
     return out
 
 
-def downsample2(const int16_t[::1] pcm, int16_t[::1] hist=None):
-    """16k -> 8k with the mixer's half-band filter."""
+def downsample2(const float[::1] pcm, float[::1] hist):
+    """16k -> 8k with the mixer's half-band filter (``hist`` >= DOWN_HIST + len floats)."""
     cdef int n = pcm.shape[0]
-    if n > MIX_MAX_SPF:
-        raise ValueError("frame too long")
-    h = np.zeros(MIX_DOWN_HIST + MIX_MAX_SPF, dtype=np.int16)
-    cdef int16_t[::1] hv = h
-    if hist is not None:
-        hv[:MIX_DOWN_HIST] = hist[:MIX_DOWN_HIST]
-    out = np.empty(n // 2, dtype=np.int16)
-    cdef int16_t[::1] ov = out
-    mix_downsample2(&hv[0], &pcm[0], n, &ov[0])
-    if hist is not None:
-        hist[:MIX_DOWN_HIST] = hv[:MIX_DOWN_HIST]
+    if n > MIX_WB_SPF or hist.shape[0] < MIX_DOWN_HIST + n:
+        raise ValueError("frame too long or history too short")
+    out = np.empty(n // 2, dtype=np.float32)
+    cdef float[::1] ov = out
+    mix_down2(&hist[0], &pcm[0], n, &ov[0])
     return out

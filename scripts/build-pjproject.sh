@@ -109,7 +109,7 @@ if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$STAMP_WANT" ] \
 fi
 
 # --- 3. unpack and check the version -----------------------------------------------------
-BUILD=$CACHE/build
+BUILD=$CACHE/build-$(echo "$PREFIX" | sha256sum | cut -c1-12)  # one per venv: builds may run at once
 rm -rf "$BUILD"; mkdir -p "$BUILD"
 log "unpacking $(basename "$TARBALL")"
 tar -C "$BUILD" -xf "$TARBALL"
