@@ -1,0 +1,217 @@
+"""Node under SIPp load, and node-added latency, measured on the wire.
+
+    .venv/bin/python benchmarks/load.py [--calls 20 100 200] [--hold 20]
+
+Load: N SIPp calls in rooms of 20, each streaming speech (espeak-ng, PCMU). Over a 10 s window
+with every call up: the node's CPU (% of one core, /proc), its RSS, how many legs get RTP back
+(loopback capture) and the p99 gap between consecutive RTP packets on a leg.
+
+Latency: one caller streams 1 kHz bursts (100 ms on, 400 ms off), another streams silence, in
+one room. Onsets of bursts in the RTP going into the node are matched to the onsets in the RTP
+coming out of it to the other caller (sample-accurate: packet capture time plus the offset of
+the first loud sample), giving the node-added delay: jitter buffer, mixer tick, encoder.
+
+Targets (issue 3): latency <= 25 ms median; 100 legs < 30 % of one core; 200 legs with
+p99 gap <= 25 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from support import sipp  # noqa: E402
+from support.node import NodeProcess  # noqa: E402
+from support.pcap import Capture  # noqa: E402
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def speech_ulaw(work: Path) -> Path:
+    wav, raw = work / "speech.wav", work / "speech.ulaw"
+    text = ("This is a conference load test. Every caller speaks this sentence again and "
+            "again, so that the mixer has real speech to add up for every leg of every room.")
+    subprocess.run(["espeak-ng", "-w", str(wav), text], check=True, timeout=60)
+    subprocess.run(["sox", str(wav), "-r", "8000", "-c", "1", "-e", "u-law", "-t", "raw",
+                    str(raw)], check=True, timeout=60)
+    return raw
+
+
+def ulaw_file(work: Path, name: str, pcm: np.ndarray) -> Path:
+    """Write 8 kHz int16 samples as raw mu-law (via sox)."""
+    s16 = work / f"{name}.s16"
+    out = work / f"{name}.ulaw"
+    s16.write_bytes(pcm.astype("<i2").tobytes())
+    subprocess.run(["sox", "-t", "raw", "-r", "8000", "-c", "1", "-e", "signed", "-b", "16",
+                    str(s16), "-e", "u-law", "-t", "raw", str(out)], check=True, timeout=60)
+    return out
+
+
+def ulaw_decode(payload: bytes) -> np.ndarray:
+    u = ~np.frombuffer(payload, dtype=np.uint8)
+    sign = u & 0x80
+    exponent = (u >> 4) & 0x07
+    mantissa = u & 0x0F
+    mag = ((mantissa.astype(np.int32) << 3) + 0x84) << exponent
+    return np.where(sign != 0, -(mag - 0x84), mag - 0x84).astype(np.int32)
+
+
+def run_sipp_async(work, node, rows, rtpfile, hold_ms, rate, results, key):
+    def target():
+        results[key] = sipp.run(work, f"127.0.0.1:{node.sip_port}", "uac_pcmu.xml", rows,
+                                calls=len(rows), subs={"RTPFILE": rtpfile, "HOLD_MS": hold_ms},
+                                concurrent=len(rows), rate=rate, timeout=hold_ms / 1000 + 60)
+
+    t = threading.Thread(target=target)
+    t.start()
+    return t
+
+
+def load(work: Path, calls: int, hold_s: float, speech: Path) -> dict:
+    node = NodeProcess(work, rtp_ports=max(200, calls * 2 + 20),
+                       extra=["--log-level", "warning"]).start()
+    rows = [[f"load{i // 20}"] for i in range(calls)]
+    rate = 50
+    results: dict = {}
+    try:
+        idle0 = cpu_seconds(node.proc.pid)
+        time.sleep(3)
+        idle_pct = (cpu_seconds(node.proc.pid) - idle0) / 3 * 100
+        t = run_sipp_async(work, node, rows, speech, int(hold_s * 1000), rate, results, "r")
+        time.sleep(calls / rate + 3)
+        window = 10.0
+        bpf = f"udp and src portrange {node.rtp[0]}-{node.rtp[1]}"
+        with Capture(work / f"load{calls}.pcap", bpf) as cap:
+            c0, t0 = cpu_seconds(node.proc.pid), time.monotonic()
+            time.sleep(window)
+            c1, t1 = cpu_seconds(node.proc.pid), time.monotonic()
+            rss = rss_mb(node.proc.pid)
+        t.join(hold_s + 120)
+        per_leg: dict[int, list[float]] = defaultdict(list)
+        for p in cap.packets():
+            per_leg[p.src[1]].append(p.t)
+        gaps = np.concatenate([np.diff(sorted(ts)) for ts in per_leg.values() if len(ts) > 1])
+        res = results.get("r")
+        return {
+            "calls": calls,
+            "ok": res.successful if res else 0,
+            "failed": res.failed if res else calls,
+            "cpu_pct": (c1 - c0) / (t1 - t0) * 100,
+            "idle_cpu_pct": idle_pct,
+            "rss_mb": rss,
+            "legs_back": len([ts for ts in per_leg.values() if len(ts) > window * 50 * 0.8]),
+            "gap_p99_ms": float(np.percentile(gaps, 99) * 1000) if len(gaps) else float("nan"),
+            "gap_max_ms": float(gaps.max() * 1000) if len(gaps) else float("nan"),
+        }
+    finally:
+        node.terminate()
+
+
+def onsets(stream: list[tuple[float, bytes]], threshold: int = 2000,
+           quiet_s: float = 0.2) -> list[float]:
+    out: list[float] = []
+    last_loud = -1e9
+    for t, payload in sorted(stream):
+        pcm = ulaw_decode(payload)
+        loud = np.nonzero(np.abs(pcm) > threshold)[0]
+        if len(loud):
+            at = t + loud[0] / 8000
+            if at - last_loud > quiet_s:
+                out.append(at)
+            last_loud = t + loud[-1] / 8000
+    return out
+
+
+def latency(work: Path, bursts: int = 40) -> dict:
+    node = NodeProcess(work, extra=["--log-level", "warning"]).start()
+    n = 8000 * 60
+    tt = np.arange(n) / 8000
+    on = (tt % 0.5) < 0.1
+    burst = (on * 8000 * np.sin(2 * np.pi * 1000 * tt)).astype(np.int16)
+    bursts_file = ulaw_file(work, "bursts", burst)
+    silence_file = ulaw_file(work, "silence", np.zeros(8000 * 10, dtype=np.int16))
+    hold_ms = int(bursts * 0.5 * 1000) + 3000
+    results: dict = {}
+    try:
+        bpf = f"udp and (src portrange {node.rtp[0]}-{node.rtp[1]} or " \
+              f"dst portrange {node.rtp[0]}-{node.rtp[1]})"
+        with Capture(work / "latency.pcap", bpf) as cap:
+            ta = run_sipp_async(work, node, [["lat"]], silence_file, hold_ms, 10, results, "b")
+            time.sleep(1.0)
+            tb = run_sipp_async(work, node, [["lat"]], bursts_file, hold_ms - 1000, 10, results,
+                                "a")
+            ta.join(hold_ms / 1000 + 90)
+            tb.join(hold_ms / 1000 + 90)
+        lo, hi = node.rtp
+        inbound: dict[int, list] = defaultdict(list)
+        outbound: dict[int, list] = defaultdict(list)
+        for p in cap.packets():
+            if len(p.payload) < 12 + 160:
+                continue
+            body = p.payload[12:]
+            if lo <= p.dst[1] <= hi:
+                inbound[p.dst[1]].append((p.t, body))
+            elif lo <= p.src[1] <= hi:
+                outbound[p.src[1]].append((p.t, body))
+        ins = max((onsets(s) for s in inbound.values()), key=len)
+        outs = max((onsets(s) for s in outbound.values()), key=len)
+        delays = []
+        for t_in in ins:
+            later = [t for t in outs if 0 <= t - t_in < 0.3]
+            if later:
+                delays.append((later[0] - t_in) * 1000)
+        d = np.array(delays)
+        return {"bursts_in": len(ins), "matched": len(d),
+                "median_ms": float(np.median(d)) if len(d) else float("nan"),
+                "p99_ms": float(np.percentile(d, 99)) if len(d) else float("nan")}
+    finally:
+        node.terminate()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--calls", type=int, nargs="*", default=[20, 100, 200])
+    ap.add_argument("--hold", type=float, default=20.0)
+    ap.add_argument("--no-latency", action="store_true")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="sipconf-load-") as d:
+        work = Path(d)
+        if not args.no_latency:
+            lat = latency(work)
+            print(f"node-added latency (RTP in -> RTP out, {lat['matched']}/{lat['bursts_in']} "
+                  f"bursts): median {lat['median_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms")
+        speech = speech_ulaw(work)
+        print(f"{'calls':>5} {'ok':>4} {'fail':>4} {'cpu %core':>9} {'idle %':>7} "
+              f"{'rss MB':>7} {'legs back':>9} {'gap p99 ms':>10} {'gap max ms':>10}")
+        for n in args.calls:
+            r = load(work, n, args.hold, speech)
+            print(f"{r['calls']:>5} {r['ok']:>4} {r['failed']:>4} {r['cpu_pct']:>9.1f} "
+                  f"{r['idle_cpu_pct']:>7.1f} {r['rss_mb']:>7.1f} {r['legs_back']:>9} "
+                  f"{r['gap_p99_ms']:>10.1f} {r['gap_max_ms']:>10.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
