@@ -112,7 +112,8 @@ def load(work: Path, calls: int, hold_s: float, speech: Path) -> dict:
         t.join(hold_s + 120)
         per_leg: dict[int, list[float]] = defaultdict(list)
         for p in cap.packets():
-            per_leg[p.src[1]].append(p.t)
+            if len(p.payload) >= 2 and not 200 <= p.payload[1] <= 204:  # RTP, not RTCP
+                per_leg[p.src[1]].append(p.t)
         gaps = np.concatenate([np.diff(sorted(ts)) for ts in per_leg.values() if len(ts) > 1])
         res = results.get("r")
         return {
