@@ -17,7 +17,9 @@
 struct eng_leg {
     mix_leg m;                  /* first: a mix_leg* is an eng_leg* */
     pjmedia_stream *stream;
-    pjmedia_port *port;         /* the stream's own port */
+    pjmedia_port *port;         /* what the clock drives: the stream's port, or a converter */
+    pjmedia_port *mono;         /* channel converter over the stream port, if needed */
+    pjmedia_port *resampler;    /* rate converter to 16 kHz, if needed */
     pj_pool_t *pool;
     pjmedia_port *placeholder;
     eng_room *room;
@@ -45,6 +47,19 @@ typedef struct eng_clock {
 static eng_clock g_clocks[ENG_MAX_CLOCKS];
 static int g_nclocks;
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void release_converters(eng_leg *leg)
+{
+    /* Outermost first; neither destroys the port below it (DONT_DESTROY_DN). */
+    if (leg->resampler) {
+        pjmedia_port_destroy(leg->resampler);
+        leg->resampler = NULL;
+    }
+    if (leg->mono) {
+        pjmedia_port_destroy(leg->mono);
+        leg->mono = NULL;
+    }
+}
 
 static inline int64_t now_ns(void)
 {
@@ -175,21 +190,10 @@ void eng_stop(void)
 
 eng_leg *eng_leg_attach(void *stream, void **placeholder, int *err)
 {
-    pjmedia_port *port = NULL;
+    pjmedia_port *sport = NULL;
     *err = 0;
-    if (pjmedia_stream_get_port((pjmedia_stream *)stream, &port) != PJ_SUCCESS || !port) {
+    if (pjmedia_stream_get_port((pjmedia_stream *)stream, &sport) != PJ_SUCCESS || !sport) {
         *err = -1;
-        return NULL;
-    }
-    unsigned rate = PJMEDIA_PIA_SRATE(&port->info);
-    unsigned spf = PJMEDIA_PIA_SPF(&port->info);
-    unsigned ch = PJMEDIA_PIA_CCNT(&port->info);
-    if ((rate != 8000 && rate != 16000) || ch != 1) {
-        *err = -2;
-        return NULL;
-    }
-    if (spf != rate * MIX_FRAME_MS / 1000) {
-        *err = -3;
         return NULL;
     }
     eng_leg *leg = (eng_leg *)calloc(1, sizeof(eng_leg));
@@ -197,21 +201,57 @@ eng_leg *eng_leg_attach(void *stream, void **placeholder, int *err)
         *err = -4;
         return NULL;
     }
-    mix_leg_init(&leg->m, (int)rate);
-    leg->m.user = leg;
-    leg->stream = (pjmedia_stream *)stream;
-    leg->port = port;
-    leg->pool = pjsua_pool_create("mixleg", 512, 512);
-    if (!leg->pool ||
-        pjmedia_null_port_create(leg->pool, rate, 1, spf, 16, &leg->placeholder) != PJ_SUCCESS) {
-        if (leg->pool)
-            pj_pool_release(leg->pool);
+    leg->pool = pjsua_pool_create("mixleg", 2048, 2048);
+    if (!leg->pool) {
         free(leg);
         *err = -4;
         return NULL;
     }
+    /* The mixer takes 8 or 16 kHz mono. A stream at another rate or channel count (Opus
+     * negotiated at 48 kHz stereo, say) is wrapped in pjmedia's channel and rate converters,
+     * so only such legs pay for conversion. */
+    pjmedia_port *port = sport;
+    if (PJMEDIA_PIA_CCNT(&port->info) != 1) {
+        pjmedia_port *mono = NULL;
+        if (pjmedia_stereo_port_create(leg->pool, port, 1, PJMEDIA_STEREO_DONT_DESTROY_DN,
+                                       &mono) != PJ_SUCCESS) {
+            *err = -2;
+            goto fail;
+        }
+        port = leg->mono = mono;
+    }
+    unsigned rate = PJMEDIA_PIA_SRATE(&port->info);
+    if (rate != 8000 && rate != 16000) {
+        pjmedia_port *rs = NULL;
+        if (pjmedia_resample_port_create(leg->pool, port, 16000,
+                                         PJMEDIA_RESAMPLE_DONT_DESTROY_DN, &rs) != PJ_SUCCESS) {
+            *err = -2;
+            goto fail;
+        }
+        port = leg->resampler = rs;
+        rate = 16000;
+    }
+    unsigned spf = PJMEDIA_PIA_SPF(&port->info);
+    if (spf != rate * MIX_FRAME_MS / 1000) {
+        *err = -3;
+        goto fail;
+    }
+    mix_leg_init(&leg->m, (int)rate);
+    leg->m.user = leg;
+    leg->stream = (pjmedia_stream *)stream;
+    leg->port = port;
+    if (pjmedia_null_port_create(leg->pool, rate, 1, spf, 16, &leg->placeholder) != PJ_SUCCESS) {
+        *err = -4;
+        goto fail;
+    }
     *placeholder = leg->placeholder;
     return leg;
+
+fail:
+    release_converters(leg);
+    pj_pool_release(leg->pool);
+    free(leg);
+    return NULL;
 }
 
 void eng_leg_free(eng_leg *leg)
@@ -219,6 +259,7 @@ void eng_leg_free(eng_leg *leg)
     if (!leg)
         return;
     eng_leg_leave(leg);
+    release_converters(leg);
     /* The bridge took a reference on the placeholder's group lock and dropped it when the
      * port was removed, before the stream was destroyed; only our pool is left to release. */
     if (leg->pool)

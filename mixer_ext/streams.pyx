@@ -9,7 +9,7 @@ from mixer_ext._engine cimport *
 
 _ATTACH_ERRORS = {
     -1: "stream has no port",
-    -2: "stream rate/channels not mixable (8 or 16 kHz mono only)",
+    -2: "could not convert the stream to 16 kHz mono",
     -3: "stream frame is not 20 ms",
     -4: "out of memory",
 }

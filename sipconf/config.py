@@ -26,6 +26,7 @@ class NodeConfig:
     jb_init_ms: int = 20
     jb_min_ms: int = 10
     jb_max_ms: int = 60
+    opus_bitrate: int = 32000
 
     def __post_init__(self) -> None:
         if not (0 < self.sip_port < 65536):

@@ -4,6 +4,7 @@ Each baresip UA sends its own steady tone (440 / 1000 / 1700 Hz: no harmonic or
 intermodulation product lands on another); what each UA decoded is analysed per 100 ms frame.
 """
 
+import re
 import time
 
 import pytest
@@ -61,17 +62,29 @@ def test_members_hear_each_other_not_themselves(answer_server, node_factory, uas
     assert len({r.params["CallUUID"] for r in reqs}) == len(names)
 
 
-def test_wideband_and_narrowband_members_hear_each_other(answer_server, node_factory, uas):
-    """A G.722 phone and a PCMU phone in one room (the room mixes at 16 kHz)."""
+@pytest.mark.parametrize(
+    "codecs",
+    [
+        {"alice": "G722", "bob": "PCMU"},
+        {"alice": "opus", "bob": "PCMA"},
+        {"alice": "G722", "bob": "PCMU", "carol": "opus"},
+    ],
+    ids=["g722-pcmu", "opus-pcma", "g722-pcmu-opus"],
+)
+def test_wideband_and_narrowband_members_hear_each_other(answer_server, node_factory, uas,
+                                                         codecs):
+    """Wideband (G.722, Opus at 16 kHz) and narrowband phones in one room."""
     url = answer_server.conference("/answer", "mixed")
     node = node_factory(url)
-    phones = _room_call(node, uas, ["alice", "bob"], "mixed",
-                        codecs={"alice": "G722", "bob": "PCMU"})
-    assert "G722" in phones[0].output() and "PCMU" in phones[1].output()
+    names = list(codecs)
+    phones = _room_call(node, uas, names, "mixed", codecs=codecs)
+    for ua in phones:
+        decoder = re.search(r"Set audio decoder: (\S+)", ua.output())
+        assert decoder and decoder.group(1).upper() == codecs[ua.name].upper(), ua.output()[-999:]
     for ua in phones:
         report = tone_report(ua.heard(), list(TONES.values()))
-        other = [TONES[n] for n in ("alice", "bob") if n != ua.name]
-        _assert_heard(report, TONES[ua.name], other, ua.name)
+        others = [TONES[n] for n in names if n != ua.name]
+        _assert_heard(report, TONES[ua.name], others, ua.name)
 
 
 def test_rooms_are_separate(answer_server, node_factory, uas):

@@ -29,16 +29,24 @@ class BaresipUA:
         self.cons_port = base + 2
         self.rtp = (base + 4, base + 19)
         if mic_wav is None:
-            mic_wav = write_tone_wav(self.dir / "mic.wav", tone_hz or 0.0, mic_seconds)
+            # baresip 1.0's aufile does not resample: the WAV runs at the codec's rate.
+            first = codecs.split(",")[0].strip().upper()
+            rate = {"G722": 16000, "OPUS": 48000}.get(first, 8000)
+            mic_wav = write_tone_wav(self.dir / "mic.wav", tone_hz or 0.0, mic_seconds, rate)
         self.mic = mic_wav
         self.codecs = codecs
         self.proc: subprocess.Popen | None = None
         self.log_path = self.dir / "baresip.log"
-        mods = ["g711.so", "aufile.so", "sndfile.so", "cons.so"]
-        if "G722" in codecs.upper():
+        # Only the codec modules asked for are loaded, so the UA can offer nothing else.
+        wanted = {c.strip().upper() for c in codecs.split(",")}
+        mods = []
+        if wanted & {"PCMU", "PCMA"}:
+            mods.append("g711.so")
+        if "G722" in wanted:
             mods.append("g722.so")
-        if "OPUS" in codecs.upper():
+        if "OPUS" in wanted:
             mods.append("opus.so")
+        mods += ["aufile.so", "sndfile.so", "cons.so"]
         conf = [
             "poll_method epoll",
             f"sip_listen 127.0.0.1:{self.sip_port}",
@@ -55,6 +63,8 @@ class BaresipUA:
             "module_app menu.so",
             f"snd_path {self.dir}",
             f"cons_listen 127.0.0.1:{self.cons_port}",
+            "opus_stereo no",
+            "opus_sprop_stereo no",
         ]
         (self.dir / "config").write_text("\n".join(conf) + "\n")
         (self.dir / "accounts").write_text(
