@@ -175,7 +175,10 @@ cp build/lib*/_pjsua2*.so "$SITE/"
 import pjsua2
 ep = pjsua2.Endpoint()
 ep.libCreate()
-print("pjsua2", ep.libVersion().full)
+cfg = pjsua2.EpConfig()
+cfg.logConfig.level = cfg.logConfig.consoleLevel = 0
+ep.libInit(cfg)
+print("pjsua2", ep.libVersion().full, "max calls", cfg.uaConfig.maxCalls)
 ep.libDestroy()
 PYCHK
 echo "$STAMP_WANT" > "$STAMP"

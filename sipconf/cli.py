@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         trio.run(_serve, config)
-    except EngineError as exc:
-        print(f"sipconf: {exc}", file=sys.stderr)
+    except* EngineError as group:
+        for exc in group.exceptions:
+            print(f"sipconf: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -2,6 +2,7 @@
 
 import socket
 import subprocess
+import sys
 import time
 from collections import Counter
 
@@ -146,3 +147,16 @@ def test_sigterm_byes_every_call_and_exits_zero(node_factory, uas):
     for ua in phones:
         assert ua.wait_for("terminated", 5) or ua.terminated, ua.output()[-2000:]
         assert "BYE sip:" in ua.output()  # the node sent the BYE
+
+
+def test_port_in_use_is_a_clear_error(node_factory):
+    node = node_factory()
+    res = subprocess.run(
+        [sys.executable, "-m", "sipconf", "serve", "--sip-port", str(node.sip_port),
+         "--rtp-ports", f"{node.rtp[0]}-{node.rtp[1]}"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert res.returncode == 1
+    assert f"cannot listen for SIP on udp 127.0.0.1:{node.sip_port}" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert node.alive()
