@@ -83,10 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from .sip import EngineError
 
+    failures: list[BaseException] = []
     try:
         trio.run(_serve, config)
     except* EngineError as group:
-        for exc in group.exceptions:
-            print(f"sipconf: {exc}", file=sys.stderr)
-        return 1
-    return 0
+        failures.extend(group.exceptions)
+    for exc in failures:
+        print(f"sipconf: {exc}", file=sys.stderr)
+    return 1 if failures else 0
