@@ -222,18 +222,15 @@ class SipEngine:
         tc = pj.TransportConfig()
         tc.port = cfg.sip_port
         tc.boundAddress = cfg.sip_host
-        try:
-            ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tc)
-        except pj.Error as exc:
-            raise EngineError(
-                f"cannot listen for SIP on udp {cfg.sip_host}:{cfg.sip_port}: {exc.reason}"
-            ) from None
+        kinds = [("udp", pj.PJSIP_TRANSPORT_UDP)]
         if cfg.sip_tcp:
+            kinds.append(("tcp", pj.PJSIP_TRANSPORT_TCP))
+        for name, kind in kinds:
             try:
-                ep.transportCreate(pj.PJSIP_TRANSPORT_TCP, tc)
+                ep.transportCreate(kind, tc)
             except pj.Error as exc:
                 raise EngineError(
-                    f"cannot listen for SIP on tcp {cfg.sip_host}:{cfg.sip_port}: {exc.reason}"
+                    f"cannot listen for SIP on {name} {cfg.sip_host}:{cfg.sip_port}: {exc.reason}"
                 ) from None
 
         for ci in ep.codecEnum2():
