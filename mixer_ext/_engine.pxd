@@ -1,5 +1,5 @@
 # C-level interface of the stream driver (engine.h).
-from libc.stdint cimport uint64_t
+from libc.stdint cimport int16_t, uint64_t
 
 cdef extern from "engine.h" nogil:
     ctypedef struct eng_leg:
@@ -33,6 +33,11 @@ cdef extern from "engine.h" nogil:
     void eng_leg_set_flags(eng_leg *leg, int flags)
     void eng_leg_set_gain(eng_leg *leg, int gain_in, int gain_out)
     void eng_leg_get_stats(eng_leg *leg, eng_leg_stats *st)
+    eng_leg *eng_source_create(int rate)
+    void eng_leg_play(eng_leg *leg, const int16_t *pcm, int n, int loops)
+    void eng_leg_stop(eng_leg *leg)
+    int eng_leg_playing(eng_leg *leg)
+    int eng_leg_rate(eng_leg *leg)
     eng_room *eng_room_create()
     void eng_room_destroy(eng_room *room)
     int eng_room_add(eng_room *room, eng_leg *leg)

@@ -14,8 +14,17 @@
 #define LATE_NS (10 * 1000000LL)
 #define RESYNC_NS (100 * 1000000LL)
 
+typedef struct eng_player {
+    const int16_t *pcm;
+    int n;
+    int pos;
+    int loops;                  /* plays left after this one; < 0 = forever */
+    int active;
+} eng_player;
+
 struct eng_leg {
     mix_leg m;                  /* first: a mix_leg* is an eng_leg* */
+    eng_player player;
     pjmedia_stream *stream;
     pjmedia_port *port;         /* what the clock drives: the stream's port, or a converter */
     pjmedia_port *mono;         /* channel converter over the stream port, if needed */
@@ -68,6 +77,41 @@ static inline int64_t now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
+/* Next n samples of the clip into dst (silence past its end); 0 once it is finished. */
+static int player_fill(eng_player *p, int16_t *dst, int n, int add)
+{
+    if (!p->active || !p->pcm || p->n <= 0)
+        return 0;
+    int i = 0;
+    while (i < n) {
+        if (p->pos >= p->n) {
+            if (p->loops == 0) {
+                p->active = 0;
+                break;
+            }
+            if (p->loops > 0)
+                p->loops--;
+            p->pos = 0;
+        }
+        int take = p->n - p->pos;
+        if (take > n - i)
+            take = n - i;
+        if (add) {
+            for (int k = 0; k < take; k++) {
+                int32_t v = (int32_t)dst[i + k] + p->pcm[p->pos + k];
+                dst[i + k] = (int16_t)(v > 32767 ? 32767 : (v < -32768 ? -32768 : v));
+            }
+        } else {
+            memcpy(dst + i, p->pcm + p->pos, (size_t)take * sizeof(int16_t));
+        }
+        i += take;
+        p->pos += take;
+    }
+    if (!add && i < n)
+        memset(dst + i, 0, (size_t)(n - i) * sizeof(int16_t));
+    return i > 0;
+}
+
 static void room_tick(eng_room *r)
 {
     int64_t t0 = now_ns();
@@ -75,6 +119,11 @@ static void room_tick(eng_room *r)
     mix_room *m = &r->m;
     for (int i = 0; i < m->nlegs; i++) {
         eng_leg *leg = (eng_leg *)m->legs[i];
+        if (!leg->port) {
+            /* a room sound: its player is its voice */
+            leg->m.has_audio = player_fill(&leg->player, leg->m.in, leg->m.spf, 0);
+            continue;
+        }
         pjmedia_frame f;
         memset(&f, 0, sizeof(f));
         f.type = PJMEDIA_FRAME_TYPE_AUDIO;
@@ -95,8 +144,9 @@ static void room_tick(eng_room *r)
     mix_room_tick(m);
     for (int i = 0; i < m->nlegs; i++) {
         eng_leg *leg = (eng_leg *)m->legs[i];
-        if (leg->m.flags & MIX_LEG_SOURCE)
+        if ((leg->m.flags & MIX_LEG_SOURCE) || !leg->port)
             continue;
+        player_fill(&leg->player, leg->m.out, leg->m.spf, 1);  /* private sound, if any */
         pjmedia_frame f;
         memset(&f, 0, sizeof(f));
         f.type = PJMEDIA_FRAME_TYPE_AUDIO;
@@ -254,12 +304,57 @@ fail:
     return NULL;
 }
 
+eng_leg *eng_source_create(int rate)
+{
+    if (rate != 8000 && rate != 16000)
+        return NULL;
+    eng_leg *leg = (eng_leg *)calloc(1, sizeof(eng_leg));
+    if (!leg)
+        return NULL;
+    mix_leg_init(&leg->m, rate);
+    leg->m.flags = MIX_LEG_SOURCE;
+    leg->m.user = leg;
+    return leg;
+}
+
+void eng_leg_play(eng_leg *leg, const int16_t *pcm, int n, int loops)
+{
+    eng_room *r = leg->room;
+    if (r) pthread_mutex_lock(&r->lock);
+    leg->player.pcm = pcm;
+    leg->player.n = n;
+    leg->player.pos = 0;
+    leg->player.loops = loops < 0 ? -1 : (loops > 0 ? loops - 1 : 0);
+    leg->player.active = n > 0;
+    if (r) pthread_mutex_unlock(&r->lock);
+}
+
+void eng_leg_stop(eng_leg *leg)
+{
+    eng_room *r = leg->room;
+    if (r) pthread_mutex_lock(&r->lock);
+    leg->player.active = 0;
+    leg->player.pcm = NULL;
+    if (r) pthread_mutex_unlock(&r->lock);
+}
+
+int eng_leg_playing(eng_leg *leg)
+{
+    return leg->player.active;
+}
+
+int eng_leg_rate(eng_leg *leg)
+{
+    return leg->m.rate;
+}
+
 void eng_leg_free(eng_leg *leg)
 {
     if (!leg)
         return;
     eng_leg_leave(leg);
     release_converters(leg);
+    leg->player.active = 0;
     /* The bridge took a reference on the placeholder's group lock and dropped it when the
      * port was removed, before the stream was destroyed; only our pool is left to release. */
     if (leg->pool)

@@ -60,6 +60,18 @@ void eng_leg_set_flags(eng_leg *leg, int flags);
 void eng_leg_set_gain(eng_leg *leg, int gain_in, int gain_out);
 void eng_leg_get_stats(eng_leg *leg, eng_leg_stats *st);
 
+/* Sounds. A player walks a PCM clip (at the leg's rate) frame by frame; loops < 0 = forever.
+ * On a call leg it is a private overlay: added to what that caller hears (wait music, a Play
+ * before the conference). On a source leg (eng_source_create) it is the leg's input: mixed into
+ * the room like a member's voice, heard by everyone (beeps, enter/exit sounds).
+ * The clip memory must stay valid until eng_leg_stop or the leg is freed. */
+eng_leg *eng_source_create(int rate);
+void eng_leg_play(eng_leg *leg, const int16_t *pcm, int n, int loops);
+void eng_leg_stop(eng_leg *leg);
+/* 1 while the leg's player still has audio to give. */
+int eng_leg_playing(eng_leg *leg);
+int eng_leg_rate(eng_leg *leg);
+
 eng_room *eng_room_create(void);
 /* Remove the room from its clock and free it; legs still in it are detached. */
 void eng_room_destroy(eng_room *room);

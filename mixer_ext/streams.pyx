@@ -4,7 +4,7 @@
 Every function here must be called from the node's SIP thread, the one thread that owns pjsua2
 (registered with pjlib); the clock threads run on their own, without the GIL.
 """
-from libc.stdint cimport uintptr_t
+from libc.stdint cimport int16_t, uintptr_t
 from mixer_ext._engine cimport *
 
 _ATTACH_ERRORS = {
@@ -42,26 +42,18 @@ def clock_stats() -> dict:
             "resyncs": st.resyncs}
 
 
-cdef class Leg:
-    """One call's audio stream, driven by the mixer once it is in a room."""
+cdef class _Leg:
+    """A mixer leg: something the clock reads and, for calls, writes."""
     cdef eng_leg *leg
-    cdef readonly object placeholder
-
-    def __cinit__(self, uintptr_t stream):
-        cdef void *ph = NULL
-        cdef int err = 0
-        with nogil:
-            self.leg = eng_leg_attach(<void *>stream, &ph, &err)
-        if self.leg == NULL:
-            raise StreamError(_ATTACH_ERRORS.get(err, f"error {err}"))
-        self.placeholder = <uintptr_t>ph
+    cdef object _clip  # keeps the playing clip's memory alive
 
     def free(self):
-        """Leave the room and release the leg (its stream is gone or going)."""
+        """Leave the room and release the leg."""
         if self.leg != NULL:
             with nogil:
                 eng_leg_free(self.leg)
             self.leg = NULL
+        self._clip = None
 
     def __dealloc__(self):
         if self.leg != NULL:
@@ -71,6 +63,10 @@ cdef class Leg:
         if self.leg == NULL:
             raise ValueError("leg was freed")
         return self.leg
+
+    @property
+    def rate(self) -> int:
+        return eng_leg_rate(self._get())
 
     def set_flags(self, int flags):
         cdef eng_leg *leg = self._get()
@@ -87,11 +83,56 @@ cdef class Leg:
         with nogil:
             eng_leg_leave(leg)
 
+    def play(self, const int16_t[::1] pcm not None, int loops=1):
+        """Play a clip at this leg's rate: ``loops`` times, or forever when < 1."""
+        cdef eng_leg *leg = self._get()
+        cdef int n = pcm.shape[0]
+        cdef int lp = loops if loops >= 1 else -1
+        self._clip = pcm
+        if n == 0:
+            eng_leg_stop(leg)
+            return
+        with nogil:
+            eng_leg_play(leg, &pcm[0], n, lp)
+
+    def stop(self):
+        cdef eng_leg *leg = self._get()
+        with nogil:
+            eng_leg_stop(leg)
+        self._clip = None
+
+    @property
+    def playing(self) -> bool:
+        return bool(eng_leg_playing(self._get()))
+
     def stats(self) -> dict:
         cdef eng_leg_stats st
         eng_leg_get_stats(self._get(), &st)
         return {"rate": st.rate, "rx_audio": st.rx_audio, "rx_empty": st.rx_empty,
                 "tx": st.tx, "errors": st.errors, "energy": st.energy}
+
+
+cdef class Leg(_Leg):
+    """One call's audio stream, driven by the mixer once it is in a room."""
+    cdef readonly object placeholder
+
+    def __cinit__(self, uintptr_t stream):
+        cdef void *ph = NULL
+        cdef int err = 0
+        with nogil:
+            self.leg = eng_leg_attach(<void *>stream, &ph, &err)
+        if self.leg == NULL:
+            raise StreamError(_ATTACH_ERRORS.get(err, f"error {err}"))
+        self.placeholder = <uintptr_t>ph
+
+
+cdef class Source(_Leg):
+    """A room sound: its clip is mixed into the room like a member's voice."""
+
+    def __cinit__(self, int rate=16000):
+        self.leg = eng_source_create(rate)
+        if self.leg == NULL:
+            raise ValueError(f"unsupported source rate {rate}")
 
 
 cdef class MixRoom:
@@ -114,7 +155,7 @@ cdef class MixRoom:
         if self.room != NULL:
             eng_room_destroy(self.room)
 
-    def add(self, Leg leg):
+    def add(self, _Leg leg):
         cdef eng_leg *l = leg._get()
         if self.room == NULL:
             raise ValueError("room was destroyed")

@@ -27,6 +27,8 @@ class NodeConfig:
     jb_min_ms: int = 10
     jb_max_ms: int = 60
     opus_bitrate: int = 32000
+    sound_fetch_timeout: float = 10.0
+    sound_cache_bytes: int = 20 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if not (0 < self.sip_port < 65536):

@@ -8,6 +8,7 @@ routed here on the trio thread; a call that hangs up has its task's cancel scope
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -27,7 +28,8 @@ from .answer import (
     parse_document,
 )
 from .config import NodeConfig
-from .sip import CallEnded, IncomingCall, MediaError, MediaUp, SipEngine
+from .sip import CallEnded, Dtmf, IncomingCall, MediaError, MediaUp, SipEngine
+from .sounds import SoundError, SoundLibrary
 from .webhooks import FetchError, call_params, fetch_document
 
 log = logging.getLogger("sipconf.node")
@@ -44,7 +46,9 @@ class CallSession:
     answered: bool = False
     ended: bool = False
     room: RoomRun | None = None
+    member: roomstate.Member | None = None
     left_room: trio.Event = field(default_factory=trio.Event)
+    leave_reason: str = ""
     media_rate: int | None = None
     document_url: str | None = None
     nursery: trio.Nursery | None = None
@@ -56,15 +60,26 @@ class CallSession:
 
 @dataclass
 class RoomRun:
-    """A room while it has members: its sans-I/O state plus the trio task that owns it."""
+    """One run of a room: its sans-I/O state, and the trio task (with its nursery) that owns
+    the run's timer, sounds and wait music. Engine commands for the room go through ``actions``
+    and run in order, so a leg is always joined before it is muted, unmuted or left."""
 
     state: roomstate.Room
+    key: str = ""  # the run's ConferenceUUID, also its mixer room
     ended: trio.Event = field(default_factory=trio.Event)
+    nursery: trio.Nursery | None = None
+    timer: trio.CancelScope | None = None
+    music: dict[str, trio.CancelScope] = field(default_factory=dict)
 
-    @property
-    def key(self) -> str:
-        # The mixer room is per run: a new run never inherits an old run's mixer state.
-        return self.state.run_uuid or ""
+    def __post_init__(self) -> None:
+        self.send, self.recv = trio.open_memory_channel[Callable[[], Awaitable[object]]](
+            float("inf"))
+
+    def do(self, fn: Callable[..., Awaitable[object]], *args: object) -> None:
+        try:
+            self.send.send_nowait(lambda: fn(*args))
+        except trio.ClosedResourceError:
+            pass  # the run is over; its mixer room is gone with it
 
 
 class Node:
@@ -80,6 +95,8 @@ class Node:
         """Run until cancelled; on the way out every call gets a BYE."""
         async with httpx.AsyncClient(follow_redirects=True) as http:
             self.http = http
+            self.sounds = SoundLibrary(http, fetch_timeout=self.config.sound_fetch_timeout,
+                                       cache_bytes=self.config.sound_cache_bytes)
             await self.engine.start()
             try:
                 async with trio.open_nursery() as nursery:
@@ -113,6 +130,8 @@ class Node:
             session.media_rate = ev.rate
         elif isinstance(ev, MediaError):
             log.error("call %s: %s", session.uuid, ev.reason)
+        elif isinstance(ev, Dtmf):
+            self._on_digit(session, ev)
 
     # --- one call ------------------------------------------------------------------------------
 
@@ -170,14 +189,20 @@ class Node:
     async def _execute(self, s: CallSession, doc: Document) -> None:
         redirects = 0
         verbs = list(doc.verbs)
+        verb = None
         while verbs:
             verb = verbs.pop(0)
             if isinstance(verb, Conference):
                 await self._answer(s)
-                await self._conference(s, verb)
+                replacement = await self._conference(s, verb)
+                if replacement is not None:
+                    verbs = list(replacement.verbs)
             elif isinstance(verb, Wait):
                 await self._answer(s)
                 await trio.sleep(verb.length)
+            elif isinstance(verb, (Play, Speak)):
+                await self._answer(s)
+                await self._play_to_call(s, verb)
             elif isinstance(verb, Hangup):
                 break
             elif isinstance(verb, Redirect):
@@ -191,10 +216,27 @@ class Node:
                     log.error("redirect %s failed for call %s: %s", verb.url, s.uuid,
                               getattr(exc, "reason", exc))
                     break
-            elif isinstance(verb, (Play, Speak)):
-                log.warning("call %s: <%s> is not executed by this version; skipped",
-                            s.uuid, type(verb).__name__)
         await self._end(s, verb if isinstance(verb, Hangup) else None)
+
+    async def _play_to_call(self, s: CallSession, verb: Play | Speak) -> None:
+        """Play or Speak to this caller alone; loop=0 plays until the call ends."""
+        try:
+            if isinstance(verb, Play):
+                clip = await self.sounds.audio(verb.url)
+            else:
+                clip = await self.sounds.speech(verb.text, verb.voice, verb.language)
+        except SoundError as exc:
+            log.warning("call %s: skipped <%s>: %s", s.uuid, type(verb).__name__, exc)
+            return
+        await self.engine.play_to_call(s.uuid, clip, verb.loop)
+        try:
+            if verb.loop == 0:
+                await trio.sleep_forever()
+            await trio.sleep(clip.duration * verb.loop)
+        finally:
+            if not s.ended:
+                with trio.CancelScope(shield=True):
+                    await self.engine.stop_call_sound(s.uuid)
 
     async def _answer(self, s: CallSession) -> None:
         if s.answered:
@@ -215,46 +257,191 @@ class Node:
 
     # --- rooms ---------------------------------------------------------------------------------
 
-    async def _conference(self, s: CallSession, conf: Conference) -> None:
+    async def _conference(self, s: CallSession, conf: Conference) -> Document | None:
+        """Join the room, stay until leaving it, then the action URL; returns the document
+        that replaces the rest of this one (action with redirect=true), if any."""
         run = self.rooms.get(conf.room)
         if run is None:
-            run = self.rooms[conf.room] = RoomRun(roomstate.Room(conf.room))
-        for ev in run.state.join(s.uuid, conf):
-            if isinstance(ev, roomstate.Refused):
-                log.info("call %s refused by room %s: %s", s.uuid, conf.room, ev.reason)
-                if run.state.empty:
-                    self.rooms.pop(conf.room, None)
-                return
+            run = self.rooms[conf.room] = RoomRun(roomstate.Room(conf.room,
+                                                                 clock=trio.current_time))
+        events = run.state.join(s.uuid, conf)
+        refused = next((e for e in events if isinstance(e, roomstate.Refused)), None)
+        if refused is not None:
+            log.info("call %s refused by room %s: %s", s.uuid, conf.room, refused.reason)
+            if run.state.empty:
+                self.rooms.pop(conf.room, None)
+            return await self._action(s, conf, None, "")
+        for ev in events:
             if isinstance(ev, roomstate.RunStarted):
-                self._nursery.start_soon(self._room_main, run, name=f"room-{conf.room}")
-            elif isinstance(ev, roomstate.Joined):
-                log.info("call %s joined room %s as member %s", s.uuid, conf.room,
-                         ev.member.member_id)
+                run.key = ev.room_uuid
+                await self._nursery.start(self._room_main, run, name=f"room-{conf.room}")
         s.room = run
         s.left_room = trio.Event()
-        await self.engine.join(s.uuid, run.key, muted=conf.muted)
+        self._apply(run, events)
         await s.left_room.wait()
+        member, room_uuid = s.member, run.key
+        s.member = None
+        return await self._action(s, conf, member, room_uuid)
+
+    async def _action(self, s: CallSession, conf: Conference, member: roomstate.Member | None,
+                      room_uuid: str) -> Document | None:
+        if not conf.action or s.ended:
+            return None
+        params = {
+            "ConferenceName": conf.room,
+            "ConferenceUUID": room_uuid,
+            "ConferenceMemberID": member.member_id if member else "",
+            "CallUUID": s.uuid,
+            "From": s.incoming.from_uri,
+            "To": s.incoming.to_user or s.incoming.to_uri,
+            "Direction": "inbound",
+            "CallStatus": "in-progress",
+        }
+        try:
+            body = await fetch_document(self.http, conf.action, conf.method, params,
+                                        self.config.answer_timeout)
+        except FetchError as exc:
+            log.error("action URL %s failed for call %s: %s", conf.action, s.uuid, exc.reason)
+            return None
+        if not conf.redirect:
+            return None
+        try:
+            return parse_document(body, base_url=conf.action)
+        except AnswerError as exc:
+            log.error("action URL %s for call %s: bad XML, going on with the document: %s",
+                      conf.action, s.uuid, exc)
+            return None
+
+    def _on_digit(self, s: CallSession, ev: Dtmf) -> None:
+        run, member = s.room, s.member
+        if run is None or member is None:
+            return
+        if ev.digit == "*" and member.conference.hangup_on_star:
+            log.info("call %s pressed * in room %s: leaving it", s.uuid, run.state.name)
+            self._apply(run, run.state.leave(s.uuid, roomstate.STAR))
 
     def _leave_room(self, s: CallSession) -> None:
+        """The call is going away (or its task ends): take it out of its room."""
         run = s.room
-        if run is None:
-            return
+        if run is not None and s.uuid in run.state.members:
+            self._apply(run, run.state.leave(s.uuid, roomstate.HANGUP))
         s.room = None
-        for ev in run.state.leave(s.uuid):
-            if isinstance(ev, roomstate.Left):
-                log.info("call %s left room %s", s.uuid, run.state.name)
-            elif isinstance(ev, roomstate.RunEnded):
-                run.ended.set()
-                if self.rooms.get(run.state.name) is run:
-                    del self.rooms[run.state.name]
-        s.left_room.set()
-        if not s.ended and self._nursery is not None:
-            self._nursery.start_soon(self.engine.leave, s.uuid)
 
-    async def _room_main(self, run: RoomRun) -> None:
-        """A room run's own task: timers and sounds hang off this nursery."""
-        async with trio.open_nursery():
-            await run.ended.wait()
+    def _apply(self, run: RoomRun, events: list) -> None:
+        """Carry out what the room state machine decided (on the trio thread, no waiting)."""
+        name = run.state.name
+        for ev in events:
+            if isinstance(ev, roomstate.Joined):
+                m = ev.member
+                session = self.calls.get(m.call_uuid)
+                if session is not None:
+                    session.member = m
+                log.info("call %s joined room %s as member %s%s", m.call_uuid, name,
+                         m.member_id, " (waiting)" if m.waiting else "")
+                run.do(self.engine.join, m.call_uuid, run.key,
+                       m.conference.muted or m.waiting, m.waiting)
+            elif isinstance(ev, roomstate.MemberState):
+                m = ev.member
+                if not ev.waiting:
+                    log.info("room %s: member %s is live", name, m.member_id)
+                run.do(self.engine.set_member, m.call_uuid, m.conference.muted or ev.waiting,
+                       ev.waiting)
+            elif isinstance(ev, roomstate.Music):
+                self._music(run, ev.member, ev.on)
+            elif isinstance(ev, roomstate.PlaySound):
+                if run.nursery is not None:
+                    run.nursery.start_soon(self._room_sound, run, ev.sound)
+            elif isinstance(ev, roomstate.Deadline):
+                self._arm_time_limit(run, ev.at)
+            elif isinstance(ev, roomstate.Left):
+                self._member_left(run, ev)
+            elif isinstance(ev, roomstate.RunEnded):
+                log.info("room %s: run %s ended", name, ev.room_uuid)
+                run.ended.set()
+                run.send.close()
+                if self.rooms.get(name) is run:
+                    del self.rooms[name]
+
+    def _member_left(self, run: RoomRun, ev: roomstate.Left) -> None:
+        call_uuid = ev.member.call_uuid
+        scope = run.music.pop(call_uuid, None)
+        if scope is not None:
+            scope.cancel()
+        log.info("call %s left room %s (%s)", call_uuid, run.state.name, ev.reason)
+        session = self.calls.get(call_uuid)
+        if session is None:
+            return
+        session.room = None
+        session.leave_reason = ev.reason
+        session.left_room.set()
+        if not session.ended:
+            run.do(self.engine.leave, call_uuid)
+
+    def _music(self, run: RoomRun, member: roomstate.Member, on: bool) -> None:
+        old = run.music.pop(member.call_uuid, None)
+        if old is not None:
+            old.cancel()
+        if on and run.nursery is not None:
+            scope = run.music[member.call_uuid] = trio.CancelScope()
+            run.nursery.start_soon(self._start_music, run, member, scope)
+        elif not on:
+            run.do(self.engine.stop_call_sound, member.call_uuid)
+
+    async def _start_music(self, run: RoomRun, member: roomstate.Member,
+                           scope: trio.CancelScope) -> None:
+        with scope:
+            try:
+                clip = await self.sounds.resolve(member.conference.wait_sound)
+            except SoundError as exc:
+                log.warning("room %s: wait sound skipped: %s", run.state.name, exc)
+                return
+            run.do(self.engine.play_to_call, member.call_uuid, clip, 0)
+
+    async def _room_sound(self, run: RoomRun, spec: str) -> None:
+        """An enter/exit sound, mixed into the room like a member (it never stalls the mixer:
+        it is fetched and decoded here, then the clock only walks PCM)."""
+        try:
+            clip = await self.sounds.resolve(spec)
+        except SoundError as exc:
+            log.warning("room %s: sound %s skipped: %s", run.state.name, spec, exc)
+            return
+        sound_id = await self.engine.play_to_room(run.key, clip, 1)
+        if sound_id is None:
+            return
+        try:
+            await trio.sleep(clip.duration + 0.1)
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.engine.stop_room_sound(sound_id)
+
+    def _arm_time_limit(self, run: RoomRun, at: float) -> None:
+        if run.timer is not None:
+            run.timer.cancel()
+        if run.nursery is None:
+            return
+        run.timer = trio.CancelScope()
+        run.nursery.start_soon(self._time_limit, run, at, run.timer)
+
+    async def _time_limit(self, run: RoomRun, at: float, scope: trio.CancelScope) -> None:
+        with scope:
+            await trio.sleep_until(at)
+            events = run.state.expire()
+            if events:
+                log.info("room %s: time limit reached", run.state.name)
+                self._apply(run, events)
+
+    async def _room_main(self, run: RoomRun, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """A room run's own task: runs its engine commands in order until the run ends; its
+        nursery holds the run's timer, sounds and music, all cancelled with it."""
+        async with trio.open_nursery() as nursery:
+            run.nursery = nursery
+            task_status.started()
+            async for action in run.recv:  # ends when the run ends (its channel is closed)
+                try:
+                    await action()
+                except Exception:  # noqa: BLE001 - one failed command must not stop the room
+                    log.exception("room %s: engine command failed", run.state.name)
+            nursery.cancel_scope.cancel()
 
 
 class _CallGone(Exception):

@@ -1,9 +1,12 @@
-"""Room state: who is in a conference room and what each change means.
+"""Room state: who is in a conference room, who waits, and what each change means.
 
-Sans-I/O: methods take what happened (a call joins, a call leaves) and return events for the I/O
-layer to act on (mix the leg, send callbacks, end the room). A room "run" starts with its first
-member and ends when the last one leaves; each run has its own ConferenceUUID and counts member
-IDs up from 1.
+Sans-I/O: methods take what happened (a call joins, leaves, presses `*`, the clock passes the
+time limit) with the time, and return events for the I/O layer to act on: mix or mute a leg,
+start or stop a member's wait music, play an enter/exit sound to the room, and tell a member it
+has left (a kick is just a `Left` for someone other than the caller who acted).
+
+A room "run" starts with its first member and ends when the last one leaves; each run has its
+own ConferenceUUID and counts member IDs up from 1. Behaviour follows shared/behaviour.md.
 """
 
 from __future__ import annotations
@@ -15,6 +18,13 @@ from dataclasses import dataclass, field
 
 from .answer import Conference
 
+# Why a member left the room.
+HANGUP = "hangup"  # the call ended
+STAR = "hangup-on-star"  # the member pressed *
+END_CONFERENCE = "end-conference-on-exit"  # a member with endConferenceOnExit left
+STAY_ALONE = "stay-alone"  # left alone in a room whose member has stayAlone=false
+TIME_LIMIT = "time-limit"  # the room's timeLimit expired
+
 
 @dataclass
 class Member:
@@ -22,6 +32,8 @@ class Member:
     member_id: str
     conference: Conference
     joined_at: float
+    waiting: bool = False  # not mixed in, hears no one (startConferenceOnEnter=false)
+    music: bool = False  # hears its waitSound
 
 
 @dataclass(frozen=True)
@@ -45,6 +57,7 @@ class Refused:
 class Left:
     member: Member
     room_uuid: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -52,7 +65,39 @@ class RunEnded:
     room_uuid: str
 
 
-RoomEvent = RunStarted | Joined | Refused | Left | RunEnded
+@dataclass(frozen=True)
+class MemberState:
+    """How a member is mixed now: waiting (deaf and silent) or live (muted if it asked)."""
+
+    member: Member
+    waiting: bool
+
+
+@dataclass(frozen=True)
+class Music:
+    """Start (on) or stop a member's wait music (its waitSound, looped)."""
+
+    member: Member
+    on: bool
+
+
+@dataclass(frozen=True)
+class PlaySound:
+    """Play an enter/exit sound (`beep:1`, `beep:2` or a URL) to the whole room."""
+
+    sound: str
+    room_uuid: str
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """The room's time limit now ends at ``at`` (monotonic seconds)."""
+
+    at: float
+
+
+RoomEvent = (RunStarted | Joined | Refused | Left | RunEnded | MemberState | Music | PlaySound
+             | Deadline)
 
 
 @dataclass
@@ -62,6 +107,9 @@ class Room:
     clock: Callable[[], float] = field(default=time.monotonic)
     run_uuid: str | None = None
     members: dict[str, Member] = field(default_factory=dict)
+    started: bool = False  # a startConferenceOnEnter member has joined this run
+    peak: int = 0  # most members present at once in this run
+    deadline: float | None = None
     _next_id: int = 1
 
     @property
@@ -73,23 +121,84 @@ class Room:
             raise ValueError(f"call {call_uuid} is already in room {self.name}")
         if len(self.members) >= conf.max_members:
             return [Refused(call_uuid, f"room {self.name} is full ({conf.max_members} members)")]
+        now = self.clock()
         events: list[RoomEvent] = []
         if self.run_uuid is None:
             self.run_uuid = self.new_uuid()
             self._next_id = 1
+            self.started = False
+            self.peak = 0
             events.append(RunStarted(self.run_uuid))
-        member = Member(call_uuid, str(self._next_id), conf, self.clock())
+        member = Member(call_uuid, str(self._next_id), conf, now)
         self._next_id += 1
+        if conf.start_conference_on_enter:
+            self.started = True
+        member.waiting = not self.started
         self.members[call_uuid] = member
+        self.peak = max(self.peak, len(self.members))
         events.append(Joined(member, self.run_uuid))
+        events.append(MemberState(member, member.waiting))
+        # Each joiner restarts the room timer with its own timeLimit.
+        self.deadline = now + conf.time_limit
+        events.append(Deadline(self.deadline))
+        if conf.enter_sound:
+            events.append(PlaySound(conf.enter_sound, self.run_uuid))
+        events += self._sync()
         return events
 
-    def leave(self, call_uuid: str) -> list[RoomEvent]:
+    def leave(self, call_uuid: str, reason: str = HANGUP) -> list[RoomEvent]:
         member = self.members.pop(call_uuid, None)
         if member is None:
             return []
-        events: list[RoomEvent] = [Left(member, self.run_uuid)]
+        run = self.run_uuid
+        events: list[RoomEvent] = [Left(member, run, reason)]
+        if member.conference.end_conference_on_exit:
+            events += self._clear(END_CONFERENCE)
+        elif (len(self.members) == 1 and self.peak >= 2
+              and not next(iter(self.members.values())).conference.stay_alone):
+            events += self._clear(STAY_ALONE)
+        elif self.members and member.conference.exit_sound:
+            events.append(PlaySound(member.conference.exit_sound, run))
         if not self.members:
-            events.append(RunEnded(self.run_uuid))
+            events.append(RunEnded(run))
             self.run_uuid = None
+            self.deadline = None
+        else:
+            events += self._sync()
+        return events
+
+    def expire(self) -> list[RoomEvent]:
+        """The clock says the time limit may have passed: if so, everyone leaves."""
+        if self.deadline is None or self.clock() < self.deadline or not self.members:
+            return []
+        run = self.run_uuid
+        events = self._clear(TIME_LIMIT)
+        events.append(RunEnded(run))
+        self.run_uuid = None
+        self.deadline = None
+        return events
+
+    def _clear(self, reason: str) -> list[RoomEvent]:
+        events: list[RoomEvent] = []
+        for call_uuid in list(self.members):
+            member = self.members.pop(call_uuid)
+            if member.music:
+                member.music = False
+                events.append(Music(member, False))
+            events.append(Left(member, self.run_uuid, reason))
+        return events
+
+    def _sync(self) -> list[RoomEvent]:
+        """Bring every member's waiting and music state in line with the room."""
+        events: list[RoomEvent] = []
+        live = [m for m in self.members.values() if not (m.waiting and not self.started)]
+        for m in self.members.values():
+            if m.waiting and self.started:
+                m.waiting = False
+                events.append(MemberState(m, False))
+            alone = not m.waiting and len(live) == 1
+            music = bool(m.conference.wait_sound) and (m.waiting or alone)
+            if music != m.music:
+                m.music = music
+                events.append(Music(m, music))
         return events

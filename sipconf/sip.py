@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import trio
-from mixer_ext.mixer import MUTED
+from mixer_ext.mixer import DEAF, MUTED
 
 from . import sipmsg
 from .config import NodeConfig
@@ -62,6 +62,13 @@ class MediaUp:
 
 
 @dataclass(frozen=True)
+class Dtmf:
+    uuid: str
+    digit: str
+    source: str  # "rfc2833", later "info" and "inband"
+
+
+@dataclass(frozen=True)
 class MediaError:
     uuid: str
     reason: str
@@ -76,8 +83,10 @@ class _CallRec:
     uuid: str
     call: Any  # the pjsua2 Call
     leg: Any = None  # mixer_ext.streams.Leg
-    room_key: str | None = None
+    room_key: str | None = None  # the conference room's mixer, None = the call's own solo room
+    mix_key: str | None = None  # the mixer room the leg is in now
     flags: int = 0
+    overlay: tuple[Any, int] | None = None  # (clip, loops) played to this caller alone
     answered: bool = False
     ended: bool = False
     offer_ok: bool = True
@@ -87,6 +96,7 @@ class _CallRec:
 class _MixRoomRec:
     mix: Any  # mixer_ext.streams.MixRoom
     members: set[str] = field(default_factory=set)
+    sources: set[int] = field(default_factory=set)
 
 
 class SipEngine:
@@ -105,6 +115,8 @@ class SipEngine:
         self._calls: dict[str, _CallRec] = {}
         self._rooms: dict[str, _MixRoomRec] = {}
         self._graveyard: list[tuple[float, Any]] = []
+        self._sounds: dict[int, tuple[Any, str]] = {}
+        self._next_sound = 0
         self._dead_calls: list[Any] = []
 
     # --- lifecycle (trio side) -----------------------------------------------------------------
@@ -153,15 +165,31 @@ class SipEngine:
     async def hangup(self, call_uuid: str, code: int = 0, reason: str = "") -> bool:
         return await self._run("hangup", call_uuid, code, reason)
 
-    async def join(self, call_uuid: str, room_key: str, muted: bool = False) -> bool:
+    async def join(self, call_uuid: str, room_key: str, muted: bool = False,
+                   deaf: bool = False) -> bool:
         """Put the call's audio in a mixer room (now, or as soon as its stream exists)."""
-        return await self._run("join", call_uuid, room_key, muted)
+        return await self._run("join", call_uuid, room_key, muted, deaf)
 
     async def leave(self, call_uuid: str) -> bool:
+        """Take the call out of its conference room (back to its own, silent, solo room)."""
         return await self._run("leave", call_uuid)
 
-    async def set_muted(self, call_uuid: str, muted: bool) -> bool:
-        return await self._run("set_muted", call_uuid, muted)
+    async def set_member(self, call_uuid: str, muted: bool, deaf: bool = False) -> bool:
+        return await self._run("set_member", call_uuid, muted, deaf)
+
+    async def play_to_call(self, call_uuid: str, clip: Any, loops: int = 1) -> bool:
+        """Play a clip (sounds.Clip) to this caller alone; loops < 1 = until stopped."""
+        return await self._run("play_to_call", call_uuid, clip, loops)
+
+    async def stop_call_sound(self, call_uuid: str) -> bool:
+        return await self._run("play_to_call", call_uuid, None, 0)
+
+    async def play_to_room(self, room_key: str, clip: Any, loops: int = 1) -> int | None:
+        """Mix a clip into a room for everyone; returns an id for stop_room_sound."""
+        return await self._run("play_to_room", room_key, clip, loops)
+
+    async def stop_room_sound(self, sound_id: int) -> bool:
+        return await self._run("stop_room_sound", sound_id)
 
     async def stats(self) -> dict:
         return await self._run("stats")
@@ -328,6 +356,9 @@ class SipEngine:
         self._calls.clear()
         self._dead_calls.clear()
         gc.collect()  # any stray pjsua2 object must go now, on this thread
+        for src, _ in self._sounds.values():
+            src.free()
+        self._sounds.clear()
         for rr in self._rooms.values():
             rr.mix.destroy()
         self._rooms.clear()
@@ -389,11 +420,44 @@ class SipEngine:
             rr = self._rooms[key] = _MixRoomRec(mix=self.streams.MixRoom())
         return rr
 
+    def _release_room(self, key: str, call_uuid: str) -> None:
+        rr = self._rooms.get(key)
+        if rr is None:
+            return
+        rr.members.discard(call_uuid)
+        if not rr.members:
+            for sid in list(rr.sources):
+                self._cmd_stop_room_sound(sid)
+            rr.mix.destroy()
+            del self._rooms[key]
+
     def _place(self, rec: _CallRec) -> None:
-        if rec.leg is None or rec.room_key is None:
+        """Put the call's leg where it belongs: its conference room, or its own solo room (so
+        a caller who is not in a conference still gets RTP, and can be played sounds)."""
+        key = rec.room_key or f"solo:{rec.uuid}"
+        if rec.mix_key != key:
+            if rec.mix_key is not None:
+                if rec.leg is not None:
+                    rec.leg.leave()
+                self._release_room(rec.mix_key, rec.uuid)
+            rec.mix_key = key
+            self._room_for(key).members.add(rec.uuid)
+        if rec.leg is None:
             return
         rec.leg.set_flags(rec.flags)
-        self._room_for(rec.room_key).mix.add(rec.leg)
+        if rec.overlay is not None:
+            clip, loops = rec.overlay
+            rec.leg.play(clip.at_rate(rec.leg.rate), loops)
+        else:
+            rec.leg.stop()
+        self._rooms[key].mix.add(rec.leg)
+
+    def _unplace(self, rec: _CallRec) -> None:
+        if rec.mix_key is not None:
+            if rec.leg is not None:
+                rec.leg.leave()
+            self._release_room(rec.mix_key, rec.uuid)
+            rec.mix_key = None
 
     # --- commands, on the SIP thread -----------------------------------------------------------
 
@@ -404,6 +468,7 @@ class SipEngine:
         rec.call.answer(self._op(code, reason, warning))
         if code == 200:
             rec.answered = True
+            self._place(rec)
         return True
 
     def _cmd_hangup(self, call_uuid: str, code: int, reason: str) -> bool:
@@ -414,42 +479,68 @@ class SipEngine:
         rec.call.hangup(self._op(code, reason))
         return True
 
-    def _cmd_join(self, call_uuid: str, room_key: str, muted: bool) -> bool:
+    def _cmd_join(self, call_uuid: str, room_key: str, muted: bool, deaf: bool) -> bool:
         rec = self._calls.get(call_uuid)
         if rec is None or rec.ended:
             return False
-        if rec.room_key is not None and rec.room_key != room_key:
-            self._cmd_leave(call_uuid)
         rec.room_key = room_key
-        rec.flags = (MUTED if muted else 0)
-        self._room_for(room_key).members.add(call_uuid)
+        rec.flags = (MUTED if muted else 0) | (DEAF if deaf else 0)
         self._place(rec)
         return True
 
     def _cmd_leave(self, call_uuid: str) -> bool:
         rec = self._calls.get(call_uuid)
-        key = rec.room_key if rec else None
-        if rec is not None:
-            if rec.leg is not None:
-                rec.leg.leave()
-            rec.room_key = None
-        if key is None:
+        if rec is None or rec.room_key is None:
             return False
-        rr = self._rooms.get(key)
-        if rr is not None:
-            rr.members.discard(call_uuid)
-            if not rr.members:
-                rr.mix.destroy()
-                del self._rooms[key]
+        rec.room_key = None
+        rec.flags = 0
+        rec.overlay = None
+        self._place(rec)
         return True
 
-    def _cmd_set_muted(self, call_uuid: str, muted: bool) -> bool:
+    def _cmd_set_member(self, call_uuid: str, muted: bool, deaf: bool) -> bool:
         rec = self._calls.get(call_uuid)
         if rec is None:
             return False
-        rec.flags = (MUTED if muted else 0)
+        rec.flags = (MUTED if muted else 0) | (DEAF if deaf else 0)
         if rec.leg is not None:
             rec.leg.set_flags(rec.flags)
+        return True
+
+    def _cmd_play_to_call(self, call_uuid: str, clip: Any, loops: int) -> bool:
+        rec = self._calls.get(call_uuid)
+        if rec is None or rec.ended:
+            return False
+        rec.overlay = (clip, loops) if clip is not None else None
+        if rec.leg is not None:
+            if clip is None:
+                rec.leg.stop()
+            else:
+                rec.leg.play(clip.at_rate(rec.leg.rate), loops)
+        return True
+
+    def _cmd_play_to_room(self, room_key: str, clip: Any, loops: int) -> int | None:
+        rr = self._rooms.get(room_key)
+        if rr is None:
+            return None
+        src = self.streams.Source(16000)
+        src.play(clip.at_rate(16000), loops)
+        rr.mix.add(src)
+        self._next_sound += 1
+        self._sounds[self._next_sound] = (src, room_key)
+        rr.sources.add(self._next_sound)
+        return self._next_sound
+
+    def _cmd_stop_room_sound(self, sound_id: int) -> bool:
+        entry = self._sounds.pop(sound_id, None)
+        if entry is None:
+            return False
+        src, key = entry
+        src.leave()
+        src.free()
+        rr = self._rooms.get(key)
+        if rr is not None:
+            rr.sources.discard(sound_id)
         return True
 
     def _cmd_stats(self) -> dict:
@@ -512,7 +603,7 @@ class SipEngine:
             return
         rec.ended = True
         self._detach(rec)
-        self._cmd_leave(rec.uuid)
+        self._unplace(rec)
         self._calls.pop(rec.uuid, None)
         self._drop_call(rec)
         if rec.offer_ok:
@@ -576,5 +667,9 @@ def _call_class(pj):
         def onStreamDestroyed(self, prm):  # noqa: N802
             if self.rec is not None:
                 self.engine.on_stream_destroyed(self.rec)
+
+        def onDtmfDigit(self, prm):  # noqa: N802
+            if self.rec is not None:
+                self.engine._emit(Dtmf(self.rec.uuid, str(prm.digit).upper(), "rfc2833"))
 
     return _Call

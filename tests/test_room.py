@@ -1,30 +1,57 @@
-"""Room state: runs, member IDs, maxMembers."""
+"""Room state: runs, member IDs, waiting and moderators, music, limits, sounds, kicks."""
 
 import itertools
 
 from sipconf.answer import Conference
-from sipconf.room import Joined, Left, Refused, Room, RunEnded, RunStarted
+from sipconf.room import (
+    END_CONFERENCE,
+    HANGUP,
+    STAR,
+    STAY_ALONE,
+    TIME_LIMIT,
+    Deadline,
+    Joined,
+    Left,
+    MemberState,
+    Music,
+    PlaySound,
+    Refused,
+    Room,
+    RunEnded,
+    RunStarted,
+)
 
 
-def make_room() -> Room:
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def make_room(clock=None) -> Room:
     ids = itertools.count(1)
-    return Room("r", new_uuid=lambda: f"run-{next(ids)}", clock=lambda: 0.0)
+    return Room("r", new_uuid=lambda: f"run-{next(ids)}", clock=clock or Clock())
+
+
+def kinds(events, kind):
+    return [e for e in events if isinstance(e, kind)]
 
 
 def test_a_run_starts_with_the_first_member_and_ends_with_the_last():
     room = make_room()
     ev = room.join("c1", Conference("r"))
-    assert isinstance(ev[0], RunStarted) and ev[0].room_uuid == "run-1"
-    assert isinstance(ev[1], Joined) and ev[1].member.member_id == "1"
+    assert ev[0] == RunStarted("run-1")
+    assert kinds(ev, Joined)[0].member.member_id == "1"
     ev = room.join("c2", Conference("r"))
-    assert len(ev) == 1 and ev[0].member.member_id == "2" and ev[0].room_uuid == "run-1"
-    assert isinstance(room.leave("c1")[0], Left)
+    assert kinds(ev, Joined)[0].member.member_id == "2" and not kinds(ev, RunStarted)
+    assert kinds(room.leave("c1"), Left)[0].reason == HANGUP
     ev = room.leave("c2")
-    assert isinstance(ev[0], Left) and ev[1] == RunEnded("run-1")
+    assert kinds(ev, RunEnded) == [RunEnded("run-1")]
     assert room.empty and room.run_uuid is None
-    # A new run: new UUID, member IDs from 1 again.
-    ev = room.join("c3", Conference("r"))
-    assert ev[0] == RunStarted("run-2") and ev[1].member.member_id == "1"
+    ev = room.join("c3", Conference("r"))  # a new run: new UUID, IDs from 1 again
+    assert ev[0] == RunStarted("run-2") and kinds(ev, Joined)[0].member.member_id == "1"
 
 
 def test_max_members_refuses_the_caller_who_would_exceed_it():
@@ -40,5 +67,103 @@ def test_max_members_refuses_the_caller_who_would_exceed_it():
 def test_twenty_members_fit_by_default():
     room = make_room()
     for i in range(20):
-        assert isinstance(room.join(f"c{i}", Conference("r"))[-1], Joined)
+        assert kinds(room.join(f"c{i}", Conference("r")), Joined)
     assert isinstance(room.join("c20", Conference("r"))[0], Refused)
+
+
+WAITER = Conference("r", start_conference_on_enter=False, wait_sound="http://x/hold.xml")
+MODERATOR = Conference("r", start_conference_on_enter=True, end_conference_on_exit=True)
+
+
+def test_waiting_members_hear_music_until_a_moderator_joins():
+    room = make_room()
+    ev = room.join("w1", WAITER)
+    assert kinds(ev, MemberState)[0].waiting is True
+    assert [(m.member.call_uuid, m.on) for m in kinds(ev, Music)] == [("w1", True)]
+    ev = room.join("w2", WAITER)
+    assert kinds(ev, MemberState)[0].waiting is True
+    assert [(m.member.call_uuid, m.on) for m in kinds(ev, Music)] == [("w2", True)]
+    ev = room.join("mod", MODERATOR)
+    states = {s.member.call_uuid: s.waiting for s in kinds(ev, MemberState)}
+    assert states == {"mod": False, "w1": False, "w2": False}
+    assert {(m.member.call_uuid, m.on) for m in kinds(ev, Music)} == {("w1", False),
+                                                                      ("w2", False)}
+
+
+def test_moderator_leaving_ends_the_conference_for_everyone():
+    room = make_room()
+    room.join("w1", WAITER)
+    room.join("mod", MODERATOR)
+    room.join("w2", WAITER)
+    ev = room.leave("mod")
+    left = {e.member.call_uuid: e.reason for e in kinds(ev, Left)}
+    assert left == {"mod": HANGUP, "w1": END_CONFERENCE, "w2": END_CONFERENCE}
+    assert kinds(ev, RunEnded) and room.empty
+
+
+def test_alone_in_a_started_room_with_a_wait_sound_hears_music():
+    room = make_room()
+    conf = Conference("r", wait_sound="http://x/hold.xml")
+    ev = room.join("a", conf)
+    assert [(m.member.call_uuid, m.on) for m in kinds(ev, Music)] == [("a", True)]
+    assert kinds(ev, MemberState)[0].waiting is False
+    ev = room.join("b", Conference("r"))
+    assert [(m.member.call_uuid, m.on) for m in kinds(ev, Music)] == [("a", False)]
+    ev = room.leave("b")
+    assert [(m.member.call_uuid, m.on) for m in kinds(ev, Music)] == [("a", True)]
+
+
+def test_stay_alone_false_ends_the_room_once_two_have_been_present():
+    room = make_room()
+    lonely = Conference("r", stay_alone=False)
+    room.join("a", lonely)  # alone from the start: stays
+    assert "a" in room.members
+    room.join("b", lonely)
+    ev = room.leave("b")
+    assert {e.member.call_uuid: e.reason for e in kinds(ev, Left)} == {"b": HANGUP,
+                                                                       "a": STAY_ALONE}
+    assert kinds(ev, RunEnded)
+
+
+def test_stay_alone_default_keeps_the_last_member():
+    room = make_room()
+    room.join("a", Conference("r"))
+    room.join("b", Conference("r"))
+    ev = room.leave("b")
+    assert [e.member.call_uuid for e in kinds(ev, Left)] == ["b"] and "a" in room.members
+
+
+def test_time_limit_is_restarted_by_each_joiner_and_ends_the_room():
+    clock = Clock()
+    room = make_room(clock)
+    ev = room.join("a", Conference("r", time_limit=6))
+    assert kinds(ev, Deadline) == [Deadline(106.0)]
+    clock.now = 104.0
+    ev = room.join("b", Conference("r", time_limit=6))
+    assert kinds(ev, Deadline) == [Deadline(110.0)]
+    clock.now = 109.9
+    assert room.expire() == []
+    clock.now = 110.0
+    ev = room.expire()
+    assert {e.member.call_uuid: e.reason for e in kinds(ev, Left)} == {"a": TIME_LIMIT,
+                                                                       "b": TIME_LIMIT}
+    assert kinds(ev, RunEnded) and room.empty
+
+
+def test_enter_and_exit_sounds_play_to_the_room():
+    room = make_room()
+    ev = room.join("a", Conference("r", enter_sound="beep:1", exit_sound="beep:2"))
+    assert kinds(ev, PlaySound) == [PlaySound("beep:1", "run-1")]
+    room.join("b", Conference("r"))
+    ev = room.leave("a")
+    assert kinds(ev, PlaySound) == [PlaySound("beep:2", "run-1")]
+    ev = room.leave("b")  # nobody left to hear it
+    assert kinds(ev, PlaySound) == []
+
+
+def test_star_leaves_like_any_other_reason():
+    room = make_room()
+    room.join("a", Conference("r", hangup_on_star=True))
+    room.join("b", Conference("r"))
+    ev = room.leave("a", STAR)
+    assert kinds(ev, Left)[0].reason == STAR and "b" in room.members
