@@ -11,10 +11,11 @@ from urllib.parse import parse_qs, urlsplit
 
 @dataclass
 class Route:
-    body: str = ""
+    body: str | bytes = ""
     status: int = 200
     delay: float = 0.0
     content_type: str = "application/xml"
+    by_to: dict[str, str] | None = None  # answer documents keyed by the dialled user (To)
 
 
 @dataclass
@@ -35,11 +36,12 @@ class AnswerServer:
         class Handler(BaseHTTPRequestHandler):
             def _handle(self) -> None:
                 url = urlsplit(self.path)
-                params = {k: v[0] for k, v in parse_qs(url.query).items()}
+                params = {k: v[0] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
                 if self.command == "POST":
                     n = int(self.headers.get("Content-Length") or 0)
                     body = self.rfile.read(n).decode()
-                    params.update({k: v[0] for k, v in parse_qs(body).items()})
+                    form = parse_qs(body, keep_blank_values=True)
+                    params.update({k: v[0] for k, v in form.items()})
                 server.requests.append(
                     Request(self.command, url.path, params, dict(self.headers.items()))
                 )
@@ -49,7 +51,10 @@ class AnswerServer:
                     return
                 if route.delay:
                     time.sleep(route.delay)
-                data = route.body.encode()
+                body = route.body
+                if route.by_to is not None:
+                    body = route.by_to.get(params.get("To", ""), "")
+                data = body.encode() if isinstance(body, str) else body
                 try:
                     self.send_response(route.status)
                     self.send_header("Content-Type", route.content_type)
@@ -73,14 +78,24 @@ class AnswerServer:
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
-    def route(self, path: str, body: str = "", **kw) -> str:
+    def route(self, path: str, body: str | bytes = "", **kw) -> str:
         self.routes[path] = Route(body=body, **kw)
         return self.url(path)
 
-    def conference(self, path: str, room: str, **attrs: str) -> str:
-        """Serve `<Response><Conference ...>room</Conference></Response>` at ``path``."""
+    def conference(self, path: str, room: str, before: str = "", after: str = "",
+                   **attrs: str) -> str:
+        """Serve `<Response>before<Conference ...>room</Conference>after</Response>`."""
         a = "".join(f' {k}="{v}"' for k, v in attrs.items())
-        return self.route(path, f"<Response><Conference{a}>{room}</Conference></Response>")
+        return self.route(
+            path, f"<Response>{before}<Conference{a}>{room}</Conference>{after}</Response>")
+
+    def per_user(self, path: str, documents: dict[str, str]) -> str:
+        """Serve a different answer document for each dialled user."""
+        self.routes[path] = Route(by_to=documents)
+        return self.url(path)
+
+    def requests_to(self, path: str) -> list[Request]:
+        return [r for r in self.requests if r.path == path]
 
     def start(self) -> AnswerServer:
         self._thread.start()

@@ -78,3 +78,54 @@ def tone_report(path: Path, freqs: list[float], skip_s: float = 1.0,
     out = {f: float(np.median(levels[:, j])) for j, f in enumerate(freqs)}
     out["rest"] = float(np.median(rest))
     return out
+
+
+def timeline(path: Path, freqs: list[float], frame_s: float = 0.1,
+             ) -> tuple[np.ndarray, np.ndarray, float]:
+    """Per-frame tone levels (dB) of a whole recording: (levels[frames, freqs], rest, frame_s)."""
+    pcm, rate = read_wav(path)
+    levels, rest = band_levels(pcm, rate, freqs, frame_s)
+    return levels, rest, frame_s
+
+
+def bursts(on: np.ndarray, frame_s: float) -> list[tuple[float, float]]:
+    """(start, length) in seconds of each run of True frames."""
+    out = []
+    start = None
+    for i, v in enumerate(list(on) + [False]):
+        if v and start is None:
+            start = i
+        elif not v and start is not None:
+            out.append((start * frame_s, (i - start) * frame_s))
+            start = None
+    return out
+
+
+def encode_mp3(pcm: np.ndarray, rate: int) -> bytes:
+    """Real mp3 encoding (LAME, through lameenc), mono."""
+    import lameenc
+
+    enc = lameenc.Encoder()
+    enc.set_bit_rate(64)
+    enc.set_in_sample_rate(rate)
+    enc.set_channels(1)
+    enc.set_quality(5)
+    return bytes(enc.encode(pcm.astype("<i2").tobytes()) + enc.flush())
+
+
+def tone_pcm(freq: float, seconds: float, rate: int = 16000, amplitude: float = 0.25,
+             ) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (amplitude * 32767 * np.sin(2 * np.pi * freq * t)).astype(np.int16)
+
+
+def wav_bytes(pcm: np.ndarray, rate: int) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.astype("<i2").tobytes())
+    return buf.getvalue()

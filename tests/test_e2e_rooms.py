@@ -1,0 +1,258 @@
+"""Rooms that behave like a conference service, with real softphones and measured audio.
+
+Each baresip UA sends its own tone; what it decoded is analysed per frame (FFT band levels).
+Tones: callers 440 / 1000 / 1700 Hz, beeps 700 Hz, wait music 2300 Hz (an mp3), a Play
+clip 600 Hz (a wav).
+"""
+
+import time
+
+import numpy as np
+import pytest
+from support.audio import (
+    bursts,
+    encode_mp3,
+    read_wav,
+    timeline,
+    tone_pcm,
+    tone_report,
+    wav_bytes,
+)
+
+pytestmark = pytest.mark.e2e
+
+A, B, C = 440.0, 1000.0, 1700.0
+BEEP, MUSIC, CLIP = 700.0, 2300.0, 600.0
+FREQS = [A, B, C, BEEP, MUSIC, CLIP]
+
+
+def conf_doc(room: str, before: str = "", after: str = "", **attrs: str) -> str:
+    a = "".join(f' {k}="{v}"' for k, v in attrs.items())
+    return f"<Response>{before}<Conference{a}>{room}</Conference>{after}</Response>"
+
+
+def established(*phones, timeout=10):
+    for ua in phones:
+        assert ua.wait_for("Call established", timeout), ua.output()[-2000:]
+
+
+def wait_terminated(ua, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ua.terminated:
+            return time.monotonic()
+        time.sleep(0.05)
+    return None
+
+
+def test_muted_member_hears_and_is_not_heard(answer_server, node_factory, uas):
+    url = answer_server.per_user("/answer", {
+        "alice": conf_doc("m"), "bob": conf_doc("m", muted="true"), "carol": conf_doc("m")})
+    node = node_factory(url)
+    phones = {n: uas(n, tone_hz=f).dial(node.uri(n), 30)
+              for n, f in (("alice", A), ("bob", B), ("carol", C))}
+    established(*phones.values())
+    time.sleep(6)
+    for ua in phones.values():
+        ua.stop()
+    ra = tone_report(phones["alice"].heard(), [A, B, C])
+    rc = tone_report(phones["carol"].heard(), [A, B, C])
+    rb = tone_report(phones["bob"].heard(), [A, B, C])
+    # Nobody hears bob: his tone >= 50 dB below what alice and carol hear of each other.
+    assert ra[C] - ra[B] >= 50, ra
+    assert rc[A] - rc[B] >= 50, rc
+    # Bob hears both.
+    assert rb[A] - rb["rest"] >= 20 and rb[C] - rb["rest"] >= 20, rb
+
+
+def test_waiting_room_music_then_moderator_then_end(answer_server, node_factory, uas):
+    music = answer_server.route("/music.mp3", encode_mp3(tone_pcm(MUSIC, 4.0, 16000), 16000),
+                                content_type="audio/mpeg")
+    hold = answer_server.route("/hold.xml", f"<Response><Play>{music}</Play></Response>")
+    url = answer_server.per_user("/answer", {
+        "waiter": conf_doc("mod", startConferenceOnEnter="false", waitSound=hold),
+        "boss": conf_doc("mod", startConferenceOnEnter="true", endConferenceOnExit="true"),
+    })
+    node = node_factory(url)
+    waiter = uas("waiter", tone_hz=A).dial(node.uri("waiter"), 40)
+    established(waiter)
+    t_waiter = time.monotonic()
+    time.sleep(4)
+    boss = uas("boss", tone_hz=B).dial(node.uri("boss"), 40)
+    established(boss)
+    t_boss = time.monotonic() - t_waiter
+    time.sleep(4)
+    boss.hangup()
+    t_bye = time.monotonic()
+    ended = wait_terminated(waiter, 6)
+    assert ended is not None, waiter.output()[-2000:]
+    assert ended - t_bye <= 3.0, f"waiter's call ended {ended - t_bye:.1f} s after the moderator"
+    waiter.stop()
+    boss.stop()
+    levels, rest, fs = timeline(waiter.heard(), FREQS)
+    music, mod = levels[:, FREQS.index(MUSIC)], levels[:, FREQS.index(B)]
+    before = slice(int(1.0 / fs), int((t_boss - 0.5) / fs))
+    after = slice(int((t_boss + 1.0) / fs), int((t_boss + 3.5) / fs))
+    # Waiting: the music, and not the moderator (who is not there) nor anything else.
+    assert np.median(music[before]) - np.median(rest[before]) >= 20
+    # Live: the moderator, loud; the music stopped (>= 30 dB down from while waiting).
+    assert np.median(mod[after]) - np.median(rest[after]) >= 20
+    assert np.median(music[before]) - np.median(music[after]) >= 30
+    # The moderator never heard the music and heard the waiter once live.
+    rb = tone_report(boss.heard(), FREQS, skip_s=1.0)
+    assert rb[A] - rb["rest"] >= 20 and rb[A] - rb[MUSIC] >= 30, rb
+
+
+@pytest.mark.parametrize("enter, exit_, n_enter, n_exit",
+                         [("beep:1", "beep:2", 1, 2), ("beep:2", "beep:1", 2, 1)])
+def test_enter_and_exit_beeps(answer_server, node_factory, uas, enter, exit_, n_enter, n_exit):
+    url = answer_server.per_user("/answer", {
+        "listener": conf_doc("beeps"),
+        "joiner": conf_doc("beeps", enterSound=enter, exitSound=exit_),
+    })
+    node = node_factory(url)
+    listener = uas("listener", tone_hz=0.0).dial(node.uri("listener"), 40)
+    established(listener)
+    time.sleep(1.5)
+    joiner = uas("joiner", tone_hz=0.0).dial(node.uri("joiner"), 40)
+    established(joiner)
+    time.sleep(3)
+    joiner.hangup()
+    time.sleep(2.5)
+    listener.stop()
+    joiner.stop()
+    levels, rest, fs = timeline(listener.heard(), [BEEP], frame_s=0.02)
+    beep = levels[:, 0]
+    on = beep - np.median(beep) > 30
+    found = bursts(on, fs)
+    assert len(found) == n_enter + n_exit, found
+    for _start, length in found:
+        assert 0.24 <= length <= 0.36, found  # 300 ms each
+    gap = found[n_enter][0] - found[n_enter - 1][0]
+    assert gap > 2.0, found  # the enter group, then (after the call) the exit group
+    if n_enter == 2:
+        assert 0.45 <= found[1][0] - found[0][0] <= 0.55, found  # 300 ms on + 200 ms off
+
+
+def test_max_members_refuses_the_third_caller(answer_server, node_factory, uas):
+    url = answer_server.conference("/answer", "full", maxMembers="2",
+                                   action=answer_server.url("/action"), redirect="false")
+    answer_server.route("/action", "<Response/>")
+    node = node_factory(url)
+    a = uas("alice", tone_hz=A).dial(node.uri("full"), 30)
+    b = uas("bob", tone_hz=B).dial(node.uri("full"), 30)
+    established(a, b)
+    c = uas("carol", tone_hz=C).dial(node.uri("full"), 30)
+    ended = wait_terminated(c, 8)
+    assert ended is not None, c.output()[-2000:]
+    time.sleep(4)
+    for ua in (a, b, c):
+        ua.stop()
+    assert "refused by room full" in node.log()
+    ra = tone_report(a.heard(), [A, B, C])
+    assert ra[B] - ra["rest"] >= 20 and ra[B] - ra[C] >= 40, ra  # carol never got in
+    dumps = sorted(c.dir.glob("dump-*-dec.wav"))
+    if dumps:  # answered, then hung up at once: whatever carol got holds no member's tone
+        pcm, _ = read_wav(dumps[-1])
+        assert len(pcm) == 0 or np.abs(pcm).max() < 300, np.abs(pcm).max()
+    action = answer_server.requests_to("/action")
+    assert len(action) == 1
+    assert action[0].params["ConferenceName"] == "full"
+    assert action[0].params["ConferenceUUID"] == "" and action[0].params["ConferenceMemberID"] == ""
+
+
+def test_time_limit_ends_every_call(answer_server, node_factory, uas):
+    url = answer_server.conference("/answer", "short", timeLimit="6")
+    node = node_factory(url)
+    a = uas("alice", tone_hz=A).dial(node.uri("short"), 40)
+    b = uas("bob", tone_hz=B).dial(node.uri("short"), 40)
+    established(a, b)
+    t0 = time.monotonic()
+    ends = [wait_terminated(ua, 15) for ua in (a, b)]
+    for ua in (a, b):
+        ua.stop()
+    for ua, end in zip((a, b), ends, strict=True):
+        assert end is not None, ua.output()[-2000:]
+        assert 4.0 <= end - t0 <= 8.0, f"{ua.name} ended after {end - t0:.1f} s"
+
+
+def test_stay_alone_false_ends_the_last_members_call(answer_server, node_factory, uas):
+    url = answer_server.conference("/answer", "pair", stayAlone="false")
+    node = node_factory(url)
+    a = uas("alice", tone_hz=A).dial(node.uri("pair"), 40)
+    established(a)
+    time.sleep(2)
+    assert not a.terminated  # alone from the start: stays
+    b = uas("bob", tone_hz=B).dial(node.uri("pair"), 40)
+    established(b)
+    time.sleep(2)
+    b.hangup()
+    t_bye = time.monotonic()
+    end = wait_terminated(a, 6)
+    a.stop()
+    b.stop()
+    assert end is not None and end - t_bye <= 3.0, a.output()[-2000:]
+    assert "stay-alone" in node.log()
+
+
+def test_hangup_on_star_leaves_the_room_and_runs_the_action(answer_server, node_factory, uas):
+    action_doc = "<Response><Wait length=\"1\"/></Response>"
+    url = answer_server.per_user("/answer", {
+        "alice": conf_doc("star", hangupOnStar="true", action=answer_server.url("/after")),
+        "bob": conf_doc("star"),
+    })
+    answer_server.route("/after", action_doc)
+    node = node_factory(url)
+    a = uas("alice", tone_hz=A).dial(node.uri("alice"), 40)
+    b = uas("bob", tone_hz=B).dial(node.uri("bob"), 40)
+    established(a, b)
+    time.sleep(2)
+    a.command("/sndcode *")
+    t_star = time.monotonic()
+    end = wait_terminated(a, 8)
+    time.sleep(1)
+    assert not b.terminated  # bob stays in the room
+    a.stop()
+    b.stop()
+    assert end is not None, a.output()[-2000:]
+    # Left on *, the action URL answered <Wait 1>, then the document ran out: BYE.
+    assert 0.8 <= end - t_star <= 4.0, f"{end - t_star:.1f} s"
+    assert "hangup-on-star" in node.log()
+    after = answer_server.requests_to("/after")
+    assert len(after) == 1
+    p = after[0].params
+    assert p["ConferenceName"] == "star" and p["ConferenceMemberID"] == "1"
+    assert p["ConferenceUUID"] and p["CallUUID"]
+
+
+def test_play_wait_speak_before_the_conference_are_heard_in_order(answer_server, node_factory,
+                                                                    uas):
+    clip = answer_server.route("/clip.wav", wav_bytes(tone_pcm(CLIP, 1.5, 8000), 8000),
+                               content_type="audio/wav")
+    before = (f"<Play>{clip}</Play><Wait length=\"2\"/>"
+              "<Speak>Welcome to the conference. Please wait.</Speak>")
+    url = answer_server.per_user("/answer", {
+        "alice": conf_doc("intro", before=before), "bob": conf_doc("intro")})
+    node = node_factory(url)
+    b = uas("bob", tone_hz=B).dial(node.uri("bob"), 40)
+    a = uas("alice", tone_hz=0.0).dial(node.uri("alice"), 40)
+    established(a, b)
+    time.sleep(10)
+    a.stop()
+    b.stop()
+    levels, rest, fs = timeline(a.heard(), [CLIP, B])
+    clip_lv, bob_lv = levels[:, 0], levels[:, 1]
+    total = 10 * np.log10(10 ** (levels / 10).sum(axis=1) + 10 ** (rest / 10))
+    floor = np.median(total[int(2.0 / fs):int(3.3 / fs)])  # inside the Wait: silence
+    # 1. the clip, from the start for 1.5 s
+    assert np.median(clip_lv[int(0.2 / fs):int(1.3 / fs)]) - floor >= 30
+    # 2. the Wait: quiet, no clip, no bob yet
+    assert np.max(clip_lv[int(1.8 / fs):int(3.3 / fs)]) < np.median(clip_lv[:int(1.3 / fs)]) - 30
+    # 3. speech (broadband, after the Wait), 4. then bob in the conference
+    speech = total[int(3.6 / fs):int(5.0 / fs)]
+    assert np.median(speech) - floor >= 20
+    full = np.max(bob_lv)
+    joined = np.argmax(bob_lv > full - 10) * fs
+    assert joined > 4.0, f"bob heard at {joined:.1f} s, before the Speak was over"
+    steady = slice(int((joined + 0.5) / fs), len(bob_lv) - int(0.5 / fs))
+    assert np.median(bob_lv[steady] - rest[steady]) >= 20
