@@ -1,0 +1,104 @@
+"""The sound library against a real HTTP server: decoding (wav, mp3), beeps, espeak-ng,
+documents, the cache bound, and failures that are reported, not fatal."""
+
+import httpx
+import numpy as np
+import pytest
+import trio
+from support.audio import encode_mp3, tone_pcm, wav_bytes
+
+from sipconf.sounds import BEEP_HZ, Clip, SoundError, SoundLibrary, beep
+
+
+def run(fn):
+    async def main():
+        async with httpx.AsyncClient() as http:
+            return await fn(SoundLibrary(http, fetch_timeout=2.0))
+
+    return trio.run(main)
+
+
+def dominant_hz(pcm: np.ndarray, rate: int) -> float:
+    spec = np.abs(np.fft.rfft(pcm.astype(float)))
+    return float(np.fft.rfftfreq(len(pcm), 1 / rate)[np.argmax(spec)])
+
+
+def test_beeps():
+    one, two = beep(1), beep(2)
+    assert one.duration == pytest.approx(0.5) and two.duration == pytest.approx(1.0)
+    assert dominant_hz(one.pcm16[:4800], 16000) == pytest.approx(BEEP_HZ, abs=5)
+    assert len(one.pcm8) == 4000
+    assert np.abs(one.pcm16[int(0.31 * 16000):]).max() == 0  # 200 ms of silence after
+
+
+@pytest.mark.parametrize("kind", ["wav", "mp3"])
+def test_decodes_audio_files_to_both_mixer_rates(answer_server, kind):
+    pcm = tone_pcm(600, 2.0, 16000)
+    body = wav_bytes(pcm, 16000) if kind == "wav" else encode_mp3(pcm, 16000)
+    url = answer_server.route(f"/a.{kind}", body, content_type="audio/" + kind)
+    clip = run(lambda lib: lib.audio(url))
+    assert clip.duration == pytest.approx(2.0, abs=0.1)
+    assert dominant_hz(clip.pcm16, 16000) == pytest.approx(600, abs=5)
+    assert dominant_hz(clip.pcm8, 8000) == pytest.approx(600, abs=5)
+
+
+def test_speech_is_rendered_once_and_cached():
+    async def go(lib):
+        a = await lib.speech("Hello there", "WOMAN", "en-US")
+        b = await lib.speech("Hello there", "WOMAN", "en-US")
+        return a, b
+
+    a, b = run(go)
+    assert a is b and a.duration > 0.5
+    assert np.abs(a.pcm16).max() > 3000
+
+
+def test_sound_document_renders_play_wait_speak(answer_server):
+    wav = answer_server.route("/t.wav", wav_bytes(tone_pcm(600, 1.0, 8000), 8000))
+    doc = answer_server.route(
+        "/s.xml", f'<Response><Play loop="2">{wav}</Play><Wait length="1"/>'
+                  "<Conference>ignored</Conference></Response>")
+    clip = run(lambda lib: lib.resolve(doc))
+    assert clip.duration == pytest.approx(3.0, abs=0.1)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("404", "HTTP 404"),
+    ("garbage", "cannot decode audio"),
+    ("slow", "timed out"),
+    ("down", "http://127.0.0.1:9/x.wav: "),
+])
+def test_failures_raise_sound_error(answer_server, case, message):
+    if case == "404":
+        url = answer_server.url("/missing.wav")
+    elif case == "garbage":
+        url = answer_server.route("/bad.wav", b"this is not audio" * 100)
+    elif case == "slow":
+        url = answer_server.route("/slow.wav", b"x", delay=4)
+    else:
+        url = "http://127.0.0.1:9/x.wav"
+    with pytest.raises(SoundError) as err:
+        run(lambda lib: lib.audio(url))
+    assert message in str(err.value)
+
+
+def test_a_failing_part_of_a_document_is_skipped(answer_server):
+    good = answer_server.route("/ok.wav", wav_bytes(tone_pcm(600, 1.0, 8000), 8000))
+    doc = answer_server.route(
+        "/mixed.xml", f"<Response><Play>{answer_server.url('/nope.wav')}</Play>"
+                      f"<Play>{good}</Play></Response>")
+    clip = run(lambda lib: lib.resolve(doc))
+    assert clip.duration == pytest.approx(1.0, abs=0.05)
+
+
+def test_cache_is_bounded_in_bytes():
+    async def go(_):
+        async with httpx.AsyncClient() as http:
+            lib = SoundLibrary(http, cache_bytes=100_000)
+            for i in range(10):
+                lib._put(f"k{i}", Clip.silence(1.0))  # 48 kB each
+            return lib
+
+    lib = run(go)
+    assert lib._cached_bytes <= 100_000
+    assert list(lib._cache) == ["k8", "k9"]
