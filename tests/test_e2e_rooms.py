@@ -26,6 +26,12 @@ BEEP, MUSIC, CLIP = 700.0, 2300.0, 600.0
 FREQS = [A, B, C, BEEP, MUSIC, CLIP]
 
 
+def figure(test: str, **values) -> None:
+    """Measured figures, printed for the record (pytest -s shows them)."""
+    print(f"FIGURE {test}: " + ", ".join(f"{k}={v:.2f}" if isinstance(v, float) else
+                                          f"{k}={v}" for k, v in values.items()))
+
+
 def conf_doc(room: str, before: str = "", after: str = "", **attrs: str) -> str:
     a = "".join(f' {k}="{v}"' for k, v in attrs.items())
     return f"<Response>{before}<Conference{a}>{room}</Conference>{after}</Response>"
@@ -58,6 +64,9 @@ def test_muted_member_hears_and_is_not_heard(answer_server, node_factory, uas):
     ra = tone_report(phones["alice"].heard(), [A, B, C])
     rc = tone_report(phones["carol"].heard(), [A, B, C])
     rb = tone_report(phones["bob"].heard(), [A, B, C])
+    figure("muted", alice_hears_bob_below_carol_db=ra[C] - ra[B],
+           carol_hears_bob_below_alice_db=rc[A] - rc[B],
+           bob_hears_alice_snr_db=rb[A] - rb["rest"], bob_hears_carol_snr_db=rb[C] - rb["rest"])
     # Nobody hears bob: his tone >= 50 dB below what alice and carol hear of each other.
     assert ra[C] - ra[B] >= 50, ra
     assert rc[A] - rc[B] >= 50, rc
@@ -93,6 +102,10 @@ def test_waiting_room_music_then_moderator_then_end(answer_server, node_factory,
     music, mod = levels[:, FREQS.index(MUSIC)], levels[:, FREQS.index(B)]
     before = slice(int(1.0 / fs), int((t_boss - 0.5) / fs))
     after = slice(int((t_boss + 1.0) / fs), int((t_boss + 3.5) / fs))
+    figure("waiting", music_snr_waiting_db=float(np.median(music[before] - rest[before])),
+           moderator_snr_live_db=float(np.median(mod[after] - rest[after])),
+           music_drop_db=float(np.median(music[before]) - np.median(music[after])),
+           call_end_after_moderator_s=ended - t_bye)
     # Waiting: the music, and not the moderator (who is not there) nor anything else.
     assert np.median(music[before]) - np.median(rest[before]) >= 20
     # Live: the moderator, loud; the music stopped (>= 30 dB down from while waiting).
@@ -125,6 +138,8 @@ def test_enter_and_exit_beeps(answer_server, node_factory, uas, enter, exit_, n_
     beep = levels[:, 0]
     on = beep - np.median(beep) > 30
     found = bursts(on, fs)
+    figure(f"beeps {enter}/{exit_}", bursts=len(found),
+           lengths_ms=[round(length * 1000) for _, length in found])
     assert len(found) == n_enter + n_exit, found
     for _start, length in found:
         assert 0.24 <= length <= 0.36, found  # 300 ms each
@@ -143,12 +158,14 @@ def test_max_members_refuses_the_third_caller(answer_server, node_factory, uas):
     b = uas("bob", tone_hz=B).dial(node.uri("full"), 30)
     established(a, b)
     c = uas("carol", tone_hz=C).dial(node.uri("full"), 30)
+    t_dial = time.monotonic()
     ended = wait_terminated(c, 8)
     assert ended is not None, c.output()[-2000:]
     time.sleep(4)
     for ua in (a, b, c):
         ua.stop()
     assert "refused by room full" in node.log()
+    figure("maxMembers=2", third_call_ended_s=ended - t_dial)
     ra = tone_report(a.heard(), [A, B, C])
     assert ra[B] - ra["rest"] >= 20 and ra[B] - ra[C] >= 40, ra  # carol never got in
     dumps = sorted(c.dir.glob("dump-*-dec.wav"))
@@ -171,6 +188,7 @@ def test_time_limit_ends_every_call(answer_server, node_factory, uas):
     ends = [wait_terminated(ua, 15) for ua in (a, b)]
     for ua in (a, b):
         ua.stop()
+    figure("timeLimit=6", ended_after_s=[round(e - t0, 2) for e in ends if e])
     for ua, end in zip((a, b), ends, strict=True):
         assert end is not None, ua.output()[-2000:]
         assert 4.0 <= end - t0 <= 8.0, f"{ua.name} ended after {end - t0:.1f} s"
@@ -192,6 +210,7 @@ def test_stay_alone_false_ends_the_last_members_call(answer_server, node_factory
     a.stop()
     b.stop()
     assert end is not None and end - t_bye <= 3.0, a.output()[-2000:]
+    figure("stayAlone=false", last_call_ended_after_s=end - t_bye)
     assert "stay-alone" in node.log()
 
 
@@ -215,6 +234,7 @@ def test_hangup_on_star_leaves_the_room_and_runs_the_action(answer_server, node_
     a.stop()
     b.stop()
     assert end is not None, a.output()[-2000:]
+    figure("hangupOnStar", call_ended_after_star_s=end - t_star)
     # Left on *, the action URL answered <Wait 1>, then the document ran out: BYE.
     assert 0.8 <= end - t_star <= 4.0, f"{end - t_star:.1f} s"
     assert "hangup-on-star" in node.log()
@@ -253,6 +273,36 @@ def test_play_wait_speak_before_the_conference_are_heard_in_order(answer_server,
     assert np.median(speech) - floor >= 20
     full = np.max(bob_lv)
     joined = np.argmax(bob_lv > full - 10) * fs
+    figure("Play/Wait/Speak order", clip_db_over_silence=float(
+        np.median(clip_lv[int(0.2 / fs):int(1.3 / fs)]) - floor),
+        speech_db_over_silence=float(np.median(speech) - floor), conference_heard_at_s=joined)
     assert joined > 4.0, f"bob heard at {joined:.1f} s, before the Speak was over"
     steady = slice(int((joined + 0.5) / fs), len(bob_lv) - int(0.5 / fs))
     assert np.median(bob_lv[steady] - rest[steady]) >= 20
+
+
+def test_redirect_then_enter_sound_from_a_url(answer_server, node_factory, uas):
+    clip = answer_server.route("/chime.wav", wav_bytes(tone_pcm(CLIP, 0.6, 16000), 16000),
+                               content_type="audio/wav")
+    chime = answer_server.route("/chime.xml", f"<Response><Play>{clip}</Play></Response>")
+    answer_server.route("/next", conf_doc("redir", enterSound=chime))
+    url = answer_server.per_user("/answer", {
+        "listener": conf_doc("redir"),
+        "joiner": f"<Response><Redirect>{answer_server.url('/next')}</Redirect></Response>",
+    })
+    node = node_factory(url)
+    listener = uas("listener", tone_hz=0.0).dial(node.uri("listener"), 30)
+    established(listener)
+    time.sleep(1.5)
+    joiner = uas("joiner", tone_hz=B).dial(node.uri("joiner"), 30)
+    established(joiner)
+    time.sleep(3)
+    listener.stop()
+    joiner.stop()
+    assert len(answer_server.requests_to("/next")) == 1
+    levels, rest, fs = timeline(listener.heard(), [CLIP, B], frame_s=0.02)
+    on = levels[:, 0] - np.median(levels[:, 0]) > 30
+    found = bursts(on, fs)
+    assert len(found) == 1 and 0.5 <= found[0][1] <= 0.7, found
+    heard = tone_report(listener.heard(), [CLIP, B], skip_s=3.0)  # and then the joiner
+    assert heard[B] - heard["rest"] >= 20, heard
