@@ -43,7 +43,8 @@ COPTS = ["-O3", "-std=gnu11", "-fno-math-errno", "-Wno-unused-function"]
 extensions = [
     Extension(
         "mixer_ext.mixer",
-        ["mixer_ext/mixer.pyx", "mixer_ext/mixcore.c"],
+        ["mixer_ext/mixer.pyx", "mixer_ext/mixcore.c", "mixer_ext/dtmf.c",
+         "mixer_ext/floor.c"],
         include_dirs=["mixer_ext", numpy.get_include()],
         extra_compile_args=COPTS,
     ),
@@ -54,13 +55,14 @@ if os.environ.get("SIPCONF_MIXER_ONLY") != "1":
     extensions += [
         Extension(
             "mixer_ext.streams",
-            ["mixer_ext/streams.pyx", "mixer_ext/engine.c", "mixer_ext/mixcore.c"],
+            ["mixer_ext/streams.pyx", "mixer_ext/engine.c", "mixer_ext/mixcore.c",
+             "mixer_ext/dtmf.c", "mixer_ext/floor.c"],
             extra_compile_args=COPTS,
             **pj,
         ),
         Extension(
             "mixer_ext.sipguard",
-            ["mixer_ext/sipguard.pyx", "mixer_ext/badsip.c"],
+            ["mixer_ext/sipguard.pyx", "mixer_ext/badsip.c", "mixer_ext/dtmfinfo.c"],
             extra_compile_args=COPTS,
             **pj,
         ),

@@ -6,6 +6,14 @@ cdef extern from "engine.h" nogil:
         pass
     ctypedef struct eng_room:
         pass
+    enum:
+        ENG_EV_DIGIT
+        ENG_EV_FLOOR
+    ctypedef struct eng_event:
+        int type
+        char digit
+        uint64_t leg_id
+        uint64_t room_id
     ctypedef struct eng_leg_stats:
         int rate
         uint64_t rx_audio
@@ -44,3 +52,6 @@ cdef extern from "engine.h" nogil:
     void eng_leg_leave(eng_leg *leg)
     void eng_room_get_stats(eng_room *room, eng_room_stats *st)
     void eng_clock_get_stats(eng_clock_stats *st)
+    uint64_t eng_leg_id(eng_leg *leg)
+    uint64_t eng_room_id(eng_room *room)
+    int eng_poll_events(eng_event *out, int max, uint64_t *dropped)

@@ -26,6 +26,8 @@ cdef extern from "mixcore.h" nogil:
         int16_t in_ "in"[MIX_MAX_SPF]
         int16_t out[MIX_MAX_SPF]
         uint64_t energy
+        float talk_score
+        int talking
         void *user
 
     ctypedef struct mix_room:
@@ -41,3 +43,19 @@ cdef extern from "mixcore.h" nogil:
     void mix_room_tick(mix_room *room)
     void mix_up2(float *hist, const float *inp, int n, float *out)
     void mix_down2(float *hist, const float *inp, int n, float *out)
+
+
+cdef extern from "dtmf.h" nogil:
+    ctypedef struct dtmf_detector:
+        int rate
+    void dtmf_init(dtmf_detector *d, int rate)
+    char dtmf_feed(dtmf_detector *d, const int16_t *pcm, int n)
+    int c_dtmf_tone "dtmf_tone"(char digit, int rate, int16_t *out, int n, int amplitude)
+
+
+cdef extern from "floor.h" nogil:
+    ctypedef struct floor_state:
+        mix_leg *holder
+    void floor_init(floor_state *f)
+    int floor_update(floor_state *f, mix_room *room)
+    void floor_forget(floor_state *f, mix_leg *leg)

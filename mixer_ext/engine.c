@@ -34,12 +34,16 @@ struct eng_leg {
     eng_room *room;
     pj_timestamp ts;
     uint64_t rx_audio, rx_empty, tx, errors;
+    uint64_t id;
+    dtmf_detector dtmf;
 };
 
 struct eng_room {
     mix_room m;
     pthread_mutex_t lock;
     int clock;
+    uint64_t id;
+    floor_state floor;
     uint64_t ticks, tick_ns_total, tick_ns_max;
 };
 
@@ -56,6 +60,64 @@ typedef struct eng_clock {
 static eng_clock g_clocks[ENG_MAX_CLOCKS];
 static int g_nclocks;
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static uint64_t g_next_id;  /* guarded by g_lock */
+
+/* Events from the ticks: a ring the control plane drains every few milliseconds. */
+static pthread_mutex_t g_ev_lock = PTHREAD_MUTEX_INITIALIZER;
+static eng_event g_events[ENG_EVENT_QUEUE];
+static int g_ev_head, g_ev_count;
+static uint64_t g_ev_dropped;
+
+static uint64_t new_id(void)
+{
+    pthread_mutex_lock(&g_lock);
+    uint64_t id = ++g_next_id;
+    pthread_mutex_unlock(&g_lock);
+    return id;
+}
+
+static void push_event(int type, char digit, uint64_t leg_id, uint64_t room_id)
+{
+    pthread_mutex_lock(&g_ev_lock);
+    if (g_ev_count == ENG_EVENT_QUEUE) {
+        g_ev_dropped++;
+    } else {
+        eng_event *e = &g_events[(g_ev_head + g_ev_count++) % ENG_EVENT_QUEUE];
+        e->type = type;
+        e->digit = digit;
+        e->leg_id = leg_id;
+        e->room_id = room_id;
+    }
+    pthread_mutex_unlock(&g_ev_lock);
+}
+
+int eng_poll_events(eng_event *out, int max, uint64_t *dropped)
+{
+    pthread_mutex_lock(&g_ev_lock);
+    int n = g_ev_count < max ? g_ev_count : max;
+    for (int i = 0; i < n; i++)
+        out[i] = g_events[(g_ev_head + i) % ENG_EVENT_QUEUE];
+    g_ev_head = (g_ev_head + n) % ENG_EVENT_QUEUE;
+    g_ev_count -= n;
+    if (dropped) {
+        *dropped = g_ev_dropped;
+        g_ev_dropped = 0;
+    }
+    pthread_mutex_unlock(&g_ev_lock);
+    return n;
+}
+
+/* The tick's input hook on call legs: in-band DTMF. */
+static void detect_input(void *user, mix_leg *m, const int16_t *pcm, int n, int rate)
+{
+    (void)rate;
+    eng_leg *leg = (eng_leg *)user;
+    char digit = dtmf_feed(&leg->dtmf, pcm, n);
+    if (digit)
+        push_event(ENG_EV_DIGIT, digit, leg->id, 0);
+    (void)m;
+}
 
 static void release_converters(eng_leg *leg)
 {
@@ -142,6 +204,8 @@ static void room_tick(eng_room *r)
         }
     }
     mix_room_tick(m);
+    if (floor_update(&r->floor, m))
+        push_event(ENG_EV_FLOOR, 0, ((eng_leg *)r->floor.holder)->id, r->id);
     for (int i = 0; i < m->nlegs; i++) {
         eng_leg *leg = (eng_leg *)m->legs[i];
         if ((leg->m.flags & MIX_LEG_SOURCE) || !leg->port)
@@ -288,6 +352,10 @@ eng_leg *eng_leg_attach(void *stream, void **placeholder, int *err)
     }
     mix_leg_init(&leg->m, (int)rate);
     leg->m.user = leg;
+    leg->id = new_id();
+    dtmf_init(&leg->dtmf, (int)rate);
+    leg->m.on_input = detect_input;
+    leg->m.on_input_user = leg;
     leg->stream = (pjmedia_stream *)stream;
     leg->port = port;
     if (pjmedia_null_port_create(leg->pool, rate, 1, spf, 16, &leg->placeholder) != PJ_SUCCESS) {
@@ -314,6 +382,7 @@ eng_leg *eng_source_create(int rate)
     mix_leg_init(&leg->m, rate);
     leg->m.flags = MIX_LEG_SOURCE;
     leg->m.user = leg;
+    leg->id = new_id();
     return leg;
 }
 
@@ -346,6 +415,16 @@ int eng_leg_playing(eng_leg *leg)
 int eng_leg_rate(eng_leg *leg)
 {
     return leg->m.rate;
+}
+
+uint64_t eng_leg_id(eng_leg *leg)
+{
+    return leg->id;
+}
+
+uint64_t eng_room_id(eng_room *room)
+{
+    return room->id;
 }
 
 void eng_leg_free(eng_leg *leg)
@@ -395,6 +474,8 @@ eng_room *eng_room_create(void)
     if (!r)
         return NULL;
     mix_room_init(&r->m);
+    floor_init(&r->floor);
+    r->id = new_id();
     pthread_mutex_init(&r->lock, NULL);
     pthread_mutex_lock(&g_lock);
     if (g_nclocks == 0) {
@@ -466,6 +547,7 @@ void eng_leg_leave(eng_leg *leg)
         return;
     pthread_mutex_lock(&r->lock);
     mix_room_remove(&r->m, &leg->m);
+    floor_forget(&r->floor, &leg->m);
     leg->room = NULL;
     pthread_mutex_unlock(&r->lock);
 }

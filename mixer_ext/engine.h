@@ -14,6 +14,8 @@
 
 #include <stdint.h>
 #include "mixcore.h"
+#include "dtmf.h"
+#include "floor.h"
 
 #define ENG_MAX_CLOCKS 16
 #define ENG_MAX_ROOMS_PER_CLOCK 4096
@@ -46,6 +48,18 @@ typedef struct eng_clock_stats {
     uint64_t resyncs;      /* times a clock fell over 100 ms behind and skipped ahead */
 } eng_clock_stats;
 
+/* What the ticks detect, for the control plane to poll (eng_poll_events). */
+#define ENG_EV_DIGIT 1   /* leg_id pressed `digit` (in-band tones) */
+#define ENG_EV_FLOOR 2   /* leg_id took the floor of room_id */
+#define ENG_EVENT_QUEUE 1024
+
+typedef struct eng_event {
+    int type;
+    char digit;
+    uint64_t leg_id;
+    uint64_t room_id;
+} eng_event;
+
 /* Start n clock threads (idempotent). 0 on success. */
 int eng_start(int n);
 /* Stop and join the clock threads; rooms must be gone. */
@@ -71,6 +85,13 @@ void eng_leg_stop(eng_leg *leg);
 /* 1 while the leg's player still has audio to give. */
 int eng_leg_playing(eng_leg *leg);
 int eng_leg_rate(eng_leg *leg);
+
+/* Every leg and room has a process-unique id, named in events. */
+uint64_t eng_leg_id(eng_leg *leg);
+uint64_t eng_room_id(eng_room *room);
+/* Copy up to max pending events into out; returns how many. *dropped gets the number lost to a
+ * full queue since the last call. Never blocks a tick for longer than a copy. */
+int eng_poll_events(eng_event *out, int max, uint64_t *dropped);
 
 eng_room *eng_room_create(void);
 /* Remove the room from its clock and free it; legs still in it are detached. */

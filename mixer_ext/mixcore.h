@@ -47,6 +47,8 @@ struct mix_leg {
     int16_t in[MIX_MAX_SPF];     /* leg-rate input, filled by the driver before the tick */
     int16_t out[MIX_MAX_SPF];    /* leg-rate output, filled by the tick */
     uint64_t energy;             /* sum of squares of the last contribution (talker energy) */
+    float talk_score;            /* smoothed speaking level, dB (floor.c) */
+    int talking;                 /* talk_score crossed the floor's thresholds (floor.c) */
     mix_input_hook on_input;     /* e.g. in-band DTMF detection */
     void *on_input_user;
     void *user;                  /* owner's pointer (the stream driver) */

@@ -22,10 +22,11 @@ SOURCE = MIX_LEG_SOURCE
 
 
 cdef class Room:
-    """A room of legs; ``tick()`` mixes one 20 ms frame."""
+    """A room of legs; ``tick()`` mixes one 20 ms frame and updates who holds the floor."""
     cdef mix_room *room
     cdef mix_leg **legs
     cdef int nalloc
+    cdef floor_state floor
 
     def __cinit__(self):
         self.room = <mix_room *>calloc(1, sizeof(mix_room))
@@ -33,6 +34,7 @@ cdef class Room:
         if self.room == NULL or self.legs == NULL:
             raise MemoryError()
         mix_room_init(self.room)
+        floor_init(&self.floor)
         self.nalloc = 0
 
     def __dealloc__(self):
@@ -83,6 +85,7 @@ cdef class Room:
     def remove_leg(self, int idx):
         cdef mix_leg *leg = self._leg(idx)
         mix_room_remove(self.room, leg)
+        floor_forget(&self.floor, leg)
         free(leg)
         self.legs[idx] = NULL
 
@@ -120,9 +123,21 @@ cdef class Room:
         """Mix one frame; legs that got no ``put`` since the last tick count as silent."""
         with nogil:
             mix_room_tick(self.room)
+            floor_update(&self.floor, self.room)
             for i in range(MIX_MAX_LEGS):
                 if self.legs[i] != NULL:
                     self.legs[i].has_audio = 0
+
+    @property
+    def floor_holder(self):
+        """Index of the leg holding the floor, or None."""
+        for i in range(MIX_MAX_LEGS):
+            if self.legs[i] != NULL and self.legs[i] == self.floor.holder:
+                return i
+        return None
+
+    def talking(self, int idx) -> bool:
+        return bool(self._leg(idx).talking)
 
     def tick_n(self, int n):
         """Mix ``n`` frames with the inputs left as they are (for benchmarks)."""
@@ -151,4 +166,31 @@ def downsample2(const float[::1] pcm, float[::1] hist):
     out = np.empty(n // 2, dtype=np.float32)
     cdef float[::1] ov = out
     mix_down2(&hist[0], &pcm[0], n, &ov[0])
+    return out
+
+
+def detect_dtmf(const int16_t[::1] pcm, int rate=8000) -> str:
+    """Run the in-band DTMF detector the ticks use over ``pcm`` (20 ms frames); the digits."""
+    cdef dtmf_detector d
+    cdef int spf = rate // 50
+    cdef int i
+    cdef char c
+    if rate not in (8000, 16000):
+        raise ValueError(f"unsupported rate {rate}")
+    dtmf_init(&d, rate)
+    out = []
+    for i in range(0, pcm.shape[0] - spf + 1, spf):
+        c = dtmf_feed(&d, &pcm[i], spf)
+        if c:
+            out.append(chr(c))
+    return "".join(out)
+
+
+def dtmf_tone(str digit, int rate=8000, int ms=100, int amplitude=6000):
+    """The tone pair of a DTMF digit (what an in-band relay sends), int16 at ``rate``."""
+    cdef int n = rate * ms // 1000
+    out = np.zeros(n, dtype=np.int16)
+    cdef int16_t[::1] v = out
+    if len(digit) != 1 or n <= 0 or not c_dtmf_tone(ord(digit), rate, &v[0], n, amplitude):
+        raise ValueError(f"not a DTMF digit: {digit!r}")
     return out

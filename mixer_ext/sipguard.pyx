@@ -1,5 +1,6 @@
 # cython: language_level=3
-"""Answer malformed SIP requests with 400 (pjsip alone drops them silently); see badsip.c.
+"""SIP input guards: answer malformed SIP requests with 400 (pjsip alone drops them
+silently; badsip.c), and take SIP INFO digits as application/dtmf too (dtmfinfo.c).
 
 It lives in this package because it is C linked against the project's pjproject, like the
 stream engine. Call ``install`` on the SIP thread after pjsua's libInit.
@@ -9,11 +10,16 @@ cdef extern from "badsip.h" nogil:
     int sipguard_install(const char *host)
     unsigned long sipguard_answered()
 
+cdef extern from "dtmfinfo.h" nogil:
+    int dtmfinfo_install()
+
 
 def install(str host="sipconf") -> None:
     b = host.encode()
     if sipguard_install(b) != 0:
         raise RuntimeError("could not install the malformed-SIP handler")
+    if dtmfinfo_install() != 0:
+        raise RuntimeError("could not install the SIP INFO DTMF handler")
 
 
 def answered() -> int:

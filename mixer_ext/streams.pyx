@@ -33,6 +33,26 @@ def stop():
         eng_stop()
 
 
+DIGIT = ENG_EV_DIGIT
+FLOOR = ENG_EV_FLOOR
+
+
+def poll_events() -> list:
+    """What the ticks detected since the last call: ``(DIGIT, leg_id, digit, 0)`` and
+    ``(FLOOR, leg_id, "", room_id)`` tuples, oldest first."""
+    cdef eng_event buf[64]
+    cdef uint64_t dropped = 0
+    cdef int n
+    out = []
+    while True:
+        n = eng_poll_events(buf, 64, &dropped)
+        for i in range(n):
+            out.append((buf[i].type, buf[i].leg_id,
+                        chr(buf[i].digit) if buf[i].digit else "", buf[i].room_id))
+        if n < 64:
+            return out
+
+
 def clock_stats() -> dict:
     cdef eng_clock_stats st
     eng_clock_stats_get = eng_clock_get_stats
@@ -67,6 +87,11 @@ cdef class _Leg:
     @property
     def rate(self) -> int:
         return eng_leg_rate(self._get())
+
+    @property
+    def id(self) -> int:
+        """Names this leg in ``poll_events``."""
+        return eng_leg_id(self._get())
 
     def set_flags(self, int flags):
         cdef eng_leg *leg = self._get()
@@ -154,6 +179,13 @@ cdef class MixRoom:
     def __dealloc__(self):
         if self.room != NULL:
             eng_room_destroy(self.room)
+
+    @property
+    def id(self) -> int:
+        """Names this room in ``poll_events``."""
+        if self.room == NULL:
+            raise ValueError("room was destroyed")
+        return eng_room_id(self.room)
 
     def add(self, _Leg leg):
         cdef eng_leg *l = leg._get()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 
@@ -39,6 +40,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-calls", type=int, default=500)
     s.add_argument("--mixer-clocks", type=int, default=None,
                    help="mixer clock threads (default: cores, at most 4)")
+    s.add_argument("--auth-token", default=None,
+                   help="key for the X-Sipconf-Signature on every request to your web app "
+                        "(default: $SIPCONF_AUTH_TOKEN; unsigned without one)")
+    s.add_argument("--data-dir", default=None,
+                   help="where the node keeps its webhook spool (default: $SIPCONF_DATA_DIR "
+                        "or ~/.local/state/sipconf)")
+    s.add_argument("--webhook-ttl", type=float, default=24 * 3600.0,
+                   help="seconds an undelivered event is retried before it is dropped "
+                        "(default 86400)")
+    s.add_argument("--webhook-max-backoff", type=float, default=30.0,
+                   help="longest wait between retries, seconds (default 30)")
     s.add_argument("--log-level", default="info", choices=LOG_LEVELS)
     return p
 
@@ -70,13 +82,18 @@ def main(argv: list[str] | None = None) -> int:
     kwargs = {}
     if args.mixer_clocks:
         kwargs["mixer_clocks"] = args.mixer_clocks
+    if args.data_dir:
+        kwargs["data_dir"] = args.data_dir
     try:
         config = NodeConfig(
             sip_host=args.sip_host, sip_port=args.sip_port, sip_tcp=args.sip_tcp,
             answer_url=args.answer_url, answer_method=args.answer_method,
             answer_timeout=args.answer_timeout, rtp_port_min=args.rtp_ports[0],
             rtp_port_max=args.rtp_ports[1], max_calls=args.max_calls,
-            log_level=args.log_level, **kwargs,
+            log_level=args.log_level,
+            auth_token=args.auth_token or os.environ.get("SIPCONF_AUTH_TOKEN") or None,
+            webhook_ttl=args.webhook_ttl, webhook_max_backoff=args.webhook_max_backoff,
+            **kwargs,
         )
     except ValueError as exc:
         print(f"sipconf: {exc}", file=sys.stderr)

@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def default_data_dir() -> str:
+    """Where the node keeps state (the webhook spool): $SIPCONF_DATA_DIR, else the XDG state
+    directory."""
+    if os.environ.get("SIPCONF_DATA_DIR"):
+        return os.environ["SIPCONF_DATA_DIR"]
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local",
+                                                            "state")
+    return os.path.join(base, "sipconf")
 
 
 @dataclass(frozen=True)
@@ -29,6 +39,11 @@ class NodeConfig:
     opus_bitrate: int = 32000
     sound_fetch_timeout: float = 10.0
     sound_cache_bytes: int = 20 * 1024 * 1024
+    # Webhooks: signing key, the spool's directory, how long and how patiently to retry.
+    auth_token: str | None = None
+    data_dir: str = field(default_factory=lambda: default_data_dir())
+    webhook_ttl: float = 24 * 3600.0
+    webhook_max_backoff: float = 30.0
 
     def __post_init__(self) -> None:
         if not (0 < self.sip_port < 65536):
@@ -43,8 +58,14 @@ class NodeConfig:
             raise ValueError("answer timeout must be positive")
         if self.log_level not in LOG_LEVELS:
             raise ValueError(f"log level must be one of {', '.join(LOG_LEVELS)}")
+        if self.webhook_ttl <= 0 or self.webhook_max_backoff <= 0:
+            raise ValueError("webhook TTL and backoff must be positive")
         if not (1 <= self.max_calls <= 512):
             raise ValueError("max calls must be 1-512 (the pjproject build's PJSUA_MAX_CALLS)")
+
+    @property
+    def spool_path(self) -> str:
+        return os.path.join(self.data_dir, "webhooks.sqlite")
 
     @property
     def pj_log_level(self) -> int:

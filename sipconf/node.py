@@ -28,9 +28,10 @@ from .answer import (
     parse_document,
 )
 from .config import NodeConfig
-from .sip import CallEnded, Dtmf, IncomingCall, MediaError, MediaUp, SipEngine
+from .dtmf import DigitCollector
+from .sip import CallEnded, Dtmf, Floor, IncomingCall, MediaError, MediaUp, SipEngine
 from .sounds import SoundError, SoundLibrary
-from .webhooks import FetchError, call_params, fetch_document
+from .webhooks import FetchError, Spool, WebhookWorker, call_params, conference_params
 
 log = logging.getLogger("sipconf.node")
 
@@ -52,6 +53,9 @@ class CallSession:
     media_rate: int | None = None
     document_url: str | None = None
     nursery: trio.Nursery | None = None
+    digits: DigitCollector | None = None  # while in a room
+    conference: Conference | None = None  # the Conference the call is in, until its action
+    room_uuid: str = ""
 
     @property
     def uuid(self) -> str:
@@ -70,6 +74,7 @@ class RoomRun:
     nursery: trio.Nursery | None = None
     timer: trio.CancelScope | None = None
     music: dict[str, trio.CancelScope] = field(default_factory=dict)
+    floor: str | None = None  # call uuid of the member holding the floor
 
     def __post_init__(self) -> None:
         self.send, self.recv = trio.open_memory_channel[Callable[[], Awaitable[object]]](
@@ -90,28 +95,44 @@ class Node:
         self.rooms: dict[str, RoomRun] = {}
         self._nursery: trio.Nursery | None = None
         self.http: httpx.AsyncClient | None = None
+        self.webhooks: WebhookWorker | None = None
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Run until cancelled; on the way out every call gets a BYE."""
-        async with httpx.AsyncClient(follow_redirects=True) as http:
-            self.http = http
-            self.sounds = SoundLibrary(http, fetch_timeout=self.config.sound_fetch_timeout,
-                                       cache_bytes=self.config.sound_cache_bytes)
-            await self.engine.start()
-            try:
-                async with trio.open_nursery() as nursery:
-                    self._nursery = nursery
-                    task_status.started(self)
-                    await trio.sleep_forever()
-            finally:
-                self._nursery = None
-                with trio.CancelScope(shield=True):
-                    await self.engine.stop()
-                log.info("node stopped")
+        cfg = self.config
+        spool = Spool(cfg.spool_path)
+        if not cfg.auth_token:
+            log.warning("no --auth-token: requests to your web app are not signed")
+        try:
+            async with httpx.AsyncClient(follow_redirects=True) as http:
+                self.http = http
+                self.sounds = SoundLibrary(http, fetch_timeout=cfg.sound_fetch_timeout,
+                                           cache_bytes=cfg.sound_cache_bytes)
+                self.webhooks = WebhookWorker(
+                    http, spool, cfg.auth_token, timeout=cfg.answer_timeout,
+                    ttl=cfg.webhook_ttl, backoff_cap=cfg.webhook_max_backoff)
+                await self.engine.start()
+                try:
+                    async with trio.open_nursery() as nursery:
+                        await nursery.start(self.webhooks.run)
+                        async with trio.open_nursery() as calls:
+                            self._nursery = calls
+                            task_status.started(self)
+                            await trio.sleep_forever()
+                finally:
+                    self._nursery = None
+                    with trio.CancelScope(shield=True):
+                        await self.engine.stop()
+                    log.info("node stopped")
+        finally:
+            spool.close()
 
     # --- events from the SIP thread ------------------------------------------------------------
 
     def _on_engine_event(self, ev: object) -> None:
+        if isinstance(ev, Floor):
+            self._on_floor(ev)
+            return
         if isinstance(ev, IncomingCall):
             if self._nursery is None:
                 return
@@ -133,6 +154,11 @@ class Node:
         elif isinstance(ev, Dtmf):
             self._on_digit(session, ev)
 
+    def _on_floor(self, ev: Floor) -> None:
+        run = next((r for r in self.rooms.values() if r.key == ev.room_key), None)
+        if run is not None:
+            self._give_floor(run, ev.uuid)
+
     # --- one call ------------------------------------------------------------------------------
 
     async def _call_main(self, s: CallSession) -> None:
@@ -151,6 +177,11 @@ class Node:
             log.exception("call %s failed", s.uuid)
         finally:
             self._leave_room(s)
+            if s.conference is not None and s.conference.action:
+                # hung up in the room: after the exit event, the action is only reported
+                conf, s.conference = s.conference, None
+                self.webhooks.submit(s.uuid, conf.action, conf.method,
+                                     self._action_params(s, conf, s.member, s.room_uuid))
             self.calls.pop(s.uuid, None)
         if not s.ended and self._nursery is not None:
             with trio.CancelScope(shield=True), trio.move_on_after(5):
@@ -178,7 +209,7 @@ class Node:
         status = "in-progress" if s.answered else "ringing"
         params = call_params(inc.uuid, inc.from_uri, inc.to_user or inc.to_uri,
                              inc.caller_name, status)
-        body = await fetch_document(self.http, url, method, params, self.config.answer_timeout)
+        body = await self.webhooks.fetch(url, method, params)
         doc = parse_document(body, base_url=url)
         if doc.skipped:
             log.warning("call %s: %s: skipped unsupported elements: %s", s.uuid, url,
@@ -277,33 +308,42 @@ class Node:
                 await self._nursery.start(self._room_main, run, name=f"room-{conf.room}")
         s.room = run
         s.left_room = trio.Event()
+        s.conference, s.room_uuid = conf, run.key
         self._apply(run, events)
         await s.left_room.wait()
+        s.conference = None
         member, room_uuid = s.member, run.key
         s.member = None
         return await self._action(s, conf, member, room_uuid)
 
     async def _action(self, s: CallSession, conf: Conference, member: roomstate.Member | None,
                       room_uuid: str) -> Document | None:
-        if not conf.action or s.ended:
+        """The action request after leaving the room (also for a refused caller). It goes out
+        after the call's earlier events. When the call is gone or redirect=false it is an
+        event (spooled, retried); otherwise the reply may replace the document, and if it
+        cannot be had in time it is spooled too and the document goes on."""
+        if not conf.action:
             return None
-        params = {
-            "ConferenceName": conf.room,
-            "ConferenceUUID": room_uuid,
-            "ConferenceMemberID": member.member_id if member else "",
-            "CallUUID": s.uuid,
-            "From": s.incoming.from_uri,
-            "To": s.incoming.to_user or s.incoming.to_uri,
-            "Direction": "inbound",
-            "CallStatus": "in-progress",
-        }
-        try:
-            body = await fetch_document(self.http, conf.action, conf.method, params,
-                                        self.config.answer_timeout)
-        except FetchError as exc:
-            log.error("action URL %s failed for call %s: %s", conf.action, s.uuid, exc.reason)
+        params = self._action_params(s, conf, member, room_uuid)
+        if s.ended or not conf.redirect:
+            self.webhooks.submit(s.uuid, conf.action, conf.method, params)
             return None
-        if not conf.redirect:
+        timeout = self.config.answer_timeout
+        with trio.move_on_after(timeout) as waited:
+            await self.webhooks.drained(s.uuid)
+        body = None
+        if not waited.cancelled_caught:
+            try:
+                body = await self.webhooks.fetch(conf.action, conf.method, params)
+            except FetchError as exc:
+                log.error("action URL %s failed for call %s: %s", conf.action, s.uuid,
+                          exc.reason)
+                if not exc.retry:
+                    return None
+        if body is None:
+            log.warning("call %s: action URL %s not reached in time: spooled, going on with "
+                        "the document", s.uuid, conf.action)
+            self.webhooks.submit(s.uuid, conf.action, conf.method, params)
             return None
         try:
             return parse_document(body, base_url=conf.action)
@@ -312,11 +352,55 @@ class Node:
                       conf.action, s.uuid, exc)
             return None
 
-    def _on_digit(self, s: CallSession, ev: Dtmf) -> None:
-        run, member = s.room, s.member
-        if run is None or member is None:
+    @staticmethod
+    def _action_params(s: CallSession, conf: Conference, member: roomstate.Member | None,
+                       room_uuid: str) -> dict[str, str]:
+        return {
+            "ConferenceName": conf.room,
+            "ConferenceUUID": room_uuid,
+            "ConferenceMemberID": member.member_id if member else "",
+            "CallUUID": s.uuid,
+            "From": s.incoming.from_uri,
+            "To": s.incoming.to_user or s.incoming.to_uri,
+            "Direction": "inbound",
+            "CallStatus": "completed" if s.ended else "in-progress",
+        }
+
+    def _callback(self, run: RoomRun, member: roomstate.Member, action: str,
+                  **extra: str) -> None:
+        """A callbackUrl event for a member, spooled and sent in the call's order."""
+        conf = member.conference
+        if conf.callback_url:
+            self.webhooks.submit(member.call_uuid, conf.callback_url, conf.callback_method,
+                                 conference_params(action, run.state.name, run.key,
+                                                   member.member_id, member.call_uuid, **extra))
+
+    def _give_floor(self, run: RoomRun, call_uuid: str) -> None:
+        member = run.state.members.get(call_uuid)
+        if member is None or run.floor == call_uuid or member.conference.muted:
             return
-        if ev.digit == "*" and member.conference.hangup_on_star:
+        run.floor = call_uuid
+        log.info("room %s: member %s has the floor", run.state.name, member.member_id)
+        if member.conference.floor_event:
+            self._callback(run, member, "floor")
+
+    def _on_digit(self, s: CallSession, ev: Dtmf) -> None:
+        run, member, digits = s.room, s.member, s.digits
+        if run is None or member is None or digits is None:
+            return
+        press = digits.feed(ev.digit, ev.source, ev.at or trio.current_time())
+        if press is None:
+            return
+        log.info("call %s pressed %s (%s) in room %s", s.uuid, press.digit, press.source,
+                 run.state.name)
+        conf = member.conference
+        if press.matched is not None:
+            self._callback(run, member, "digits", ConferenceDigitsMatch=press.matched)
+        if conf.relay_dtmf:
+            for other in run.state.members.values():
+                if other.call_uuid != s.uuid and not other.waiting:
+                    run.do(self.engine.send_digits, other.call_uuid, press.digit)
+        if press.digit == "*" and conf.hangup_on_star:
             log.info("call %s pressed * in room %s: leaving it", s.uuid, run.state.name)
             self._apply(run, run.state.leave(s.uuid, roomstate.STAR))
 
@@ -336,10 +420,14 @@ class Node:
                 session = self.calls.get(m.call_uuid)
                 if session is not None:
                     session.member = m
+                    session.digits = DigitCollector(m.conference.digits_match)
                 log.info("call %s joined room %s as member %s%s", m.call_uuid, name,
                          m.member_id, " (waiting)" if m.waiting else "")
                 run.do(self.engine.join, m.call_uuid, run.key,
                        m.conference.muted or m.waiting, m.waiting)
+                self._callback(run, m, "enter")
+                if len(run.state.members) == 1:
+                    self._give_floor(run, m.call_uuid)  # alone: the floor is theirs
             elif isinstance(ev, roomstate.MemberState):
                 m = ev.member
                 if not ev.waiting:
@@ -368,10 +456,14 @@ class Node:
         if scope is not None:
             scope.cancel()
         log.info("call %s left room %s (%s)", call_uuid, run.state.name, ev.reason)
+        if run.floor == call_uuid:
+            run.floor = None
+        self._callback(run, ev.member, "exit")
         session = self.calls.get(call_uuid)
         if session is None:
             return
         session.room = None
+        session.digits = None
         session.leave_reason = ev.reason
         session.left_room.set()
         if not session.ended:

@@ -21,8 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import trio
-from mixer_ext.mixer import DEAF, MUTED
+from mixer_ext.mixer import DEAF, MUTED, dtmf_tone
 
 from . import sipmsg
 from .config import NodeConfig
@@ -32,6 +33,8 @@ log = logging.getLogger("sipconf.sip")
 # Codec priorities: wideband first; everything else is switched off.
 CODEC_PRIORITY = {"opus/48000/2": 250, "G722/16000/1": 240, "PCMU/8000/1": 230, "PCMA/8000/1": 220}
 POLL_MS = 5
+DTMF_TONE_MS = 100  # in-band relay: each digit's tone pair, then a gap
+DTMF_GAP_MS = 60
 FREE_DELAY_S = 2.0  # a detached leg is released this long after its stream went away
 
 
@@ -65,7 +68,16 @@ class MediaUp:
 class Dtmf:
     uuid: str
     digit: str
-    source: str  # "rfc2833", later "info" and "inband"
+    source: str  # "rfc2833", "info" or "inband"
+    at: float = 0.0  # time.monotonic() when the SIP thread saw it
+
+
+@dataclass(frozen=True)
+class Floor:
+    """The mixer's talker detection gave a conference room's floor to this call."""
+
+    room_key: str
+    uuid: str
 
 
 @dataclass(frozen=True)
@@ -87,6 +99,7 @@ class _CallRec:
     mix_key: str | None = None  # the mixer room the leg is in now
     flags: int = 0
     overlay: tuple[Any, int] | None = None  # (clip, loops) played to this caller alone
+    rfc2833: bool | None = None  # the peer takes telephone-events (None: not tried yet)
     answered: bool = False
     ended: bool = False
     offer_ok: bool = True
@@ -118,6 +131,8 @@ class SipEngine:
         self._sounds: dict[int, tuple[Any, str]] = {}
         self._next_sound = 0
         self._dead_calls: list[Any] = []
+        self._leg_calls: dict[int, str] = {}  # mixer leg id -> call uuid
+        self._room_keys: dict[int, str] = {}  # mixer room id -> room key
 
     # --- lifecycle (trio side) -----------------------------------------------------------------
 
@@ -190,6 +205,10 @@ class SipEngine:
 
     async def stop_room_sound(self, sound_id: int) -> bool:
         return await self._run("stop_room_sound", sound_id)
+
+    async def send_digits(self, call_uuid: str, digits: str) -> bool:
+        """Relay digits to a call: RFC 2833 events, or in-band tones if it has none."""
+        return await self._run("send_digits", call_uuid, digits)
 
     async def stats(self) -> dict:
         return await self._run("stats")
@@ -321,7 +340,22 @@ class SipEngine:
                     except trio.RunFinishedError:
                         pass
             ep.libHandleEvents(POLL_MS)
+            self._mixer_events()
             self._reap()
+
+    def _mixer_events(self) -> None:
+        """What the mixer ticks detected: in-band digits and floor changes."""
+        streams = self.streams
+        for kind, leg_id, digit, room_id in streams.poll_events():
+            call_uuid = self._leg_calls.get(leg_id)
+            if call_uuid is None:
+                continue
+            if kind == streams.DIGIT:
+                self._emit(Dtmf(call_uuid, digit, "inband", time.monotonic()))
+            elif kind == streams.FLOOR:
+                key = self._room_keys.get(room_id)
+                if key is not None and not key.startswith("solo:"):
+                    self._emit(Floor(key, call_uuid))
 
     def _reap(self) -> None:
         # Call objects are dropped here, outside their own callbacks.
@@ -410,6 +444,7 @@ class SipEngine:
     def _detach(self, rec: _CallRec) -> None:
         """Take the call's stream out of the mixer before pjsua can destroy it."""
         if rec.leg is not None:
+            self._leg_calls.pop(rec.leg.id, None)
             rec.leg.leave()
             self._graveyard.append((time.monotonic(), rec.leg))
             rec.leg = None
@@ -418,6 +453,7 @@ class SipEngine:
         rr = self._rooms.get(key)
         if rr is None:
             rr = self._rooms[key] = _MixRoomRec(mix=self.streams.MixRoom())
+            self._room_keys[rr.mix.id] = key
         return rr
 
     def _release_room(self, key: str, call_uuid: str) -> None:
@@ -428,6 +464,7 @@ class SipEngine:
         if not rr.members:
             for sid in list(rr.sources):
                 self._cmd_stop_room_sound(sid)
+            self._room_keys.pop(rr.mix.id, None)
             rr.mix.destroy()
             del self._rooms[key]
 
@@ -543,6 +580,25 @@ class SipEngine:
             rr.sources.discard(sound_id)
         return True
 
+    def _cmd_send_digits(self, call_uuid: str, digits: str) -> bool:
+        rec = self._calls.get(call_uuid)
+        if rec is None or rec.ended or rec.leg is None:
+            return False
+        if rec.rfc2833 is not False:
+            try:
+                rec.call.dialDtmf(digits)
+                rec.rfc2833 = True
+                return True
+            except self.pj.Error:
+                rec.rfc2833 = False  # no telephone-event negotiated: tones instead
+        if rec.overlay is None:  # never over wait music or a Play
+            rate = rec.leg.rate
+            tones = [np.concatenate([dtmf_tone(d, rate, DTMF_TONE_MS),
+                                     np.zeros(rate * DTMF_GAP_MS // 1000, np.int16)])
+                     for d in digits]
+            rec.leg.play(np.concatenate(tones), 1)
+        return True
+
     def _cmd_stats(self) -> dict:
         return {
             "calls": len(self._calls),
@@ -621,6 +677,7 @@ class SipEngine:
         if rec.leg is not None:
             self._detach(rec)
         rec.leg = leg
+        self._leg_calls[leg.id] = rec.uuid
         self._place(rec)
         self._emit(MediaUp(rec.uuid, leg.stats()["rate"]))
 
@@ -670,6 +727,8 @@ def _call_class(pj):
 
         def onDtmfDigit(self, prm):  # noqa: N802
             if self.rec is not None:
-                self.engine._emit(Dtmf(self.rec.uuid, str(prm.digit).upper(), "rfc2833"))
+                source = "info" if prm.method == pj.PJSUA_DTMF_METHOD_SIP_INFO else "rfc2833"
+                self.engine._emit(Dtmf(self.rec.uuid, str(prm.digit).upper(), source,
+                                       time.monotonic()))
 
     return _Call

@@ -164,3 +164,48 @@ def test_resampler_round_trip_keeps_speech_band():
     y = np.concatenate(outs)[400:]
     ref = tone(440, 4000, 8000).astype(float)[400:]
     assert abs(np.sqrt(np.mean(y ** 2)) - np.sqrt(np.mean(ref ** 2))) < 50
+
+
+def _tone_frame(hz: float, amp: float, n: int, rate: int, start: int) -> np.ndarray:
+    t = (np.arange(n) + start) / rate
+    return (amp * np.sin(2 * np.pi * hz * t)).astype(np.int16)
+
+
+def _talk(room, script):
+    """script: list of (frames, {leg: amplitude}); returns the floor holder after each frame."""
+    holders = []
+    pos = 0
+    for frames, amps in script:
+        for _ in range(frames):
+            for leg, amp in amps.items():
+                room.put(leg, _tone_frame(300 + 200 * leg, amp, 160, 8000, pos))
+            room.tick()
+            holders.append(room.floor_holder)
+            pos += 160
+    return holders
+
+
+def test_floor_follows_the_sustained_talker():
+    room = mixer.Room()
+    a, b, c = room.add_leg(), room.add_leg(), room.add_leg()
+    h = _talk(room, [(50, {a: 3000}), (50, {b: 3000}), (25, {})])
+    assert h[4] is None and h[20] == a  # takes a free floor within ~100-400 ms
+    assert h[99] == b  # a went quiet: b takes it
+    assert h[-1] == b  # silence keeps the last talker
+    assert c not in h
+
+
+def test_floor_resists_a_cough_and_ignores_muted_members():
+    room = mixer.Room()
+    a, b = room.add_leg(), room.add_leg()
+    m = room.add_leg(flags=mixer.MUTED)
+    # a talks; b coughs louder for 200 ms; a muted member shouts throughout
+    h = _talk(room, [(30, {a: 2000, m: 20000}), (10, {a: 2000, b: 20000, m: 20000}),
+                     (30, {a: 2000, m: 20000})])
+    assert set(h[20:]) == {a}
+    # b talks 6 dB+ louder for longer than 500 ms while a keeps talking: b takes it
+    h = _talk(room, [(40, {a: 1000, b: 8000})])
+    assert h[-1] == b
+    assert not room.talking(m)
+    room.remove_leg(b)
+    assert room.floor_holder is None

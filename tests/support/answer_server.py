@@ -16,6 +16,7 @@ class Route:
     delay: float = 0.0
     content_type: str = "application/xml"
     by_to: dict[str, str] | None = None  # answer documents keyed by the dialled user (To)
+    fail_until: float = 0.0  # time.monotonic() before which the route answers 503 (an outage)
 
 
 @dataclass
@@ -25,6 +26,7 @@ class Request:
     params: dict[str, str]
     headers: dict[str, str]
     at: float = field(default_factory=time.monotonic)
+    status: int = 200
 
 
 class AnswerServer:
@@ -42,13 +44,18 @@ class AnswerServer:
                     body = self.rfile.read(n).decode()
                     form = parse_qs(body, keep_blank_values=True)
                     params.update({k: v[0] for k, v in form.items()})
-                server.requests.append(
-                    Request(self.command, url.path, params, dict(self.headers.items()))
-                )
+                req = Request(self.command, url.path, params, dict(self.headers.items()))
+                server.requests.append(req)
                 route = server.routes.get(url.path)
                 if route is None:
+                    req.status = 404
                     self.send_error(404)
                     return
+                if time.monotonic() < route.fail_until:
+                    req.status = 503
+                    self.send_error(503)
+                    return
+                req.status = route.status
                 if route.delay:
                     time.sleep(route.delay)
                 body = route.body
@@ -94,8 +101,10 @@ class AnswerServer:
         self.routes[path] = Route(by_to=documents)
         return self.url(path)
 
-    def requests_to(self, path: str) -> list[Request]:
-        return [r for r in self.requests if r.path == path]
+    def requests_to(self, path: str, delivered: bool = False) -> list[Request]:
+        """Requests to ``path``; with ``delivered``, only those answered 2xx."""
+        return [r for r in self.requests
+                if r.path == path and (not delivered or 200 <= r.status < 300)]
 
     def start(self) -> AnswerServer:
         self._thread.start()

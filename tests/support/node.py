@@ -16,9 +16,10 @@ from . import ports
 
 class NodeProcess:
     def __init__(self, workdir: Path, answer_url: str | None = None, rtp_ports: int = 200,
-                 extra: list[str] | None = None):
+                 extra: list[str] | None = None, data_dir: Path | None = None,
+                 sip_port: int | None = None):
         self.workdir = workdir
-        self.sip_port = ports.block(2)
+        self.sip_port = sip_port or ports.block(2)
         base = ports.block(rtp_ports)
         self.rtp = (base, base + rtp_ports - 1)
         self.log_path = workdir / f"node-{self.sip_port}.log"
@@ -26,6 +27,7 @@ class NodeProcess:
             sys.executable, "-m", "sipconf", "serve",
             "--sip-host", "127.0.0.1", "--sip-port", str(self.sip_port),
             "--rtp-ports", f"{self.rtp[0]}-{self.rtp[1]}",
+            "--data-dir", str(data_dir or workdir / f"data-{self.sip_port}"),
         ]
         if answer_url:
             self.args += ["--answer-url", answer_url]
