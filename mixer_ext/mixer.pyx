@@ -140,10 +140,12 @@ cdef class Room:
         return bool(self._leg(idx).talking)
 
     def tick_n(self, int n):
-        """Mix ``n`` frames with the inputs left as they are (for benchmarks)."""
+        """Mix ``n`` frames with the inputs left as they are (for benchmarks); like the live
+        tick, each frame also updates the floor."""
         with nogil:
             for _ in range(n):
                 mix_room_tick(self.room)
+                floor_update(&self.floor, self.room)
 
 
 def upsample2(const float[::1] pcm, float[::1] hist):
