@@ -32,6 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from support import sipp  # noqa: E402
+from support.audio import ulaw_decode  # noqa: E402
 from support.node import NodeProcess  # noqa: E402
 from support.pcap import Capture  # noqa: E402
 
@@ -68,15 +69,6 @@ def ulaw_file(work: Path, name: str, pcm: np.ndarray) -> Path:
     subprocess.run(["sox", "-t", "raw", "-r", "8000", "-c", "1", "-e", "signed", "-b", "16",
                     str(s16), "-e", "u-law", "-t", "raw", str(out)], check=True, timeout=60)
     return out
-
-
-def ulaw_decode(payload: bytes) -> np.ndarray:
-    u = ~np.frombuffer(payload, dtype=np.uint8)
-    sign = u & 0x80
-    exponent = (u >> 4) & 0x07
-    mantissa = u & 0x0F
-    mag = ((mantissa.astype(np.int32) << 3) + 0x84) << exponent
-    return np.where(sign != 0, -(mag - 0x84), mag - 0x84).astype(np.int32)
 
 
 def run_sipp_async(work, node, rows, rtpfile, hold_ms, rate, results, key):

@@ -62,14 +62,25 @@ async def _serve(config: NodeConfig) -> None:
     node = Node(config)
     async with trio.open_nursery() as nursery:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            await nursery.start(node.run)
+
+            async def run_node(task_status=trio.TASK_STATUS_IGNORED) -> None:
+                await node.run(task_status=task_status)
+                nursery.cancel_scope.cancel()  # stopped: the signal watcher goes too
+
+            await nursery.start(run_node)
             log.info("sipconf ready on %s:%d (%s)", config.sip_host, config.sip_port,
                      f"answer URL {config.answer_url}" if config.answer_url
                      else "built-in document: each call joins the room it dialled")
+            stopping = False
             async for signum in signals:
-                log.info("%s: hanging up and stopping", signal.Signals(signum).name)
-                nursery.cancel_scope.cancel()
-                break
+                name = signal.Signals(signum).name
+                if stopping:  # a second signal: stop now
+                    log.warning("%s again: stopping at once", name)
+                    nursery.cancel_scope.cancel()
+                    break
+                log.info("%s: hanging up and stopping", name)
+                stopping = True
+                node.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,6 +38,7 @@ log = logging.getLogger("sipconf.node")
 DEFAULT_ROOM = "default"
 MAX_REDIRECTS = 10
 HANGUP_CODES = {"busy": 486, "rejected": 603}
+STOP_FLUSH_S = 1.5  # on stop, how long queued events may take to go out before the spool keeps them
 
 
 @dataclass
@@ -96,6 +97,12 @@ class Node:
         self._nursery: trio.Nursery | None = None
         self.http: httpx.AsyncClient | None = None
         self.webhooks: WebhookWorker | None = None
+        self._calls_scope = trio.CancelScope()
+
+    def stop(self) -> None:
+        """Stop gracefully: every call gets a BYE, events still queued get a moment to go out
+        (what does not stays in the spool), then ``run`` returns."""
+        self._calls_scope.cancel()
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Run until cancelled; on the way out every call gets a BYE."""
@@ -115,10 +122,17 @@ class Node:
                 try:
                     async with trio.open_nursery() as nursery:
                         await nursery.start(self.webhooks.run)
-                        async with trio.open_nursery() as calls:
-                            self._nursery = calls
-                            task_status.started(self)
-                            await trio.sleep_forever()
+                        with self._calls_scope:
+                            async with trio.open_nursery() as calls:
+                                self._nursery = calls
+                                task_status.started(self)
+                                await trio.sleep_forever()
+                        # stopping: BYE every call, then a moment for their last events
+                        self._nursery = None
+                        await self.engine.stop()
+                        with trio.move_on_after(STOP_FLUSH_S):
+                            await self.webhooks.flush()
+                        nursery.cancel_scope.cancel()
                 finally:
                     self._nursery = None
                     with trio.CancelScope(shield=True):
@@ -178,10 +192,12 @@ class Node:
         finally:
             self._leave_room(s)
             if s.conference is not None and s.conference.action:
-                # hung up in the room: after the exit event, the action is only reported
+                # the call ended (or the node is stopping) in the room: after the exit
+                # event, the action is only reported
                 conf, s.conference = s.conference, None
                 self.webhooks.submit(s.uuid, conf.action, conf.method,
-                                     self._action_params(s, conf, s.member, s.room_uuid))
+                                     self._action_params(s, conf, s.member, s.room_uuid,
+                                                         "completed"))
             self.calls.pop(s.uuid, None)
         if not s.ended and self._nursery is not None:
             with trio.CancelScope(shield=True), trio.move_on_after(5):
@@ -354,7 +370,7 @@ class Node:
 
     @staticmethod
     def _action_params(s: CallSession, conf: Conference, member: roomstate.Member | None,
-                       room_uuid: str) -> dict[str, str]:
+                       room_uuid: str, status: str | None = None) -> dict[str, str]:
         return {
             "ConferenceName": conf.room,
             "ConferenceUUID": room_uuid,
@@ -363,7 +379,7 @@ class Node:
             "From": s.incoming.from_uri,
             "To": s.incoming.to_user or s.incoming.to_uri,
             "Direction": "inbound",
-            "CallStatus": "completed" if s.ended else "in-progress",
+            "CallStatus": status or ("completed" if s.ended else "in-progress"),
         }
 
     def _callback(self, run: RoomRun, member: roomstate.Member, action: str,
@@ -397,9 +413,11 @@ class Node:
         if press.matched is not None:
             self._callback(run, member, "digits", ConferenceDigitsMatch=press.matched)
         if conf.relay_dtmf:
+            # in-band keys of an unmuted member are in the mix already: tones only otherwise
+            tones = press.source != "inband" or conf.muted
             for other in run.state.members.values():
                 if other.call_uuid != s.uuid and not other.waiting:
-                    run.do(self.engine.send_digits, other.call_uuid, press.digit)
+                    run.do(self.engine.send_digits, other.call_uuid, press.digit, tones)
         if press.digit == "*" and conf.hangup_on_star:
             log.info("call %s pressed * in room %s: leaving it", s.uuid, run.state.name)
             self._apply(run, run.state.leave(s.uuid, roomstate.STAR))

@@ -206,9 +206,10 @@ class SipEngine:
     async def stop_room_sound(self, sound_id: int) -> bool:
         return await self._run("stop_room_sound", sound_id)
 
-    async def send_digits(self, call_uuid: str, digits: str) -> bool:
-        """Relay digits to a call: RFC 2833 events, or in-band tones if it has none."""
-        return await self._run("send_digits", call_uuid, digits)
+    async def send_digits(self, call_uuid: str, digits: str, tones: bool = True) -> bool:
+        """Relay digits to a call: RFC 2833 events, or (if ``tones``) in-band tones when it
+        has none."""
+        return await self._run("send_digits", call_uuid, digits, tones)
 
     async def stats(self) -> dict:
         return await self._run("stats")
@@ -580,7 +581,7 @@ class SipEngine:
             rr.sources.discard(sound_id)
         return True
 
-    def _cmd_send_digits(self, call_uuid: str, digits: str) -> bool:
+    def _cmd_send_digits(self, call_uuid: str, digits: str, tones: bool) -> bool:
         rec = self._calls.get(call_uuid)
         if rec is None or rec.ended or rec.leg is None:
             return False
@@ -591,7 +592,7 @@ class SipEngine:
                 return True
             except self.pj.Error:
                 rec.rfc2833 = False  # no telephone-event negotiated: tones instead
-        if rec.overlay is None:  # never over wait music or a Play
+        if tones and rec.overlay is None:  # never over wait music or a Play
             rate = rec.leg.rate
             tones = [np.concatenate([dtmf_tone(d, rate, DTMF_TONE_MS),
                                      np.zeros(rate * DTMF_GAP_MS // 1000, np.int16)])

@@ -233,15 +233,19 @@ class WebhookWorker:
         self.failed = 0
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            backlog = self.spool.pending()
-            if backlog:
-                log.info("webhook spool: resuming %d undelivered event(s)", len(backlog))
-            for ev in backlog:
-                self._enqueue(ev)
-            task_status.started(self)
-            await trio.sleep_forever()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                backlog = self.spool.pending()
+                if backlog:
+                    log.info("webhook spool: resuming %d undelivered event(s)", len(backlog))
+                for ev in backlog:
+                    self._enqueue(ev)
+                task_status.started(self)
+                await trio.sleep_forever()
+        finally:
+            self._nursery = None
+            self._lanes.clear()
 
     @property
     def depth(self) -> int:
@@ -258,6 +262,11 @@ class WebhookWorker:
             return await request(self.client, url, method, params,
                                  self.timeout if timeout is None else timeout, self.token)
 
+    async def flush(self) -> None:
+        """Wait until nothing is queued (for a graceful stop, under a time bound)."""
+        while self._lanes:
+            await next(iter(self._lanes.values())).idle.wait()
+
     async def drained(self, key: str) -> None:
         """Wait until every event queued for ``key`` so far is delivered or given up."""
         lane = self._lanes.get(key)
@@ -265,12 +274,20 @@ class WebhookWorker:
             await lane.idle.wait()
 
     def _enqueue(self, ev: Event) -> None:
+        """Queue a spooled event for delivery; while the worker is stopping it just stays in
+        the spool, for the next start."""
         lane = self._lanes.get(ev.key)
         if lane is None:
-            lane = self._lanes[ev.key] = _Lane()
             if self._nursery is None:
-                raise RuntimeError("webhook worker is not running")
-            self._nursery.start_soon(self._lane, ev.key, lane, name=f"webhooks-{ev.key}")
+                log.info("webhook %s: node stopping, kept in the spool", ev.url)
+                return
+            lane = self._lanes[ev.key] = _Lane()
+            try:
+                self._nursery.start_soon(self._lane, ev.key, lane, name=f"webhooks-{ev.key}")
+            except RuntimeError:  # the nursery is closing
+                del self._lanes[ev.key]
+                log.info("webhook %s: node stopping, kept in the spool", ev.url)
+                return
         lane.queue.append(ev)
 
     async def _lane(self, key: str, lane: _Lane) -> None:

@@ -4,13 +4,14 @@ with undelivered events; floor callbacks following who talks. Real UAs, a real H
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
 import pytest
-from mixer_ext.mixer import dtmf_tone
+from mixer_ext.mixer import detect_dtmf, dtmf_tone
 from support import sipp
-from support.audio import tone_pcm, write_wav
+from support.audio import tone_pcm, ulaw_decode, write_wav
 from support.pcap import Capture
 
 from sipconf.webhooks import verify
@@ -54,28 +55,37 @@ def test_digits_from_rfc2833_sip_info_and_inband_tones(answer_server, node_facto
     answer_server.route("/act", "<Response/>")
     node = node_factory(url, extra=["--auth-token", TOKEN])
 
-    alice = uas("alice", tone_hz=440)
-    bpf = f"udp dst portrange {alice.rtp[0]}-{alice.rtp[1]}"
-    with Capture(tmp_path / "relay.pcap", bpf) as cap:
+    alice = uas("alice")  # a silent mic: what the SIPp leg hears is the relay and bob
+    results = {}
+    with Capture(tmp_path / "relay.pcap", "udp") as cap:
         alice.dial(node.uri("keys"), 40)
         assert alice.wait_for("Call established", 10), alice.output()[-2000:]
-        bob = uas("bob", mic_wav=_dtmf_mic(tmp_path / "bob-mic.wav", "789", 2.5, 40))
+        bob = uas("bob", mic_wav=_dtmf_mic(tmp_path / "bob-mic.wav", "789", 7.0, 40))
         bob.dial(node.uri("keys"), 40)
         assert bob.wait_for("Call established", 10)
-        enters = _wait(lambda: len([r for r in _events(answer_server)
-                                    if r.params["ConferenceAction"] == "enter"]) == 2, 10)
-        assert enters
 
-        # RFC 2833 from alice
-        sent = {}
-        for d in "123":
-            sent["rfc2833"] = time.monotonic()
-            alice.command(f"/sndcode {d}")
-            time.sleep(0.4)
-        # SIP INFO from SIPp: dtmf-relay, dtmf, dtmf-relay
-        res = sipp.run(tmp_path, f"127.0.0.1:{node.sip_port}", "uac_info_dtmf.xml", [["keys"]],
-                       calls=1, subs={"D1": "4", "D2": "5", "D3": "6", "HOLD_MS": "1500"},
-                       timeout=30)
+        # SIP INFO from SIPp (dtmf-relay, dtmf, dtmf-relay); it has no telephone-event, so
+        # the digits relayed to it come as in-band tones
+        def info_call():
+            results["sipp"] = sipp.run(
+                tmp_path, f"127.0.0.1:{node.sip_port}", "uac_info_dtmf.xml", [["keys"]],
+                calls=1, subs={"D1": "4", "D2": "5", "D3": "6", "HOLD_MS": "9000"},
+                timeout=30)
+
+        sipp_thread = threading.Thread(target=info_call)
+        sipp_thread.start()
+        try:
+            assert _wait(lambda: len([r for r in _events(answer_server)
+                                      if r.params["ConferenceAction"] == "enter"]) == 3, 10)
+            time.sleep(1.5)  # the INFO digits are out
+            sent = {}
+            for d in "123":  # RFC 2833 from alice
+                sent["rfc2833"] = time.monotonic()
+                alice.command(f"/sndcode {d}")
+                time.sleep(0.4)
+        finally:
+            sipp_thread.join(60)
+        res = results["sipp"]
         assert res.successful == 1, res.output[-3000:]  # every INFO got its 200
 
         def match(digits):
@@ -84,7 +94,7 @@ def test_digits_from_rfc2833_sip_info_and_inband_tones(answer_server, node_facto
 
         assert _wait(lambda: match("123") and match("456") and match("789"), 10), [
             r.params for r in _events(answer_server)]
-        time.sleep(1.0)
+        time.sleep(0.5)
     alice.stop()
     bob.stop()
 
@@ -100,14 +110,21 @@ def test_digits_from_rfc2833_sip_info_and_inband_tones(answer_server, node_facto
     assert len([r for r in _events(answer_server)
                 if r.params["ConferenceAction"] == "digits"]) == 3  # no duplicates
 
-    # relayed: alice's leg got telephone-events for the others' digits, on the wire
-    events = set()
+    # relayed: alice's leg got telephone-events for the others' digits, on the wire ...
+    events, to_sipp = set(), []
     for p in cap.packets():
+        if not alice.rtp[0] <= p.dst[1] <= alice.rtp[1]:
+            if p.dst[1] == res.media_port and len(p.payload) == 172 and p.payload[1] & 0x7F == 0:
+                to_sipp.append(ulaw_decode(p.payload[12:]))
+            continue
         if len(p.payload) == 16 and (p.payload[1] & 0x7F) not in (0, 8):
             code = p.payload[12]
             events.add("0123456789*#"[code] if code < 12 else "?")
     assert set("456789") <= events, events
     assert not set("123") & events  # never her own digits back
+    # ... and the SIPp leg, which has no telephone-event, heard alice's as in-band tones
+    heard = detect_dtmf(np.clip(np.concatenate(to_sipp), -32768, 32767).astype(np.int16), 8000)
+    assert heard == "123789", heard  # relayed 1 2 3, then bob's own tones in the mix, once
 
     # per call: enter, digits, exit, then the action request
     _wait(lambda: len(_events(answer_server, "/act")) >= 3, 10)  # alice, bob, SIPp
@@ -121,7 +138,8 @@ def test_digits_from_rfc2833_sip_info_and_inband_tones(answer_server, node_facto
         assert act[0].params["CallStatus"] == "completed"
     lat = match("123").at - sent["rfc2833"]
     print(f"FIGURE digits: last RFC 2833 key sent -> digits callback received {lat * 1000:.0f} "
-          f"ms; relayed telephone-events seen at alice: {''.join(sorted(events))}")
+          f"ms; relayed telephone-events seen at alice: {''.join(sorted(events))}; in-band "
+          f"digits detected in the SIPp leg's audio: {heard}")
 
 
 def test_receiver_down_for_20_s_gets_every_event_in_order(answer_server, node_factory, uas):
@@ -230,3 +248,21 @@ def test_floor_callbacks_follow_who_talks(answer_server, node_factory, uas, tmp_
     assert 5 <= floors[1][1] <= 11 and 11 <= floors[2][1] <= 16, floors
     print("FIGURE floor: " + ", ".join(f"member {m} at {t:.1f} s" for m, t in floors))
 
+
+
+def test_sigterm_sends_the_last_events_before_exiting(answer_server, node_factory, uas):
+    cb = answer_server.route("/cb", "ok", content_type="text/plain")
+    act = answer_server.route("/act", "<Response/>")
+    url = answer_server.conference("/answer", "bye", callbackUrl=cb, action=act)
+    node = node_factory(url)
+    alice = uas("alice", tone_hz=440).dial(node.uri("bye"), 30)
+    assert alice.wait_for("Call established", 10)
+    assert _wait(lambda: _events(answer_server), 5)
+    code, took = node.terminate()
+    assert code == 0 and took < 5, (code, took, node.log()[-2000:])
+    assert alice.wait_for("terminated", 5) or alice.wait_for("session closed", 1)
+    got = [r.params["ConferenceAction"] for r in _events(answer_server)]
+    assert got == ["enter", "exit"], got
+    acts = _events(answer_server, "/act")
+    assert len(acts) == 1 and acts[0].params["CallStatus"] == "completed"
+    print(f"FIGURE SIGTERM: exit event and action delivered, node exited 0 in {took:.1f} s")

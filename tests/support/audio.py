@@ -129,3 +129,13 @@ def wav_bytes(pcm: np.ndarray, rate: int) -> bytes:
         w.setframerate(rate)
         w.writeframes(pcm.astype("<i2").tobytes())
     return buf.getvalue()
+
+
+def ulaw_decode(payload: bytes) -> np.ndarray:
+    """G.711 mu-law bytes (an RTP payload) to linear samples."""
+    u = ~np.frombuffer(payload, dtype=np.uint8)
+    sign = u & 0x80
+    exponent = (u >> 4) & 0x07
+    mantissa = u & 0x0F
+    mag = ((mantissa.astype(np.int32) << 3) + 0x84) << exponent
+    return np.where(sign != 0, -(mag - 0x84), mag - 0x84).astype(np.int32)
