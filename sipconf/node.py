@@ -95,7 +95,6 @@ class Node:
         self.calls: dict[str, CallSession] = {}
         self.rooms: dict[str, RoomRun] = {}
         self._nursery: trio.Nursery | None = None
-        self.http: httpx.AsyncClient | None = None
         self.webhooks: WebhookWorker | None = None
         self._calls_scope = trio.CancelScope()
 
@@ -112,7 +111,6 @@ class Node:
             log.warning("no --auth-token: requests to your web app are not signed")
         try:
             async with httpx.AsyncClient(follow_redirects=True) as http:
-                self.http = http
                 self.sounds = SoundLibrary(http, fetch_timeout=cfg.sound_fetch_timeout,
                                            cache_bytes=cfg.sound_cache_bytes)
                 self.webhooks = WebhookWorker(
@@ -404,7 +402,7 @@ class Node:
         run, member, digits = s.room, s.member, s.digits
         if run is None or member is None or digits is None:
             return
-        press = digits.feed(ev.digit, ev.source, ev.at or trio.current_time())
+        press = digits.feed(ev.digit, ev.source, ev.at)
         if press is None:
             return
         log.info("call %s pressed %s (%s) in room %s", s.uuid, press.digit, press.source,

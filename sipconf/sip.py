@@ -594,10 +594,10 @@ class SipEngine:
                 rec.rfc2833 = False  # no telephone-event negotiated: tones instead
         if tones and rec.overlay is None:  # never over wait music or a Play
             rate = rec.leg.rate
-            tones = [np.concatenate([dtmf_tone(d, rate, DTMF_TONE_MS),
-                                     np.zeros(rate * DTMF_GAP_MS // 1000, np.int16)])
-                     for d in digits]
-            rec.leg.play(np.concatenate(tones), 1)
+            gap = np.zeros(rate * DTMF_GAP_MS // 1000, np.int16)
+            pcm = np.concatenate([part for d in digits
+                                  for part in (dtmf_tone(d, rate, DTMF_TONE_MS), gap)])
+            rec.leg.play(pcm, 1)
         return True
 
     def _cmd_stats(self) -> dict:
