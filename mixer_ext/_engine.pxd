@@ -6,6 +6,8 @@ cdef extern from "engine.h" nogil:
         pass
     ctypedef struct eng_room:
         pass
+    ctypedef struct eng_tap:
+        pass
     enum:
         ENG_EV_DIGIT
         ENG_EV_FLOOR
@@ -55,3 +57,9 @@ cdef extern from "engine.h" nogil:
     uint64_t eng_leg_id(eng_leg *leg)
     uint64_t eng_room_id(eng_room *room)
     int eng_poll_events(eng_event *out, int max, uint64_t *dropped)
+    eng_tap *eng_tap_create(int seconds)
+    int eng_tap_attach(eng_tap *tap, eng_room *room)
+    void eng_tap_detach(eng_tap *tap)
+    int eng_tap_read(eng_tap *tap, int16_t *out, int max)
+    uint64_t eng_tap_dropped(eng_tap *tap)
+    void eng_tap_free(eng_tap *tap)

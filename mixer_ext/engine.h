@@ -93,6 +93,19 @@ uint64_t eng_room_id(eng_room *room);
  * full queue since the last call. Never blocks a tick for longer than a copy. */
 int eng_poll_events(eng_event *out, int max, uint64_t *dropped);
 
+/* Recording taps: the room's full mix (every unmuted member and the room's sounds), always at
+ * 16 kHz (an 8 kHz room is upsampled with the mixer's half-band filter), into a ring the
+ * recorder drains from another thread. The tick only copies; a full ring drops (counted). */
+typedef struct eng_tap eng_tap;
+eng_tap *eng_tap_create(int seconds);
+/* 0 on success; -1 if the room already has a tap. */
+int eng_tap_attach(eng_tap *tap, eng_room *room);
+void eng_tap_detach(eng_tap *tap);
+/* Up to max samples, oldest first; returns how many. */
+int eng_tap_read(eng_tap *tap, int16_t *out, int max);
+uint64_t eng_tap_dropped(eng_tap *tap);
+void eng_tap_free(eng_tap *tap);
+
 eng_room *eng_room_create(void);
 /* Remove the room from its clock and free it; legs still in it are detached. */
 void eng_room_destroy(eng_room *room);

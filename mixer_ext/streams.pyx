@@ -4,7 +4,8 @@
 Every function here must be called from the node's SIP thread, the one thread that owns pjsua2
 (registered with pjlib); the clock threads run on their own, without the GIL.
 """
-from libc.stdint cimport int16_t, uintptr_t
+from libc.stdint cimport int16_t, uint64_t, uintptr_t
+import numpy as np
 from mixer_ext._engine cimport *
 
 _ATTACH_ERRORS = {
@@ -204,3 +205,39 @@ cdef class MixRoom:
         return {"rate": st.rate, "legs": st.nlegs, "ticks": st.ticks,
                 "tick_ns_avg": (st.tick_ns_total // st.ticks) if st.ticks else 0,
                 "tick_ns_max": st.tick_ns_max}
+
+
+cdef class Tap:
+    """A recording tap on a room: its full mix at 16 kHz, buffered for ``seconds``.
+    Attach and detach on the SIP thread (which owns rooms); ``read`` from any thread."""
+    cdef eng_tap *tap
+
+    def __cinit__(self, int seconds=10):
+        self.tap = eng_tap_create(seconds)
+        if self.tap == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        if self.tap != NULL:
+            eng_tap_free(self.tap)
+
+    def attach(self, MixRoom room):
+        if room.room == NULL or eng_tap_attach(self.tap, room.room) != 0:
+            raise ValueError("room is gone or already tapped")
+
+    def detach(self):
+        with nogil:
+            eng_tap_detach(self.tap)
+
+    def read(self, int max_samples=16000 * 10):
+        """What the room mixed since the last read (int16, 16 kHz mono)."""
+        out = np.empty(max_samples, dtype=np.int16)
+        cdef int16_t[::1] v = out
+        cdef int n
+        with nogil:
+            n = eng_tap_read(self.tap, &v[0], max_samples)
+        return out[:n]
+
+    @property
+    def dropped(self) -> int:
+        return eng_tap_dropped(self.tap)

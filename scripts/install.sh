@@ -2,7 +2,7 @@
 # Install sipconf on Debian: system packages, a venv in .venv, pjproject built from source
 # (scripts/build-pjproject.sh), and the package with its C mixer. Idempotent: a second run only
 # checks. espeak-ng (for <Speak>) is part of the node. With --test it also installs what the
-# test suite drives: baresip, SIPp, sox and dumpcap (tshark).
+# test suite drives: baresip, SIPp, sox (with its mp3 reader) and dumpcap (tshark).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -24,7 +24,7 @@ if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
 BUILD_PKGS=(build-essential pkg-config swig python3-dev python3-venv ca-certificates xz-utils
             libsrtp2-dev libspeex-dev libspeexdsp-dev libgsm1-dev libopus-dev libssl-dev
             uuid-dev espeak-ng)
-TEST_PKGS=(baresip-core sip-tester sox tshark)
+TEST_PKGS=(baresip-core sip-tester sox libsox-fmt-mp3 tshark)
 
 want=("${BUILD_PKGS[@]}")
 [ "$WITH_TEST" = 1 ] && want+=("${TEST_PKGS[@]}")
@@ -45,7 +45,8 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 PIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
 "${PIP[@]}" "setuptools>=70" wheel "cython>=3.0" "numpy>=1.26" "trio>=0.25" "httpx>=0.27" \
-    "defusedxml>=0.7" "miniaudio>=1.59" "lameenc>=1.7" "pytest>=8" "pytest-timeout>=2.2" "ruff>=0.5"
+    "defusedxml>=0.7" "miniaudio>=1.59" "lameenc>=1.7" "hypercorn>=0.16" "pocketsphinx>=5" \
+    "pytest>=8" "pytest-timeout>=2.2" "ruff>=0.5"
 
 bash "$REPO/scripts/build-pjproject.sh"
 

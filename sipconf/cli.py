@@ -51,6 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default 86400)")
     s.add_argument("--webhook-max-backoff", type=float, default=30.0,
                    help="longest wait between retries, seconds (default 30)")
+    s.add_argument("--http-host", default=None,
+                   help="address of the node's HTTP server (recordings; default: --sip-host)")
+    s.add_argument("--http-port", type=int, default=8080, help="HTTP port (default 8080)")
+    s.add_argument("--public-url", default=None,
+                   help="base URL your web app uses to reach the HTTP server (RecordUrl); "
+                        "default http://HTTP-HOST:HTTP-PORT")
+    s.add_argument("--recording-retention-days", type=float, default=0.0,
+                   help="delete recordings older than this (default 0: keep)")
     s.add_argument("--log-level", default="info", choices=LOG_LEVELS)
     return p
 
@@ -104,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
             log_level=args.log_level,
             auth_token=args.auth_token or os.environ.get("SIPCONF_AUTH_TOKEN") or None,
             webhook_ttl=args.webhook_ttl, webhook_max_backoff=args.webhook_max_backoff,
+            http_host=args.http_host, http_port=args.http_port, public_url=args.public_url,
+            recording_retention_days=args.recording_retention_days,
             **kwargs,
         )
     except ValueError as exc:

@@ -44,6 +44,11 @@ class NodeConfig:
     data_dir: str = field(default_factory=lambda: default_data_dir())
     webhook_ttl: float = 24 * 3600.0
     webhook_max_backoff: float = 30.0
+    # The node's HTTP server (recordings); public_url is how your web app reaches it.
+    http_host: str | None = None  # default: sip_host
+    http_port: int = 8080
+    public_url: str | None = None
+    recording_retention_days: float = 0.0  # 0 = keep
 
     def __post_init__(self) -> None:
         if not (0 < self.sip_port < 65536):
@@ -58,10 +63,24 @@ class NodeConfig:
             raise ValueError("answer timeout must be positive")
         if self.log_level not in LOG_LEVELS:
             raise ValueError(f"log level must be one of {', '.join(LOG_LEVELS)}")
+        if not (0 < self.http_port < 65536):
+            raise ValueError(f"HTTP port {self.http_port} out of range")
         if self.webhook_ttl <= 0 or self.webhook_max_backoff <= 0:
             raise ValueError("webhook TTL and backoff must be positive")
         if not (1 <= self.max_calls <= 512):
             raise ValueError("max calls must be 1-512 (the pjproject build's PJSUA_MAX_CALLS)")
+
+    @property
+    def recordings_dir(self) -> str:
+        return os.path.join(self.data_dir, "recordings")
+
+    @property
+    def http_bind(self) -> str:
+        return self.http_host or self.sip_host
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.http_bind}:{self.http_port}").rstrip("/")
 
     @property
     def spool_path(self) -> str:

@@ -7,13 +7,17 @@ routed here on the trio thread; a call that hangs up has its task's cancel scope
 
 from __future__ import annotations
 
+import json
 import logging
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import trio
 
+from . import recording, web
 from . import room as roomstate
 from .answer import (
     AnswerError,
@@ -57,6 +61,7 @@ class CallSession:
     digits: DigitCollector | None = None  # while in a room
     conference: Conference | None = None  # the Conference the call is in, until its action
     room_uuid: str = ""
+    record_params: dict[str, str] = field(default_factory=dict)  # of the room run it was in
 
     @property
     def uuid(self) -> str:
@@ -76,6 +81,8 @@ class RoomRun:
     timer: trio.CancelScope | None = None
     music: dict[str, trio.CancelScope] = field(default_factory=dict)
     floor: str | None = None  # call uuid of the member holding the floor
+    recording: recording.Recording | None = None
+    record_params: dict[str, str] = field(default_factory=dict)  # RecordUrl, RecordingID
 
     def __post_init__(self) -> None:
         self.send, self.recv = trio.open_memory_channel[Callable[[], Awaitable[object]]](
@@ -116,10 +123,17 @@ class Node:
                 self.webhooks = WebhookWorker(
                     http, spool, cfg.auth_token, timeout=cfg.answer_timeout,
                     ttl=cfg.webhook_ttl, backoff_cap=cfg.webhook_max_backoff)
+                rec_dir = Path(cfg.recordings_dir)
+                recording.repair(rec_dir)
+                if recording.expire(rec_dir, cfg.recording_retention_days):
+                    log.info("recordings past their retention deleted")
+                self.recordings_dir = rec_dir
                 await self.engine.start()
                 try:
                     async with trio.open_nursery() as nursery:
                         await nursery.start(self.webhooks.run)
+                        await nursery.start(web.serve, web.RecordingsApp(rec_dir),
+                                            cfg.http_bind, cfg.http_port)
                         with self._calls_scope:
                             async with trio.open_nursery() as calls:
                                 self._nursery = calls
@@ -378,6 +392,7 @@ class Node:
             "To": s.incoming.to_user or s.incoming.to_uri,
             "Direction": "inbound",
             "CallStatus": status or ("completed" if s.ended else "in-progress"),
+            **s.record_params,
         }
 
     def _callback(self, run: RoomRun, member: roomstate.Member, action: str,
@@ -442,6 +457,15 @@ class Node:
                 run.do(self.engine.join, m.call_uuid, run.key,
                        m.conference.muted or m.waiting, m.waiting)
                 self._callback(run, m, "enter")
+                if m.conference.record and run.recording is None and run.nursery is not None:
+                    run.recording = recording.Recording.create(
+                        self.recordings_dir, m.conference.record_file_format)
+                    rid = run.recording.recording_id
+                    run.record_params = {
+                        "RecordUrl": f"{self.config.base_url}/recordings/"
+                                     f"{run.recording.filename}",
+                        "RecordingID": rid}
+                    run.nursery.start_soon(self._record, run, m)
                 if len(run.state.members) == 1:
                     self._give_floor(run, m.call_uuid)  # alone: the floor is theirs
             elif isinstance(ev, roomstate.MemberState):
@@ -480,6 +504,7 @@ class Node:
             return
         session.room = None
         session.digits = None
+        session.record_params = dict(run.record_params)
         session.leave_reason = ev.reason
         session.left_room.set()
         if not session.ended:
@@ -521,6 +546,69 @@ class Node:
         finally:
             with trio.CancelScope(shield=True):
                 await self.engine.stop_room_sound(sound_id)
+
+    async def _record(self, run: RoomRun, owner: roomstate.Member) -> None:
+        """Record the run's mix from the mixer's tap until the run ends; then the record
+        callback and, if asked, the transcription. File writes happen in a worker thread."""
+        rec = run.recording
+        tap = None
+        for _ in range(40):  # the mixer room appears with the first leg placed in it
+            tap = await self.engine.tap_room(run.key)
+            if tap is not None:
+                break
+            await trio.sleep(0.05)
+        if tap is None:
+            log.error("room %s: no mixer to record", run.state.name)
+            return
+        log.info("room %s: recording %s (%s)", run.state.name, rec.recording_id, rec.fmt)
+        try:
+            while True:
+                await trio.sleep(0.25)
+                pcm = tap.read()
+                if len(pcm):
+                    await trio.to_thread.run_sync(rec.write, pcm)
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.engine.untap(tap)
+                pcm = tap.read()
+                if len(pcm):
+                    await trio.to_thread.run_sync(rec.write, pcm)
+                await trio.to_thread.run_sync(rec.close)
+                if tap.dropped:
+                    log.warning("recording %s: %d samples dropped", rec.recording_id,
+                                tap.dropped)
+                self._recorded(run, owner, rec)
+
+    def _recorded(self, run: RoomRun, owner: roomstate.Member, rec: recording.Recording) -> None:
+        log.info("room %s: recording %s complete, %.1f s", run.state.name, rec.recording_id,
+                 rec.duration_ms / 1000)
+        ms = rec.duration_ms
+        self._callback(run, owner, "record", **run.record_params,
+                       RecordingDuration=str(round(ms / 1000)), RecordingDurationMs=str(ms),
+                       RecordingStartMs=str(rec.started_ms), RecordingEndMs=str(rec.ended_ms))
+        conf = owner.conference
+        if conf.transcription_url and self._nursery is not None:
+            self._nursery.start_soon(self._transcribe, owner.call_uuid, conf, rec)
+
+    async def _transcribe(self, call_uuid: str, conf: Conference,
+                          rec: recording.Recording) -> None:
+        """pocketsphinx in its own process; the result goes out through the webhook worker."""
+        try:
+            proc = await trio.run_process(
+                [sys.executable, "-m", "sipconf.transcribe", str(rec.path)],
+                capture_stdout=True, capture_stderr=True, check=False)
+            out = json.loads(proc.stdout.decode() or "{}")
+        except (OSError, ValueError) as exc:
+            out = {"error": f"transcriber failed: {exc}"}
+        self.webhooks.submit(call_uuid, conf.transcription_url, conf.transcription_method, {
+            "transcription": out.get("text", ""),
+            "duration": str(out.get("duration", rec.duration_ms / 1000)),
+            "call_uuid": call_uuid,
+            "recording_id": rec.recording_id,
+            "error": out.get("error", ""),
+            "transcription_charge": "0",
+            "transcription_rate": "0",
+        })
 
     def _arm_time_limit(self, run: RoomRun, at: float) -> None:
         if run.timer is not None:

@@ -211,6 +211,13 @@ class SipEngine:
         has none."""
         return await self._run("send_digits", call_uuid, digits, tones)
 
+    async def tap_room(self, room_key: str) -> Any:
+        """A recording tap on a conference room's mix (None if the room has no mixer yet)."""
+        return await self._run("tap_room", room_key)
+
+    async def untap(self, tap: Any) -> None:
+        await self._run("untap", tap)
+
     async def stats(self) -> dict:
         return await self._run("stats")
 
@@ -599,6 +606,17 @@ class SipEngine:
                                   for part in (dtmf_tone(d, rate, DTMF_TONE_MS), gap)])
             rec.leg.play(pcm, 1)
         return True
+
+    def _cmd_tap_room(self, room_key: str) -> Any:
+        rr = self._rooms.get(room_key)
+        if rr is None:
+            return None
+        tap = self.streams.Tap(10)
+        tap.attach(rr.mix)
+        return tap
+
+    def _cmd_untap(self, tap: Any) -> None:
+        tap.detach()
 
     def _cmd_stats(self) -> dict:
         return {

@@ -20,6 +20,7 @@ class NodeProcess:
                  sip_port: int | None = None):
         self.workdir = workdir
         self.sip_port = sip_port or ports.block(2)
+        self.http_port = ports.block(1)
         base = ports.block(rtp_ports)
         self.rtp = (base, base + rtp_ports - 1)
         self.log_path = workdir / f"node-{self.sip_port}.log"
@@ -28,11 +29,16 @@ class NodeProcess:
             "--sip-host", "127.0.0.1", "--sip-port", str(self.sip_port),
             "--rtp-ports", f"{self.rtp[0]}-{self.rtp[1]}",
             "--data-dir", str(data_dir or workdir / f"data-{self.sip_port}"),
+            "--http-port", str(self.http_port),
         ]
         if answer_url:
             self.args += ["--answer-url", answer_url]
         self.args += extra or []
         self.proc: subprocess.Popen | None = None
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
 
     def uri(self, user: str) -> str:
         return f"sip:{user}@127.0.0.1:{self.sip_port}"
