@@ -91,6 +91,12 @@ async def _serve(config: NodeConfig) -> None:
                 node.stop()
 
 
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
+    return [exc]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -120,12 +126,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sipconf: {exc}", file=sys.stderr)
         return 2
     from .sip import EngineError
+    from .web import HttpError
 
     failures: list[BaseException] = []
     try:
         trio.run(_serve, config)
-    except* EngineError as group:
-        failures.extend(group.exceptions)
+    except* (EngineError, HttpError) as group:
+        failures.extend(_leaves(group))
     for exc in failures:
         print(f"sipconf: {exc}", file=sys.stderr)
     return 1 if failures else 0

@@ -128,7 +128,6 @@ class Node:
                 if recording.expire(rec_dir, cfg.recording_retention_days):
                     log.info("recordings past their retention deleted")
                 self.recordings_dir = rec_dir
-                await self.engine.start()
                 try:
                     async with trio.open_nursery() as nursery:
                         await nursery.start(self.webhooks.run)
@@ -136,7 +135,9 @@ class Node:
                                             cfg.http_bind, cfg.http_port)
                         with self._calls_scope:
                             async with trio.open_nursery() as calls:
+                                # SIP starts last: a call may arrive the moment it listens
                                 self._nursery = calls
+                                await self.engine.start()
                                 task_status.started(self)
                                 await trio.sleep_forever()
                         # stopping: BYE every call, then a moment for their last events

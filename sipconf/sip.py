@@ -143,6 +143,7 @@ class SipEngine:
         await trio.to_thread.run_sync(self._ready.wait)
         if self._start_error is not None:
             self._thread.join()
+            self._thread = None
             raise EngineError(str(self._start_error)) from self._start_error
 
     async def stop(self, grace: float = 2.0) -> None:

@@ -106,4 +106,15 @@ async def serve(app, host: str, port: int, *, task_status=trio.TASK_STATUS_IGNOR
     cfg.accesslog = None
     cfg.errorlog = None
     cfg.graceful_timeout = 0.5
-    await hypercorn_serve(app, cfg, task_status=task_status)
+    try:
+        await hypercorn_serve(app, cfg, task_status=task_status)
+    except* OSError as group:  # hypercorn binds inside its own nursery
+        exc: BaseException = group
+        while isinstance(exc, BaseExceptionGroup):
+            exc = exc.exceptions[0]
+        raise HttpError(f"cannot serve HTTP on {host}:{port}: "
+                        f"{getattr(exc, 'strerror', None) or exc}") from None
+
+
+class HttpError(RuntimeError):
+    """The HTTP server could not start (its port is taken, say)."""

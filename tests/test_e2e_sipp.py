@@ -7,7 +7,7 @@ import time
 from collections import Counter
 
 import pytest
-from support import sipp
+from support import ports, sipp
 from support.pcap import Capture
 
 pytestmark = pytest.mark.e2e
@@ -149,14 +149,21 @@ def test_sigterm_byes_every_call_and_exits_zero(node_factory, uas):
         assert "BYE sip:" in ua.output()  # the node sent the BYE
 
 
-def test_port_in_use_is_a_clear_error(node_factory):
+def test_port_in_use_is_a_clear_error(node_factory, tmp_path):
     node = node_factory()
-    res = subprocess.run(
-        [sys.executable, "-m", "sipconf", "serve", "--sip-port", str(node.sip_port),
-         "--rtp-ports", f"{node.rtp[0]}-{node.rtp[1]}"],
-        capture_output=True, text=True, timeout=30,
-    )
+    base = [sys.executable, "-m", "sipconf", "serve", "--data-dir", str(tmp_path / "second"),
+            "--rtp-ports", f"{node.rtp[0]}-{node.rtp[1]}"]
+    free_http = str(ports.block(1))
+    res = subprocess.run(base + ["--sip-port", str(node.sip_port), "--http-port", free_http],
+                         capture_output=True, text=True, timeout=30)
     assert res.returncode == 1
     assert f"cannot listen for SIP on udp 127.0.0.1:{node.sip_port}" in res.stderr
+    assert "Traceback" not in res.stderr
+    res = subprocess.run(base + ["--sip-port", str(ports.block(2)),
+                                 "--http-port", str(node.http_port)],
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 1
+    assert f"cannot serve HTTP on 127.0.0.1:{node.http_port}: Address already in use" in \
+        res.stderr, res.stderr[-2000:]
     assert "Traceback" not in res.stderr
     assert node.alive()
