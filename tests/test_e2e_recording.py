@@ -186,3 +186,22 @@ def test_transcription_of_a_recorded_room(answer_server, node_factory, uas, tmp_
     wer = _wer(text, p["transcription"])
     assert wer <= 0.75, (wer, p["transcription"])
     print(f"FIGURE transcription: WER {wer:.2f} ({p['transcription']!r} for {text!r})")
+
+
+def test_sigterm_closes_the_recording_and_sends_its_callback(answer_server, node_factory, uas):
+    cb = answer_server.route("/cb", "ok", content_type="text/plain")
+    url = answer_server.conference("/answer", "term", record="true", recordFileFormat="wav",
+                                   callbackUrl=cb)
+    node = node_factory(url)
+    a = uas("alice", tone_hz=A).dial(node.uri("term"), 30)
+    assert a.wait_for("Call established", 10)
+    time.sleep(3)
+    code, took = node.terminate()
+    assert code == 0 and took < 5
+    rec = _action(answer_server, "record")
+    assert len(rec) == 1, node.log()[-2000:]
+    files = list(node.workdir.glob(f"data-{node.sip_port}/recordings/*.wav"))
+    assert len(files) == 1
+    raw = files[0].read_bytes()
+    assert int.from_bytes(raw[40:44], "little") == len(raw) - 44  # closed, header true
+    assert abs((len(raw) - 44) / 32000 - int(rec[0].params["RecordingDurationMs"]) / 1000) < 0.1
