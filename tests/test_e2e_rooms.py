@@ -225,8 +225,9 @@ def test_hangup_on_star_leaves_the_room_and_runs_the_action(answer_server, node_
     answer_server.route("/after", action_doc)
     node = node_factory(url)
     a = uas("alice", tone_hz=A).dial(node.uri("alice"), 40)
+    established(a)  # alice first, so she is member 1
     b = uas("bob", tone_hz=B).dial(node.uri("bob"), 40)
-    established(a, b)
+    established(b)
     time.sleep(2)
     a.command("/sndcode *")
     t_star = time.monotonic()
