@@ -23,6 +23,7 @@ cdef extern from "engine.h" nogil:
         uint64_t tx
         uint64_t errors
         uint64_t energy
+        int talking
     ctypedef struct eng_room_stats:
         int rate
         int nlegs

@@ -586,6 +586,7 @@ void eng_leg_get_stats(eng_leg *leg, eng_leg_stats *st)
     st->tx = leg->tx;
     st->errors = leg->errors;
     st->energy = leg->m.energy;
+    st->talking = leg->m.talking;
 }
 
 eng_room *eng_room_create(void)

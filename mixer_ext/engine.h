@@ -30,6 +30,7 @@ typedef struct eng_leg_stats {
     uint64_t tx;           /* frames handed to the encoder */
     uint64_t errors;
     uint64_t energy;       /* last frame's talker energy */
+    int talking;           /* the floor detector's talking state */
 } eng_leg_stats;
 
 typedef struct eng_room_stats {

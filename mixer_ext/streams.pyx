@@ -135,7 +135,8 @@ cdef class _Leg:
         cdef eng_leg_stats st
         eng_leg_get_stats(self._get(), &st)
         return {"rate": st.rate, "rx_audio": st.rx_audio, "rx_empty": st.rx_empty,
-                "tx": st.tx, "errors": st.errors, "energy": st.energy}
+                "tx": st.tx, "errors": st.errors, "energy": st.energy,
+                "talking": bool(st.talking)}
 
 
 cdef class Leg(_Leg):

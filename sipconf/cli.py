@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "default http://HTTP-HOST:HTTP-PORT")
     s.add_argument("--recording-retention-days", type=float, default=0.0,
                    help="delete recordings older than this (default 0: keep)")
+    s.add_argument("--api-token", default=None,
+                   help="bearer token for the control API on the HTTP port (default: "
+                        "$SIPCONF_API_TOKEN; without one the API answers 401)")
     s.add_argument("--log-level", default="info", choices=LOG_LEVELS)
     return p
 
@@ -120,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             webhook_ttl=args.webhook_ttl, webhook_max_backoff=args.webhook_max_backoff,
             http_host=args.http_host, http_port=args.http_port, public_url=args.public_url,
             recording_retention_days=args.recording_retention_days,
+            api_token=args.api_token or os.environ.get("SIPCONF_API_TOKEN") or None,
             **kwargs,
         )
     except ValueError as exc:

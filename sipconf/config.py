@@ -49,6 +49,7 @@ class NodeConfig:
     http_port: int = 8080
     public_url: str | None = None
     recording_retention_days: float = 0.0  # 0 = keep
+    api_token: str | None = None  # the control API refuses every request without one
 
     def __post_init__(self) -> None:
         if not (0 < self.sip_port < 65536):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from .answer import (
     builtin_document,
     parse_document,
 )
+from .api import ControlApi
 from .config import NodeConfig
 from .dtmf import DigitCollector
 from .sip import CallEnded, Dtmf, Floor, IncomingCall, MediaError, MediaUp, SipEngine
@@ -131,8 +133,9 @@ class Node:
                 try:
                     async with trio.open_nursery() as nursery:
                         await nursery.start(self.webhooks.run)
-                        await nursery.start(web.serve, web.RecordingsApp(rec_dir),
-                                            cfg.http_bind, cfg.http_port)
+                        app = web.NodeApp(web.RecordingsApp(rec_dir),
+                                          ControlApi(self, cfg.api_token))
+                        await nursery.start(web.serve, app, cfg.http_bind, cfg.http_port)
                         with self._calls_scope:
                             async with trio.open_nursery() as calls:
                                 # SIP starts last: a call may arrive the moment it listens
@@ -185,6 +188,57 @@ class Node:
         run = next((r for r in self.rooms.values() if r.key == ev.room_key), None)
         if run is not None:
             self._give_floor(run, ev.uuid)
+
+    # --- live control (the HTTP API) -----------------------------------------------------------
+
+    async def rooms_info(self) -> list[dict]:
+        legs = (await self.engine.stats())["legs"]
+        return [self._room_dict(run, legs) for run in list(self.rooms.values())]
+
+    async def room_info(self, name: str) -> dict | None:
+        run = self.rooms.get(name)
+        if run is None:
+            return None
+        return self._room_dict(run, (await self.engine.stats())["legs"])
+
+    def _room_dict(self, run: RoomRun, legs: dict) -> dict:
+        now_wall, now = time.time(), trio.current_time()
+        members = []
+        for m in run.state.members.values():
+            s = self.calls.get(m.call_uuid)
+            members.append({
+                "member_id": m.member_id, "call_uuid": m.call_uuid,
+                "from": s.incoming.from_uri if s else "", "muted": m.muted, "deaf": m.deaf,
+                "waiting": m.waiting, "talking": legs.get(m.call_uuid, {}).get("talking", False),
+                "floor": run.floor == m.call_uuid,
+                "joined_at": round(now_wall - (now - m.joined_at), 3)})
+        return {"name": run.state.name, "uuid": run.key, "members": members}
+
+    async def member_action(self, room: str, member_id: str, action: str) -> bool:
+        run = self.rooms.get(room)
+        member = next((m for m in run.state.members.values() if m.member_id == member_id),
+                      None) if run else None
+        if member is None:
+            return False
+        log.info("control API: %s member %s of room %s", action, member_id, room)
+        uuid = member.call_uuid
+        if action == "hangup":
+            return await self.engine.hangup(uuid)
+        if action == "kick":
+            self._apply(run, run.state.leave(uuid, roomstate.KICKED))
+        else:
+            flag = {"mute": ("muted", True), "unmute": ("muted", False),
+                    "deaf": ("deaf", True), "undeaf": ("deaf", False)}[action]
+            self._apply(run, run.state.control(uuid, **{flag[0]: flag[1]}))
+        return True
+
+    def end_room(self, room: str) -> bool:
+        run = self.rooms.get(room)
+        if run is None:
+            return False
+        log.info("control API: end room %s", room)
+        self._apply(run, run.state.end())
+        return True
 
     # --- one call ------------------------------------------------------------------------------
 
@@ -407,7 +461,7 @@ class Node:
 
     def _give_floor(self, run: RoomRun, call_uuid: str) -> None:
         member = run.state.members.get(call_uuid)
-        if member is None or run.floor == call_uuid or member.conference.muted:
+        if member is None or run.floor == call_uuid or member.muted:
             return
         run.floor = call_uuid
         log.info("room %s: member %s has the floor", run.state.name, member.member_id)
@@ -428,7 +482,7 @@ class Node:
             self._callback(run, member, "digits", ConferenceDigitsMatch=press.matched)
         if conf.relay_dtmf:
             # in-band keys of an unmuted member are in the mix already: tones only otherwise
-            tones = press.source != "inband" or conf.muted
+            tones = press.source != "inband" or member.muted
             for other in run.state.members.values():
                 if other.call_uuid != s.uuid and not other.waiting:
                     run.do(self.engine.send_digits, other.call_uuid, press.digit, tones)
@@ -455,8 +509,8 @@ class Node:
                     session.digits = DigitCollector(m.conference.digits_match)
                 log.info("call %s joined room %s as member %s%s", m.call_uuid, name,
                          m.member_id, " (waiting)" if m.waiting else "")
-                run.do(self.engine.join, m.call_uuid, run.key,
-                       m.conference.muted or m.waiting, m.waiting)
+                run.do(self.engine.join, m.call_uuid, run.key, m.muted or m.waiting,
+                       m.deaf or m.waiting)
                 self._callback(run, m, "enter")
                 if m.conference.record and run.recording is None and run.nursery is not None:
                     run.recording = recording.Recording.create(
@@ -473,8 +527,14 @@ class Node:
                 m = ev.member
                 if not ev.waiting:
                     log.info("room %s: member %s is live", name, m.member_id)
-                run.do(self.engine.set_member, m.call_uuid, m.conference.muted or ev.waiting,
-                       ev.waiting)
+                run.do(self.engine.set_member, m.call_uuid, m.muted or ev.waiting,
+                       m.deaf or ev.waiting)
+            elif isinstance(ev, roomstate.Controls):
+                m = ev.member
+                log.info("room %s: member %s %s, %s", name, m.member_id,
+                         "muted" if m.muted else "unmuted", "deaf" if m.deaf else "hearing")
+                run.do(self.engine.set_member, m.call_uuid, m.muted or m.waiting,
+                       m.deaf or m.waiting)
             elif isinstance(ev, roomstate.Music):
                 self._music(run, ev.member, ev.on)
             elif isinstance(ev, roomstate.PlaySound):

@@ -24,6 +24,8 @@ STAR = "hangup-on-star"  # the member pressed *
 END_CONFERENCE = "end-conference-on-exit"  # a member with endConferenceOnExit left
 STAY_ALONE = "stay-alone"  # left alone in a room whose member has stayAlone=false
 TIME_LIMIT = "time-limit"  # the room's timeLimit expired
+KICKED = "kicked"  # removed through the control API
+ENDED = "ended"  # the room was ended through the control API
 
 
 @dataclass
@@ -34,6 +36,8 @@ class Member:
     joined_at: float
     waiting: bool = False  # not mixed in, hears no one (startConferenceOnEnter=false)
     music: bool = False  # hears its waitSound
+    muted: bool = False  # heard by nobody (the XML's muted, or the control API)
+    deaf: bool = False  # hears nobody (the control API)
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,13 @@ class Left:
     member: Member
     room_uuid: str
     reason: str
+
+
+@dataclass(frozen=True)
+class Controls:
+    """A member's muted/deaf changed (control API)."""
+
+    member: Member
 
 
 @dataclass(frozen=True)
@@ -97,7 +108,7 @@ class Deadline:
 
 
 RoomEvent = (RunStarted | Joined | Refused | Left | RunEnded | MemberState | Music | PlaySound
-             | Deadline)
+             | Deadline | Controls)
 
 
 @dataclass
@@ -129,7 +140,7 @@ class Room:
             self.started = False
             self.peak = 0
             events.append(RunStarted(self.run_uuid))
-        member = Member(call_uuid, str(self._next_id), conf, now)
+        member = Member(call_uuid, str(self._next_id), conf, now, muted=conf.muted)
         self._next_id += 1
         if conf.start_conference_on_enter:
             self.started = True
@@ -165,6 +176,30 @@ class Room:
             self.deadline = None
         else:
             events += self._sync()
+        return events
+
+    def control(self, call_uuid: str, *, muted: bool | None = None,
+                deaf: bool | None = None) -> list[RoomEvent]:
+        """Mute/unmute, deafen/undeafen a member."""
+        m = self.members.get(call_uuid)
+        if m is None:
+            return []
+        changed = False
+        if muted is not None and muted != m.muted:
+            m.muted, changed = muted, True
+        if deaf is not None and deaf != m.deaf:
+            m.deaf, changed = deaf, True
+        return [Controls(m)] if changed else []
+
+    def end(self) -> list[RoomEvent]:
+        """Everyone leaves now (control API)."""
+        if not self.members:
+            return []
+        run = self.run_uuid
+        events = self._clear(ENDED)
+        events.append(RunEnded(run))
+        self.run_uuid = None
+        self.deadline = None
         return events
 
     def expire(self) -> list[RoomEvent]:

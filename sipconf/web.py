@@ -1,7 +1,5 @@
-"""The node's HTTP server (hypercorn on trio): recordings at unguessable URLs, with Range.
-
-A small ASGI app, so the live-control API can join it later on the same port.
-"""
+"""The node's HTTP server (hypercorn on trio): recordings at unguessable URLs (with Range)
+and the live-control API (api.py), one small ASGI app."""
 
 from __future__ import annotations
 
@@ -41,16 +39,6 @@ class RecordingsApp:
         self.directory = directory
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                msg = await receive()
-                if msg["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif msg["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        if scope["type"] != "http":
-            return
         method = scope["method"]
         m = _NAME.match(scope["path"])
         path = self.directory / f"{m.group(1)}.{m.group(2)}" if m else None
@@ -87,6 +75,30 @@ class RecordingsApp:
                 await send({"type": "http.response.body", "body": chunk, "more_body": left > 0})
             if left > 0:
                 await send({"type": "http.response.body", "body": b""})
+
+
+class NodeApp:
+    """/recordings/... to the recordings, everything else to the control API."""
+
+    def __init__(self, recordings: RecordingsApp, api):
+        self.recordings = recordings
+        self.api = api
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                msg = await receive()
+                if msg["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif msg["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        if scope["path"].startswith("/recordings/"):
+            await self.recordings(scope, receive, send)
+        else:
+            await self.api(scope, receive, send)
 
 
 async def _reply(send, status: int, body: bytes, headers: list | None = None) -> None:

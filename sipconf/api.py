@@ -1,0 +1,125 @@
+"""The live-control API (JSON over HTTP, on the node's HTTP port): rooms, members, and what an
+operator does to them. Every ``/v1`` request needs ``Authorization: Bearer <--api-token>``;
+without a configured token the API refuses everything (401). ``/health`` is open (for probes).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import re
+from typing import Any, Protocol
+
+MEMBER_ACTIONS = ("mute", "unmute", "deaf", "undeaf", "kick", "hangup")
+
+
+class Controls(Protocol):
+    """What the API needs from the node."""
+
+    async def rooms_info(self) -> list[dict[str, Any]]: ...
+    async def room_info(self, name: str) -> dict[str, Any] | None: ...
+    async def member_action(self, room: str, member_id: str, action: str) -> bool: ...
+    def end_room(self, room: str) -> bool: ...
+
+
+def openapi() -> dict[str, Any]:
+    member = {"type": "object", "properties": {
+        "member_id": {"type": "string"}, "call_uuid": {"type": "string"},
+        "from": {"type": "string"}, "muted": {"type": "boolean"}, "deaf": {"type": "boolean"},
+        "waiting": {"type": "boolean"}, "talking": {"type": "boolean"},
+        "floor": {"type": "boolean"}, "joined_at": {"type": "number",
+                                                   "description": "Unix time, seconds"}}}
+    room = {"type": "object", "properties": {
+        "name": {"type": "string"}, "uuid": {"type": "string"},
+        "members": {"type": "array", "items": {"$ref": "#/components/schemas/Member"}}}}
+    ok = {"200": {"description": "done"}, "401": {"description": "no or wrong bearer token"},
+          "404": {"description": "no such room or member"}}
+    paths: dict[str, Any] = {
+        "/health": {"get": {"summary": "Liveness (no auth)", "security": [],
+                            "responses": {"200": {"description": "the node is up"}}}},
+        "/v1/rooms": {"get": {"summary": "Rooms and their members", "responses": {
+            "200": {"description": "rooms", "content": {"application/json": {"schema": {
+                "type": "array", "items": {"$ref": "#/components/schemas/Room"}}}}},
+            "401": ok["401"]}}},
+        "/v1/rooms/{room}": {"get": {"summary": "One room", "parameters": [_p("room")],
+                                     "responses": {"200": {"description": "the room", "content": {
+                                         "application/json": {"schema": {
+                                             "$ref": "#/components/schemas/Room"}}}},
+                                         "401": ok["401"], "404": ok["404"]}}},
+        "/v1/rooms/{room}/end": {"post": {"summary": "Every member leaves the room (each goes "
+                                                     "on with its action / next element)",
+                                          "parameters": [_p("room")], "responses": ok}},
+    }
+    for action in MEMBER_ACTIONS:
+        paths[f"/v1/rooms/{{room}}/members/{{member_id}}/{action}"] = {"post": {
+            "summary": {"mute": "Nobody hears the member", "unmute": "Undo mute",
+                        "deaf": "The member hears nobody", "undeaf": "Undo deaf",
+                        "kick": "The member leaves the room and goes on with its action or "
+                                "next element", "hangup": "End the member's call"}[action],
+            "parameters": [_p("room"), _p("member_id")], "responses": ok}}
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "sipconf control API", "version": "1"},
+        "components": {"schemas": {"Member": member, "Room": room},
+                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "security": [{"bearer": []}],
+        "paths": paths,
+    }
+
+
+def _p(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+_ROOM = re.compile(r"^/v1/rooms/([^/]+)$")
+_END = re.compile(r"^/v1/rooms/([^/]+)/end$")
+_MEMBER = re.compile(r"^/v1/rooms/([^/]+)/members/([^/]+)/(" + "|".join(MEMBER_ACTIONS) + r")$")
+
+
+class ControlApi:
+    """ASGI app for /health, /openapi.json and /v1/..."""
+
+    def __init__(self, node: Controls, token: str | None):
+        self.node = node
+        self.token = token
+
+    async def __call__(self, scope, receive, send) -> None:
+        path, method = scope["path"], scope["method"]
+        if path == "/health":
+            return await _json(send, 200, {"status": "ok"})
+        if path == "/openapi.json":
+            return await _json(send, 200, openapi())
+        if not path.startswith("/v1/"):
+            return await _json(send, 404, {"error": "not found"})
+        if not self._authorized(dict(scope["headers"]).get(b"authorization", b"")):
+            return await _json(send, 401, {"error": "bearer token required"},
+                               [(b"www-authenticate", b"Bearer")])
+        from urllib.parse import unquote
+
+        if path == "/v1/rooms" and method == "GET":
+            return await _json(send, 200, await self.node.rooms_info())
+        if (m := _ROOM.match(path)) and method == "GET":
+            info = await self.node.room_info(unquote(m.group(1)))
+            return await _json(send, 200 if info else 404, info or {"error": "no such room"})
+        if (m := _END.match(path)) and method == "POST":
+            ok = self.node.end_room(unquote(m.group(1)))
+            return await _json(send, 200 if ok else 404, {"ok": ok})
+        if (m := _MEMBER.match(path)) and method == "POST":
+            ok = await self.node.member_action(unquote(m.group(1)), unquote(m.group(2)),
+                                               m.group(3))
+            return await _json(send, 200 if ok else 404, {"ok": ok})
+        return await _json(send, 404 if method in ("GET", "POST") else 405,
+                           {"error": "no such endpoint"})
+
+    def _authorized(self, header: bytes) -> bool:
+        if not self.token or not header.startswith(b"Bearer "):
+            return False
+        return hmac.compare_digest(header[7:].strip(), self.token.encode())
+
+
+async def _json(send, status: int, body: Any, headers: list | None = None) -> None:
+    data = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(data)).encode()), *(headers or [])]})
+    await send({"type": "http.response.body", "body": data})

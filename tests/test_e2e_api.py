@@ -1,0 +1,113 @@
+"""The live-control API against a node with three real baresip members: auth, OpenAPI, room
+listing, mute/unmute and deaf/undeaf measured in what alice heard, kick, hang up, end."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import numpy as np
+import pytest
+from support.audio import timeline
+
+pytestmark = pytest.mark.e2e
+A, B, C = 440.0, 1000.0, 1700.0
+TOKEN = "ops-token"
+
+
+def _wait(pred, timeout: float, step: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(step)
+    return pred()
+
+
+def test_control_api_with_real_members(answer_server, node_factory, uas):
+    url = answer_server.conference("/answer", "ops")
+    node = node_factory(url, extra=["--api-token", TOKEN])
+    api = httpx.Client(base_url=node.http_url, headers={"Authorization": f"Bearer {TOKEN}"},
+                       timeout=10)
+    anon = httpx.Client(base_url=node.http_url, timeout=10)
+
+    a = uas("alice", tone_hz=A).dial(node.uri("ops"), 60)
+    assert a.wait_for("Call established", 10)
+    t0 = time.monotonic()
+    b = uas("bob", tone_hz=B).dial(node.uri("ops"), 60)
+    assert b.wait_for("Call established", 10)
+    c = uas("carol", tone_hz=C).dial(node.uri("ops"), 60)
+    assert c.wait_for("Call established", 10)
+
+    # auth and description
+    assert anon.get("/v1/rooms").status_code == 401
+    bad = anon.get("/v1/rooms", headers={"Authorization": "Bearer nope"})
+    assert bad.status_code == 401 and bad.headers["www-authenticate"] == "Bearer"
+    assert anon.get("/health").json() == {"status": "ok"}
+    spec = anon.get("/openapi.json").json()
+    assert spec["openapi"].startswith("3.") and "/v1/rooms/{room}/members/{member_id}/mute" in \
+        spec["paths"] and "/v1/rooms/{room}/end" in spec["paths"]
+
+    rooms = api.get("/v1/rooms").json()
+    assert [r["name"] for r in rooms] == ["ops"]
+    members = {m["member_id"]: m for m in rooms[0]["members"]}
+    assert sorted(members) == ["1", "2", "3"]
+    assert members["1"]["from"] == "sip:alice@127.0.0.1" and not members["2"]["muted"]
+    assert abs(members["1"]["joined_at"] - time.time()) < 30
+    assert _wait(lambda: all(m["talking"] for m in api.get("/v1/rooms/ops").json()["members"]),
+                 5)
+    assert api.get("/v1/rooms/nope").status_code == 404
+    assert api.post("/v1/rooms/ops/members/9/mute").status_code == 404
+
+    marks = {}
+
+    def act(name, path):
+        marks[name] = time.monotonic() - t0
+        r = api.post(path)
+        assert r.status_code == 200 and r.json() == {"ok": True}, r.text
+
+    time.sleep(2)
+    act("mute", "/v1/rooms/ops/members/2/mute")
+    m2 = next(m for m in api.get("/v1/rooms/ops").json()["members"] if m["member_id"] == "2")
+    assert m2["muted"]
+    time.sleep(3)
+    act("unmute", "/v1/rooms/ops/members/2/unmute")
+    time.sleep(2.5)
+    act("deaf", "/v1/rooms/ops/members/1/deaf")
+    time.sleep(3)
+    act("undeaf", "/v1/rooms/ops/members/1/undeaf")
+    time.sleep(2.5)
+    act("kick", "/v1/rooms/ops/members/3/kick")
+    assert c.wait_for("terminated", 5) or c.terminated  # no next element: hung up
+    assert [m["member_id"] for m in api.get("/v1/rooms/ops").json()["members"]] == ["1", "2"]
+    act("hangup", "/v1/rooms/ops/members/2/hangup")
+    assert b.wait_for("terminated", 5) or b.terminated
+    assert _wait(lambda: [m["member_id"] for m in api.get("/v1/rooms/ops").json()["members"]]
+                 == ["1"], 5)
+    act("end", "/v1/rooms/ops/end")
+    assert a.wait_for("terminated", 5) or a.terminated
+    assert _wait(lambda: api.get("/v1/rooms/ops").status_code == 404, 5)
+    for ua in (a, b, c):
+        ua.stop()
+
+    levels, rest, fs = timeline(a.heard(), [A, B, C])
+
+    def level(tone, t1, t2):
+        j = [A, B, C].index(tone)
+        return float(np.median(levels[int(t1 / fs):int(t2 / fs), j]))
+
+    m = marks
+    bob_on = level(B, m["mute"] - 1.5, m["mute"] - 0.3)
+    bob_muted = level(B, m["mute"] + 0.5, m["unmute"] - 0.3)
+    bob_back = level(B, m["unmute"] + 0.5, m["deaf"] - 0.3)
+    carol_while_muted = level(C, m["mute"] + 0.5, m["unmute"] - 0.3)
+    assert bob_on - bob_muted >= 30 and bob_back - bob_muted >= 30, (bob_on, bob_muted, bob_back)
+    assert carol_while_muted - bob_muted >= 30
+    deaf_b = level(B, m["deaf"] + 0.5, m["undeaf"] - 0.3)
+    deaf_c = level(C, m["deaf"] + 0.5, m["undeaf"] - 0.3)
+    after_c = level(C, m["undeaf"] + 0.5, m["kick"] - 0.3)
+    assert bob_back - deaf_b >= 30 and after_c - deaf_c >= 30, (deaf_b, deaf_c, after_c)
+    print(f"FIGURE API: mute drops bob at alice by {bob_on - bob_muted:.0f} dB (back "
+          f"+{bob_back - bob_muted:.0f}); deaf drops bob/carol at alice by "
+          f"{bob_back - deaf_b:.0f}/{after_c - deaf_c:.0f} dB")
