@@ -5,10 +5,12 @@ import itertools
 from sipconf.answer import Conference
 from sipconf.room import (
     END_CONFERENCE,
+    ENDED,
     HANGUP,
     STAR,
     STAY_ALONE,
     TIME_LIMIT,
+    Controls,
     Deadline,
     Joined,
     Left,
@@ -167,3 +169,19 @@ def test_star_leaves_like_any_other_reason():
     room.join("b", Conference("r"))
     ev = room.leave("a", STAR)
     assert kinds(ev, Left)[0].reason == STAR and "b" in room.members
+
+
+def test_control_mutes_and_deafens_and_end_clears_the_room():
+    room = make_room()
+    room.join("c1", Conference("r", muted=True))
+    room.join("c2", Conference("r"))
+    assert room.members["c1"].muted and not room.members["c2"].muted  # the XML's muted
+    ev = room.control("c2", muted=True)
+    assert ev == [Controls(room.members["c2"])] and room.members["c2"].muted
+    assert room.control("c2", muted=True) == []  # no change, no event
+    ev = room.control("c1", muted=False, deaf=True)
+    assert room.members["c1"].deaf and not room.members["c1"].muted and len(ev) == 1
+    assert room.control("nobody", muted=True) == []
+    ev = room.end()
+    assert [e.reason for e in kinds(ev, Left)] == [ENDED, ENDED]
+    assert kinds(ev, RunEnded) and room.empty and room.end() == []
