@@ -305,7 +305,8 @@ def test_redirect_then_enter_sound_from_a_url(answer_server, node_factory, uas):
     assert len(answer_server.requests_to("/next")) == 1
     levels, rest, fs = timeline(listener.heard(), [CLIP, B], frame_s=0.02)
     on = levels[:, 0] - np.median(levels[:, 0]) > 30
-    found = bursts(on, fs)
-    assert len(found) == 1 and 0.5 <= found[0][1] <= 0.7, found
+    # a single 20 ms frame is the click of the joiner's audio starting, not a sound
+    found = [b for b in bursts(on, fs) if b[1] > 0.05]
+    assert len(found) == 1 and 0.5 <= found[0][1] <= 0.7, bursts(on, fs)
     heard = tone_report(listener.heard(), [CLIP, B], skip_s=3.0)  # and then the joiner
     assert heard[B] - heard["rest"] >= 20, heard
