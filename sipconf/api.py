@@ -1,6 +1,7 @@
 """The live-control API (JSON over HTTP, on the node's HTTP port): rooms, members, and what an
 operator does to them. Every ``/v1`` request needs ``Authorization: Bearer <--api-token>``;
-without a configured token the API refuses everything (401). ``/health`` is open (for probes).
+without a configured token the API refuses everything (401). ``/health`` and ``/metrics`` are
+open (for probes and scrapers; the server listens on the SIP address, 127.0.0.1 by default).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ class Controls(Protocol):
     async def room_info(self, name: str) -> dict[str, Any] | None: ...
     async def member_action(self, room: str, member_id: str, action: str) -> bool: ...
     def end_room(self, room: str) -> bool: ...
+    async def metrics_text(self) -> str: ...
 
 
 def openapi() -> dict[str, Any]:
@@ -37,6 +39,8 @@ def openapi() -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/health": {"get": {"summary": "Liveness (no auth)", "security": [],
                             "responses": {"200": {"description": "the node is up"}}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics (no auth)", "security": [],
+                             "responses": {"200": {"description": "text exposition"}}}},
         "/v1/rooms": {"get": {"summary": "Rooms and their members", "responses": {
             "200": {"description": "rooms", "content": {"application/json": {"schema": {
                 "type": "array", "items": {"$ref": "#/components/schemas/Room"}}}}},
@@ -89,6 +93,12 @@ class ControlApi:
             return await _json(send, 200, {"status": "ok"})
         if path == "/openapi.json":
             return await _json(send, 200, openapi())
+        if path == "/metrics":
+            data = (await self.node.metrics_text()).encode()
+            await send({"type": "http.response.start", "status": 200, "headers": [
+                (b"content-type", b"text/plain; version=0.0.4"),
+                (b"content-length", str(len(data)).encode())]})
+            return await send({"type": "http.response.body", "body": data})
         if not path.startswith("/v1/"):
             return await _json(send, 404, {"error": "not found"})
         if not self._authorized(dict(scope["headers"]).get(b"authorization", b"")):

@@ -35,6 +35,7 @@ from .answer import (
 from .api import ControlApi
 from .config import NodeConfig
 from .dtmf import DigitCollector
+from .metrics import Metrics, render
 from .sip import CallEnded, Dtmf, Floor, IncomingCall, MediaError, MediaUp, SipEngine
 from .sounds import SoundError, SoundLibrary
 from .webhooks import FetchError, Spool, WebhookWorker, call_params, conference_params
@@ -63,6 +64,7 @@ class CallSession:
     digits: DigitCollector | None = None  # while in a room
     conference: Conference | None = None  # the Conference the call is in, until its action
     room_uuid: str = ""
+    outcome: str = ""  # set when the call did not simply run its course
     record_params: dict[str, str] = field(default_factory=dict)  # of the room run it was in
 
     @property
@@ -106,6 +108,7 @@ class Node:
         self._nursery: trio.Nursery | None = None
         self.webhooks: WebhookWorker | None = None
         self._calls_scope = trio.CancelScope()
+        self.metrics = Metrics()
 
     def stop(self) -> None:
         """Stop gracefully: every call gets a BYE, events still queued get a moment to go out
@@ -232,6 +235,14 @@ class Node:
             self._apply(run, run.state.control(uuid, **{flag[0]: flag[1]}))
         return True
 
+    async def metrics_text(self) -> str:
+        w = self.webhooks
+        return render(self.metrics, calls=len(self.calls), rooms=len(self.rooms),
+                      legs=sum(len(r.state.members) for r in self.rooms.values()),
+                      engine=await self.engine.stats(),
+                      webhooks={"depth": w.depth, "delivered": w.delivered,
+                                "retries": w.retries, "failed": w.failed})
+
     def end_room(self, room: str) -> bool:
         run = self.rooms.get(room)
         if run is None:
@@ -266,6 +277,8 @@ class Node:
                                      self._action_params(s, conf, s.member, s.room_uuid,
                                                          "completed"))
             self.calls.pop(s.uuid, None)
+            self.metrics.calls_total[s.outcome or ("answered" if s.answered
+                                                   else "unanswered")] += 1
         if not s.ended and self._nursery is not None:
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 if s.answered:
@@ -277,15 +290,19 @@ class Node:
         url = self.config.answer_url
         if not url:
             return builtin_document(s.incoming.to_user or DEFAULT_ROOM)
+        t0 = trio.current_time()
         try:
             return await self._fetch(s, url, self.config.answer_method)
         except (FetchError, AnswerError) as exc:
+            s.outcome = "answer-url-failed"
             reason = exc.reason if isinstance(exc, FetchError) else f"bad answer XML: {exc}"
             log.error("answer URL %s failed for call %s: %s", url, s.uuid, reason)
             await self.engine.answer(s.uuid, 503, "Service Unavailable",
                                      f"answer URL failed: {reason}")
             s.ended = True  # a final response ends the INVITE; nothing left to hang up
             return None
+        finally:
+            self.metrics.answer_latency.observe(trio.current_time() - t0)
 
     async def _fetch(self, s: CallSession, url: str, method: str) -> Document:
         inc = s.incoming
