@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
-import os
 import signal
 import sys
 
 import trio
 
-from .config import LOG_LEVELS, NodeConfig
+from .config import LOG_LEVELS, OPTIONS, NodeConfig, build, load_file
 
 
 def _port_range(text: str) -> tuple[int, int]:
@@ -25,19 +25,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sipconf", description="SIP/RTP conferencing node")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="run the node")
-    s.add_argument("--sip-host", default="127.0.0.1",
+    s.add_argument("--sip-host", default=None,
                    help="address for SIP and RTP (default 127.0.0.1)")
-    s.add_argument("--sip-port", type=int, default=5080, help="SIP UDP port (default 5080)")
-    s.add_argument("--sip-tcp", action="store_true", help="also listen for SIP over TCP")
+    s.add_argument("--sip-port", type=int, default=None, help="SIP UDP port (default 5080)")
+    s.add_argument("--sip-tcp", action="store_true", default=None,
+                   help="also listen for SIP over TCP")
     s.add_argument("--answer-url", default=None,
                    help="URL returning answer XML; without it every call joins the room "
                         "named by the dialled user")
-    s.add_argument("--answer-method", default="POST", choices=("GET", "POST"))
-    s.add_argument("--answer-timeout", type=float, default=5.0,
+    s.add_argument("--answer-method", default=None, choices=("GET", "POST"),
+                   help="default POST")
+    s.add_argument("--answer-timeout", type=float, default=None,
                    help="seconds to wait for the answer URL (default 5)")
-    s.add_argument("--rtp-ports", type=_port_range, default=(40000, 40999),
+    s.add_argument("--rtp-ports", type=_port_range, default=None,
                    metavar="LOW-HIGH", help="RTP port range (default 40000-40999)")
-    s.add_argument("--max-calls", type=int, default=500)
+    s.add_argument("--max-calls", type=int, default=None, help="default 500")
     s.add_argument("--mixer-clocks", type=int, default=None,
                    help="mixer clock threads (default: cores, at most 4)")
     s.add_argument("--auth-token", default=None,
@@ -46,23 +48,30 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data-dir", default=None,
                    help="where the node keeps its webhook spool (default: $SIPCONF_DATA_DIR "
                         "or ~/.local/state/sipconf)")
-    s.add_argument("--webhook-ttl", type=float, default=24 * 3600.0,
+    s.add_argument("--webhook-ttl", type=float, default=None,
                    help="seconds an undelivered event is retried before it is dropped "
                         "(default 86400)")
-    s.add_argument("--webhook-max-backoff", type=float, default=30.0,
+    s.add_argument("--webhook-max-backoff", type=float, default=None,
                    help="longest wait between retries, seconds (default 30)")
     s.add_argument("--http-host", default=None,
                    help="address of the node's HTTP server (recordings; default: --sip-host)")
-    s.add_argument("--http-port", type=int, default=8080, help="HTTP port (default 8080)")
+    s.add_argument("--http-port", type=int, default=None, help="HTTP port (default 8080)")
     s.add_argument("--public-url", default=None,
                    help="base URL your web app uses to reach the HTTP server (RecordUrl); "
                         "default http://HTTP-HOST:HTTP-PORT")
-    s.add_argument("--recording-retention-days", type=float, default=0.0,
+    s.add_argument("--recording-retention-days", type=float, default=None,
                    help="delete recordings older than this (default 0: keep)")
     s.add_argument("--api-token", default=None,
                    help="bearer token for the control API on the HTTP port (default: "
                         "$SIPCONF_API_TOKEN; without one the API answers 401)")
-    s.add_argument("--log-level", default="info", choices=LOG_LEVELS)
+    s.add_argument("--log-level", default=None, choices=LOG_LEVELS, help="default info")
+    s.add_argument("--log-format", default=None, choices=("text", "json"),
+                   help="text (default) or json: one JSON object per line")
+    s.add_argument("--config", default=None, metavar="FILE",
+                   help="TOML file with any of these options (e.g. sip_port = 5080, "
+                        "rtp_ports = \"40000-40999\"); the command line overrides it")
+    c = sub.add_parser("check-config", help="validate a config file and exit")
+    c.add_argument("file")
     return p
 
 
@@ -94,6 +103,20 @@ async def _serve(config: NodeConfig) -> None:
                 node.stop()
 
 
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line; call events carry ``call_uuid`` and ``room`` fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {"ts": round(record.created, 3), "level": record.levelname.lower(),
+               "logger": record.name, "msg": record.getMessage()}
+        for key in ("call_uuid", "room", "event"):
+            if hasattr(record, key):
+                out[key] = getattr(record, key)
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out)
+
+
 def _leaves(exc: BaseException) -> list[BaseException]:
     if isinstance(exc, BaseExceptionGroup):
         return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
@@ -102,33 +125,21 @@ def _leaves(exc: BaseException) -> list[BaseException]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    kwargs = {}
-    if args.mixer_clocks:
-        kwargs["mixer_clocks"] = args.mixer_clocks
-    if args.data_dir:
-        kwargs["data_dir"] = args.data_dir
     try:
-        config = NodeConfig(
-            sip_host=args.sip_host, sip_port=args.sip_port, sip_tcp=args.sip_tcp,
-            answer_url=args.answer_url, answer_method=args.answer_method,
-            answer_timeout=args.answer_timeout, rtp_port_min=args.rtp_ports[0],
-            rtp_port_max=args.rtp_ports[1], max_calls=args.max_calls,
-            log_level=args.log_level,
-            auth_token=args.auth_token or os.environ.get("SIPCONF_AUTH_TOKEN") or None,
-            webhook_ttl=args.webhook_ttl, webhook_max_backoff=args.webhook_max_backoff,
-            http_host=args.http_host, http_port=args.http_port, public_url=args.public_url,
-            recording_retention_days=args.recording_retention_days,
-            api_token=args.api_token or os.environ.get("SIPCONF_API_TOKEN") or None,
-            **kwargs,
-        )
+        if args.command == "check-config":
+            build(load_file(args.file))
+            print(f"{args.file}: ok")
+            return 0
+        opts = load_file(args.config) if args.config else {}
+        opts.update({k: v for k in OPTIONS if (v := getattr(args, k, None)) is not None})
+        config = build(opts)
     except ValueError as exc:
         print(f"sipconf: {exc}", file=sys.stderr)
         return 2
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if config.log_format == "json" else logging.Formatter(
+        "%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, config.log_level.upper()), handlers=[handler])
     from .sip import EngineError
     from .web import HttpError
 

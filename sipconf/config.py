@@ -50,6 +50,7 @@ class NodeConfig:
     public_url: str | None = None
     recording_retention_days: float = 0.0  # 0 = keep
     api_token: str | None = None  # the control API refuses every request without one
+    log_format: str = "text"  # or "json": one JSON object per line
 
     def __post_init__(self) -> None:
         if not (0 < self.sip_port < 65536):
@@ -62,6 +63,8 @@ class NodeConfig:
             raise ValueError(f"answer method must be GET or POST, not {self.answer_method!r}")
         if self.answer_timeout <= 0:
             raise ValueError("answer timeout must be positive")
+        if self.log_format not in ("text", "json"):
+            raise ValueError("log format must be text or json")
         if self.log_level not in LOG_LEVELS:
             raise ValueError(f"log level must be one of {', '.join(LOG_LEVELS)}")
         if not (0 < self.http_port < 65536):
@@ -91,3 +94,61 @@ class NodeConfig:
     def pj_log_level(self) -> int:
         """pjlib's own console verbosity: quiet unless debugging."""
         return {"debug": 4, "info": 1, "warning": 1, "error": 0}[self.log_level]
+
+
+# Options a config file (TOML) or the command line may set: the NodeConfig fields, with
+# rtp_ports ("LOW-HIGH" or [LOW, HIGH]) standing for rtp_port_min/rtp_port_max.
+OPTIONS = (
+    "sip_host", "sip_port", "sip_tcp", "answer_url", "answer_method", "answer_timeout",
+    "rtp_ports", "max_calls", "mixer_clocks", "auth_token", "data_dir", "webhook_ttl",
+    "webhook_max_backoff", "http_host", "http_port", "public_url", "recording_retention_days",
+    "api_token", "log_level", "log_format",
+)
+
+
+def load_file(path: str) -> dict:
+    """A TOML config file's options (keys may use - or _); unknown keys are an error."""
+    import tomllib
+
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except OSError as exc:
+        raise ValueError(f"{path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path}: not valid TOML: {exc}") from None
+    opts = {k.replace("-", "_"): v for k, v in raw.items()}
+    unknown = sorted(set(opts) - set(OPTIONS))
+    if unknown:
+        raise ValueError(f"{path}: unknown option(s): {', '.join(unknown)}")
+    return opts
+
+
+def build(options: dict) -> NodeConfig:
+    """A NodeConfig from merged options; ValueError with a clear message when one is bad."""
+    import dataclasses
+
+    opts = {k: v for k, v in options.items() if v is not None}
+    ports = opts.pop("rtp_ports", None)
+    if ports is not None:
+        try:
+            lo, hi = (ports.split("-", 1) if isinstance(ports, str) else ports)
+            opts["rtp_port_min"], opts["rtp_port_max"] = int(lo), int(hi)
+        except (TypeError, ValueError):
+            raise ValueError(f"rtp_ports must be LOW-HIGH, not {ports!r}") from None
+    for key, env in (("auth_token", "SIPCONF_AUTH_TOKEN"), ("api_token", "SIPCONF_API_TOKEN")):
+        if key not in opts and os.environ.get(env):
+            opts[key] = os.environ[env]
+    types = {f.name: f.type for f in dataclasses.fields(NodeConfig)}
+    for key, value in opts.items():
+        want = str(types.get(key, ""))
+        ok = (isinstance(value, bool) if want == "bool"
+              else isinstance(value, int) and not isinstance(value, bool) if want == "int"
+              else isinstance(value, (int, float)) and not isinstance(value, bool)
+              if want == "float" else isinstance(value, str))
+        if not ok:
+            raise ValueError(f"{key} must be {want.replace(' | None', '')}, not {value!r}")
+    try:
+        return NodeConfig(**opts)
+    except TypeError as exc:
+        raise ValueError(str(exc)) from None

@@ -179,7 +179,8 @@ class Node:
         if isinstance(ev, CallEnded):
             session.ended = True
             session.scope.cancel()
-            log.info("call %s ended (%s %s)", session.uuid, ev.status, ev.reason)
+            log.info("call %s ended (%s %s)", session.uuid, ev.status, ev.reason,
+                     extra={"call_uuid": session.uuid, "event": "call-ended"})
         elif isinstance(ev, MediaUp):
             session.media_rate = ev.rate
         elif isinstance(ev, MediaError):
@@ -255,7 +256,8 @@ class Node:
 
     async def _call_main(self, s: CallSession) -> None:
         inc = s.incoming
-        log.info("call %s from %s to %s", s.uuid, inc.from_uri, inc.to_uri)
+        log.info("call %s from %s to %s", s.uuid, inc.from_uri, inc.to_uri,
+                 extra={"call_uuid": s.uuid, "event": "call-incoming"})
         try:
             with s.scope:
                 async with trio.open_nursery() as call_nursery:
@@ -525,7 +527,8 @@ class Node:
                     session.member = m
                     session.digits = DigitCollector(m.conference.digits_match)
                 log.info("call %s joined room %s as member %s%s", m.call_uuid, name,
-                         m.member_id, " (waiting)" if m.waiting else "")
+                         m.member_id, " (waiting)" if m.waiting else "",
+                         extra={"call_uuid": m.call_uuid, "room": name, "event": "enter"})
                 run.do(self.engine.join, m.call_uuid, run.key, m.muted or m.waiting,
                        m.deaf or m.waiting)
                 self._callback(run, m, "enter")
@@ -573,7 +576,8 @@ class Node:
         scope = run.music.pop(call_uuid, None)
         if scope is not None:
             scope.cancel()
-        log.info("call %s left room %s (%s)", call_uuid, run.state.name, ev.reason)
+        log.info("call %s left room %s (%s)", call_uuid, run.state.name, ev.reason,
+                 extra={"call_uuid": call_uuid, "room": run.state.name, "event": "exit"})
         if run.floor == call_uuid:
             run.floor = None
         self._callback(run, ev.member, "exit")

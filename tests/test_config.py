@@ -1,0 +1,60 @@
+"""Config: TOML file, command line over it, check-config, JSON log lines."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+
+import pytest
+
+from sipconf.cli import JsonFormatter
+from sipconf.config import build, load_file
+
+
+def _check(path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sipconf", "check-config", str(path)],
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_a_file_sets_every_kind_of_option(tmp_path):
+    f = tmp_path / "node.toml"
+    f.write_text('sip-port = 5090\nrtp_ports = "41000-41099"\nanswer_timeout = 2\n'
+                 'sip_tcp = true\nlog_format = "json"\napi_token = "t"\n')
+    cfg = build(load_file(str(f)))
+    assert (cfg.sip_port, cfg.rtp_port_min, cfg.rtp_port_max) == (5090, 41000, 41099)
+    assert cfg.answer_timeout == 2 and cfg.sip_tcp and cfg.log_format == "json"
+    assert cfg.api_token == "t"
+    res = _check(f)
+    assert res.returncode == 0 and "ok" in res.stdout
+    # the command line wins over the file
+    opts = load_file(str(f))
+    opts.update({"sip_port": 6000})
+    assert build(opts).sip_port == 6000
+
+
+@pytest.mark.parametrize("text, why", [
+    ("sip_port = 70000\n", "SIP port 70000 out of range"),
+    ("sip_port = \"x\"\n", "sip_port must be int"),
+    ("colour = 1\n", "unknown option(s): colour"),
+    ("rtp_ports = \"a-b\"\n", "rtp_ports must be LOW-HIGH"),
+    ("log_format = \"xml\"\n", "log format must be text or json"),
+    ("sip_port = \n", "not valid TOML"),
+])
+def test_check_config_names_what_is_wrong(tmp_path, text, why):
+    f = tmp_path / "bad.toml"
+    f.write_text(text)
+    res = _check(f)
+    assert res.returncode == 2 and why in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr
+    assert _check(tmp_path / "missing.toml").returncode == 2
+
+
+def test_json_log_lines_carry_call_and_room():
+    rec = logging.LogRecord("sipconf.node", logging.INFO, __file__, 1, "call %s joined",
+                            ("c1",), None)
+    rec.call_uuid, rec.room, rec.event = "c1", "r", "enter"
+    out = json.loads(JsonFormatter().format(rec))
+    assert out["msg"] == "call c1 joined" and out["level"] == "info"
+    assert (out["call_uuid"], out["room"], out["event"]) == ("c1", "r", "enter")
