@@ -22,6 +22,7 @@ class Controls(Protocol):
     async def member_action(self, room: str, member_id: str, action: str) -> bool: ...
     def end_room(self, room: str) -> bool: ...
     async def metrics_text(self) -> str: ...
+    async def room_command(self, room: str, command: str, body: dict) -> dict | None: ...
 
 
 def openapi() -> dict[str, Any]:
@@ -54,6 +55,21 @@ def openapi() -> dict[str, Any]:
                                                      "on with its action / next element)",
                                           "parameters": [_p("room")], "responses": ok}},
     }
+    body = {"type": "object", "properties": {
+        "url": {"type": "string", "description": "play: a wav or mp3 URL"},
+        "text": {"type": "string", "description": "speak: the text"},
+        "voice": {"type": "string"}, "language": {"type": "string"},
+        "member_id": {"type": "string", "description": "only this member hears it"},
+        "format": {"type": "string", "enum": ["mp3", "wav"],
+                   "description": "record/start"}}}
+    for cmd, summary in (("play", "Play a sound URL to the room or one member"),
+                         ("speak", "Speak text to the room or one member"),
+                         ("record/start", "Start recording the room (RecordUrl in the reply)"),
+                         ("record/stop", "Stop the room's recording")):
+        paths[f"/v1/rooms/{{room}}/{cmd}"] = {"post": {
+            "summary": summary, "parameters": [_p("room")],
+            "requestBody": {"content": {"application/json": {"schema": body}}},
+            "responses": {**ok, "400": {"description": "bad request"}}}}
     for action in MEMBER_ACTIONS:
         paths[f"/v1/rooms/{{room}}/members/{{member_id}}/{action}"] = {"post": {
             "summary": {"mute": "Nobody hears the member", "unmute": "Undo mute",
@@ -77,6 +93,8 @@ def _p(name: str) -> dict[str, Any]:
 
 _ROOM = re.compile(r"^/v1/rooms/([^/]+)$")
 _END = re.compile(r"^/v1/rooms/([^/]+)/end$")
+_COMMAND = re.compile(r"^/v1/rooms/([^/]+)/(play|speak|record/start|record/stop)$")
+MAX_BODY = 64 * 1024
 _MEMBER = re.compile(r"^/v1/rooms/([^/]+)/members/([^/]+)/(" + "|".join(MEMBER_ACTIONS) + r")$")
 
 
@@ -114,6 +132,15 @@ class ControlApi:
         if (m := _END.match(path)) and method == "POST":
             ok = self.node.end_room(unquote(m.group(1)))
             return await _json(send, 200 if ok else 404, {"ok": ok})
+        if (m := _COMMAND.match(path)) and method == "POST":
+            try:
+                body = await _read_json(receive)
+            except ValueError as exc:
+                return await _json(send, 400, {"ok": False, "error": str(exc)})
+            result = await self.node.room_command(unquote(m.group(1)), m.group(2), body)
+            if result is None:
+                return await _json(send, 404, {"error": "no such room or member"})
+            return await _json(send, 200 if result.get("ok") else 400, result)
         if (m := _MEMBER.match(path)) and method == "POST":
             ok = await self.node.member_action(unquote(m.group(1)), unquote(m.group(2)),
                                                m.group(3))
@@ -125,6 +152,26 @@ class ControlApi:
         if not self.token or not header.startswith(b"Bearer "):
             return False
         return hmac.compare_digest(header[7:].strip(), self.token.encode())
+
+
+async def _read_json(receive) -> dict:
+    data = b""
+    while True:
+        msg = await receive()
+        data += msg.get("body", b"")
+        if len(data) > MAX_BODY:
+            raise ValueError("body too large")
+        if not msg.get("more_body"):
+            break
+    if not data.strip():
+        return {}
+    try:
+        body = json.loads(data)
+    except ValueError:
+        raise ValueError("body is not JSON") from None
+    if not isinstance(body, dict):
+        raise ValueError("body must be a JSON object")
+    return body
 
 
 async def _json(send, status: int, body: Any, headers: list | None = None) -> None:

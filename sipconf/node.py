@@ -87,6 +87,7 @@ class RoomRun:
     floor: str | None = None  # call uuid of the member holding the floor
     recording: recording.Recording | None = None
     record_params: dict[str, str] = field(default_factory=dict)  # RecordUrl, RecordingID
+    record_scope: trio.CancelScope | None = None
 
     def __post_init__(self) -> None:
         self.send, self.recv = trio.open_memory_channel[Callable[[], Awaitable[object]]](
@@ -243,6 +244,62 @@ class Node:
                       engine=await self.engine.stats(),
                       webhooks={"depth": w.depth, "delivered": w.delivered,
                                 "retries": w.retries, "failed": w.failed})
+
+    def start_recording(self, run: RoomRun, fmt: str,
+                        owner: roomstate.Member | None = None) -> bool:
+        """Record the run from now (the XML's record, or the control API); ``owner`` gets
+        the record event. One recording at a time."""
+        if run.recording is not None or run.nursery is None:
+            return False
+        run.recording = recording.Recording.create(self.recordings_dir, fmt)
+        run.record_params = {
+            "RecordUrl": f"{self.config.base_url}/recordings/{run.recording.filename}",
+            "RecordingID": run.recording.recording_id}
+        run.record_scope = trio.CancelScope()
+        run.nursery.start_soon(self._record, run, owner, run.record_scope)
+        return True
+
+    async def room_command(self, room: str, command: str, body: dict) -> dict | None:
+        """Control API room commands: play, speak, record/start, record/stop. None: no room."""
+        run = self.rooms.get(room)
+        if run is None:
+            return None
+        target = None
+        if body.get("member_id"):
+            target = next((m for m in run.state.members.values()
+                           if m.member_id == str(body["member_id"])), None)
+            if target is None:
+                return None
+        if command in ("play", "speak"):
+            try:
+                clip = (await self.sounds.audio(str(body["url"])) if command == "play"
+                        else await self.sounds.speech(str(body["text"]),
+                                                      str(body.get("voice", "WOMAN")),
+                                                      str(body.get("language", "en-US"))))
+            except KeyError as exc:
+                return {"ok": False, "error": f"missing {exc.args[0]}"}
+            except SoundError as exc:
+                return {"ok": False, "error": str(exc)}
+            if target is None:
+                run.nursery.start_soon(self._play_in_room, run, clip)
+            else:
+                run.do(self.engine.play_to_call, target.call_uuid, clip, 1)
+            return {"ok": True, "seconds": round(clip.duration, 3)}
+        if command == "record/start":
+            owner = next((m for m in run.state.members.values() if m.conference.callback_url),
+                         None)
+            fmt = str(body.get("format", "mp3"))
+            if fmt not in recording.FORMATS:
+                return {"ok": False, "error": "format must be mp3 or wav"}
+            ok = self.start_recording(run, fmt, owner)
+            return {"ok": ok, **(run.record_params if ok else {"error": "already recording"})}
+        if command == "record/stop":
+            if run.recording is None:
+                return {"ok": False, "error": "not recording"}
+            params = dict(run.record_params)
+            run.record_scope.cancel()
+            return {"ok": True, **params}
+        return None
 
     def end_room(self, room: str) -> bool:
         run = self.rooms.get(room)
@@ -532,15 +589,8 @@ class Node:
                 run.do(self.engine.join, m.call_uuid, run.key, m.muted or m.waiting,
                        m.deaf or m.waiting)
                 self._callback(run, m, "enter")
-                if m.conference.record and run.recording is None and run.nursery is not None:
-                    run.recording = recording.Recording.create(
-                        self.recordings_dir, m.conference.record_file_format)
-                    rid = run.recording.recording_id
-                    run.record_params = {
-                        "RecordUrl": f"{self.config.base_url}/recordings/"
-                                     f"{run.recording.filename}",
-                        "RecordingID": rid}
-                    run.nursery.start_soon(self._record, run, m)
+                if m.conference.record:
+                    self.start_recording(run, m.conference.record_file_format, m)
                 if len(run.state.members) == 1:
                     self._give_floor(run, m.call_uuid)  # alone: the floor is theirs
             elif isinstance(ev, roomstate.MemberState):
@@ -620,6 +670,9 @@ class Node:
         except SoundError as exc:
             log.warning("room %s: sound %s skipped: %s", run.state.name, spec, exc)
             return
+        await self._play_in_room(run, clip)
+
+    async def _play_in_room(self, run: RoomRun, clip) -> None:
         sound_id = await self.engine.play_to_room(run.key, clip, 1)
         if sound_id is None:
             return
@@ -629,7 +682,8 @@ class Node:
             with trio.CancelScope(shield=True):
                 await self.engine.stop_room_sound(sound_id)
 
-    async def _record(self, run: RoomRun, owner: roomstate.Member) -> None:
+    async def _record(self, run: RoomRun, owner: roomstate.Member | None,
+                      scope: trio.CancelScope) -> None:
         """Record the run's mix from the mixer's tap until the run ends; then the record
         callback and, if asked, the transcription. File writes happen in a worker thread."""
         rec = run.recording
@@ -644,11 +698,12 @@ class Node:
             return
         log.info("room %s: recording %s (%s)", run.state.name, rec.recording_id, rec.fmt)
         try:
-            while True:
-                await trio.sleep(0.25)
-                pcm = tap.read()
-                if len(pcm):
-                    await trio.to_thread.run_sync(rec.write, pcm)
+            with scope:  # cancelled by stop_recording, or with the run
+                while True:
+                    await trio.sleep(0.25)
+                    pcm = tap.read()
+                    if len(pcm):
+                        await trio.to_thread.run_sync(rec.write, pcm)
         finally:
             with trio.CancelScope(shield=True):
                 await self.engine.untap(tap)
@@ -661,9 +716,14 @@ class Node:
                                 tap.dropped)
                 self._recorded(run, owner, rec)
 
-    def _recorded(self, run: RoomRun, owner: roomstate.Member, rec: recording.Recording) -> None:
+    def _recorded(self, run: RoomRun, owner: roomstate.Member | None,
+                  rec: recording.Recording) -> None:
         log.info("room %s: recording %s complete, %.1f s", run.state.name, rec.recording_id,
                  rec.duration_ms / 1000)
+        if run.recording is rec:
+            run.recording = None
+        if owner is None:
+            return
         ms = rec.duration_ms
         self._callback(run, owner, "record", **run.record_params,
                        RecordingDuration=str(round(ms / 1000)), RecordingDurationMs=str(ms),

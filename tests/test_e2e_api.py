@@ -8,10 +8,10 @@ import time
 import httpx
 import numpy as np
 import pytest
-from support.audio import timeline
+from support.audio import timeline, tone_pcm, wav_bytes
 
 pytestmark = pytest.mark.e2e
-A, B, C = 440.0, 1000.0, 1700.0
+A, B, C, CLIP = 440.0, 1000.0, 1700.0, 2300.0
 TOKEN = "ops-token"
 
 
@@ -92,7 +92,29 @@ def test_control_api_with_real_members(answer_server, node_factory, uas):
     act("deaf", "/v1/rooms/ops/members/1/deaf")
     time.sleep(3)
     act("undeaf", "/v1/rooms/ops/members/1/undeaf")
-    time.sleep(2.5)
+    time.sleep(1.0)
+    # a sound to the whole room, speech to alice alone, a recording started and stopped
+    clip = answer_server.route("/clip.wav", wav_bytes(tone_pcm(CLIP, 1.0, 16000), 16000),
+                               content_type="audio/wav")
+    marks["play"] = time.monotonic() - t0
+    r = api.post("/v1/rooms/ops/play", json={"url": clip})
+    assert r.status_code == 200 and r.json()["ok"] and r.json()["seconds"] == 1.0, r.text
+    assert api.post("/v1/rooms/ops/play", json={"url": answer_server.url("/nothing")}
+                    ).status_code == 400
+    assert api.post("/v1/rooms/ops/play", content=b"[1]").status_code == 400
+    r = api.post("/v1/rooms/ops/speak", json={"text": "hello alice", "member_id": "1"})
+    assert r.status_code == 200 and r.json()["seconds"] > 0.3
+    r = api.post("/v1/rooms/ops/record/start", json={"format": "wav"})
+    assert r.status_code == 200 and r.json()["RecordUrl"].endswith(".wav"), r.text
+    assert api.post("/v1/rooms/ops/record/start", json={}).status_code == 400  # already
+    time.sleep(2.0)
+    stop = api.post("/v1/rooms/ops/record/stop", json={})
+    assert stop.status_code == 200 and stop.json()["RecordUrl"] == r.json()["RecordUrl"]
+    assert api.post("/v1/rooms/nope/speak", json={"text": "x"}).status_code == 404
+    rec_url = r.json()["RecordUrl"]
+    got = _wait(lambda: (x := httpx.get(rec_url)).status_code == 200 and len(x.content) > 44
+                and x, 5)
+    assert got and 1.5 <= (len(got.content) - 44) / 32000 <= 3.0, len(got.content)
     act("kick", "/v1/rooms/ops/members/3/kick")
     assert c.wait_for("terminated", 5) or c.terminated  # no next element: hung up
     assert [m["member_id"] for m in api.get("/v1/rooms/ops").json()["members"]] == ["1", "2"]
@@ -111,10 +133,10 @@ def test_control_api_with_real_members(answer_server, node_factory, uas):
     assert done['sipconf_answer_url_seconds_bucket{le="+Inf"}'] == 3
     assert done["sipconf_rooms_active"] == 0 and done["sipconf_webhook_queue_depth"] == 0
 
-    levels, rest, fs = timeline(a.heard(), [A, B, C])
+    levels, rest, fs = timeline(a.heard(), [A, B, C, CLIP])
 
     def level(tone, t1, t2):
-        j = [A, B, C].index(tone)
+        j = [A, B, C, CLIP].index(tone)
         return float(np.median(levels[int(t1 / fs):int(t2 / fs), j]))
 
     m = marks
@@ -128,6 +150,11 @@ def test_control_api_with_real_members(answer_server, node_factory, uas):
     deaf_c = level(C, m["deaf"] + 0.5, m["undeaf"] - 0.3)
     after_c = level(C, m["undeaf"] + 0.5, m["kick"] - 0.3)
     assert bob_back - deaf_b >= 30 and after_c - deaf_c >= 30, (deaf_b, deaf_c, after_c)
+    clip_on = float(np.max(levels[int((m["play"] + 0.2) / fs):int((m["play"] + 1.2) / fs), 3]))
+    clip_before = float(np.median(levels[int((m["undeaf"] + 0.5) / fs):
+                                         int((m["play"] - 0.2) / fs), 3]))
+    assert clip_on - clip_before >= 30, (clip_on, clip_before)
     print(f"FIGURE API: mute drops bob at alice by {bob_on - bob_muted:.0f} dB (back "
           f"+{bob_back - bob_muted:.0f}); deaf drops bob/carol at alice by "
-          f"{bob_back - deaf_b:.0f}/{after_c - deaf_c:.0f} dB")
+          f"{bob_back - deaf_b:.0f}/{after_c - deaf_c:.0f} dB; played clip "
+          f"+{clip_on - clip_before:.0f} dB")
