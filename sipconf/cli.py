@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--webhook-max-backoff", type=float, default=None,
                    help="longest wait between retries, seconds (default 30)")
     s.add_argument("--http-host", default=None,
-                   help="address of the node's HTTP server (recordings; default: --sip-host)")
+                   help="address of the node's HTTP server (recordings, control API, metrics; "
+                        "default 127.0.0.1)")
     s.add_argument("--http-port", type=int, default=None, help="HTTP port (default 8080)")
     s.add_argument("--public-url", default=None,
                    help="base URL your web app uses to reach the HTTP server (RecordUrl); "

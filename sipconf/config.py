@@ -45,7 +45,7 @@ class NodeConfig:
     webhook_ttl: float = 24 * 3600.0
     webhook_max_backoff: float = 30.0
     # The node's HTTP server (recordings); public_url is how your web app reaches it.
-    http_host: str | None = None  # default: sip_host
+    http_host: str | None = None  # default 127.0.0.1: the control API is not for the world
     http_port: int = 8080
     public_url: str | None = None
     recording_retention_days: float = 0.0  # 0 = keep
@@ -80,7 +80,7 @@ class NodeConfig:
 
     @property
     def http_bind(self) -> str:
-        return self.http_host or self.sip_host
+        return self.http_host or "127.0.0.1"
 
     @property
     def base_url(self) -> str:
