@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from support.answer_server import AnswerServer  # noqa: E402
 from support.baresip import BaresipUA  # noqa: E402
 from support.node import NodeProcess  # noqa: E402
+from support.waiting import word_errors  # noqa: E402
 
 SENTENCES = [
     "please call me back tomorrow morning at the office",
@@ -25,18 +26,6 @@ SENTENCES = [
     "send the report to the finance department today",
     "the weather will be cold and windy this weekend",
 ]
-
-
-def wer(ref: str, hyp: str) -> tuple[int, int]:
-    """(word edits, reference words)."""
-    r, h = ref.lower().split(), hyp.lower().split()
-    d = list(range(len(h) + 1))
-    for i in range(1, len(r) + 1):
-        prev, d[0] = d[0], i
-        for j in range(1, len(h) + 1):
-            cur = min(d[j] + 1, d[j - 1] + 1, prev + (r[i - 1] != h[j - 1]))
-            prev, d[j] = d[j], cur
-    return d[len(h)], len(r)
 
 
 def run_one(work: Path, server: AnswerServer, node: NodeProcess, codec: str, n: int,
@@ -80,7 +69,7 @@ def main() -> None:
                 edits = words = 0
                 for n, text in enumerate(SENTENCES):
                     hyp = run_one(work, server, node, codec, n, text)
-                    e, w = wer(text, hyp)
+                    e, w = word_errors(text, hyp)
                     edits, words = edits + e, words + w
                     print(f"{codec:<6} {e / w:>5.2f}  {hyp!r}")
                 print(f"{codec:<6} {edits / words:>5.2f}  overall ({words} words)")

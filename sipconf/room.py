@@ -195,19 +195,17 @@ class Room:
         """Everyone leaves now (control API)."""
         if not self.members:
             return []
-        run = self.run_uuid
-        events = self._clear(ENDED)
-        events.append(RunEnded(run))
-        self.run_uuid = None
-        self.deadline = None
-        return events
+        return self._end_run(ENDED)
 
     def expire(self) -> list[RoomEvent]:
         """The clock says the time limit may have passed: if so, everyone leaves."""
         if self.deadline is None or self.clock() < self.deadline or not self.members:
             return []
+        return self._end_run(TIME_LIMIT)
+
+    def _end_run(self, reason: str) -> list[RoomEvent]:
         run = self.run_uuid
-        events = self._clear(TIME_LIMIT)
+        events = self._clear(reason)
         events.append(RunEnded(run))
         self.run_uuid = None
         self.deadline = None

@@ -9,20 +9,11 @@ import httpx
 import numpy as np
 import pytest
 from support.audio import timeline, tone_pcm, wav_bytes
+from support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 A, B, C, CLIP = 440.0, 1000.0, 1700.0, 2300.0
 TOKEN = "ops-token"
-
-
-def _wait(pred, timeout: float, step: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(step)
-    return pred()
 
 
 def _scrape(client) -> dict[str, float]:
@@ -70,7 +61,7 @@ def test_control_api_with_real_members(answer_server, node_factory, uas):
     assert sorted(members) == ["1", "2", "3"]
     assert members["1"]["from"] == "sip:alice@127.0.0.1" and not members["2"]["muted"]
     assert abs(members["1"]["joined_at"] - time.time()) < 30
-    assert _wait(lambda: all(m["talking"] for m in api.get("/v1/rooms/ops").json()["members"]),
+    assert wait_until(lambda: all(m["talking"] for m in api.get("/v1/rooms/ops").json()["members"]),
                  5)
     assert api.get("/v1/rooms/nope").status_code == 404
     assert api.post("/v1/rooms/ops/members/9/mute").status_code == 404
@@ -112,7 +103,7 @@ def test_control_api_with_real_members(answer_server, node_factory, uas):
     assert stop.status_code == 200 and stop.json()["RecordUrl"] == r.json()["RecordUrl"]
     assert api.post("/v1/rooms/nope/speak", json={"text": "x"}).status_code == 404
     rec_url = r.json()["RecordUrl"]
-    got = _wait(lambda: (x := httpx.get(rec_url)).status_code == 200 and len(x.content) > 44
+    got = wait_until(lambda: (x := httpx.get(rec_url)).status_code == 200 and len(x.content) > 44
                 and x, 5)
     assert got and 1.5 <= (len(got.content) - 44) / 32000 <= 3.0, len(got.content)
     act("kick", "/v1/rooms/ops/members/3/kick")
@@ -120,14 +111,14 @@ def test_control_api_with_real_members(answer_server, node_factory, uas):
     assert [m["member_id"] for m in api.get("/v1/rooms/ops").json()["members"]] == ["1", "2"]
     act("hangup", "/v1/rooms/ops/members/2/hangup")
     assert b.wait_for("terminated", 5) or b.terminated
-    assert _wait(lambda: [m["member_id"] for m in api.get("/v1/rooms/ops").json()["members"]]
+    assert wait_until(lambda: [m["member_id"] for m in api.get("/v1/rooms/ops").json()["members"]]
                  == ["1"], 5)
     act("end", "/v1/rooms/ops/end")
     assert a.wait_for("terminated", 5) or a.terminated
-    assert _wait(lambda: api.get("/v1/rooms/ops").status_code == 404, 5)
+    assert wait_until(lambda: api.get("/v1/rooms/ops").status_code == 404, 5)
     for ua in (a, b, c):
         ua.stop()
-    done = _wait(lambda: (m := _scrape(anon))["sipconf_calls_active"] == 0 and m, 5)
+    done = wait_until(lambda: (m := _scrape(anon))["sipconf_calls_active"] == 0 and m, 5)
     assert done['sipconf_calls_total{outcome="answered"}'] == 3
     assert done["sipconf_answer_url_seconds_count"] == 3
     assert done['sipconf_answer_url_seconds_bucket{le="+Inf"}'] == 3

@@ -13,21 +13,12 @@ from mixer_ext.mixer import detect_dtmf, dtmf_tone
 from support import sipp
 from support.audio import tone_pcm, ulaw_decode, write_wav
 from support.pcap import Capture
+from support.waiting import wait_until
 
 from sipconf.webhooks import verify
 
 pytestmark = pytest.mark.e2e
 TOKEN = "test-token"
-
-
-def _wait(pred, timeout: float, step: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(step)
-    return pred()
 
 
 def _events(server, path="/cb", call=None):
@@ -75,7 +66,7 @@ def test_digits_from_rfc2833_sip_info_and_inband_tones(answer_server, node_facto
         sipp_thread = threading.Thread(target=info_call)
         sipp_thread.start()
         try:
-            assert _wait(lambda: len([r for r in _events(answer_server)
+            assert wait_until(lambda: len([r for r in _events(answer_server)
                                       if r.params["ConferenceAction"] == "enter"]) == 3, 10)
             time.sleep(1.5)  # the INFO digits are out
             sent = {}
@@ -92,7 +83,7 @@ def test_digits_from_rfc2833_sip_info_and_inband_tones(answer_server, node_facto
             return next((r for r in _events(answer_server)
                          if r.params.get("ConferenceDigitsMatch") == digits), None)
 
-        assert _wait(lambda: match("123") and match("456") and match("789"), 10), [
+        assert wait_until(lambda: match("123") and match("456") and match("789"), 10), [
             r.params for r in _events(answer_server)]
         time.sleep(0.5)
     alice.stop()
@@ -127,7 +118,7 @@ def test_digits_from_rfc2833_sip_info_and_inband_tones(answer_server, node_facto
     assert heard == "123789", heard  # relayed 1 2 3, then bob's own tones in the mix, once
 
     # per call: enter, digits, exit, then the action request
-    _wait(lambda: len(_events(answer_server, "/act")) >= 3, 10)  # alice, bob, SIPp
+    wait_until(lambda: len(_events(answer_server, "/act")) >= 3, 10)  # alice, bob, SIPp
     for call in (m123.params["CallUUID"], m789.params["CallUUID"]):
         seq = [r.params["ConferenceAction"] for r in _events(answer_server, call=call)]
         assert seq == ["enter", "digits", "exit"], seq
@@ -166,7 +157,7 @@ def test_receiver_down_for_20_s_gets_every_event_in_order(answer_server, node_fa
     assert _events(answer_server) == []
     assert answer_server.requests_to("/cb")  # tried, refused
 
-    done = _wait(lambda: len(_events(answer_server)) >= 5
+    done = wait_until(lambda: len(_events(answer_server)) >= 5
                  and len(_events(answer_server, "/act")) >= 2, 40)
     assert done, [r.params for r in _events(answer_server)]
     got = _events(answer_server)
@@ -198,9 +189,9 @@ def test_killed_node_delivers_spooled_events_after_restart(answer_server, node_f
     assert alice.wait_for("Call established", 10)
     time.sleep(1.0)
     alice.stop()
-    assert _wait(lambda: answer_server.requests_to("/cb"), 10)  # the enter event was tried
+    assert wait_until(lambda: answer_server.requests_to("/cb"), 10)  # the enter event was tried
     # the exit event is spooled behind it (the call's events go out in order)
-    assert _wait(lambda: "left room spool" in node.log(), 10), node.log()[-2000:]
+    assert wait_until(lambda: "left room spool" in node.log(), 10), node.log()[-2000:]
     node.proc.kill()  # kill -9: no goodbye, the spool is all there is
     node.proc.wait(5)
     assert _events(answer_server) == []
@@ -208,7 +199,7 @@ def test_killed_node_delivers_spooled_events_after_restart(answer_server, node_f
     answer_server.routes["/cb"].fail_until = 0.0
     t0 = time.monotonic()
     node_factory(url, data_dir=data)
-    assert _wait(lambda: len(_events(answer_server)) >= 2, 15)
+    assert wait_until(lambda: len(_events(answer_server)) >= 2, 15)
     time.sleep(0.5)
     got = _events(answer_server)
     assert [r.params["ConferenceAction"] for r in got] == ["enter", "exit"]
@@ -238,7 +229,7 @@ def test_floor_callbacks_follow_who_talks(answer_server, node_factory, uas, tmp_
     time.sleep(1.0)
     b.dial(node.uri("floor"), 25)
     assert b.wait_for("Call established", 10)
-    assert _wait(lambda: len([r for r in _events(answer_server)
+    assert wait_until(lambda: len([r for r in _events(answer_server)
                               if r.params["ConferenceAction"] == "floor"]) >= 3, 20)
     a.stop()
     b.stop()
@@ -259,7 +250,7 @@ def test_sigterm_sends_the_last_events_before_exiting(answer_server, node_factor
     node = node_factory(url)
     alice = uas("alice", tone_hz=440).dial(node.uri("bye"), 30)
     assert alice.wait_for("Call established", 10)
-    assert _wait(lambda: _events(answer_server), 5)
+    assert wait_until(lambda: _events(answer_server), 5)
     code, took = node.terminate()
     assert code == 0 and took < 5, (code, took, node.log()[-2000:])
     assert alice.wait_for("terminated", 5) or alice.wait_for("session closed", 1)

@@ -13,19 +13,10 @@ import miniaudio
 import numpy as np
 import pytest
 from support.audio import band_levels
+from support.waiting import wait_until, word_errors
 
 pytestmark = pytest.mark.e2e
 A, B = 440.0, 1000.0
-
-
-def _wait(pred, timeout: float, step: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(step)
-    return pred()
 
 
 def _action(server, name, path="/cb"):
@@ -61,7 +52,7 @@ def test_recorded_room_serves_a_real_file_with_both_tones(fmt, answer_server, no
     b.stop()
     time.sleep(0.5)
     a.stop()
-    assert _wait(lambda: _action(answer_server, "record"), 10), answer_server.requests
+    assert wait_until(lambda: _action(answer_server, "record"), 10), answer_server.requests
     rec = _action(answer_server, "record")[0].params
     for key in ("ConferenceName", "ConferenceUUID", "ConferenceMemberID", "CallUUID",
                 "RecordUrl", "RecordingID", "RecordingDuration", "RecordingDurationMs",
@@ -118,7 +109,7 @@ def test_recording_survives_kill_9(fmt, answer_server, node_factory, uas, tmp_pa
     node = node_factory(url, data_dir=data)
     a = uas("alice", tone_hz=A).dial(node.uri("crash"), 30)
     assert a.wait_for("Call established", 10)
-    assert _wait(lambda: "recording" in node.log(), 5)
+    assert wait_until(lambda: "recording" in node.log(), 5)
     started = time.monotonic()
     time.sleep(6)
     node.proc.kill()
@@ -134,7 +125,7 @@ def test_recording_survives_kill_9(fmt, answer_server, node_factory, uas, tmp_pa
             raw = files[0].read_bytes()
             return raw[:4] == b"RIFF" and int.from_bytes(raw[40:44], "little") == len(raw) - 44
 
-        assert _wait(header_true, 10)
+        assert wait_until(header_true, 10)
         raw = files[0].read_bytes()
     else:
         raw = files[0].read_bytes()
@@ -144,17 +135,6 @@ def test_recording_survives_kill_9(fmt, answer_server, node_factory, uas, tmp_pa
     (la,) = _over_noise(pcm[-16000:], [A])  # alice's tone to the very end
     assert la >= 20, la
     print(f"FIGURE kill -9 {fmt}: {got:.2f} s decodable of {ran:.2f} s recorded")
-
-
-def _wer(ref: str, hyp: str) -> float:
-    r, h = ref.lower().split(), hyp.lower().split()
-    d = list(range(len(h) + 1))
-    for i in range(1, len(r) + 1):
-        prev, d[0] = d[0], i
-        for j in range(1, len(h) + 1):
-            cur = min(d[j] + 1, d[j - 1] + 1, prev + (r[i - 1] != h[j - 1]))
-            prev, d[j] = d[j], cur
-    return d[len(h)] / max(1, len(r))
 
 
 def test_transcription_of_a_recorded_room(answer_server, node_factory, uas, tmp_path):
@@ -175,7 +155,7 @@ def test_transcription_of_a_recorded_room(answer_server, node_factory, uas, tmp_
     assert a.wait_for("Call established", 10)
     time.sleep(7)
     a.stop()
-    got = _wait(lambda: answer_server.requests_to("/tx", delivered=True), 60)
+    got = wait_until(lambda: answer_server.requests_to("/tx", delivered=True), 60)
     assert got, node.log()[-2000:]
     p = got[0].params
     rec = _action(answer_server, "record")[0].params
@@ -183,7 +163,8 @@ def test_transcription_of_a_recorded_room(answer_server, node_factory, uas, tmp_
     assert p["error"] == "" and p["transcription_charge"] == "0"
     assert p["transcription_rate"] == "0" and float(p["duration"]) > 5
     assert p["transcription"].strip(), p
-    wer = _wer(text, p["transcription"])
+    edits, words = word_errors(text, p["transcription"])
+    wer = edits / words
     assert wer <= 0.75, (wer, p["transcription"])
     print(f"FIGURE transcription: WER {wer:.2f} ({p['transcription']!r} for {text!r})")
 
