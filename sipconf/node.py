@@ -283,7 +283,9 @@ class Node:
             if target is None:
                 run.nursery.start_soon(self._play_in_room, run, clip)
             else:
-                run.do(self.engine.play_to_call, target.call_uuid, clip, 1)
+                session = self.calls.get(target.call_uuid)
+                if session is not None:
+                    run.nursery.start_soon(self._overlay, session, clip, 1)
             return {"ok": True, "seconds": round(clip.duration, 3)}
         if command == "record/start":
             owner = next((m for m in run.state.members.values() if m.conference.callback_url),
@@ -418,11 +420,16 @@ class Node:
         except SoundError as exc:
             log.warning("call %s: skipped <%s>: %s", s.uuid, type(verb).__name__, exc)
             return
-        await self.engine.play_to_call(s.uuid, clip, verb.loop)
+        await self._overlay(s, clip, verb.loop)
+
+    async def _overlay(self, s: CallSession, clip, loops: int) -> None:
+        """A clip to this caller alone (over whatever the caller hears), ``loops`` times or
+        until cancelled when 0; taken off again at the end, so it never replays later."""
+        await self.engine.play_to_call(s.uuid, clip, loops)
         try:
-            if verb.loop == 0:
+            if loops == 0:
                 await trio.sleep_forever()
-            await trio.sleep(clip.duration * verb.loop)
+            await trio.sleep(clip.duration * loops)
         finally:
             if not s.ended:
                 with trio.CancelScope(shield=True):
