@@ -2,7 +2,8 @@
 # Install sipconf on Debian: system packages, a venv in .venv, pjproject built from source
 # (scripts/build-pjproject.sh), and the package with its C mixer. Idempotent: a second run only
 # checks. espeak-ng (for <Speak>) is part of the node. With --test it also installs what the
-# test suite drives: baresip, SIPp, sox (with its mp3 reader) and dumpcap (tshark).
+# test suite drives: baresip, SIPp, sox (with its mp3 reader), dumpcap (tshark) and Kamailio
+# (registrar and dispatcher; its service is not started: tests run their own).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -24,7 +25,7 @@ if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
 BUILD_PKGS=(build-essential pkg-config swig python3-dev python3-venv ca-certificates xz-utils
             libsrtp2-dev libspeex-dev libspeexdsp-dev libgsm1-dev libopus-dev libssl-dev
             uuid-dev espeak-ng)
-TEST_PKGS=(baresip-core sip-tester sox libsox-fmt-mp3 tshark)
+TEST_PKGS=(baresip-core sip-tester sox libsox-fmt-mp3 tshark kamailio)
 
 want=("${BUILD_PKGS[@]}")
 [ "$WITH_TEST" = 1 ] && want+=("${TEST_PKGS[@]}")

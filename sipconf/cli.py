@@ -68,6 +68,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--log-level", default=None, choices=LOG_LEVELS, help="default info")
     s.add_argument("--log-format", default=None, choices=("text", "json"),
                    help="text (default) or json: one JSON object per line")
+    s.add_argument("--register", default=None, metavar="sip:USER@PBX[:PORT]",
+                   help="register the node on a PBX as this address of record")
+    s.add_argument("--auth-user", default=None,
+                   help="digest user for --register (default: its USER)")
+    s.add_argument("--auth-password", default=None,
+                   help="digest password for --register (default: $SIPCONF_AUTH_PASSWORD)")
+    s.add_argument("--register-expires", type=int, default=None,
+                   help="registration lifetime asked of the PBX, seconds (default 300; the "
+                        "node refreshes it before then, and so is back within this long "
+                        "after a PBX restart)")
+    s.add_argument("--trust", action="append", default=None, metavar="CIDR",
+                   help="a network the node takes calls from, repeatable (default "
+                        "127.0.0.0/8 and ::1; the registrar is always trusted); calls from "
+                        "anywhere else get 403; 0.0.0.0/0 takes calls from anyone")
     s.add_argument("--config", default=None, metavar="FILE",
                    help="TOML file with any of these options (e.g. sip_port = 5080, "
                         "rtp_ports = \"40000-40999\"); the command line overrides it")

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from .access import DEFAULT_TRUST, parse_networks
+from .registration import RegisterTarget
+
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -51,6 +54,13 @@ class NodeConfig:
     recording_retention_days: float = 0.0  # 0 = keep
     api_token: str | None = None  # the control API refuses every request without one
     log_format: str = "text"  # or "json": one JSON object per line
+    # Registration on a PBX (sip:USER@PBX[:PORT]) with digest credentials.
+    register: str | None = None
+    auth_user: str | None = None  # default: the register URI's user
+    auth_password: str | None = None
+    register_expires: int = 300
+    # Who may call: networks (CIDR) the node takes calls from; the registrar is added to them.
+    trust: tuple[str, ...] = DEFAULT_TRUST
 
     def __post_init__(self) -> None:
         if not (0 < self.sip_port < 65536):
@@ -73,6 +83,17 @@ class NodeConfig:
             raise ValueError("webhook TTL and backoff must be positive")
         if not (1 <= self.max_calls <= 512):
             raise ValueError("max calls must be 1-512 (the pjproject build's PJSUA_MAX_CALLS)")
+        if self.register is not None:
+            RegisterTarget.parse(self.register)
+            if not self.auth_password:
+                raise ValueError("register needs auth_password (or $SIPCONF_AUTH_PASSWORD)")
+        if not (10 <= self.register_expires <= 86400):
+            raise ValueError("register expires must be 10-86400 seconds")
+        parse_networks(self.trust)
+
+    @property
+    def register_target(self) -> RegisterTarget | None:
+        return RegisterTarget.parse(self.register) if self.register else None
 
     @property
     def recordings_dir(self) -> str:
@@ -102,7 +123,8 @@ OPTIONS = (
     "sip_host", "sip_port", "sip_tcp", "answer_url", "answer_method", "answer_timeout",
     "rtp_ports", "max_calls", "mixer_clocks", "auth_token", "data_dir", "webhook_ttl",
     "webhook_max_backoff", "http_host", "http_port", "public_url", "recording_retention_days",
-    "api_token", "log_level", "log_format",
+    "api_token", "log_level", "log_format", "register", "auth_user", "auth_password",
+    "register_expires", "trust",
 )
 
 
@@ -136,13 +158,22 @@ def build(options: dict) -> NodeConfig:
             opts["rtp_port_min"], opts["rtp_port_max"] = int(lo), int(hi)
         except (TypeError, ValueError):
             raise ValueError(f"rtp_ports must be LOW-HIGH, not {ports!r}") from None
-    for key, env in (("auth_token", "SIPCONF_AUTH_TOKEN"), ("api_token", "SIPCONF_API_TOKEN")):
+    trust = opts.get("trust")
+    if isinstance(trust, str):
+        opts["trust"] = tuple(t.strip() for t in trust.split(",") if t.strip())
+    elif isinstance(trust, list | tuple):
+        if not all(isinstance(t, str) for t in trust):
+            raise ValueError(f"trust must be a list of CIDR strings, not {trust!r}")
+        opts["trust"] = tuple(trust)
+    for key, env in (("auth_token", "SIPCONF_AUTH_TOKEN"), ("api_token", "SIPCONF_API_TOKEN"),
+                     ("auth_password", "SIPCONF_AUTH_PASSWORD")):
         if key not in opts and os.environ.get(env):
             opts[key] = os.environ[env]
     types = {f.name: f.type for f in dataclasses.fields(NodeConfig)}
     for key, value in opts.items():
         want = str(types.get(key, ""))
-        ok = (isinstance(value, bool) if want == "bool"
+        ok = (isinstance(value, tuple) if want.startswith("tuple")
+              else isinstance(value, bool) if want == "bool"
               else isinstance(value, int) and not isinstance(value, bool) if want == "int"
               else isinstance(value, (int, float)) and not isinstance(value, bool)
               if want == "float" else isinstance(value, str))

@@ -49,8 +49,10 @@ def render(m: Metrics, *, calls: int, rooms: int, legs: int, engine: dict,
     metric("sipconf_calls_active", "gauge", "Calls the node has now.", [("", calls)])
     metric("sipconf_rooms_active", "gauge", "Conference rooms with members.", [("", rooms)])
     metric("sipconf_legs_active", "gauge", "Members in conference rooms.", [("", legs)])
-    metric("sipconf_calls_total", "counter", "Calls ended, by outcome.",
-           [(f'{{outcome="{k}"}}', v) for k, v in sorted(m.calls_total.items())])
+    outcomes = m.calls_total + Counter(engine.get("refused", {}))
+    metric("sipconf_calls_total", "counter",
+           "Calls ended, by outcome (forbidden, no-codec and bad-request: refused by SIP).",
+           [(f'{{outcome="{k}"}}', v) for k, v in sorted(outcomes.items())])
     h = m.answer_latency
     cum, samples = 0, []
     for b, c in zip(h.buckets, h.counts, strict=True):
@@ -76,6 +78,13 @@ def render(m: Metrics, *, calls: int, rooms: int, legs: int, engine: dict,
     metric("sipconf_rtp_frames_empty_total", "counter",
            "Frames with no decoded audio (loss or late packets), over live legs.",
            [("", sum(st["rx_empty"] for st in legs_st))])
+    reg = engine.get("registration")
+    if reg is not None:
+        metric("sipconf_registered", "gauge", "1 while the PBX holds our registration.",
+               [("", int(reg["registered"]))])
+        metric("sipconf_registration_failures_total", "counter",
+               "REGISTER attempts that failed (each retried with backoff).",
+               [("", reg["failures"])])
     metric("sipconf_webhook_queue_depth", "gauge", "Events waiting to be delivered.",
            [("", webhooks.get("depth", 0))])
     metric("sipconf_webhook_delivered_total", "counter", "Events delivered.",

@@ -26,7 +26,9 @@ import trio
 from mixer_ext.mixer import DEAF, MUTED, dtmf_tone
 
 from . import sipmsg
+from .access import TrustedSources
 from .config import NodeConfig
+from .registration import Registrar, dialled_user
 
 log = logging.getLogger("sipconf.sip")
 
@@ -36,6 +38,7 @@ POLL_MS = 5
 DTMF_TONE_MS = 100  # in-band relay: each digit's tone pair, then a gap
 DTMF_GAP_MS = 60
 FREE_DELAY_S = 2.0  # a detached leg is released this long after its stream went away
+UNREGISTER_WAIT_S = 1.0  # at shutdown, how long the PBX gets to confirm the unregistration
 
 
 # --- events (SIP thread -> trio) ---------------------------------------------------------------
@@ -133,6 +136,12 @@ class SipEngine:
         self._dead_calls: list[Any] = []
         self._leg_calls: dict[int, str] = {}  # mixer leg id -> call uuid
         self._room_keys: dict[int, str] = {}  # mixer room id -> room key
+        self.reg: Any = None  # the pjsua2 Account that registers on a PBX, if any
+        self._refused: dict[str, int] = {}  # calls refused before the trio side saw them
+        self.registrar = Registrar()
+        self._reg_retry_at: float | None = None
+        self._own_users = {"sipconf"}
+        self._unregistering = False
 
     # --- lifecycle (trio side) -----------------------------------------------------------------
 
@@ -324,8 +333,29 @@ class SipEngine:
         self._call_cls = _call_class(pj)
         self.acc = _account_class(pj)(self)
         self.acc.create(acfg, True)
-        log.info("SIP listening on udp %s:%d, RTP %d-%d", cfg.sip_host, cfg.sip_port,
-                 cfg.rtp_port_min, cfg.rtp_port_max)
+        target = cfg.register_target
+        self._trust = TrustedSources(cfg.trust, (target.host,) if target else ())
+        log.info("SIP listening on udp %s:%d, RTP %d-%d; calls taken from %s", cfg.sip_host,
+                 cfg.sip_port, cfg.rtp_port_min, cfg.rtp_port_max,
+                 ", ".join(str(n) for n in self._trust.networks))
+        if target is not None:
+            racfg = pj.AccountConfig()
+            racfg.idUri = target.uri
+            racfg.mediaConfig = acfg.mediaConfig
+            rc = racfg.regConfig
+            rc.registrarUri = target.registrar_uri
+            rc.registerOnAdd = True
+            rc.timeoutSec = cfg.register_expires
+            rc.retryIntervalSec = 0  # failures are retried by us, with backoff
+            rc.unregWaitMsec = int(UNREGISTER_WAIT_S * 1000)
+            cred = pj.AuthCredInfo("digest", "*", cfg.auth_user or target.user, 0,
+                                   cfg.auth_password)
+            racfg.sipConfig.authCreds.append(cred)
+            self._own_users.add(target.user)
+            self.reg = _account_class(pj)(self)
+            self.reg.create(racfg)
+            log.info("registering %s at %s (expires %d s)", target.uri, target.registrar_uri,
+                     cfg.register_expires)
 
     def _loop(self) -> None:
         ep = self.ep
@@ -351,6 +381,16 @@ class SipEngine:
             ep.libHandleEvents(POLL_MS)
             self._mixer_events()
             self._reap()
+            if self._reg_retry_at is not None and time.monotonic() >= self._reg_retry_at:
+                self._reg_retry_at = None
+                self._register(True)
+
+    def _register(self, on: bool) -> None:
+        try:
+            self.reg.setRegistration(on)
+        except self.pj.Error as exc:
+            if on:
+                self.on_reg_state(503, exc.reason, 0)
 
     def _mixer_events(self) -> None:
         """What the mixer ticks detected: in-band digits and floor changes."""
@@ -381,6 +421,10 @@ class SipEngine:
             self._graveyard = keep
 
     def _shutdown_calls(self, grace: float) -> None:
+        self._reg_retry_at = None
+        unregistering = self._unregistering = self.reg is not None and self.registrar.registered
+        if unregistering:
+            self._register(False)
         for rec in list(self._calls.values()):
             self._detach(rec)
             if not rec.ended:
@@ -390,6 +434,9 @@ class SipEngine:
                     pass
         deadline = time.monotonic() + grace
         while any(not r.ended for r in self._calls.values()) and time.monotonic() < deadline:
+            self.ep.libHandleEvents(POLL_MS)
+        deadline = time.monotonic() + UNREGISTER_WAIT_S
+        while unregistering and self.registrar.registered and time.monotonic() < deadline:
             self.ep.libHandleEvents(POLL_MS)
 
     def _destroy(self, pj) -> None:
@@ -411,13 +458,14 @@ class SipEngine:
         for _, leg in self._graveyard:
             leg.free()
         self._graveyard.clear()
-        acc = getattr(self, "acc", None)
-        if acc is not None:
-            try:
-                acc.shutdown()
-            except pj.Error:
-                pass
-            del self.acc
+        for name in ("reg", "acc"):
+            acc = getattr(self, name, None)
+            if acc is not None:
+                try:
+                    acc.shutdown()
+                except pj.Error:
+                    pass
+                delattr(self, name)
         ep = getattr(self, "ep", None)
         if ep is not None:
             try:
@@ -625,40 +673,58 @@ class SipEngine:
             "rooms": {k: rr.mix.stats() for k, rr in self._rooms.items()},
             "legs": {u: r.leg.stats() for u, r in self._calls.items() if r.leg is not None},
             "clock": self.streams.clock_stats(),
+            "refused": dict(self._refused),
+            "registration": None if self.reg is None else {
+                "registered": self.registrar.registered,
+                "failures": self.registrar.attempts_failed,
+                "last_code": self.registrar.last_code,
+                "expires": self.registrar.expires},
         }
 
     # --- pjsua2 callbacks, on the SIP thread ---------------------------------------------------
 
-    def on_incoming(self, prm) -> None:
+    def _refuse(self, rec: _CallRec, code: int, reason: str, warning: str, outcome: str) -> None:
+        """A final error before the trio side ever hears of the call (counted for /metrics)."""
+        rec.offer_ok = False
+        self._refused[outcome] = self._refused.get(outcome, 0) + 1
+        try:
+            rec.call.answer(self._op(code, reason, warning))
+        except self.pj.Error:
+            pass
+
+    def on_incoming(self, acc, prm) -> None:
         pj = self.pj
-        call = self._call_cls(self, self.acc, prm.callId)
+        call = self._call_cls(self, acc, prm.callId)
         rec = _CallRec(uuid=str(uuid.uuid4()), call=call)
         call.rec = rec
         self._calls[rec.uuid] = rec
+        src = prm.rdata.srcAddress
+        if not self._trust.allows(src):
+            log.warning("call %s from %s refused: not a trusted source (--trust) -> 403",
+                        rec.uuid, src)
+            self._refuse(rec, 403, "Forbidden", "source not trusted", "forbidden")
+            return
         msg = prm.rdata.wholeMsg
         try:
             info = call.getInfo()
             _, ruri = sipmsg.request_line(msg)
-            to_user = sipmsg.uri_user(ruri)
+            to_user = dialled_user(sipmsg.uri_user(ruri), sipmsg.uri_user(info.localUri),
+                                   self._own_users)
             body = sipmsg.message_body(msg)
             if body.strip():
                 offer = sipmsg.parse_offer(body)
                 if not offer.has_audio or not offer.supported:
                     log.info("call %s: no codec in common (offered: %s) -> 488", rec.uuid,
                              ",".join(offer.codecs) or "none")
-                    rec.offer_ok = False
-                    call.answer(self._op(488, "Not Acceptable Here",
-                                         "no codec in common: we take PCMU, PCMA, G722, opus"))
+                    self._refuse(rec, 488, "Not Acceptable Here",
+                                 "no codec in common: we take PCMU, PCMA, G722, opus",
+                                 "no-codec")
                     return
             call.answer(self._op(180))
         except (ValueError, pj.Error) as exc:
             reason = exc.reason if isinstance(exc, pj.Error) else str(exc)
             log.warning("call %s: bad INVITE (%s) -> 400", rec.uuid, reason)
-            rec.offer_ok = False
-            try:
-                call.answer(self._op(400, "Bad Request", reason))
-            except pj.Error:
-                pass
+            self._refuse(rec, 400, "Bad Request", reason, "bad-request")
             return
         self._emit(IncomingCall(
             uuid=rec.uuid,
@@ -668,6 +734,29 @@ class SipEngine:
             caller_name=sipmsg.display_name(info.remoteUri),
             sip_call_id=info.callIdString,
         ))
+
+    def on_reg_state(self, code: int, reason: str, expires: int) -> None:
+        target = self.config.register_target
+        was = self.registrar.registered
+        if self._stopping_reg(code, expires):
+            return
+        delay = self.registrar.outcome(code, reason, expires)
+        if delay is None:
+            if not was:
+                log.info("registered %s at %s (%d %s, expires %d s)", target.uri,
+                         target.registrar_uri, code, reason, expires)
+            return
+        log.warning("registration of %s at %s failed: %d %s; retrying in %g s", target.uri,
+                    target.registrar_uri, code, reason, delay)
+        self._reg_retry_at = time.monotonic() + delay
+
+    def _stopping_reg(self, code: int, expires: int) -> bool:
+        """The answer to our unregistration at shutdown."""
+        if not self._unregistering:
+            return False
+        self.registrar.registered = False
+        log.info("unregistered from %s (%d)", self.config.register_target.registrar_uri, code)
+        return True
 
     def on_call_state(self, rec: _CallRec) -> None:
         pj = self.pj
@@ -713,9 +802,15 @@ def _account_class(pj):
 
         def onIncomingCall(self, prm):  # noqa: N802 - pjsua2's name
             try:
-                self.engine.on_incoming(prm)
+                self.engine.on_incoming(self, prm)
             except Exception:  # noqa: BLE001 - never let a callback kill the SIP thread
                 log.exception("incoming call handler failed")
+
+        def onRegState(self, prm):  # noqa: N802
+            try:
+                self.engine.on_reg_state(prm.code, prm.reason, prm.expiration)
+            except Exception:  # noqa: BLE001
+                log.exception("registration handler failed")
 
     return _Account
 

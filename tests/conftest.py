@@ -12,7 +12,7 @@ from support.node import NodeProcess  # noqa: E402
 
 
 def pytest_collection_modifyitems(config, items):
-    missing = [t for t in ("baresip", "sipp", "dumpcap") if shutil.which(t) is None]
+    missing = [t for t in ("baresip", "sipp", "dumpcap", "kamailio") if shutil.which(t) is None]
     if not missing or os.environ.get("CI"):
         return  # in CI a missing tool must fail the run, not skip it
     skip = pytest.mark.skip(reason=f"end-to-end tools missing: {', '.join(missing)}")

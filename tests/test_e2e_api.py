@@ -16,17 +16,6 @@ A, B, C, CLIP = 440.0, 1000.0, 1700.0, 2300.0
 TOKEN = "ops-token"
 
 
-def _scrape(client) -> dict[str, float]:
-    r = client.get("/metrics")
-    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
-    out = {}
-    for line in r.text.splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            out[name] = float(value)
-    return out
-
-
 def test_control_api_with_real_members(answer_server, node_factory, uas):
     url = answer_server.conference("/answer", "ops")
     node = node_factory(url, extra=["--api-token", TOKEN])
@@ -51,7 +40,7 @@ def test_control_api_with_real_members(answer_server, node_factory, uas):
     assert spec["openapi"].startswith("3.") and "/v1/rooms/{room}/members/{member_id}/mute" in \
         spec["paths"] and "/v1/rooms/{room}/end" in spec["paths"]
 
-    live = _scrape(anon)
+    live = node.metrics()
     assert live["sipconf_calls_active"] == 3 and live["sipconf_legs_active"] == 3
     assert live["sipconf_rooms_active"] == 1 and live["sipconf_mixer_ticks_total"] > 0
 
@@ -118,7 +107,7 @@ def test_control_api_with_real_members(answer_server, node_factory, uas):
     assert wait_until(lambda: api.get("/v1/rooms/ops").status_code == 404, 5)
     for ua in (a, b, c):
         ua.stop()
-    done = wait_until(lambda: (m := _scrape(anon))["sipconf_calls_active"] == 0 and m, 5)
+    done = wait_until(lambda: (m := node.metrics())["sipconf_calls_active"] == 0 and m, 5)
     assert done['sipconf_calls_total{outcome="answered"}'] == 3
     assert done["sipconf_answer_url_seconds_count"] == 3
     assert done['sipconf_answer_url_seconds_bucket{le="+Inf"}'] == 3

@@ -78,6 +78,19 @@ class NodeProcess:
             except OSError:
                 return False
 
+    def metrics(self) -> dict[str, float]:
+        """The node's /metrics, scraped: {'name{labels}': value}."""
+        import httpx
+
+        r = httpx.get(f"{self.http_url}/metrics", timeout=10)
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+        out = {}
+        for line in r.text.splitlines():
+            if line and not line.startswith("#"):
+                name, value = line.rsplit(" ", 1)
+                out[name] = float(value)
+        return out
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
