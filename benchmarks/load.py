@@ -82,9 +82,41 @@ def run_sipp_async(work, node, rows, rtpfile, hold_ms, rate, results, key):
     return t
 
 
-def load(work: Path, calls: int, hold_s: float, speech: Path) -> dict:
+def rtp_window(work: Path, node: NodeProcess, window: float, tag: str) -> dict:
+    """Over ``window`` seconds: the node's CPU (% of one core) and RSS, the legs that got RTP
+    back (>= 80 % of the packets due), and the gaps between consecutive packets on a leg."""
+    bpf = f"udp and src portrange {node.rtp[0]}-{node.rtp[1]}"
+    with Capture(work / f"{tag}.pcap", bpf) as cap:
+        c0, t0 = cpu_seconds(node.proc.pid), time.monotonic()
+        time.sleep(window)
+        c1, t1 = cpu_seconds(node.proc.pid), time.monotonic()
+        rss = rss_mb(node.proc.pid)
+    per_leg: dict[int, list[float]] = defaultdict(list)
+    for p in cap.packets():
+        if len(p.payload) >= 2 and not 200 <= p.payload[1] <= 204:  # RTP, not RTCP
+            per_leg[p.src[1]].append(p.t)
+    (work / f"{tag}.pcap").unlink(missing_ok=True)
+    gaps = [np.diff(sorted(ts)) for ts in per_leg.values() if len(ts) > 1]
+    gaps = np.concatenate(gaps) if gaps else np.zeros(0)
+    return {
+        "cpu_pct": (c1 - c0) / (t1 - t0) * 100,
+        "rss_mb": rss,
+        "legs_back": len([ts for ts in per_leg.values() if len(ts) > window * 50 * 0.8]),
+        "gap_p99_ms": float(np.percentile(gaps, 99) * 1000) if len(gaps) else float("nan"),
+        "gap_max_ms": float(gaps.max() * 1000) if len(gaps) else float("nan"),
+    }
+
+
+def start_load_node(work: Path, calls: int, media: str = "mixer_ext") -> NodeProcess:
     node = NodeProcess(work, rtp_ports=max(200, calls * 2 + 20),
-                       extra=["--log-level", "warning"]).start()
+                       extra=["--log-level", "warning", "--max-calls", str(max(calls, 20))])
+    if media == "pyport":  # the baseline: same SIP stack, rooms mixed in Python media ports
+        node.args[1:4] = [str(Path(__file__).with_name("pyport_node.py"))]
+    return node.start()
+
+
+def load(work: Path, calls: int, hold_s: float, speech: Path, media: str = "mixer_ext") -> dict:
+    node = start_load_node(work, calls, media)
     rows = [[f"load{i // 20}"] for i in range(calls)]
     rate = 50
     results: dict = {}
@@ -92,32 +124,19 @@ def load(work: Path, calls: int, hold_s: float, speech: Path) -> dict:
         idle0 = cpu_seconds(node.proc.pid)
         time.sleep(3)
         idle_pct = (cpu_seconds(node.proc.pid) - idle0) / 3 * 100
+        idle_rss = rss_mb(node.proc.pid)
         t = run_sipp_async(work, node, rows, speech, int(hold_s * 1000), rate, results, "r")
         time.sleep(calls / rate + 3)
-        window = 10.0
-        bpf = f"udp and src portrange {node.rtp[0]}-{node.rtp[1]}"
-        with Capture(work / f"load{calls}.pcap", bpf) as cap:
-            c0, t0 = cpu_seconds(node.proc.pid), time.monotonic()
-            time.sleep(window)
-            c1, t1 = cpu_seconds(node.proc.pid), time.monotonic()
-            rss = rss_mb(node.proc.pid)
+        w = rtp_window(work, node, 10.0, f"load{calls}")
         t.join(hold_s + 120)
-        per_leg: dict[int, list[float]] = defaultdict(list)
-        for p in cap.packets():
-            if len(p.payload) >= 2 and not 200 <= p.payload[1] <= 204:  # RTP, not RTCP
-                per_leg[p.src[1]].append(p.t)
-        gaps = np.concatenate([np.diff(sorted(ts)) for ts in per_leg.values() if len(ts) > 1])
         res = results.get("r")
         return {
             "calls": calls,
             "ok": res.successful if res else 0,
             "failed": res.failed if res else calls,
-            "cpu_pct": (c1 - c0) / (t1 - t0) * 100,
             "idle_cpu_pct": idle_pct,
-            "rss_mb": rss,
-            "legs_back": len([ts for ts in per_leg.values() if len(ts) > window * 50 * 0.8]),
-            "gap_p99_ms": float(np.percentile(gaps, 99) * 1000) if len(gaps) else float("nan"),
-            "gap_max_ms": float(gaps.max() * 1000) if len(gaps) else float("nan"),
+            "idle_rss_mb": idle_rss,
+            **w,
         }
     finally:
         node.terminate()
@@ -138,8 +157,8 @@ def onsets(stream: list[tuple[float, bytes]], threshold: int = 2000,
     return out
 
 
-def latency(work: Path, bursts: int = 40) -> dict:
-    node = NodeProcess(work, extra=["--log-level", "warning"]).start()
+def latency(work: Path, media: str = "mixer_ext", bursts: int = 40) -> dict:
+    node = start_load_node(work, 20, media)
     n = 8000 * 60
     tt = np.arange(n) / 8000
     on = (tt % 0.5) < 0.1
@@ -186,24 +205,29 @@ def latency(work: Path, bursts: int = 40) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--calls", type=int, nargs="*", default=[20, 100, 200])
+    ap.add_argument("--calls", type=int, nargs="*", default=[20, 100, 200, 300])
     ap.add_argument("--hold", type=float, default=20.0)
     ap.add_argument("--no-latency", action="store_true")
+    ap.add_argument("--media", choices=("mixer_ext", "pyport"), default="mixer_ext",
+                    help="pyport: the baseline, pjsua2's bridge with Python media ports")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="sipconf-load-") as d:
         work = Path(d)
         if not args.no_latency:
-            lat = latency(work)
+            lat = latency(work, args.media)
             print(f"node-added latency (RTP in -> RTP out, {lat['matched']}/{lat['bursts_in']} "
                   f"bursts): median {lat['median_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms")
         speech = speech_ulaw(work)
-        print(f"{'calls':>5} {'ok':>4} {'fail':>4} {'cpu %core':>9} {'idle %':>7} "
-              f"{'rss MB':>7} {'legs back':>9} {'gap p99 ms':>10} {'gap max ms':>10}")
+        print(f"{'legs':>5} {'ok':>4} {'fail':>4} {'cpu %core':>9} {'%/leg':>6} {'idle %':>7} "
+              f"{'rss MB':>7} {'MB/leg':>6} {'legs back':>9} {'gap p99 ms':>10} "
+              f"{'gap max ms':>10}")
         for n in args.calls:
-            r = load(work, n, args.hold, speech)
+            r = load(work, n, args.hold, speech, args.media)
             print(f"{r['calls']:>5} {r['ok']:>4} {r['failed']:>4} {r['cpu_pct']:>9.1f} "
-                  f"{r['idle_cpu_pct']:>7.1f} {r['rss_mb']:>7.1f} {r['legs_back']:>9} "
-                  f"{r['gap_p99_ms']:>10.1f} {r['gap_max_ms']:>10.1f}", flush=True)
+                  f"{(r['cpu_pct'] - r['idle_cpu_pct']) / n:>6.3f} {r['idle_cpu_pct']:>7.1f} "
+                  f"{r['rss_mb']:>7.1f} {(r['rss_mb'] - r['idle_rss_mb']) / n:>6.3f} "
+                  f"{r['legs_back']:>9} {r['gap_p99_ms']:>10.1f} {r['gap_max_ms']:>10.1f}",
+                  flush=True)
 
 
 if __name__ == "__main__":
