@@ -30,12 +30,17 @@ cdef extern from "engine.h" nogil:
         uint64_t ticks
         uint64_t tick_ns_total
         uint64_t tick_ns_max
+    enum: ENG_TICK_BUCKETS
+    const uint64_t eng_tick_bucket_ns[]
     ctypedef struct eng_clock_stats:
         int nclocks
         int nrooms
         uint64_t ticks
         uint64_t late
         uint64_t resyncs
+        uint64_t room_ticks
+        uint64_t room_tick_ns
+        uint64_t room_tick_hist[ENG_TICK_BUCKETS]
 
     int eng_start(int n)
     void eng_stop()

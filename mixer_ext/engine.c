@@ -56,8 +56,22 @@ typedef struct eng_clock {
     int nrooms;
     volatile int running;
     uint64_t ticks, late, resyncs;
+    uint64_t room_ticks, room_tick_ns, room_tick_hist[ENG_TICK_BUCKETS];
     pj_thread_desc desc;
 } eng_clock;
+
+const uint64_t eng_tick_bucket_ns[ENG_TICK_BUCKETS - 1] = {
+    1000, 2000, 5000, 10000, 20000, 50000, 100000, 200000, 500000, 1000000, 5000000};
+
+static void tick_observe(eng_clock *c, uint64_t dt)
+{
+    int i = 0;
+    while (i < ENG_TICK_BUCKETS - 1 && dt > eng_tick_bucket_ns[i])
+        i++;
+    c->room_tick_hist[i]++;
+    c->room_ticks++;
+    c->room_tick_ns += dt;
+}
 
 static eng_clock g_clocks[ENG_MAX_CLOCKS];
 static int g_nclocks;
@@ -294,7 +308,7 @@ static int player_fill(eng_player *p, int16_t *dst, int n, int add)
     return i > 0;
 }
 
-static void room_tick(eng_room *r)
+static uint64_t room_tick(eng_room *r)
 {
     int64_t t0 = now_ns();
     pthread_mutex_lock(&r->lock);
@@ -349,6 +363,7 @@ static void room_tick(eng_room *r)
     r->tick_ns_total += dt;
     if (dt > r->tick_ns_max)
         r->tick_ns_max = dt;
+    return dt;
 }
 
 static void *clock_main(void *arg)
@@ -371,7 +386,7 @@ static void *clock_main(void *arg)
             c->late++;
         pthread_mutex_lock(&c->lock);
         for (int i = 0; i < c->nrooms; i++)
-            room_tick(c->rooms[i]);
+            tick_observe(c, room_tick(c->rooms[i]));
         c->ticks++;
         pthread_mutex_unlock(&c->lock);
         if (now_ns() - next > RESYNC_NS) {
@@ -698,6 +713,12 @@ void eng_clock_get_stats(eng_clock_stats *st)
         st->ticks += g_clocks[i].ticks;
         st->late += g_clocks[i].late;
         st->resyncs += g_clocks[i].resyncs;
+        pthread_mutex_lock(&g_clocks[i].lock);
+        st->room_ticks += g_clocks[i].room_ticks;
+        st->room_tick_ns += g_clocks[i].room_tick_ns;
+        for (int b = 0; b < ENG_TICK_BUCKETS; b++)
+            st->room_tick_hist[b] += g_clocks[i].room_tick_hist[b];
+        pthread_mutex_unlock(&g_clocks[i].lock);
     }
     pthread_mutex_unlock(&g_lock);
 }

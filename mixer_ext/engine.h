@@ -41,12 +41,20 @@ typedef struct eng_room_stats {
     uint64_t tick_ns_max;
 } eng_room_stats;
 
+/* Room tick durations, for a histogram: bucket i counts ticks <= eng_tick_bucket_ns[i]; the
+   last bucket counts the rest. */
+#define ENG_TICK_BUCKETS 12
+extern const uint64_t eng_tick_bucket_ns[ENG_TICK_BUCKETS - 1];
+
 typedef struct eng_clock_stats {
     int nclocks;
     int nrooms;
     uint64_t ticks;
     uint64_t late;         /* ticks that started over 10 ms after their deadline */
     uint64_t resyncs;      /* times a clock fell over 100 ms behind and skipped ahead */
+    uint64_t room_ticks;   /* room ticks done, over every room there has been */
+    uint64_t room_tick_ns; /* and the time they took */
+    uint64_t room_tick_hist[ENG_TICK_BUCKETS];
 } eng_clock_stats;
 
 /* What the ticks detect, for the control plane to poll (eng_poll_events). */

@@ -60,7 +60,11 @@ def clock_stats() -> dict:
     with nogil:
         eng_clock_stats_get(&st)
     return {"clocks": st.nclocks, "rooms": st.nrooms, "ticks": st.ticks, "late": st.late,
-            "resyncs": st.resyncs}
+            "resyncs": st.resyncs, "room_ticks": st.room_ticks,
+            "room_tick_s": st.room_tick_ns / 1e9,
+            "room_tick_hist": [st.room_tick_hist[i] for i in range(ENG_TICK_BUCKETS)],
+            "room_tick_buckets_s": [eng_tick_bucket_ns[i] / 1e9
+                                    for i in range(ENG_TICK_BUCKETS - 1)]}
 
 
 cdef class _Leg:

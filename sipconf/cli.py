@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--auth-password", default=None,
                    help="digest password for --register (default: $SIPCONF_AUTH_PASSWORD)")
     s.add_argument("--register-expires", type=int, default=None,
-                   help="registration lifetime asked of the PBX, seconds (default 300; the "
+                   help="registration lifetime asked of the PBX, seconds (default 120; the "
                         "node refreshes it before then, and so is back within this long "
                         "after a PBX restart)")
     s.add_argument("--trust", action="append", default=None, metavar="CIDR",

@@ -58,7 +58,7 @@ class NodeConfig:
     register: str | None = None
     auth_user: str | None = None  # default: the register URI's user
     auth_password: str | None = None
-    register_expires: int = 300
+    register_expires: int = 120
     # Who may call: networks (CIDR) the node takes calls from; the registrar is added to them.
     trust: tuple[str, ...] = DEFAULT_TRUST
 

@@ -37,6 +37,10 @@ class Metrics:
     answer_latency: Histogram = field(default_factory=lambda: Histogram(ANSWER_BUCKETS))
 
 
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
 def render(m: Metrics, *, calls: int, rooms: int, legs: int, engine: dict,
            webhooks: dict) -> str:
     out: list[str] = []
@@ -46,6 +50,17 @@ def render(m: Metrics, *, calls: int, rooms: int, legs: int, engine: dict,
         out.append(f"# TYPE {name} {kind}")
         out.extend(f"{name}{labels} {value:g}" for labels, value in samples)
 
+    def histogram(name: str, help_: str, buckets, counts, total: float, n: int) -> None:
+        """``counts`` per bucket (not cumulative); the last one may be the +Inf overflow."""
+        out.append(f"# HELP {name} {help_}")
+        out.append(f"# TYPE {name} histogram")
+        cum = 0
+        for b, c in zip(buckets, counts, strict=False):
+            cum += c
+            out.append(f'{name}_bucket{{le="{b:g}"}} {cum:g}')
+        out.extend([f'{name}_bucket{{le="+Inf"}} {n:g}', f"{name}_sum {total:g}",
+                    f"{name}_count {n:g}"])
+
     metric("sipconf_calls_active", "gauge", "Calls the node has now.", [("", calls)])
     metric("sipconf_rooms_active", "gauge", "Conference rooms with members.", [("", rooms)])
     metric("sipconf_legs_active", "gauge", "Members in conference rooms.", [("", legs)])
@@ -54,14 +69,8 @@ def render(m: Metrics, *, calls: int, rooms: int, legs: int, engine: dict,
            "Calls ended, by outcome (forbidden, no-codec and bad-request: refused by SIP).",
            [(f'{{outcome="{k}"}}', v) for k, v in sorted(outcomes.items())])
     h = m.answer_latency
-    cum, samples = 0, []
-    for b, c in zip(h.buckets, h.counts, strict=True):
-        cum += c
-        samples.append((f'_bucket{{le="{b:g}"}}', cum))
-    samples += [('_bucket{le="+Inf"}', h.n), ("_sum", h.total), ("_count", h.n)]
-    out.append("# HELP sipconf_answer_url_seconds Answer URL request time.")
-    out.append("# TYPE sipconf_answer_url_seconds histogram")
-    out.extend(f"sipconf_answer_url_seconds{s} {v:g}" for s, v in samples)
+    histogram("sipconf_answer_url_seconds", "Answer URL request time.", h.buckets, h.counts,
+              h.total, h.n)
     clock = engine.get("clock", {})
     metric("sipconf_mixer_ticks_total", "counter", "Mixer clock ticks.",
            [("", clock.get("ticks", 0))])
@@ -71,9 +80,11 @@ def render(m: Metrics, *, calls: int, rooms: int, legs: int, engine: dict,
     metric("sipconf_mixer_tick_seconds_max", "gauge",
            "Longest room tick seen, over the rooms now open.",
            [("", max((r["tick_ns_max"] for r in rooms_st), default=0) / 1e9)])
-    metric("sipconf_mixer_tick_seconds_avg", "gauge", "Mean room tick, over the rooms now open.",
-           [("", (sum(r["tick_ns_avg"] for r in rooms_st) / len(rooms_st) / 1e9)
-             if rooms_st else 0)])
+    histogram("sipconf_mixer_room_tick_seconds",
+              "Time one room's 20 ms tick took (read, mix, write every leg).",
+              clock.get("room_tick_buckets_s", []), clock.get("room_tick_hist", []),
+              clock.get("room_tick_s", 0.0),
+              clock.get("room_ticks", 0))
     legs_st = engine.get("legs", {}).values()
     metric("sipconf_rtp_frames_empty_total", "counter",
            "Frames with no decoded audio (loss or late packets), over live legs.",
@@ -85,6 +96,25 @@ def render(m: Metrics, *, calls: int, rooms: int, legs: int, engine: dict,
         metric("sipconf_registration_failures_total", "counter",
                "REGISTER attempts that failed (each retried with backoff).",
                [("", reg["failures"])])
+    rtp = engine.get("rtp", {})
+
+    def per_leg(key: str) -> list[tuple[str, float]]:
+        return [(f'{{call_uuid="{u}",room="{_label(st["room"])}"}}', st[key])
+                for u, st in sorted(rtp.items())]
+
+    metric("sipconf_leg_rtp_received_packets", "gauge",
+           "RTP packets received on a live leg (pjsua stream statistics).",
+           per_leg("rx_packets"))
+    metric("sipconf_leg_rtp_lost_packets", "gauge",
+           "RTP packets lost on the way in on a live leg (sequence gaps).", per_leg("rx_lost"))
+    metric("sipconf_leg_rtp_peer_lost_packets", "gauge",
+           "Packets the caller reports (RTCP) it lost of ours.", per_leg("peer_lost"))
+    metric("sipconf_leg_rtp_jitter_seconds", "gauge",
+           "Interarrival jitter on a live leg, last RFC 3550 estimate.", per_leg("jitter_s"))
+    metric("sipconf_leg_rtp_jitter_max_seconds", "gauge",
+           "Largest interarrival jitter seen on a live leg.", per_leg("jitter_max_s"))
+    metric("sipconf_rtp_lost_packets", "gauge", "RTP packets lost, over the live legs.",
+           [("", sum(st["rx_lost"] for st in rtp.values()))])
     metric("sipconf_webhook_queue_depth", "gauge", "Events waiting to be delivered.",
            [("", webhooks.get("depth", 0))])
     metric("sipconf_webhook_delivered_total", "counter", "Events delivered.",

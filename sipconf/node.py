@@ -239,9 +239,14 @@ class Node:
 
     async def metrics_text(self) -> str:
         w = self.webhooks
+        engine = await self.engine.stats(rtp=True)
+        rooms = {m.call_uuid: run.state.name for run in self.rooms.values()
+                 for m in run.state.members.values()}
+        for uuid, st in engine["rtp"].items():
+            st["room"] = rooms.get(uuid, "")
         return render(self.metrics, calls=len(self.calls), rooms=len(self.rooms),
                       legs=sum(len(r.state.members) for r in self.rooms.values()),
-                      engine=await self.engine.stats(),
+                      engine=engine,
                       webhooks={"depth": w.depth, "delivered": w.delivered,
                                 "retries": w.retries, "failed": w.failed})
 

@@ -228,8 +228,9 @@ class SipEngine:
     async def untap(self, tap: Any) -> None:
         await self._run("untap", tap)
 
-    async def stats(self) -> dict:
-        return await self._run("stats")
+    async def stats(self, rtp: bool = False) -> dict:
+        """The mixer's figures; with ``rtp``, each leg's RTP statistics from pjsua too."""
+        return await self._run("stats", rtp)
 
     # --- SIP thread ----------------------------------------------------------------------------
 
@@ -258,6 +259,7 @@ class SipEngine:
 
     def _init(self, pj) -> None:
         cfg = self.config
+        _pjlib_log_level(cfg.pj_log_level, pj.PJ_LOG_HAS_SENDER)  # from the first line on
         ep = self.ep = pj.Endpoint()
         ep.libCreate()
         epc = pj.EpConfig()
@@ -268,6 +270,11 @@ class SipEngine:
         epc.logConfig.level = cfg.pj_log_level
         epc.logConfig.consoleLevel = cfg.pj_log_level
         epc.logConfig.msgLogging = cfg.pj_log_level >= 4
+        # pjlib's lines go through Python logging, so --log-format json covers them too.
+        self._log_writer = _log_writer_class(pj)()
+        self._log_writer.__disown__()  # libDestroy deletes it
+        epc.logConfig.writer = self._log_writer
+        epc.logConfig.decor = pj.PJ_LOG_HAS_SENDER
         mc = epc.medConfig
         mc.noVad = True
         mc.ecTailLen = 0
@@ -667,7 +674,25 @@ class SipEngine:
     def _cmd_untap(self, tap: Any) -> None:
         tap.detach()
 
-    def _cmd_stats(self) -> dict:
+    def _rtp_stats(self, rec: _CallRec) -> dict | None:
+        try:
+            st = rec.call.getStreamStat(0).rtcp
+        except self.pj.Error:
+            return None
+        rx = st.rxStat
+        return {"rx_packets": rx.pkt, "rx_lost": rx.loss, "rx_discarded": rx.discard,
+                "jitter_s": rx.jitterUsec.last / 1e6, "jitter_max_s": rx.jitterUsec.max / 1e6,
+                "peer_lost": st.txStat.loss}  # what the caller's RTCP reports says it lost
+
+    def _cmd_stats(self, rtp: bool = False) -> dict:
+        out = self._engine_stats()
+        if rtp:
+            out["rtp"] = {u: st for u, r in self._calls.items()
+                          if r.leg is not None and r.answered and not r.ended
+                          and (st := self._rtp_stats(r)) is not None}
+        return out
+
+    def _engine_stats(self) -> dict:
         return {
             "calls": len(self._calls),
             "rooms": {k: rr.mix.stats() for k, rr in self._rooms.items()},
@@ -792,6 +817,43 @@ class SipEngine:
 
     def on_stream_destroyed(self, rec: _CallRec) -> None:
         self._detach(rec)
+
+
+_PJ_LEVELS = {0: logging.ERROR, 1: logging.ERROR, 2: logging.WARNING, 3: logging.INFO}
+pjlog = logging.getLogger("sipconf.pjsip")
+_early_log_func: Any = None  # kept alive: pjlib holds the pointer
+
+
+def _pj_line(level: int, text: str) -> None:
+    pjlog.log(_PJ_LEVELS.get(level, logging.DEBUG), "%s", " ".join(text.split()))
+
+
+def _pjlib_log_level(level: int, decor: int) -> None:
+    """pjlib logs at level 5 to stdout from libCreate until libInit applies our config: set
+    its level and route its lines to Python logging before, through the C library the
+    binding loaded."""
+    import ctypes
+
+    global _early_log_func
+    with open("/proc/self/maps") as maps:
+        path = next((w for line in maps for w in line.split()[-1:] if "/libpj.so" in w), None)
+    if path is None:
+        return
+    lib = ctypes.CDLL(path)
+    lib.pj_log_set_level(level)
+    lib.pj_log_set_decor(decor)
+    if _early_log_func is None:
+        _early_log_func = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_int)(
+            lambda lvl, data, n: _pj_line(lvl, data[:n].decode(errors="replace")))
+    lib.pj_log_set_log_func(_early_log_func)
+
+
+def _log_writer_class(pj):
+    class _LogWriter(pj.LogWriter):
+        def write(self, entry):
+            _pj_line(entry.level, entry.msg)
+
+    return _LogWriter
 
 
 def _account_class(pj):

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from sipconf.cli import JsonFormatter
-from sipconf.config import build, load_file
+from sipconf.config import OPTIONS, build, load_file
 
 
 def _check(path) -> subprocess.CompletedProcess:
@@ -34,6 +34,24 @@ def test_a_file_sets_every_kind_of_option(tmp_path):
     assert build(opts).sip_port == 6000
 
 
+def test_registration_and_trust_from_a_file(tmp_path):
+    f = tmp_path / "pbx.toml"
+    f.write_text('register = "sip:conf@pbx.example.com:5070"\nauth_password = "pw"\n'
+                 'register_expires = 60\ntrust = ["10.0.0.0/8", "192.168.1.5"]\n')
+    cfg = build(load_file(str(f)))
+    assert cfg.register_target.registrar_uri == "sip:pbx.example.com:5070"
+    assert cfg.register_expires == 60 and cfg.trust == ("10.0.0.0/8", "192.168.1.5")
+    assert _check(f).returncode == 0
+
+
+def test_every_command_line_option_is_a_config_option():
+    from sipconf.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    dests = {a.dest for a in sub.choices["serve"]._actions} - {"help", "config"}
+    assert dests == set(OPTIONS)
+
+
 @pytest.mark.parametrize("text, why", [
     ("sip_port = 70000\n", "SIP port 70000 out of range"),
     ("sip_port = \"x\"\n", "sip_port must be int"),
@@ -41,6 +59,9 @@ def test_a_file_sets_every_kind_of_option(tmp_path):
     ("rtp_ports = \"a-b\"\n", "rtp_ports must be LOW-HIGH"),
     ("log_format = \"xml\"\n", "log format must be text or json"),
     ("sip_port = \n", "not valid TOML"),
+    ("trust = \"10.0.0.0/33\"\n", "trust: '10.0.0.0/33' is not an address"),
+    ("register = \"pbx\"\nauth_password = \"x\"\n", "register must look like sip:USER@PBX"),
+    ("register = \"sip:a@pbx\"\n", "register needs auth_password"),
 ])
 def test_check_config_names_what_is_wrong(tmp_path, text, why):
     f = tmp_path / "bad.toml"

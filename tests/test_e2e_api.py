@@ -43,6 +43,14 @@ def test_control_api_with_real_members(answer_server, node_factory, uas):
     live = node.metrics()
     assert live["sipconf_calls_active"] == 3 and live["sipconf_legs_active"] == 3
     assert live["sipconf_rooms_active"] == 1 and live["sipconf_mixer_ticks_total"] > 0
+    # Per-leg RTP figures from pjsua's stream statistics: three legs, each receiving (the
+    # newest has been up for a moment), nothing lost on loopback, jitter well under a frame.
+    rx = {k: v for k, v in live.items() if k.startswith("sipconf_leg_rtp_received_packets{")}
+    assert len(rx) == 3 and all('room="ops"' in k and v > 0 for k, v in rx.items()), rx
+    lost = [v for k, v in live.items() if k.startswith("sipconf_leg_rtp_lost_packets{")]
+    jitter = [v for k, v in live.items() if k.startswith("sipconf_leg_rtp_jitter_seconds{")]
+    assert lost == [0, 0, 0] and len(jitter) == 3 and max(jitter) < 0.02, (lost, jitter)
+    assert live["sipconf_rtp_lost_packets"] == 0
 
     rooms = api.get("/v1/rooms").json()
     assert [r["name"] for r in rooms] == ["ops"]

@@ -84,6 +84,11 @@ def test_registered_node_takes_calls_through_the_pbx(tmp_path, pbx, node_factory
     print(f"re-registered {took:.1f} s after the PBX restarted")
     carol = uas("carol", tone_hz=1700.0).dial(f"sip:again@{pbx.hostport}", seconds=20)
     assert carol.wait_for("Call established", 10), carol.output()[-2000:]
+    # The node hangs up: its BYE follows the Record-Route back through the PBX to carol.
+    assert api.post("/v1/rooms/again/members/1/hangup").status_code == 200
+    assert carol.wait_for("terminated", 5) or carol.terminated, carol.output()[-2000:]
+    assert wait_until(lambda: f"in-dialog BYE from 127.0.0.1:{node.sip_port}" in pbx.log(), 3), \
+        pbx.log()[-2000:]
     carol.stop()
 
     # Shutdown unregisters: the PBX holds no contact at once, not after expiry.
