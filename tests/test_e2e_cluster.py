@@ -79,9 +79,26 @@ def test_rooms_hash_onto_nodes_and_fail_over(tmp_path, node_factory, uas):
         assert wait_until(lambda: _flags(kam).get(addrs[1], "").startswith("I"), 10), \
             kam.rpc("dispatcher.list")
         print(f"dead node marked down after {time.monotonic() - t0:.1f} s")
-        ua = uas("late", tone_hz=440.0).dial(f"sip:{moved}@{kam.hostport}", seconds=15)
-        assert ua.wait_for("Call established", 10), ua.output()[-2000:] + kam.log()[-2000:]
+        late = uas("late", tone_hz=440.0).dial(f"sip:{moved}@{kam.hostport}", seconds=40)
+        assert late.wait_for("Call established", 10), late.output()[-2000:] + kam.log()[-2000:]
         assert moved in _rooms_on(nodes[0])
-        ua.stop()
+
+        # Node 2 comes back (same address): the probes take it in again. The room that moved
+        # stays on node 1 while it runs (no split room), and node 2 gets rooms again.
+        back = node_factory(sip_port=nodes[1].sip_port, extra=["--api-token", TOKEN])
+        assert wait_until(lambda: _flags(kam).get(addrs[1], "").startswith("A"), 10), \
+            kam.rpc("dispatcher.list")
+        later = uas("later", tone_hz=1000.0).dial(f"sip:{moved}@{kam.hostport}", seconds=15)
+        assert later.wait_for("Call established", 10), later.output()[-2000:]
+        assert moved in _rooms_on(nodes[0]) and moved not in _rooms_on(back)
+        m = wait_until(lambda: (m := nodes[0].metrics())["sipconf_legs_active"] == 2 and m, 5)
+        assert m, "both members of the moved room are on node 1"
+        again = sorted(placed[1])[-1]  # another of node 2's rooms, over before it died
+        assert again != moved, placed  # the hash put 3 of the 4 rooms on node 2
+        fresh = uas("fresh", tone_hz=440.0).dial(f"sip:{again}@{kam.hostport}", seconds=15)
+        assert fresh.wait_for("Call established", 10), fresh.output()[-2000:]
+        assert again in _rooms_on(back)
+        for ua in (late, later, fresh):
+            ua.stop()
     finally:
         kam.stop()
