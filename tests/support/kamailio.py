@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import re
-import socket
 import subprocess
-import time
-import uuid
 from pathlib import Path
+
+from .sipping import wait_answering
 
 CONFIGS = Path(__file__).parent.parent / "kamailio"
 
@@ -35,31 +34,10 @@ class Kamailio:
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                break
-            if self.options_ok():
-                return self
-            time.sleep(0.1)
+        if wait_answering(self.proc, self.host, self.port, timeout):
+            return self
         self.stop()
         raise RuntimeError(f"kamailio did not start:\n{self.log()[-3000:]}")
-
-    def options_ok(self) -> bool:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind(("127.0.0.1", 0))
-            s.settimeout(0.2)
-            me = s.getsockname()[1]
-            msg = (f"OPTIONS sip:{self.hostport} SIP/2.0\r\n"
-                   f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK-{uuid.uuid4().hex}\r\n"
-                   f"From: <sip:probe@127.0.0.1>;tag=p\r\nTo: <sip:{self.hostport}>\r\n"
-                   f"Call-ID: {uuid.uuid4().hex}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
-                   "Content-Length: 0\r\n\r\n")
-            s.sendto(msg.encode(), (self.host, self.port))
-            try:
-                return s.recv(4096).startswith(b"SIP/2.0 200")
-            except OSError:
-                return False
 
     def rpc(self, *cmd: str) -> str:
         out = subprocess.run(["kamcmd", "-s", self.ctl, *cmd], capture_output=True, text=True,

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 from . import ports
+from .sipping import options_ok, wait_answering
 
 
 class NodeProcess:
@@ -49,34 +48,14 @@ class NodeProcess:
             self.args, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env=dict(os.environ, PYTHONUNBUFFERED="1"),
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                break
-            if self.options_ok():
-                return self
-            time.sleep(0.1)
+        if wait_answering(self.proc, "127.0.0.1", self.sip_port, timeout):
+            return self
         self.kill()
         raise RuntimeError(f"node did not start:\n{self.log()[-3000:]}")
 
     def options_ok(self, timeout: float = 0.2) -> bool:
         """Does the node answer a SIP OPTIONS with 200 (whatever its log level)?"""
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind(("127.0.0.1", 0))
-            s.settimeout(timeout)
-            me = s.getsockname()[1]
-            msg = (
-                f"OPTIONS sip:ping@127.0.0.1:{self.sip_port} SIP/2.0\r\n"
-                f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK-{uuid.uuid4().hex}\r\n"
-                "From: <sip:probe@127.0.0.1>;tag=probe\r\nTo: <sip:ping@127.0.0.1>\r\n"
-                f"Call-ID: {uuid.uuid4().hex}@127.0.0.1\r\nCSeq: 1 OPTIONS\r\n"
-                "Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
-            )
-            s.sendto(msg.encode(), ("127.0.0.1", self.sip_port))
-            try:
-                return s.recv(4096).startswith(b"SIP/2.0 200")
-            except OSError:
-                return False
+        return options_ok("127.0.0.1", self.sip_port, timeout)
 
     def metrics(self) -> dict[str, float]:
         """The node's /metrics, scraped: {'name{labels}': value}."""
