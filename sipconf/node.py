@@ -290,7 +290,7 @@ class Node:
             else:
                 session = self.calls.get(target.call_uuid)
                 if session is not None:
-                    run.nursery.start_soon(self._overlay, session, clip, 1)
+                    run.nursery.start_soon(self._clip_to_member, run, session, target, clip)
             return {"ok": True, "seconds": round(clip.duration, 3)}
         if command == "record/start":
             owner = next((m for m in run.state.members.values() if m.conference.callback_url),
@@ -663,6 +663,13 @@ class Node:
             run.nursery.start_soon(self._start_music, run, member, scope)
         elif not on:
             run.do(self.engine.stop_call_sound, member.call_uuid)
+
+    async def _clip_to_member(self, run: RoomRun, s: CallSession, member: roomstate.Member,
+                              clip) -> None:
+        """A clip to one member (control API); a waiting member's music comes back after."""
+        await self._overlay(s, clip, 1)
+        if member.call_uuid in run.music and not s.ended:
+            self._music(run, member, True)
 
     async def _start_music(self, run: RoomRun, member: roomstate.Member,
                            scope: trio.CancelScope) -> None:

@@ -310,3 +310,38 @@ def test_redirect_then_enter_sound_from_a_url(answer_server, node_factory, uas):
     assert len(found) == 1 and 0.5 <= found[0][1] <= 0.7, bursts(on, fs)
     heard = tone_report(listener.heard(), [CLIP, B], skip_s=3.0)  # and then the joiner
     assert heard[B] - heard["rest"] >= 20, heard
+
+
+def test_clip_to_a_waiting_member_then_the_music_comes_back(answer_server, node_factory, uas):
+    import httpx
+
+    music = answer_server.route("/music.mp3", encode_mp3(tone_pcm(MUSIC, 4.0, 16000), 16000),
+                                content_type="audio/mpeg")
+    hold = answer_server.route("/hold.xml", f"<Response><Play>{music}</Play></Response>")
+    clip = answer_server.route("/clip.wav", wav_bytes(tone_pcm(CLIP, 1.5, 16000), 16000),
+                               content_type="audio/wav")
+    url = answer_server.per_user("/answer", {
+        "waiter": conf_doc("lobby", startConferenceOnEnter="false", waitSound=hold)})
+    node = node_factory(url, extra=["--api-token", "t"])
+    waiter = uas("waiter", tone_hz=A).dial(node.uri("waiter"), 30)
+    established(waiter)
+    time.sleep(2.5)
+    r = httpx.post(f"{node.http_url}/v1/rooms/lobby/play", timeout=10,
+                   headers={"Authorization": "Bearer t"}, json={"url": clip, "member_id": "1"})
+    assert r.status_code == 200 and r.json()["ok"], r.text
+    time.sleep(4.5)
+    waiter.stop()
+    levels, rest, fs = timeline(waiter.heard(), FREQS)
+    clip_db, music_db = levels[:, FREQS.index(CLIP)], levels[:, FREQS.index(MUSIC)]
+    t = np.arange(len(rest)) * fs
+    clip_at = np.nonzero(clip_db - rest >= 20)[0]
+    assert len(clip_at), "the clip was not heard"
+    c0, c1 = t[clip_at[0]], t[clip_at[-1]]
+    assert 1.2 <= c1 - c0 <= 1.9, (c0, c1)
+    before = (t > 0.5) & (t < c0 - 0.3)
+    after = (t > c1 + 0.5) & (t < t.max() - 0.3)
+    music_before = float(np.median(music_db[before] - rest[before]))
+    music_after = float(np.median(music_db[after] - rest[after]))
+    figure("clip-to-waiter", clip_s=float(c1 - c0), music_before_db=music_before,
+           music_after_db=music_after, music_after_s=float(t.max() - c1))
+    assert music_before >= 20 and music_after >= 20, (music_before, music_after)
