@@ -685,15 +685,7 @@ class SipEngine:
                 "peer_lost": st.txStat.loss}  # what the caller's RTCP reports says it lost
 
     def _cmd_stats(self, rtp: bool = False) -> dict:
-        out = self._engine_stats()
-        if rtp:
-            out["rtp"] = {u: st for u, r in self._calls.items()
-                          if r.leg is not None and r.answered and not r.ended
-                          and (st := self._rtp_stats(r)) is not None}
-        return out
-
-    def _engine_stats(self) -> dict:
-        return {
+        out = {
             "calls": len(self._calls),
             "rooms": {k: rr.mix.stats() for k, rr in self._rooms.items()},
             "legs": {u: r.leg.stats() for u, r in self._calls.items() if r.leg is not None},
@@ -705,6 +697,11 @@ class SipEngine:
                 "last_code": self.registrar.last_code,
                 "expires": self.registrar.expires},
         }
+        if rtp:
+            out["rtp"] = {u: st for u, r in self._calls.items()
+                          if r.leg is not None and r.answered and not r.ended
+                          and (st := self._rtp_stats(r)) is not None}
+        return out
 
     # --- pjsua2 callbacks, on the SIP thread ---------------------------------------------------
 
@@ -762,9 +759,11 @@ class SipEngine:
 
     def on_reg_state(self, code: int, reason: str, expires: int) -> None:
         target = self.config.register_target
-        was = self.registrar.registered
-        if self._stopping_reg(code, expires):
+        if self._unregistering:  # the PBX's answer to our unregistration at shutdown
+            self.registrar.registered = False
+            log.info("unregistered from %s (%d %s)", target.registrar_uri, code, reason)
             return
+        was = self.registrar.registered
         delay = self.registrar.outcome(code, reason, expires)
         if delay is None:
             if not was:
@@ -774,14 +773,6 @@ class SipEngine:
         log.warning("registration of %s at %s failed: %d %s; retrying in %g s", target.uri,
                     target.registrar_uri, code, reason, delay)
         self._reg_retry_at = time.monotonic() + delay
-
-    def _stopping_reg(self, code: int, expires: int) -> bool:
-        """The answer to our unregistration at shutdown."""
-        if not self._unregistering:
-            return False
-        self.registrar.registered = False
-        log.info("unregistered from %s (%d)", self.config.register_target.registrar_uri, code)
-        return True
 
     def on_call_state(self, rec: _CallRec) -> None:
         pj = self.pj
