@@ -51,6 +51,11 @@ def test_control_api_with_real_members(answer_server, node_factory, uas):
     jitter = [v for k, v in live.items() if k.startswith("sipconf_leg_rtp_jitter_seconds{")]
     assert lost == [0, 0, 0] and len(jitter) == 3 and max(jitter) < 0.02, (lost, jitter)
     assert live["sipconf_rtp_lost_packets"] == 0
+    # Room tick durations: a histogram whose buckets add up to every room tick done.
+    n_ticks = live["sipconf_mixer_room_tick_seconds_count"]
+    buckets = [v for k, v in live.items() if k.startswith("sipconf_mixer_room_tick_seconds_b")]
+    assert n_ticks > 0 and buckets == sorted(buckets) and buckets[-1] == n_ticks, buckets
+    assert 0 < live["sipconf_mixer_room_tick_seconds_sum"] < n_ticks * 0.02
 
     rooms = api.get("/v1/rooms").json()
     assert [r["name"] for r in rooms] == ["ops"]
