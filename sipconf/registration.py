@@ -33,6 +33,9 @@ class RegisterTarget:
         m = _URI.match(uri.strip())
         if not m:
             raise ValueError(f"register must look like sip:USER@PBX[:PORT], not {uri!r}")
+        if m["params"]:  # e.g. ;transport=tcp: would be dropped from the REGISTER, silently
+            raise ValueError(f"register: URI parameters are not supported ({m['params']!r}); "
+                             "registration is over UDP")
         port = int(m["port"]) if m["port"] else None
         if port is not None and not (0 < port < 65536):
             raise ValueError(f"register: port {port} out of range")

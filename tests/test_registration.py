@@ -12,7 +12,8 @@ def test_register_target_parses_user_host_port():
     assert (t.user, t.host, t.port) == ("conf", "pbx.example.com", 5070)
     assert t.registrar_uri == "sip:pbx.example.com:5070"
     assert RegisterTarget.parse("sip:conf@[2001:db8::1]").registrar_uri == "sip:[2001:db8::1]"
-    for bad in ("pbx.example.com", "sip:pbx", "http://a@b", "sip:a@b:99999"):
+    for bad in ("pbx.example.com", "sip:pbx", "http://a@b", "sip:a@b:99999",
+                "sip:a@pbx;transport=tcp"):
         with pytest.raises(ValueError):
             RegisterTarget.parse(bad)
 
