@@ -66,6 +66,13 @@ if os.environ.get("SIPCONF_MIXER_ONLY") != "1":
             extra_compile_args=COPTS,
             **pj,
         ),
+        # pjlib's log lines into a lock-free ring (its one copy: only this module links it).
+        Extension(
+            "mixer_ext.logring",
+            ["mixer_ext/logring.pyx", "mixer_ext/pjlog.c"],
+            extra_compile_args=COPTS,
+            **pj,
+        ),
     ]
 
 setup(ext_modules=cythonize(extensions, language_level=3))

@@ -1,5 +1,5 @@
 # C-level interface of the stream driver (engine.h).
-from libc.stdint cimport int16_t, uint64_t
+from libc.stdint cimport int16_t, int64_t, uint64_t
 
 cdef extern from "engine.h" nogil:
     ctypedef struct eng_leg:
@@ -60,6 +60,7 @@ cdef extern from "engine.h" nogil:
     void eng_leg_leave(eng_leg *leg)
     void eng_room_get_stats(eng_room *room, eng_room_stats *st)
     void eng_clock_get_stats(eng_clock_stats *st)
+    int64_t eng_clock_stall_ns()
     uint64_t eng_leg_id(eng_leg *leg)
     uint64_t eng_room_id(eng_room *room)
     int eng_poll_events(eng_event *out, int max, uint64_t *dropped)

@@ -15,6 +15,12 @@
 #define LATE_NS (10 * 1000000LL)
 #define RESYNC_NS (100 * 1000000LL)
 
+/* Counters the ticks write and the stats functions read from other threads without any lock:
+ * relaxed atomics (each has a single writer at a time; readers want a value, not an order). */
+#define LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+#define STORE(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
+#define BUMP(x, d) STORE(x, (x) + (d))  /* single writer: no read-modify-write needed */
+
 typedef struct eng_player {
     const int16_t *pcm;
     int n;
@@ -35,6 +41,8 @@ struct eng_leg {
     eng_room *room;
     pj_timestamp ts;
     uint64_t rx_audio, rx_empty, tx, errors;
+    uint64_t energy;            /* m.energy and m.talking as of the last tick, for stats */
+    int talking;
     uint64_t id;
     dtmf_detector dtmf;
 };
@@ -47,6 +55,7 @@ struct eng_room {
     floor_state floor;
     eng_tap *tap;
     uint64_t ticks, tick_ns_total, tick_ns_max;
+    int rate, nlegs;            /* m.rate and m.nlegs, for stats (set under lock, read without) */
 };
 
 typedef struct eng_clock {
@@ -57,6 +66,7 @@ typedef struct eng_clock {
     volatile int running;
     uint64_t ticks, late, resyncs;
     uint64_t room_ticks, room_tick_ns, room_tick_hist[ENG_TICK_BUCKETS];
+    int64_t last_tick_ns;       /* heartbeat: monotonic time the last tick completed */
     pj_thread_desc desc;
 } eng_clock;
 
@@ -68,13 +78,13 @@ static void tick_observe(eng_clock *c, uint64_t dt)
     int i = 0;
     while (i < ENG_TICK_BUCKETS - 1 && dt > eng_tick_bucket_ns[i])
         i++;
-    c->room_tick_hist[i]++;
-    c->room_ticks++;
-    c->room_tick_ns += dt;
+    BUMP(c->room_tick_hist[i], 1);
+    BUMP(c->room_ticks, 1);
+    BUMP(c->room_tick_ns, dt);
 }
 
 static eng_clock g_clocks[ENG_MAX_CLOCKS];
-static int g_nclocks;
+static int g_nclocks;  /* written under g_lock, read atomically anywhere */
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static uint64_t g_next_id;  /* guarded by g_lock */
@@ -282,7 +292,7 @@ static int player_fill(eng_player *p, int16_t *dst, int n, int add)
     while (i < n) {
         if (p->pos >= p->n) {
             if (p->loops == 0) {
-                p->active = 0;
+                STORE(p->active, 0);  /* eng_leg_playing reads it without the lock */
                 break;
             }
             if (p->loops > 0)
@@ -327,14 +337,14 @@ static uint64_t room_tick(eng_room *r)
         f.size = (pj_size_t)leg->m.spf * 2;
         leg->m.has_audio = 0;
         if (pjmedia_port_get_frame(leg->port, &f) != PJ_SUCCESS) {
-            leg->errors++;
+            BUMP(leg->errors, 1);
         } else if (f.type == PJMEDIA_FRAME_TYPE_AUDIO && f.size > 0) {
             if (f.size < (pj_size_t)leg->m.spf * 2)
                 memset((char *)leg->m.in + f.size, 0, leg->m.spf * 2 - f.size);
             leg->m.has_audio = 1;
-            leg->rx_audio++;
+            BUMP(leg->rx_audio, 1);
         } else {
-            leg->rx_empty++;
+            BUMP(leg->rx_empty, 1);
         }
     }
     mix_room_tick(m);
@@ -342,6 +352,8 @@ static uint64_t room_tick(eng_room *r)
         push_event(ENG_EV_FLOOR, 0, ((eng_leg *)r->floor.holder)->id, r->id);
     for (int i = 0; i < m->nlegs; i++) {
         eng_leg *leg = (eng_leg *)m->legs[i];
+        STORE(leg->energy, leg->m.energy);
+        STORE(leg->talking, leg->m.talking);
         if ((leg->m.flags & MIX_LEG_SOURCE) || !leg->port)
             continue;
         player_fill(&leg->player, leg->m.out, leg->m.spf, 1);  /* private sound, if any */
@@ -352,17 +364,17 @@ static uint64_t room_tick(eng_room *r)
         f.size = (pj_size_t)leg->m.spf * 2;
         f.timestamp = leg->ts;
         if (pjmedia_port_put_frame(leg->port, &f) != PJ_SUCCESS)
-            leg->errors++;
+            BUMP(leg->errors, 1);
         else
-            leg->tx++;
+            BUMP(leg->tx, 1);
         leg->ts.u64 += (pj_uint64_t)leg->m.spf;
     }
     pthread_mutex_unlock(&r->lock);
     uint64_t dt = (uint64_t)(now_ns() - t0);
-    r->ticks++;
-    r->tick_ns_total += dt;
+    BUMP(r->ticks, 1);
+    BUMP(r->tick_ns_total, dt);
     if (dt > r->tick_ns_max)
-        r->tick_ns_max = dt;
+        STORE(r->tick_ns_max, dt);
     return dt;
 }
 
@@ -383,16 +395,18 @@ static void *clock_main(void *arg)
             ;
         int64_t start = now_ns();
         if (start - next > LATE_NS)
-            c->late++;
+            BUMP(c->late, 1);
         pthread_mutex_lock(&c->lock);
         for (int i = 0; i < c->nrooms; i++)
             tick_observe(c, room_tick(c->rooms[i]));
-        c->ticks++;
+        BUMP(c->ticks, 1);
         pthread_mutex_unlock(&c->lock);
-        if (now_ns() - next > RESYNC_NS) {
+        int64_t done = now_ns();
+        STORE(c->last_tick_ns, done);  /* the heartbeat eng_clock_stall_ns reads */
+        if (done - next > RESYNC_NS) {
             /* Far behind (the machine was stalled): skip ahead instead of bursting. */
-            next = now_ns();
-            c->resyncs++;
+            next = done;
+            BUMP(c->resyncs, 1);
         }
     }
     return NULL;
@@ -413,14 +427,16 @@ int eng_start(int n)
         eng_clock *c = &g_clocks[i];
         memset(c, 0, sizeof(*c));
         pthread_mutex_init(&c->lock, NULL);
+        c->last_tick_ns = now_ns();  /* a clock that never ticks ages from its start */
         c->running = 1;
         if (pthread_create(&c->thread, NULL, clock_main, c) != 0) {
             c->running = 0;
-            g_nclocks = i;
+            __atomic_store_n(&g_nclocks, i, __ATOMIC_RELEASE);
             pthread_mutex_unlock(&g_lock);
             return -1;
         }
-        g_nclocks = i + 1;
+        /* release: a lock-free reader that sees this count sees the clock's fields set */
+        __atomic_store_n(&g_nclocks, i + 1, __ATOMIC_RELEASE);
     }
     pthread_mutex_unlock(&g_lock);
     return 0;
@@ -433,7 +449,7 @@ void eng_stop(void)
         g_clocks[i].running = 0;
     for (int i = 0; i < g_nclocks; i++)
         pthread_join(g_clocks[i].thread, NULL);
-    g_nclocks = 0;
+    __atomic_store_n(&g_nclocks, 0, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&g_lock);
 }
 
@@ -529,7 +545,7 @@ void eng_leg_play(eng_leg *leg, const int16_t *pcm, int n, int loops)
     leg->player.n = n;
     leg->player.pos = 0;
     leg->player.loops = loops < 0 ? -1 : (loops > 0 ? loops - 1 : 0);
-    leg->player.active = n > 0;
+    STORE(leg->player.active, n > 0);
     if (r) pthread_mutex_unlock(&r->lock);
 }
 
@@ -537,14 +553,14 @@ void eng_leg_stop(eng_leg *leg)
 {
     eng_room *r = leg->room;
     if (r) pthread_mutex_lock(&r->lock);
-    leg->player.active = 0;
+    STORE(leg->player.active, 0);
     leg->player.pcm = NULL;
     if (r) pthread_mutex_unlock(&r->lock);
 }
 
 int eng_leg_playing(eng_leg *leg)
 {
-    return leg->player.active;
+    return LOAD(leg->player.active);
 }
 
 int eng_leg_rate(eng_leg *leg)
@@ -595,13 +611,15 @@ void eng_leg_set_gain(eng_leg *leg, int gain_in, int gain_out)
 
 void eng_leg_get_stats(eng_leg *leg, eng_leg_stats *st)
 {
+    /* No lock: the tick publishes these with relaxed stores (a stats reader never waits for a
+     * clock thread, whatever that thread is blocked on). */
     st->rate = leg->m.rate;
-    st->rx_audio = leg->rx_audio;
-    st->rx_empty = leg->rx_empty;
-    st->tx = leg->tx;
-    st->errors = leg->errors;
-    st->energy = leg->m.energy;
-    st->talking = leg->m.talking;
+    st->rx_audio = LOAD(leg->rx_audio);
+    st->rx_empty = LOAD(leg->rx_empty);
+    st->tx = LOAD(leg->tx);
+    st->errors = LOAD(leg->errors);
+    st->energy = LOAD(leg->energy);
+    st->talking = LOAD(leg->talking);
 }
 
 eng_room *eng_room_create(void)
@@ -611,6 +629,7 @@ eng_room *eng_room_create(void)
         return NULL;
     mix_room_init(&r->m);
     floor_init(&r->floor);
+    r->rate = r->m.rate;
     r->id = new_id();
     pthread_mutex_init(&r->lock, NULL);
     pthread_mutex_lock(&g_lock);
@@ -635,7 +654,8 @@ eng_room *eng_room_create(void)
         return NULL;
     }
     r->clock = best;
-    c->rooms[c->nrooms++] = r;
+    c->rooms[c->nrooms] = r;
+    STORE(c->nrooms, c->nrooms + 1);  /* eng_clock_get_stats reads it without a lock */
     pthread_mutex_unlock(&c->lock);
     pthread_mutex_unlock(&g_lock);
     return r;
@@ -650,7 +670,8 @@ void eng_room_destroy(eng_room *r)
     pthread_mutex_lock(&c->lock);
     for (int i = 0; i < c->nrooms; i++) {
         if (c->rooms[i] == r) {
-            c->rooms[i] = c->rooms[--c->nrooms];
+            c->rooms[i] = c->rooms[c->nrooms - 1];
+            STORE(c->nrooms, c->nrooms - 1);
             break;
         }
     }
@@ -676,6 +697,8 @@ int eng_room_add(eng_room *r, eng_leg *leg)
     int rc = mix_room_add(&r->m, &leg->m);
     if (rc == 0)
         leg->room = r;
+    STORE(r->rate, r->m.rate);
+    STORE(r->nlegs, r->m.nlegs);
     pthread_mutex_unlock(&r->lock);
     return rc;
 }
@@ -689,36 +712,51 @@ void eng_leg_leave(eng_leg *leg)
     mix_room_remove(&r->m, &leg->m);
     floor_forget(&r->floor, &leg->m);
     leg->room = NULL;
+    STORE(r->rate, r->m.rate);
+    STORE(r->nlegs, r->m.nlegs);
     pthread_mutex_unlock(&r->lock);
 }
 
+/* The stats readers take no lock at all: the room and clock locks are held by a clock thread
+ * for its whole tick, and g_lock by a thread that may be waiting for a clock lock. Each counter
+ * is read atomically; a snapshot may mix values from two ticks, which stats can live with. */
 void eng_room_get_stats(eng_room *r, eng_room_stats *st)
 {
-    pthread_mutex_lock(&r->lock);
-    st->rate = r->m.rate;
-    st->nlegs = r->m.nlegs;
-    st->ticks = r->ticks;
-    st->tick_ns_total = r->tick_ns_total;
-    st->tick_ns_max = r->tick_ns_max;
-    pthread_mutex_unlock(&r->lock);
+    st->rate = LOAD(r->rate);
+    st->nlegs = LOAD(r->nlegs);
+    st->ticks = LOAD(r->ticks);
+    st->tick_ns_total = LOAD(r->tick_ns_total);
+    st->tick_ns_max = LOAD(r->tick_ns_max);
 }
 
 void eng_clock_get_stats(eng_clock_stats *st)
 {
     memset(st, 0, sizeof(*st));
-    pthread_mutex_lock(&g_lock);
-    st->nclocks = g_nclocks;
-    for (int i = 0; i < g_nclocks; i++) {
-        st->nrooms += g_clocks[i].nrooms;
-        st->ticks += g_clocks[i].ticks;
-        st->late += g_clocks[i].late;
-        st->resyncs += g_clocks[i].resyncs;
-        pthread_mutex_lock(&g_clocks[i].lock);
-        st->room_ticks += g_clocks[i].room_ticks;
-        st->room_tick_ns += g_clocks[i].room_tick_ns;
+    int n = __atomic_load_n(&g_nclocks, __ATOMIC_ACQUIRE);
+    st->nclocks = n;
+    for (int i = 0; i < n; i++) {
+        eng_clock *c = &g_clocks[i];
+        st->nrooms += LOAD(c->nrooms);
+        st->ticks += LOAD(c->ticks);
+        st->late += LOAD(c->late);
+        st->resyncs += LOAD(c->resyncs);
+        st->room_ticks += LOAD(c->room_ticks);
+        st->room_tick_ns += LOAD(c->room_tick_ns);
         for (int b = 0; b < ENG_TICK_BUCKETS; b++)
-            st->room_tick_hist[b] += g_clocks[i].room_tick_hist[b];
-        pthread_mutex_unlock(&g_clocks[i].lock);
+            st->room_tick_hist[b] += LOAD(c->room_tick_hist[b]);
     }
-    pthread_mutex_unlock(&g_lock);
+}
+
+int64_t eng_clock_stall_ns(void)
+{
+    int n = __atomic_load_n(&g_nclocks, __ATOMIC_ACQUIRE);
+    if (n == 0)
+        return 0;
+    int64_t now = now_ns(), worst = 0;
+    for (int i = 0; i < n; i++) {
+        int64_t age = now - LOAD(g_clocks[i].last_tick_ns);
+        if (age > worst)
+            worst = age;
+    }
+    return worst;
 }

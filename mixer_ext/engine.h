@@ -7,7 +7,10 @@
  *
  * Threads: attach/free/room operations are made by the SIP thread (registered with pjlib);
  * clock threads register themselves. Room and clock state are guarded by pthread mutexes that
- * the tick holds for microseconds.
+ * the tick holds for microseconds. Lock rules: a clock thread never calls into Python while it
+ * holds one (pjlib's log lines go to a lock-free ring, pjlog.h); callers from Python release
+ * the GIL before any function here that locks; the stats functions, eng_leg_playing and
+ * eng_clock_stall_ns take no lock at all (relaxed atomics).
  */
 #ifndef SIPCONF_ENGINE_H
 #define SIPCONF_ENGINE_H
@@ -123,5 +126,8 @@ int eng_room_add(eng_room *room, eng_leg *leg);
 void eng_leg_leave(eng_leg *leg);
 void eng_room_get_stats(eng_room *room, eng_room_stats *st);
 void eng_clock_get_stats(eng_clock_stats *st);
+/* Heartbeat: nanoseconds since the clock that ticked least recently completed a tick (0 when
+ * no clock runs). Lock-free, from any thread: a watchdog's view of a stuck clock. */
+int64_t eng_clock_stall_ns(void);
 
 #endif

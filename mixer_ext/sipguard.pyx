@@ -16,9 +16,17 @@ cdef extern from "dtmfinfo.h" nogil:
 
 def install(str host="sipconf") -> None:
     b = host.encode()
-    if sipguard_install(b) != 0:
+    cdef const char *h = b
+    cdef int rc
+    # Both take pjsip locks (the transport manager's, the endpoint's module lock, which pjsip
+    # holds while it runs callbacks into Python): never wait for them with the GIL.
+    with nogil:
+        rc = sipguard_install(h)
+    if rc != 0:
         raise RuntimeError("could not install the malformed-SIP handler")
-    if dtmfinfo_install() != 0:
+    with nogil:
+        rc = dtmfinfo_install()
+    if rc != 0:
         raise RuntimeError("could not install the SIP INFO DTMF handler")
 
 

@@ -3,6 +3,10 @@
 
 Every function here must be called from the node's SIP thread, the one thread that owns pjsua2
 (registered with pjlib); the clock threads run on their own, without the GIL.
+
+Rule: every call into C that can take a mutex is made ``with nogil`` (a clock thread holds its
+room's mutex for a whole tick; waiting for it with the GIL held would let anything that thread
+waits on stall Python too). Stats and the heartbeat take no lock at all.
 """
 from libc.stdint cimport int16_t, uint64_t, uintptr_t
 import numpy as np
@@ -46,7 +50,8 @@ def poll_events() -> list:
     cdef int n
     out = []
     while True:
-        n = eng_poll_events(buf, 64, &dropped)
+        with nogil:
+            n = eng_poll_events(buf, 64, &dropped)  # the ticks push under the same lock
         for i in range(n):
             out.append((buf[i].type, buf[i].leg_id,
                         chr(buf[i].digit) if buf[i].digit else "", buf[i].room_id))
@@ -56,15 +61,23 @@ def poll_events() -> list:
 
 def clock_stats() -> dict:
     cdef eng_clock_stats st
-    eng_clock_stats_get = eng_clock_get_stats
     with nogil:
-        eng_clock_stats_get(&st)
+        eng_clock_get_stats(&st)
     return {"clocks": st.nclocks, "rooms": st.nrooms, "ticks": st.ticks, "late": st.late,
             "resyncs": st.resyncs, "room_ticks": st.room_ticks,
             "room_tick_s": st.room_tick_ns / 1e9,
             "room_tick_hist": [st.room_tick_hist[i] for i in range(ENG_TICK_BUCKETS)],
             "room_tick_buckets_s": [eng_tick_bucket_ns[i] / 1e9
                                     for i in range(ENG_TICK_BUCKETS - 1)]}
+
+
+def clock_stall_seconds() -> float:
+    """Seconds since the least recent completed tick over the running clocks (0.0 when none
+    runs): grows without bound if a clock thread is stuck. Lock-free; callable from any thread."""
+    cdef int64_t ns
+    with nogil:
+        ns = eng_clock_stall_ns()
+    return ns / 1e9
 
 
 cdef class _Leg:
@@ -81,8 +94,11 @@ cdef class _Leg:
         self._clip = None
 
     def __dealloc__(self):
-        if self.leg != NULL:
-            eng_leg_free(self.leg)
+        cdef eng_leg *leg = self.leg
+        if leg != NULL:
+            self.leg = NULL
+            with nogil:
+                eng_leg_free(leg)  # takes the room's lock
 
     cdef eng_leg *_get(self) except NULL:
         if self.leg == NULL:
@@ -118,12 +134,17 @@ cdef class _Leg:
         cdef eng_leg *leg = self._get()
         cdef int n = pcm.shape[0]
         cdef int lp = loops if loops >= 1 else -1
+        # The old clip stays referenced until the C player no longer points into it: dropping it
+        # first would let a tick read freed memory.
+        old = self._clip
         self._clip = pcm
         if n == 0:
-            eng_leg_stop(leg)
-            return
-        with nogil:
-            eng_leg_play(leg, &pcm[0], n, lp)
+            with nogil:
+                eng_leg_stop(leg)
+        else:
+            with nogil:
+                eng_leg_play(leg, &pcm[0], n, lp)
+        del old
 
     def stop(self):
         cdef eng_leg *leg = self._get()
@@ -137,7 +158,9 @@ cdef class _Leg:
 
     def stats(self) -> dict:
         cdef eng_leg_stats st
-        eng_leg_get_stats(self._get(), &st)
+        cdef eng_leg *leg = self._get()
+        with nogil:
+            eng_leg_get_stats(leg, &st)
         return {"rate": st.rate, "rx_audio": st.rx_audio, "rx_empty": st.rx_empty,
                 "tx": st.tx, "errors": st.errors, "energy": st.energy,
                 "talking": bool(st.talking)}
@@ -161,7 +184,8 @@ cdef class Source(_Leg):
     """A room sound: its clip is mixed into the room like a member's voice."""
 
     def __cinit__(self, int rate=16000):
-        self.leg = eng_source_create(rate)
+        with nogil:
+            self.leg = eng_source_create(rate)  # its id comes from under the engine's lock
         if self.leg == NULL:
             raise ValueError(f"unsupported source rate {rate}")
 
@@ -183,8 +207,11 @@ cdef class MixRoom:
             self.room = NULL
 
     def __dealloc__(self):
-        if self.room != NULL:
-            eng_room_destroy(self.room)
+        cdef eng_room *room = self.room
+        if room != NULL:
+            self.room = NULL
+            with nogil:
+                eng_room_destroy(room)
 
     @property
     def id(self) -> int:
@@ -206,7 +233,8 @@ cdef class MixRoom:
         cdef eng_room_stats st
         if self.room == NULL:
             raise ValueError("room was destroyed")
-        eng_room_get_stats(self.room, &st)
+        with nogil:
+            eng_room_get_stats(self.room, &st)
         return {"rate": st.rate, "legs": st.nlegs, "ticks": st.ticks,
                 "tick_ns_avg": (st.tick_ns_total // st.ticks) if st.ticks else 0,
                 "tick_ns_max": st.tick_ns_max}
@@ -223,11 +251,18 @@ cdef class Tap:
             raise MemoryError()
 
     def __dealloc__(self):
-        if self.tap != NULL:
-            eng_tap_free(self.tap)
+        cdef eng_tap *tap = self.tap
+        if tap != NULL:
+            self.tap = NULL
+            with nogil:
+                eng_tap_free(tap)  # detaches: takes the room's lock
 
     def attach(self, MixRoom room):
-        if room.room == NULL or eng_tap_attach(self.tap, room.room) != 0:
+        cdef int rc = -1
+        if room.room != NULL:
+            with nogil:
+                rc = eng_tap_attach(self.tap, room.room)
+        if rc != 0:
             raise ValueError("room is gone or already tapped")
 
     def detach(self):
@@ -245,4 +280,7 @@ cdef class Tap:
 
     @property
     def dropped(self) -> int:
-        return eng_tap_dropped(self.tap)
+        cdef uint64_t d
+        with nogil:
+            d = eng_tap_dropped(self.tap)  # under the lock the tick's tap hook takes
+        return d

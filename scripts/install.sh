@@ -47,7 +47,7 @@ fi
 PIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
 "${PIP[@]}" "setuptools>=70" wheel "cython>=3.0" "numpy>=1.26" "trio>=0.25" "httpx>=0.27" \
     "defusedxml>=0.7" "miniaudio>=1.59" "lameenc>=1.7" "hypercorn>=0.16" "pocketsphinx>=5" \
-    "pytest>=8" "pytest-timeout>=2.2" "ruff>=0.5"
+    "pytest>=8" "pytest-timeout>=2.2" "ruff>=0.5" "hypothesis>=6.100"
 
 bash "$REPO/scripts/build-pjproject.sh"
 

@@ -9,20 +9,50 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from urllib.parse import urljoin, urlsplit
 from xml.etree.ElementTree import Element
 
 import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
 
+from .urls import BadUrl, check_url
+
 MAX_ROOM_NAME = 256
 MAX_MEMBERS_LIMIT = 20
+MAX_TIME_LIMIT = 86400  # the reference's default is also the longest a room timer runs
+MAX_DIGIT_PATTERNS = 100
+MAX_DIGIT_PATTERN_LENGTH = 32
+MAX_ATTRIBUTE_LENGTH = 4096
 BEEPS = ("beep:1", "beep:2")
 DIGITS_RE = re.compile(r"^[0-9*#A-Da-d]+$")
+LANGUAGE_RE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8}){0,3}$")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one document may ask for (the node's ``max_*`` options). Numbers past a limit are
+    cut to it (noted in ``Document.clamped``); sizes past a limit refuse the document."""
+
+    max_bytes: int = 256 * 1024
+    max_elements: int = 100
+    max_wait: int = 3600
+    max_loops: int = 100
+    max_speak_chars: int = 3000
+
+
+DEFAULT_LIMITS = Limits()
 
 
 class AnswerError(ValueError):
-    """The document cannot be executed; the message says why, for logs and SIP Warning headers."""
+    """The document cannot be executed; the message says why, for logs and SIP Warning headers.
+    ``option`` names the node limit it went past, if that is why."""
+
+    def __init__(self, message: str, option: str | None = None):
+        super().__init__(message)
+        self.option = option
+
+
+class _BadSound(AnswerError):
+    """A sound element that cannot be played: skipped (and logged), the document goes on."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +124,21 @@ class Document:
 
     verbs: tuple[Verb, ...]
     skipped: tuple[str, ...] = field(default=())
+    # (limit option, what was cut): values the document asked for past a node limit
+    clamped: tuple[tuple[str, str], ...] = field(default=())
+
+
+@dataclass
+class _Ctx:
+    base: str | None
+    limits: Limits
+    clamped: list[tuple[str, str]] = field(default_factory=list)
+
+    def clamp(self, name: str, value: int, hi: int, option: str) -> int:
+        if value <= hi:
+            return value
+        self.clamped.append((option, f"{name}={value} cut to {hi}"))
+        return hi
 
 
 # --- attribute converters --------------------------------------------------------------------
@@ -133,72 +178,78 @@ def _enum(name: str, value: str, allowed: tuple[str, ...]) -> str:
     return v
 
 
-def _url(name: str, value: str, base: str | None) -> str:
-    v = value.strip()
-    if not v:
-        raise AnswerError(f"{name}: empty URL")
-    if base and not urlsplit(v).scheme:
-        v = urljoin(base, v)
-    parts = urlsplit(v)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise AnswerError(f"{name}={value!r}: expected an absolute http(s) URL")
-    return v
+def _url(name: str, value: str, ctx: _Ctx) -> str:
+    try:
+        return check_url(value, ctx.base)
+    except BadUrl as exc:
+        raise AnswerError(f"{name}={_show(value)}: {exc}") from None
 
 
-def _sound(name: str, value: str, base: str | None) -> str:
+def _show(value: str) -> str:
+    return repr(value if len(value) <= 80 else value[:80] + "...")
+
+
+def _sound(name: str, value: str, ctx: _Ctx) -> str:
     v = value.strip()
     if v == "" or v.lower() in BEEPS:
         return v.lower()
-    return _url(name, v, base)
+    return _url(name, v, ctx)
 
 
 def _digits_match(name: str, value: str) -> tuple[str, ...]:
     patterns = tuple(p.strip() for p in value.split(",") if p.strip())
+    if len(patterns) > MAX_DIGIT_PATTERNS:
+        raise AnswerError(f"{name}: more than {MAX_DIGIT_PATTERNS} patterns")
     for p in patterns:
+        if len(p) > MAX_DIGIT_PATTERN_LENGTH:
+            raise AnswerError(f"{name}: a pattern longer than {MAX_DIGIT_PATTERN_LENGTH} digits")
         if not DIGITS_RE.match(p):
             raise AnswerError(f"{name}={value!r}: {p!r} is not a digit string (0-9, *, #, A-D)")
     return tuple(p.upper() for p in patterns)
 
 
-# attribute name -> (field name, converter(name, value, base))
+# attribute name -> (field name, converter(name, value, parse context))
 _CONFERENCE_ATTRS = {
-    "muted": ("muted", lambda n, v, b: _bool(n, v)),
+    "muted": ("muted", lambda n, v, c: _bool(n, v)),
     "enterSound": ("enter_sound", _sound),
     "exitSound": ("exit_sound", _sound),
-    "maxMembers": ("max_members", lambda n, v, b: _int(n, v, 1, MAX_MEMBERS_LIMIT)),
-    "timeLimit": ("time_limit", lambda n, v, b: _int(n, v, 1)),
-    "hangupOnStar": ("hangup_on_star", lambda n, v, b: _bool(n, v)),
-    "stayAlone": ("stay_alone", lambda n, v, b: _bool(n, v)),
-    "startConferenceOnEnter": ("start_conference_on_enter", lambda n, v, b: _bool(n, v)),
-    "endConferenceOnExit": ("end_conference_on_exit", lambda n, v, b: _bool(n, v)),
+    "maxMembers": ("max_members", lambda n, v, c: _int(n, v, 1, MAX_MEMBERS_LIMIT)),
+    "timeLimit": ("time_limit",
+                  lambda n, v, c: c.clamp(n, _int(n, v, 1), MAX_TIME_LIMIT, "timeLimit")),
+    "hangupOnStar": ("hangup_on_star", lambda n, v, c: _bool(n, v)),
+    "stayAlone": ("stay_alone", lambda n, v, c: _bool(n, v)),
+    "startConferenceOnEnter": ("start_conference_on_enter", lambda n, v, c: _bool(n, v)),
+    "endConferenceOnExit": ("end_conference_on_exit", lambda n, v, c: _bool(n, v)),
     "waitSound": ("wait_sound", _url),
-    "record": ("record", lambda n, v, b: _bool(n, v)),
-    "recordFileFormat": ("record_file_format", lambda n, v, b: _enum(n, v, ("mp3", "wav"))),
+    "record": ("record", lambda n, v, c: _bool(n, v)),
+    "recordFileFormat": ("record_file_format", lambda n, v, c: _enum(n, v, ("mp3", "wav"))),
     "transcriptionType": (
         "transcription_type",
-        lambda n, v, b: _enum(n, v, ("auto", "hybrid", "manual")),
+        lambda n, v, c: _enum(n, v, ("auto", "hybrid", "manual")),
     ),
     "transcriptionUrl": ("transcription_url", _url),
-    "transcriptionMethod": ("transcription_method", lambda n, v, b: _method(n, v)),
+    "transcriptionMethod": ("transcription_method", lambda n, v, c: _method(n, v)),
     "action": ("action", _url),
-    "method": ("method", lambda n, v, b: _method(n, v)),
+    "method": ("method", lambda n, v, c: _method(n, v)),
     "callbackUrl": ("callback_url", _url),
-    "callbackMethod": ("callback_method", lambda n, v, b: _method(n, v)),
-    "redirect": ("redirect", lambda n, v, b: _bool(n, v)),
-    "digitsMatch": ("digits_match", lambda n, v, b: _digits_match(n, v)),
-    "floorEvent": ("floor_event", lambda n, v, b: _bool(n, v)),
-    "relayDTMF": ("relay_dtmf", lambda n, v, b: _bool(n, v)),
+    "callbackMethod": ("callback_method", lambda n, v, c: _method(n, v)),
+    "redirect": ("redirect", lambda n, v, c: _bool(n, v)),
+    "digitsMatch": ("digits_match", lambda n, v, c: _digits_match(n, v)),
+    "floorEvent": ("floor_event", lambda n, v, c: _bool(n, v)),
+    "relayDTMF": ("relay_dtmf", lambda n, v, c: _bool(n, v)),
 }
 
 
-def _attrs(el: Element, table: dict, base: str | None) -> dict:
+def _attrs(el: Element, table: dict, ctx: _Ctx) -> dict:
     out = {}
     for name, value in el.attrib.items():
         if name not in table:
             known = ", ".join(sorted(table)) or "none"
-            raise AnswerError(f"<{el.tag}>: unknown attribute {name!r} (known: {known})")
+            raise AnswerError(f"<{el.tag}>: unknown attribute {_show(name)} (known: {known})")
+        if len(value) > MAX_ATTRIBUTE_LENGTH:
+            raise AnswerError(f"{el.tag}.{name}: longer than {MAX_ATTRIBUTE_LENGTH} characters")
         fname, conv = table[name]
-        out[fname] = conv(f"{el.tag}.{name}", value, base)
+        out[fname] = conv(f"{el.tag}.{name}", value, ctx)
     return out
 
 
@@ -211,7 +262,7 @@ def _no_children(el: Element) -> None:
         raise AnswerError(f"<{el.tag}> must not contain elements (found <{el[0].tag}>)")
 
 
-def _conference(el: Element, base: str | None) -> Conference:
+def _conference(el: Element, ctx: _Ctx) -> Conference:
     _no_children(el)
     room = _text(el)
     if not room:
@@ -220,48 +271,69 @@ def _conference(el: Element, base: str | None) -> Conference:
         raise AnswerError(f"<Conference>: room name longer than {MAX_ROOM_NAME} characters")
     if any(ord(c) < 32 for c in room):
         raise AnswerError("<Conference>: room name contains control characters")
-    conf = Conference(room=room, **_attrs(el, _CONFERENCE_ATTRS, base))
+    conf = Conference(room=room, **_attrs(el, _CONFERENCE_ATTRS, ctx))
     if conf.transcription_url and not conf.record:
         raise AnswerError("<Conference>: transcriptionUrl needs record=\"true\"")
     return conf
 
 
-_LOOP = ("loop", lambda n, v, b: _int(n, v, 0))
+def _loop(n: str, v: str, ctx: _Ctx) -> int:
+    return ctx.clamp(n, _int(n, v, 0), ctx.limits.max_loops, "max_play_loops")
 
 
-def _play(el: Element, base: str | None) -> Play:
+_LOOP = ("loop", _loop)
+
+
+def _play(el: Element, ctx: _Ctx) -> Play:
     _no_children(el)
-    return Play(url=_url("Play", _text(el), base), **_attrs(el, {"loop": _LOOP}, base))
+    attrs = _attrs(el, {"loop": _LOOP}, ctx)
+    try:
+        url = _url("Play", _text(el), ctx)
+    except AnswerError as exc:
+        raise _BadSound(str(exc)) from None  # a sound that cannot be had is skipped
+    return Play(url=url, **attrs)
 
 
-def _speak(el: Element, base: str | None) -> Speak:
+def _language(n: str, v: str, ctx: _Ctx) -> str:
+    v = v.strip() or "en-US"
+    if not LANGUAGE_RE.match(v):
+        raise AnswerError(f"{n}={_show(v)}: expected a language tag such as en-US")
+    return v
+
+
+def _speak(el: Element, ctx: _Ctx) -> Speak:
     _no_children(el)
     text = _text(el)
     if not text:
         raise AnswerError("<Speak>: empty text")
+    if len(text) > ctx.limits.max_speak_chars:
+        raise AnswerError(f"<Speak>: text of {len(text)} characters, longer than "
+                          f"{ctx.limits.max_speak_chars} (max_speak_chars)", "max_speak_chars")
     table = {
         "loop": _LOOP,
-        "voice": ("voice", lambda n, v, b: _enum(n, v, ("woman", "man")).upper()),
-        "language": ("language", lambda n, v, b: v.strip() or "en-US"),
+        "voice": ("voice", lambda n, v, c: _enum(n, v, ("woman", "man")).upper()),
+        "language": ("language", _language),
     }
-    return Speak(text=text, **_attrs(el, table, base))
+    return Speak(text=text, **_attrs(el, table, ctx))
 
 
-def _wait(el: Element, base: str | None) -> Wait:
+def _wait(el: Element, ctx: _Ctx) -> Wait:
     _no_children(el)
-    return Wait(**_attrs(el, {"length": ("length", lambda n, v, b: _int(n, v, 1))}, base))
+    length = ("length", lambda n, v, c: c.clamp(n, _int(n, v, 1), c.limits.max_wait,
+                                                 "max_wait_seconds"))
+    return Wait(**_attrs(el, {"length": length}, ctx))
 
 
-def _redirect(el: Element, base: str | None) -> Redirect:
+def _redirect(el: Element, ctx: _Ctx) -> Redirect:
     _no_children(el)
-    table = {"method": ("method", lambda n, v, b: _method(n, v))}
-    return Redirect(url=_url("Redirect", _text(el), base), **_attrs(el, table, base))
+    table = {"method": ("method", lambda n, v, c: _method(n, v))}
+    return Redirect(url=_url("Redirect", _text(el), ctx), **_attrs(el, table, ctx))
 
 
-def _hangup(el: Element, base: str | None) -> Hangup:
+def _hangup(el: Element, ctx: _Ctx) -> Hangup:
     _no_children(el)
-    table = {"reason": ("reason", lambda n, v, b: v.strip())}
-    return Hangup(**_attrs(el, table, base))
+    table = {"reason": ("reason", lambda n, v, c: v.strip()[:64])}
+    return Hangup(**_attrs(el, table, ctx))
 
 
 _VERBS = {
@@ -277,37 +349,54 @@ _VERBS = {
 SOUND_VERBS = (Play, Speak, Wait)
 
 
-def parse_document(data: bytes | str, base_url: str | None = None) -> Document:
-    """Parse a `<Response>` document; relative URLs resolve against ``base_url``."""
+def parse_document(data: bytes | str, base_url: str | None = None,
+                   limits: Limits = DEFAULT_LIMITS, *, lenient: bool = False) -> Document:
+    """Parse a `<Response>` document; relative URLs resolve against ``base_url``. With
+    ``lenient`` an element that is wrong is skipped (named in ``skipped`` with why) instead of
+    refusing the whole document."""
     if isinstance(data, str):
         data = data.encode()
+    if len(data) > limits.max_bytes:
+        raise AnswerError(f"document of {len(data)} bytes, larger than {limits.max_bytes} "
+                          "(max_document_bytes)", "max_document_bytes")
     if not data.strip():
         raise AnswerError("empty document")
     try:
         root = SafeET.fromstring(data)
     except DefusedXmlException as exc:
         raise AnswerError(f"forbidden XML construct: {exc.__class__.__name__}") from None
-    except SafeET.ParseError as exc:
+    except (SafeET.ParseError, ValueError, RecursionError) as exc:
         raise AnswerError(f"not valid XML: {exc}") from None
     if root.tag != "Response":
-        raise AnswerError(f"root element is <{root.tag}>, expected <Response>")
+        raise AnswerError(f"root element is <{_show(str(root.tag))[1:-1]}>, expected <Response>")
+    if len(root) > limits.max_elements:
+        raise AnswerError(f"{len(root)} elements, more than {limits.max_elements} "
+                          "(max_document_elements)", "max_document_elements")
+    ctx = _Ctx(base_url, limits)
     verbs: list[Verb] = []
     skipped: list[str] = []
     for el in root:
         parser = _VERBS.get(el.tag)
         if parser is None:
-            skipped.append(str(el.tag))
+            skipped.append(_show(str(el.tag))[1:-1])
             continue
-        verbs.append(parser(el, base_url))
-    return Document(verbs=tuple(verbs), skipped=tuple(skipped))
+        try:
+            verbs.append(parser(el, ctx))
+        except AnswerError as exc:
+            if not lenient and not isinstance(exc, _BadSound):
+                raise
+            skipped.append(f"{el.tag} ({exc})")
+    return Document(verbs=tuple(verbs), skipped=tuple(skipped), clamped=tuple(ctx.clamped))
 
 
-def parse_sound_document(data: bytes | str, base_url: str | None = None) -> Document:
-    """Parse the document behind an enter/exit/wait sound URL: only Play, Speak, Wait count."""
-    doc = parse_document(data, base_url)
+def parse_sound_document(data: bytes | str, base_url: str | None = None,
+                         limits: Limits = DEFAULT_LIMITS) -> Document:
+    """Parse the document behind an enter/exit/wait sound URL: only Play, Speak, Wait count,
+    and one that is wrong (a bad URL, say) is skipped, not the whole sound."""
+    doc = parse_document(data, base_url, limits, lenient=True)
     kept = tuple(v for v in doc.verbs if isinstance(v, SOUND_VERBS))
     dropped = tuple(type(v).__name__ for v in doc.verbs if not isinstance(v, SOUND_VERBS))
-    return Document(verbs=kept, skipped=doc.skipped + dropped)
+    return Document(verbs=kept, skipped=doc.skipped + dropped, clamped=doc.clamped)
 
 
 def builtin_document(room: str) -> Document:

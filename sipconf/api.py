@@ -8,8 +8,14 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 import re
 from typing import Any, Protocol
+from urllib.parse import unquote
+
+from .faults import Faults
+
+log = logging.getLogger("sipconf.api")
 
 MEMBER_ACTIONS = ("mute", "unmute", "deaf", "undeaf", "kick", "hangup")
 
@@ -23,6 +29,9 @@ class Controls(Protocol):
     def end_room(self, room: str) -> bool: ...
     async def metrics_text(self) -> str: ...
     async def room_command(self, room: str, command: str, body: dict) -> dict | None: ...
+    def health(self) -> str | None: ...
+    def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]: ...
+    def forget_dead_letter(self, dead_id: int) -> bool: ...
 
 
 def openapi() -> dict[str, Any]:
@@ -39,7 +48,18 @@ def openapi() -> dict[str, Any]:
           "404": {"description": "no such room or member"}}
     paths: dict[str, Any] = {
         "/health": {"get": {"summary": "Liveness (no auth)", "security": [],
-                            "responses": {"200": {"description": "the node is up"}}}},
+                            "responses": {"200": {"description": "the node is up"},
+                                          "503": {"description": "the node is broken (its SIP "
+                                                  "thread died or a mixer clock stalled) and "
+                                                  "is exiting; reason in the body"}}}},
+        "/v1/dead-letters": {"get": {
+            "summary": "Events no retry could deliver, newest first, with the reason",
+            "parameters": [{"name": "limit", "in": "query", "required": False,
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}],
+            "responses": {"200": {"description": "{\"dead_letters\": [...]}"},
+                          "401": ok["401"]}}},
+        "/v1/dead-letters/{id}": {"delete": {
+            "summary": "Forget one dead letter", "parameters": [_p("id")], "responses": ok}},
         "/metrics": {"get": {"summary": "Prometheus metrics (no auth)", "security": [],
                              "responses": {"200": {"description": "text exposition"}}}},
         "/v1/rooms": {"get": {"summary": "Rooms and their members", "responses": {
@@ -69,7 +89,9 @@ def openapi() -> dict[str, Any]:
         paths[f"/v1/rooms/{{room}}/{cmd}"] = {"post": {
             "summary": summary, "parameters": [_p("room")],
             "requestBody": {"content": {"application/json": {"schema": body}}},
-            "responses": {**ok, "400": {"description": "bad request"}}}}
+            "responses": {**ok, "400": {"description": "bad request"},
+                          "409": {"description": "the room cannot take it now (its sound "
+                                                 "limit, or already / not recording)"}}}}
     for action in MEMBER_ACTIONS:
         paths[f"/v1/rooms/{{room}}/members/{{member_id}}/{action}"] = {"post": {
             "summary": {"mute": "Nobody hears the member", "unmute": "Undo mute",
@@ -95,19 +117,40 @@ _ROOM = re.compile(r"^/v1/rooms/([^/]+)$")
 _END = re.compile(r"^/v1/rooms/([^/]+)/end$")
 _COMMAND = re.compile(r"^/v1/rooms/([^/]+)/(play|speak|record/start|record/stop)$")
 MAX_BODY = 64 * 1024
+_DEAD = re.compile(r"^/v1/dead-letters/([0-9]{1,18})$")
 _MEMBER = re.compile(r"^/v1/rooms/([^/]+)/members/([^/]+)/(" + "|".join(MEMBER_ACTIONS) + r")$")
 
 
 class ControlApi:
-    """ASGI app for /health, /openapi.json and /v1/..."""
+    """ASGI app for /health, /openapi.json and /v1/...; each request is its own unit: an
+    unexpected error is counted and answered with a JSON 500, nothing else is touched."""
 
-    def __init__(self, node: Controls, token: str | None):
+    def __init__(self, node: Controls, token: str | None, faults: Faults | None = None):
         self.node = node
         self.token = token
+        self.faults = faults or Faults()
 
     async def __call__(self, scope, receive, send) -> None:
+        started = False
+
+        async def tracked(msg) -> None:
+            nonlocal started
+            started = started or msg["type"] == "http.response.start"
+            await send(msg)
+
+        try:
+            await self._handle(scope, receive, tracked)
+        except Exception as exc:  # noqa: BLE001 - the boundary of one request
+            self.faults.record("api", exc)
+            if not started:
+                await _json(send, 500, {"error": "internal error (see the node's log)"})
+
+    async def _handle(self, scope, receive, send) -> None:
         path, method = scope["path"], scope["method"]
         if path == "/health":
+            broken = self.node.health()
+            if broken:
+                return await _json(send, 503, {"status": "broken", "reason": broken})
             return await _json(send, 200, {"status": "ok"})
         if path == "/openapi.json":
             return await _json(send, 200, openapi())
@@ -122,10 +165,18 @@ class ControlApi:
         if not self._authorized(dict(scope["headers"]).get(b"authorization", b"")):
             return await _json(send, 401, {"error": "bearer token required"},
                                [(b"www-authenticate", b"Bearer")])
-        from urllib.parse import unquote
-
         if path == "/v1/rooms" and method == "GET":
             return await _json(send, 200, await self.node.rooms_info())
+        if path == "/v1/dead-letters" and method == "GET":
+            query = dict(p.split("=", 1) for p in scope.get("query_string", b"").decode(
+                "latin-1").split("&") if "=" in p)
+            limit = query.get("limit", "100")
+            if not limit.isdigit() or not 1 <= int(limit) <= 1000:
+                return await _json(send, 400, {"error": "limit must be 1-1000"})
+            return await _json(send, 200, {"dead_letters": self.node.dead_letters(int(limit))})
+        if (m := _DEAD.match(path)) and method == "DELETE":
+            ok = self.node.forget_dead_letter(int(m.group(1)))
+            return await _json(send, 200 if ok else 404, {"ok": ok})
         if (m := _ROOM.match(path)) and method == "GET":
             info = await self.node.room_info(unquote(m.group(1)))
             return await _json(send, 200 if info else 404, info or {"error": "no such room"})
@@ -140,12 +191,14 @@ class ControlApi:
             result = await self.node.room_command(unquote(m.group(1)), m.group(2), body)
             if result is None:
                 return await _json(send, 404, {"error": "no such room or member"})
-            return await _json(send, 200 if result.get("ok") else 400, result)
+            status = 200 if result.get("ok") else result.pop("status", 400)
+            result.pop("status", None)
+            return await _json(send, status, result)
         if (m := _MEMBER.match(path)) and method == "POST":
             ok = await self.node.member_action(unquote(m.group(1)), unquote(m.group(2)),
                                                m.group(3))
             return await _json(send, 200 if ok else 404, {"ok": ok})
-        return await _json(send, 404 if method in ("GET", "POST") else 405,
+        return await _json(send, 404 if method in ("GET", "POST", "DELETE") else 405,
                            {"error": "no such endpoint"})
 
     def _authorized(self, header: bytes) -> bool:
@@ -167,7 +220,7 @@ async def _read_json(receive) -> dict:
         return {}
     try:
         body = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ValueError("body is not JSON") from None
     if not isinstance(body, dict):
         raise ValueError("body must be a JSON object")

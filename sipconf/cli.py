@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 
 import trio
 
-from .config import LOG_LEVELS, OPTIONS, NodeConfig, build, load_file
+from .config import OPTIONS, RTP_PORTS_HELP, NodeConfig, build, load_file, option_fields
+
+EXIT_BROKEN = 3  # the node broke (SIP thread died, a mixer clock stalled): restart it
 
 
 def _port_range(text: str) -> tuple[int, int]:
@@ -22,66 +25,28 @@ def _port_range(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line, derived from the option table (config.NodeConfig)."""
     p = argparse.ArgumentParser(prog="sipconf", description="SIP/RTP conferencing node")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="run the node")
-    s.add_argument("--sip-host", default=None,
-                   help="address for SIP and RTP (default 127.0.0.1)")
-    s.add_argument("--sip-port", type=int, default=None, help="SIP UDP port (default 5080)")
-    s.add_argument("--sip-tcp", action="store_true", default=None,
-                   help="also listen for SIP over TCP")
-    s.add_argument("--answer-url", default=None,
-                   help="URL returning answer XML; without it every call joins the room "
-                        "named by the dialled user")
-    s.add_argument("--answer-method", default=None, choices=("GET", "POST"),
-                   help="default POST")
-    s.add_argument("--answer-timeout", type=float, default=None,
-                   help="seconds to wait for the answer URL (default 5)")
-    s.add_argument("--rtp-ports", type=_port_range, default=None,
-                   metavar="LOW-HIGH", help="RTP port range (default 40000-40999)")
-    s.add_argument("--max-calls", type=int, default=None, help="default 500")
-    s.add_argument("--mixer-clocks", type=int, default=None,
-                   help="mixer clock threads (default: cores, at most 4)")
-    s.add_argument("--auth-token", default=None,
-                   help="key for the X-Sipconf-Signature on every request to your web app "
-                        "(default: $SIPCONF_AUTH_TOKEN; unsigned without one)")
-    s.add_argument("--data-dir", default=None,
-                   help="where the node keeps its webhook spool (default: $SIPCONF_DATA_DIR "
-                        "or ~/.local/state/sipconf)")
-    s.add_argument("--webhook-ttl", type=float, default=None,
-                   help="seconds an undelivered event is retried before it is dropped "
-                        "(default 86400)")
-    s.add_argument("--webhook-max-backoff", type=float, default=None,
-                   help="longest wait between retries, seconds (default 30)")
-    s.add_argument("--http-host", default=None,
-                   help="address of the node's HTTP server (recordings, control API, metrics; "
-                        "default 127.0.0.1)")
-    s.add_argument("--http-port", type=int, default=None, help="HTTP port (default 8080)")
-    s.add_argument("--public-url", default=None,
-                   help="base URL your web app uses to reach the HTTP server (RecordUrl); "
-                        "default http://HTTP-HOST:HTTP-PORT")
-    s.add_argument("--recording-retention-days", type=float, default=None,
-                   help="delete recordings older than this (default 0: keep)")
-    s.add_argument("--api-token", default=None,
-                   help="bearer token for the control API on the HTTP port (default: "
-                        "$SIPCONF_API_TOKEN; without one the API answers 401)")
-    s.add_argument("--log-level", default=None, choices=LOG_LEVELS, help="default info")
-    s.add_argument("--log-format", default=None, choices=("text", "json"),
-                   help="text (default) or json: one JSON object per line")
-    s.add_argument("--register", default=None, metavar="sip:USER@PBX[:PORT]",
-                   help="register the node on a PBX as this address of record")
-    s.add_argument("--auth-user", default=None,
-                   help="digest user for --register (default: its USER)")
-    s.add_argument("--auth-password", default=None,
-                   help="digest password for --register (default: $SIPCONF_AUTH_PASSWORD)")
-    s.add_argument("--register-expires", type=int, default=None,
-                   help="registration lifetime asked of the PBX, seconds (default 120; the "
-                        "node refreshes it before then, and so is back within this long "
-                        "after a PBX restart)")
-    s.add_argument("--trust", action="append", default=None, metavar="CIDR",
-                   help="a network the node takes calls from, repeatable (default "
-                        "127.0.0.0/8 and ::1; the registrar is always trusted); calls from "
-                        "anywhere else get 403; 0.0.0.0/0 takes calls from anyone")
+    for f in option_fields():
+        meta, flag = f.metadata, "--" + f.name.replace("_", "-")
+        kw: dict = {"default": None, "help": meta["help"]}
+        kind = str(f.type)
+        if kind == "bool":
+            kw["action"] = "store_true"
+        elif kind.startswith("tuple"):
+            kw["action"] = "append"
+        else:
+            kw["type"] = {"int": int, "float": float}.get(kind, str)
+        if meta["choices"]:
+            kw["choices"] = meta["choices"]
+        if meta["metavar"]:
+            kw["metavar"] = meta["metavar"]
+        s.add_argument(flag, **kw)
+        if f.name == "answer_timeout":
+            s.add_argument("--rtp-ports", type=_port_range, default=None, metavar="LOW-HIGH",
+                           help=RTP_PORTS_HELP)
     s.add_argument("--config", default=None, metavar="FILE",
                    help="TOML file with any of these options (e.g. sip_port = 5080, "
                         "rtp_ports = \"40000-40999\"); the command line overrides it")
@@ -155,14 +120,24 @@ def main(argv: list[str] | None = None) -> int:
     handler.setFormatter(JsonFormatter() if config.log_format == "json" else logging.Formatter(
         "%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=getattr(logging, config.log_level.upper()), handlers=[handler])
-    from .sip import EngineError
+    from .engine import EngineError
+    from .node import NodeBroken
     from .web import HttpError
 
     failures: list[BaseException] = []
+    broken: list[BaseException] = []
     try:
         trio.run(_serve, config)
+    except* NodeBroken as group:
+        broken.extend(_leaves(group))
     except* (EngineError, HttpError) as group:
         failures.extend(_leaves(group))
-    for exc in failures:
+    for exc in failures + broken:
         print(f"sipconf: {exc}", file=sys.stderr)
+    if broken:
+        # A stuck SIP thread or mixer clock may never let the interpreter finish: leave now,
+        # with the code a supervisor (systemd Restart=on-failure, Docker) restarts on.
+        logging.shutdown()
+        sys.stderr.flush()
+        os._exit(EXIT_BROKEN)
     return 1 if failures else 0

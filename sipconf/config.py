@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 
@@ -21,46 +22,104 @@ def default_data_dir() -> str:
     return os.path.join(base, "sipconf")
 
 
+def opt(default, help: str, *, default_factory=None, choices: tuple[str, ...] | None = None,
+        metavar: str | None = None, flag: bool = True):
+    """A config option: a NodeConfig field that the TOML file and (with ``flag``) the command
+    line may set; ``help`` is its one description, used by both."""
+    meta = {"help": help, "choices": choices, "metavar": metavar, "flag": flag}
+    if default_factory is not None:
+        return field(default_factory=default_factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 @dataclass(frozen=True)
 class NodeConfig:
-    sip_host: str = "127.0.0.1"
-    sip_port: int = 5080
-    sip_tcp: bool = False
-    answer_url: str | None = None
-    answer_method: str = "POST"
-    answer_timeout: float = 5.0
+    """Every setting of a node. Fields made with :func:`opt` are options (config file and
+    command line, derived from here); the rest are tuning knobs for tests and benchmarks."""
+
+    sip_host: str = opt("127.0.0.1", "address for SIP and RTP (default 127.0.0.1)")
+    sip_port: int = opt(5080, "SIP UDP port (default 5080)")
+    sip_tcp: bool = opt(False, "also listen for SIP over TCP")
+    answer_url: str | None = opt(None, "URL returning answer XML; without it every call joins "
+                                       "the room named by the dialled user")
+    answer_method: str = opt("POST", "default POST", choices=("GET", "POST"))
+    answer_timeout: float = opt(5.0, "seconds an answer, Redirect or action request may take "
+                                     "in all (default 5)")
     rtp_port_min: int = 40000
     rtp_port_max: int = 40999
-    max_calls: int = 500
-    log_level: str = "info"
-    mixer_clocks: int = max(1, min(4, os.cpu_count() or 1))
+    max_calls: int = opt(500, "default 500")
+    log_level: str = opt("info", "default info", choices=LOG_LEVELS)
+    mixer_clocks: int = opt(max(1, min(4, os.cpu_count() or 1)),
+                            "mixer clock threads (default: cores, at most 4)")
     media_threads: int = 1
     # Jitter buffer (ms): small, because the node adds as little delay as it can.
     jb_init_ms: int = 20
     jb_min_ms: int = 10
     jb_max_ms: int = 60
     opus_bitrate: int = 32000
-    sound_fetch_timeout: float = 10.0
-    sound_cache_bytes: int = 20 * 1024 * 1024
+    sound_fetch_timeout: float = opt(10.0, "seconds a sound file or sound document may take "
+                                           "to fetch in all (default 10)")
+    sound_cache_bytes: int = opt(20 * 1024 * 1024, "bytes of decoded sounds kept in memory "
+                                                   "(default 20 MiB)")
     # Webhooks: signing key, the spool's directory, how long and how patiently to retry.
-    auth_token: str | None = None
-    data_dir: str = field(default_factory=lambda: default_data_dir())
-    webhook_ttl: float = 24 * 3600.0
-    webhook_max_backoff: float = 30.0
+    auth_token: str | None = opt(None, "key for the X-Sipconf-Signature on every request to "
+                                       "your web app (default: $SIPCONF_AUTH_TOKEN; unsigned "
+                                       "without one)")
+    data_dir: str = opt(None, "where the node keeps its webhook spool and recordings (default: "
+                              "$SIPCONF_DATA_DIR or ~/.local/state/sipconf)",
+                        default_factory=lambda: default_data_dir())
+    webhook_ttl: float = opt(24 * 3600.0, "seconds an undelivered event is retried before it "
+                                          "goes to the dead letters (default 86400)")
+    webhook_max_backoff: float = opt(30.0, "longest wait between retries, seconds (default 30)")
+    webhook_timeout: float = opt(5.0, "seconds one event delivery may take in all (default 5)")
     # The node's HTTP server (recordings); public_url is how your web app reaches it.
-    http_host: str | None = None  # default 127.0.0.1: the control API is not for the world
-    http_port: int = 8080
-    public_url: str | None = None
-    recording_retention_days: float = 0.0  # 0 = keep
-    api_token: str | None = None  # the control API refuses every request without one
-    log_format: str = "text"  # or "json": one JSON object per line
+    http_host: str | None = opt(None, "address of the node's HTTP server (recordings, control "
+                                      "API, metrics; default 127.0.0.1)")
+    http_port: int = opt(8080, "HTTP port (default 8080)")
+    public_url: str | None = opt(None, "base URL your web app uses to reach the HTTP server "
+                                       "(RecordUrl); default http://HTTP-HOST:HTTP-PORT")
+    recording_retention_days: float = opt(0.0, "delete recordings older than this (default 0: "
+                                               "keep)")
+    api_token: str | None = opt(None, "bearer token for the control API on the HTTP port "
+                                      "(default: $SIPCONF_API_TOKEN; without one the API "
+                                      "answers 401)")
+    log_format: str = opt("text", "text (default) or json: one JSON object per line",
+                          choices=("text", "json"))
     # Registration on a PBX (sip:USER@PBX[:PORT]) with digest credentials.
-    register: str | None = None
-    auth_user: str | None = None  # default: the register URI's user
-    auth_password: str | None = None
-    register_expires: int = 120
+    register: str | None = opt(None, "register the node on a PBX as this address of record",
+                               metavar="sip:USER@PBX[:PORT]")
+    auth_user: str | None = opt(None, "digest user for --register (default: its USER)")
+    auth_password: str | None = opt(None, "digest password for --register (default: "
+                                          "$SIPCONF_AUTH_PASSWORD)")
+    register_expires: int = opt(120, "registration lifetime asked of the PBX, seconds (default "
+                                     "120; the node refreshes it before then, and so is back "
+                                     "within this long after a PBX restart)")
     # Who may call: networks (CIDR) the node takes calls from; the registrar is added to them.
-    trust: tuple[str, ...] = DEFAULT_TRUST
+    trust: tuple[str, ...] = opt(DEFAULT_TRUST, "a network the node takes calls from, "
+                                                "repeatable (default 127.0.0.0/8 and ::1; the "
+                                                "registrar is always trusted); calls from "
+                                                "anywhere else get 403; 0.0.0.0/0 takes calls "
+                                                "from anyone", metavar="CIDR")
+    # Limits on what a document or an API request controls (each hit is logged and counted).
+    max_wait_seconds: int = opt(3600, "longest <Wait>; longer ones are cut to it (default 3600)")
+    max_play_loops: int = opt(100, "most times a <Play>/<Speak> loops; more is cut to it "
+                                   "(default 100; loop=\"0\" still plays until the call ends)")
+    max_sound_seconds: float = opt(600.0, "longest sound (decoded file, speech or sound "
+                                          "document); longer ones are refused before they are "
+                                          "decoded (default 600)")
+    max_sound_bytes: int = opt(20 * 1024 * 1024, "largest sound file fetched (default 20 MiB)")
+    max_speak_chars: int = opt(3000, "longest <Speak> text or API speech (default 3000)")
+    max_tts_processes: int = opt(4, "espeak-ng processes at once; more wait (default 4)")
+    max_document_bytes: int = opt(256 * 1024, "largest answer/action/sound document "
+                                              "(default 256 KiB)")
+    max_document_elements: int = opt(100, "most elements in one document (default 100)")
+    max_documents_per_call: int = opt(20, "most documents one call runs: answer, Redirects "
+                                          "and action replies (default 20); then it hangs up")
+    max_room_sounds: int = opt(8, "most sounds playing in one room at once; the API answers "
+                                  "409 past it and a document's sound is skipped (default 8)")
+    document_concurrency: int = opt(64, "answer/Redirect/action requests at once (default 64)")
+    webhook_concurrency: int = opt(32, "event deliveries at once (default 32)")
+    sound_concurrency: int = opt(8, "sound file and sound document fetches at once (default 8)")
 
     def __post_init__(self) -> None:
         if not (0 < self.sip_port < 65536):
@@ -90,6 +149,11 @@ class NodeConfig:
         if not (10 <= self.register_expires <= 86400):
             raise ValueError("register expires must be 10-86400 seconds")
         parse_networks(self.trust)
+        for name in LIMITS:
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive")
+        if not 60 <= self.max_speak_chars <= 100_000:
+            raise ValueError("max_speak_chars must be 60-100000")
 
     @property
     def register_target(self) -> RegisterTarget | None:
@@ -117,15 +181,22 @@ class NodeConfig:
         return {"debug": 4, "info": 1, "warning": 1, "error": 0}[self.log_level]
 
 
-# Options a config file (TOML) or the command line may set: the NodeConfig fields, with
-# rtp_ports ("LOW-HIGH" or [LOW, HIGH]) standing for rtp_port_min/rtp_port_max.
-OPTIONS = (
-    "sip_host", "sip_port", "sip_tcp", "answer_url", "answer_method", "answer_timeout",
-    "rtp_ports", "max_calls", "mixer_clocks", "auth_token", "data_dir", "webhook_ttl",
-    "webhook_max_backoff", "http_host", "http_port", "public_url", "recording_retention_days",
-    "api_token", "log_level", "log_format", "register", "auth_user", "auth_password",
-    "register_expires", "trust",
-)
+LIMITS = ("max_wait_seconds", "max_play_loops", "max_sound_seconds", "max_sound_bytes",
+          "max_speak_chars", "max_tts_processes", "max_document_bytes", "max_document_elements",
+          "max_documents_per_call", "max_room_sounds", "document_concurrency",
+          "webhook_concurrency", "sound_concurrency", "webhook_timeout", "sound_fetch_timeout",
+          "sound_cache_bytes")
+
+
+def option_fields() -> list:
+    """The NodeConfig fields that are options, in declaration order."""
+    return [f for f in dataclasses.fields(NodeConfig) if "help" in f.metadata]
+
+
+# Options a config file (TOML) or the command line may set: the option fields, with rtp_ports
+# ("LOW-HIGH" or [LOW, HIGH]) standing for rtp_port_min/rtp_port_max.
+RTP_PORTS_HELP = "RTP port range (default 40000-40999)"
+OPTIONS = tuple(f.name for f in option_fields()) + ("rtp_ports",)
 
 
 def load_file(path: str) -> dict:
@@ -148,8 +219,6 @@ def load_file(path: str) -> dict:
 
 def build(options: dict) -> NodeConfig:
     """A NodeConfig from merged options; ValueError with a clear message when one is bad."""
-    import dataclasses
-
     opts = {k: v for k, v in options.items() if v is not None}
     ports = opts.pop("rtp_ports", None)
     if ports is not None:

@@ -42,7 +42,7 @@ def _label(value: str) -> str:
 
 
 def render(m: Metrics, *, calls: int, rooms: int, legs: int, engine: dict,
-           webhooks: dict) -> str:
+           webhooks: dict, faults=None) -> str:
     out: list[str] = []
 
     def metric(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
@@ -123,4 +123,18 @@ def render(m: Metrics, *, calls: int, rooms: int, legs: int, engine: dict,
            [("", webhooks.get("retries", 0))])
     metric("sipconf_webhook_failures_total", "counter", "Events given up on.",
            [("", webhooks.get("failed", 0))])
+    metric("sipconf_webhook_dead_letters", "gauge",
+           "Events no retry could deliver, kept with their reason (GET /v1/dead-letters).",
+           [("", webhooks.get("dead_letters", 0))])
+    if faults is not None:
+        metric("sipconf_faults_total", "counter",
+               "Unexpected errors, by the unit they ended (call, room, sound, recording, "
+               "transcription, webhook, api, sip-event).",
+               [(f'{{where="{_label(k)}"}}', v) for k, v in sorted(faults.counts.items())])
+        metric("sipconf_limits_hit_total", "counter",
+               "Times a document or request went past a limit, by the option that set it.",
+               [(f'{{limit="{_label(k)}"}}', v) for k, v in sorted(faults.limits.items())])
+    metric("sipconf_log_lines_dropped_total", "counter",
+           "pjlib log lines dropped because the log ring was full.",
+           [("", engine.get("log_dropped", 0))])
     return "\n".join(out) + "\n"

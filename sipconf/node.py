@@ -1,12 +1,20 @@
 """The node: trio tasks that turn SIP events into answer requests, rooms and mixer commands.
 
 Structure: one nursery for the node; in it, one task (with its own nursery) per call and one per
-room run. The SIP thread reports events (`sip.IncomingCall`, `sip.CallEnded`, ...) which are
-routed here on the trio thread; a call that hangs up has its task's cancel scope cancelled.
+room run. The engine (the SIP thread) reports events (`engine.IncomingCall`, `CallEnded`, ...)
+into a channel that one task drains; a call that hangs up has its task's cancel scope cancelled.
+
+Fault containment: every unit of work (a call, a room run, each sound, recording,
+transcription, webhook delivery, API request, engine event) runs under ``Faults.guard``: an
+unexpected exception is logged with its call/room, counted, and ends only that unit. A call
+that faults still sends its exit/action events, then is hung up (500 + Warning if it was not
+answered yet). A watchdog ends the node (non-zero exit) if the SIP thread or a mixer clock
+stops, so a supervisor restarts it.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
@@ -21,10 +29,12 @@ import trio
 from . import recording, web
 from . import room as roomstate
 from .answer import (
+    LANGUAGE_RE,
     AnswerError,
     Conference,
     Document,
     Hangup,
+    Limits,
     Play,
     Redirect,
     Speak,
@@ -35,17 +45,34 @@ from .answer import (
 from .api import ControlApi
 from .config import NodeConfig
 from .dtmf import DigitCollector
+from .engine import (
+    CallEnded,
+    Dtmf,
+    Emit,
+    Engine,
+    EngineError,
+    Floor,
+    IncomingCall,
+    MediaError,
+    MediaUp,
+)
+from .faults import Faults
 from .metrics import Metrics, render
-from .sip import CallEnded, Dtmf, Floor, IncomingCall, MediaError, MediaUp, SipEngine
-from .sounds import SoundError, SoundLibrary
+from .sounds import SoundError, SoundLibrary, SoundLimit
+from .urls import BadUrl, check_url
 from .webhooks import FetchError, Spool, WebhookWorker, call_params, conference_params
 
 log = logging.getLogger("sipconf.node")
 
 DEFAULT_ROOM = "default"
-MAX_REDIRECTS = 10
 HANGUP_CODES = {"busy": 486, "rejected": 603}
 STOP_FLUSH_S = 1.5  # on stop, how long queued events may take to go out before the spool keeps them
+WATCHDOG_S = 0.25  # how often the engine's health is checked
+
+
+class NodeBroken(RuntimeError):
+    """The node cannot go on (its SIP thread died, a mixer clock stalled): it exits non-zero,
+    for a supervisor to restart it."""
 
 
 @dataclass
@@ -66,6 +93,7 @@ class CallSession:
     room_uuid: str = ""
     outcome: str = ""  # set when the call did not simply run its course
     record_params: dict[str, str] = field(default_factory=dict)  # of the room run it was in
+    documents: int = 0  # answer, Redirect and action documents fetched so far
 
     @property
     def uuid(self) -> str:
@@ -88,6 +116,7 @@ class RoomRun:
     recording: recording.Recording | None = None
     record_params: dict[str, str] = field(default_factory=dict)  # RecordUrl, RecordingID
     record_scope: trio.CancelScope | None = None
+    sounds: int = 0  # room sounds playing or being fetched (max_room_sounds)
 
     def __post_init__(self) -> None:
         self.send, self.recv = trio.open_memory_channel[Callable[[], Awaitable[object]]](
@@ -101,34 +130,73 @@ class RoomRun:
 
 
 class Node:
-    def __init__(self, config: NodeConfig):
+    def __init__(self, config: NodeConfig,
+                 engine_factory: Callable[[NodeConfig, Emit], Engine] | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None):
+        """``engine_factory(config, emit)`` makes the engine (default: the pjsua2 adapter);
+        ``transport`` replaces the HTTP clients' network (tests)."""
         self.config = config
-        self.engine = SipEngine(config, self._on_engine_event)
+        if engine_factory is None:
+            from .sip import SipEngine
+
+            engine_factory = SipEngine
+        self.engine: Engine = engine_factory(config, self.post_event)
+        self._transport = transport
         self.calls: dict[str, CallSession] = {}
         self.rooms: dict[str, RoomRun] = {}
         self._nursery: trio.Nursery | None = None
         self.webhooks: WebhookWorker | None = None
         self._calls_scope = trio.CancelScope()
         self.metrics = Metrics()
+        self.faults = Faults()
+        self.broken: str | None = None
+        self.limits = Limits(max_bytes=config.max_document_bytes,
+                             max_elements=config.max_document_elements,
+                             max_wait=config.max_wait_seconds, max_loops=config.max_play_loops,
+                             max_speak_chars=config.max_speak_chars)
+        self._events_in, self._events_out = trio.open_memory_channel[object](float("inf"))
+        self._stopping = False
 
     def stop(self) -> None:
         """Stop gracefully: every call gets a BYE, events still queued get a moment to go out
         (what does not stays in the spool), then ``run`` returns."""
+        self._stopping = True
         self._calls_scope.cancel()
 
+    def health(self) -> str | None:
+        """None while the node can take calls; otherwise why not."""
+        return self.broken
+
+    def _client(self, timeout: float) -> httpx.AsyncClient:
+        return httpx.AsyncClient(follow_redirects=True, transport=self._transport,
+                                 timeout=timeout, limits=httpx.Limits(max_connections=100))
+
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        """Run until cancelled; on the way out every call gets a BYE."""
+        """Run until cancelled; on the way out every call gets a BYE. Raises NodeBroken when
+        the engine stops working."""
         cfg = self.config
         spool = Spool(cfg.spool_path)
         if not cfg.auth_token:
             log.warning("no --auth-token: requests to your web app are not signed")
         try:
-            async with httpx.AsyncClient(follow_redirects=True) as http:
-                self.sounds = SoundLibrary(http, fetch_timeout=cfg.sound_fetch_timeout,
-                                           cache_bytes=cfg.sound_cache_bytes)
+            # One client (connection pool) per kind of request: hanging callbacks cannot take
+            # the connections a new call's answer needs.
+            async with self._client(cfg.answer_timeout) as documents, \
+                    self._client(cfg.webhook_timeout) as events, \
+                    self._client(cfg.sound_fetch_timeout) as sounds:
+                self.sounds = SoundLibrary(
+                    sounds, fetch_timeout=cfg.sound_fetch_timeout,
+                    cache_bytes=cfg.sound_cache_bytes, max_file_bytes=cfg.max_sound_bytes,
+                    max_seconds=cfg.max_sound_seconds, limits=self.limits,
+                    fetches=cfg.sound_concurrency, tts_processes=cfg.max_tts_processes,
+                    on_limit=self.faults.limit)
                 self.webhooks = WebhookWorker(
-                    http, spool, cfg.auth_token, timeout=cfg.answer_timeout,
-                    ttl=cfg.webhook_ttl, backoff_cap=cfg.webhook_max_backoff)
+                    documents, spool, cfg.auth_token, timeout=cfg.answer_timeout,
+                    ttl=cfg.webhook_ttl, backoff_cap=cfg.webhook_max_backoff,
+                    concurrency=cfg.webhook_concurrency, events_client=events,
+                    event_timeout=cfg.webhook_timeout,
+                    document_concurrency=cfg.document_concurrency,
+                    max_document_bytes=cfg.max_document_bytes, faults=self.faults)
                 rec_dir = Path(cfg.recordings_dir)
                 recording.repair(rec_dir)
                 if recording.expire(rec_dir, cfg.recording_retention_days):
@@ -137,31 +205,70 @@ class Node:
                 try:
                     async with trio.open_nursery() as nursery:
                         await nursery.start(self.webhooks.run)
+                        nursery.start_soon(self._event_loop)
+                        nursery.start_soon(self.engine.housekeeping)
                         app = web.NodeApp(web.RecordingsApp(rec_dir),
-                                          ControlApi(self, cfg.api_token))
+                                          ControlApi(self, cfg.api_token, self.faults))
                         await nursery.start(web.serve, app, cfg.http_bind, cfg.http_port)
                         with self._calls_scope:
                             async with trio.open_nursery() as calls:
                                 # SIP starts last: a call may arrive the moment it listens
                                 self._nursery = calls
                                 await self.engine.start()
+                                calls.start_soon(self._watchdog)
                                 task_status.started(self)
                                 await trio.sleep_forever()
                         # stopping: BYE every call, then a moment for their last events
+                        self._stopping = True
                         self._nursery = None
                         await self.engine.stop()
                         with trio.move_on_after(STOP_FLUSH_S):
                             await self.webhooks.flush()
                         nursery.cancel_scope.cancel()
                 finally:
+                    self._stopping = True
                     self._nursery = None
                     with trio.CancelScope(shield=True):
                         await self.engine.stop()
                     log.info("node stopped")
         finally:
             spool.close()
+        if self.broken:
+            raise NodeBroken(self.broken)
 
-    # --- events from the SIP thread ------------------------------------------------------------
+    async def _watchdog(self) -> None:
+        """If the engine breaks (SIP thread dead or stuck, a mixer clock stalled), say so on
+        /health and in the log, and stop the node so that it exits non-zero."""
+        while True:
+            await trio.sleep(WATCHDOG_S)
+            reason = None if self._stopping else self.engine.health()
+            if reason is not None:
+                self.broken = reason
+                log.critical("node broken: %s; exiting for a restart", reason)
+                self._calls_scope.cancel()
+                return
+
+    # --- events from the engine ----------------------------------------------------------------
+
+    def post_event(self, ev: object) -> None:
+        """Queue an engine event (called on the trio thread); never raises."""
+        try:
+            self._events_in.send_nowait(ev)
+        except (trio.WouldBlock, trio.ClosedResourceError):
+            log.warning("engine event dropped while stopping: %s", type(ev).__name__)
+
+    async def _event_loop(self) -> None:
+        """Handle engine events one by one; one that faults ends only its call."""
+        async for ev in self._events_out:
+            uuid = getattr(ev, "uuid", "")
+            try:
+                self._on_engine_event(ev)
+            except Exception as exc:  # noqa: BLE001 - the boundary of one event
+                self.faults.record("sip-event", exc, call_uuid=uuid)
+                session = self.calls.get(uuid)
+                if session is not None:
+                    session.outcome = "error"
+                    session.scope.cancel()
 
     def _on_engine_event(self, ev: object) -> None:
         if isinstance(ev, Floor):
@@ -169,6 +276,7 @@ class Node:
             return
         if isinstance(ev, IncomingCall):
             if self._nursery is None:
+                log.info("call %s arrived while the node is stopping", ev.uuid)
                 return
             session = CallSession(ev)
             self.calls[ev.uuid] = session
@@ -239,16 +347,28 @@ class Node:
 
     async def metrics_text(self) -> str:
         w = self.webhooks
-        engine = await self.engine.stats(rtp=True)
+        try:
+            engine = await self.engine.stats(rtp=True)
+        except EngineError as exc:  # a broken engine: the node's own figures still count
+            log.warning("metrics without engine figures: %s", exc)
+            engine = {"rtp": {}}
         rooms = {m.call_uuid: run.state.name for run in self.rooms.values()
                  for m in run.state.members.values()}
-        for uuid, st in engine["rtp"].items():
+        for uuid, st in engine.get("rtp", {}).items():
             st["room"] = rooms.get(uuid, "")
         return render(self.metrics, calls=len(self.calls), rooms=len(self.rooms),
                       legs=sum(len(r.state.members) for r in self.rooms.values()),
                       engine=engine,
                       webhooks={"depth": w.depth, "delivered": w.delivered,
-                                "retries": w.retries, "failed": w.failed})
+                                "retries": w.retries, "failed": w.failed,
+                                "dead_letters": w.spool.dead_count()},
+                      faults=self.faults)
+
+    def dead_letters(self, limit: int = 100) -> list[dict]:
+        return self.webhooks.spool.dead_letters(limit)
+
+    def forget_dead_letter(self, dead_id: int) -> bool:
+        return self.webhooks.spool.forget_dead(dead_id)
 
     def start_recording(self, run: RoomRun, fmt: str,
                         owner: roomstate.Member | None = None) -> bool:
@@ -261,52 +381,83 @@ class Node:
             "RecordUrl": f"{self.config.base_url}/recordings/{run.recording.filename}",
             "RecordingID": run.recording.recording_id}
         run.record_scope = trio.CancelScope()
-        run.nursery.start_soon(self._record, run, owner, run.record_scope)
+        self._spawn(run, "recording", self._record, run, owner, run.record_scope)
         return True
 
     async def room_command(self, room: str, command: str, body: dict) -> dict | None:
-        """Control API room commands: play, speak, record/start, record/stop. None: no room."""
+        """Control API room commands: play, speak, record/start, record/stop. None: no room.
+        A reply with ``ok`` False carries ``error`` and the HTTP ``status`` (400 or 409)."""
         run = self.rooms.get(room)
         if run is None:
             return None
         target = None
-        if body.get("member_id"):
+        if body.get("member_id") is not None:
             target = next((m for m in run.state.members.values()
                            if m.member_id == str(body["member_id"])), None)
             if target is None:
                 return None
         if command in ("play", "speak"):
-            try:
-                clip = (await self.sounds.audio(str(body["url"])) if command == "play"
-                        else await self.sounds.speech(str(body["text"]),
-                                                      str(body.get("voice", "WOMAN")),
-                                                      str(body.get("language", "en-US"))))
-            except KeyError as exc:
-                return {"ok": False, "error": f"missing {exc.args[0]}"}
-            except SoundError as exc:
-                return {"ok": False, "error": str(exc)}
-            if target is None:
-                run.nursery.start_soon(self._play_in_room, run, clip)
-            else:
-                session = self.calls.get(target.call_uuid)
-                if session is not None:
-                    run.nursery.start_soon(self._clip_to_member, run, session, target, clip)
-            return {"ok": True, "seconds": round(clip.duration, 3)}
+            return await self._api_sound(run, command, body, target)
         if command == "record/start":
             owner = next((m for m in run.state.members.values() if m.conference.callback_url),
                          None)
-            fmt = str(body.get("format", "mp3"))
-            if fmt not in recording.FORMATS:
-                return {"ok": False, "error": "format must be mp3 or wav"}
+            fmt = body.get("format", "mp3")
+            if not isinstance(fmt, str) or fmt not in recording.FORMATS:
+                return {"ok": False, "error": "format must be mp3 or wav", "status": 400}
             ok = self.start_recording(run, fmt, owner)
-            return {"ok": ok, **(run.record_params if ok else {"error": "already recording"})}
+            return {"ok": ok, **(run.record_params if ok else
+                                 {"error": "already recording", "status": 409})}
         if command == "record/stop":
             if run.recording is None:
-                return {"ok": False, "error": "not recording"}
+                return {"ok": False, "error": "not recording", "status": 409}
             params = dict(run.record_params)
             run.record_scope.cancel()
             return {"ok": True, **params}
         return None
+
+    async def _api_sound(self, run: RoomRun, command: str, body: dict,
+                         target: roomstate.Member | None) -> dict:
+        """play/speak from the API: the body is checked like a document, the room's sound
+        limit is kept (409 past it), the sound fetched or rendered, then played."""
+        try:
+            if command == "play":
+                url = check_url(body.get("url"))
+            else:
+                text, voice = body.get("text"), body.get("voice", "WOMAN")
+                language = body.get("language", "en-US")
+                if not isinstance(text, str) or not text.strip():
+                    raise ValueError("text must be a non-empty string")
+                if len(text) > self.config.max_speak_chars:
+                    raise ValueError(f"text longer than {self.config.max_speak_chars} "
+                                     "characters (max_speak_chars)")
+                if not isinstance(voice, str) or voice.upper() not in ("WOMAN", "MAN"):
+                    raise ValueError("voice must be WOMAN or MAN")
+                if not isinstance(language, str) or not LANGUAGE_RE.match(language):
+                    raise ValueError("language must be a tag such as en-US")
+        except (BadUrl, ValueError) as exc:
+            return {"ok": False, "error": f"{'url' if command == 'play' else 'body'}: {exc}",
+                    "status": 400}
+        session = self.calls.get(target.call_uuid) if target is not None else None
+        if target is None and not self._reserve_sound(run, f"API {command}"):
+            return {"ok": False, "status": 409,
+                    "error": f"room has {run.sounds} sounds playing, the most it may "
+                             f"(max_room_sounds={self.config.max_room_sounds})"}
+        playing = False
+        try:
+            clip = (await self.sounds.audio(url) if command == "play"
+                    else await self.sounds.speech(text.strip(), voice.upper(), language))
+            if target is None:
+                playing = self._spawn(run, "sound", self._play_in_room, run, clip, True)
+        except SoundError as exc:
+            if isinstance(exc, SoundLimit):
+                self.faults.limit(exc.option)
+            return {"ok": False, "error": str(exc), "status": 400}
+        finally:
+            if target is None and not playing:
+                run.sounds -= 1  # the place reserved above (the request failed or was dropped)
+        if target is not None and session is not None:
+            self._spawn(run, "sound", self._clip_to_member, run, session, target, clip)
+        return {"ok": True, "seconds": round(clip.duration, 3)}
 
     def end_room(self, room: str) -> bool:
         run = self.rooms.get(room)
@@ -319,9 +470,20 @@ class Node:
     # --- one call ------------------------------------------------------------------------------
 
     async def _call_main(self, s: CallSession) -> None:
+        """One call, supervised: a fault ends this call alone, after its exit/action events."""
         inc = s.incoming
         log.info("call %s from %s to %s", s.uuid, inc.from_uri, inc.to_uri,
                  extra={"call_uuid": s.uuid, "event": "call-incoming"})
+        try:
+            if not await self.faults.guard("call", self._call_run, s, call_uuid=s.uuid):
+                s.outcome = "error"
+        finally:
+            self.faults.call_soon("call", self._call_done, s, call_uuid=s.uuid)
+        if not s.ended and self._nursery is not None:
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                await self.faults.guard("call", self._call_hangup, s, call_uuid=s.uuid)
+
+    async def _call_run(self, s: CallSession) -> None:
         try:
             with s.scope:
                 async with trio.open_nursery() as call_nursery:
@@ -331,9 +493,11 @@ class Node:
                         await self._execute(s, doc)
         except _CallGone:
             s.ended = True
-        except Exception:
-            log.exception("call %s failed", s.uuid)
-        finally:
+
+    def _call_done(self, s: CallSession) -> None:
+        """The call's task is over: out of its room (exit event), then its action is reported
+        if it was still in a Conference."""
+        try:
             self._leave_room(s)
             if s.conference is not None and s.conference.action:
                 # the call ended (or the node is stopping) in the room: after the exit
@@ -342,15 +506,19 @@ class Node:
                 self.webhooks.submit(s.uuid, conf.action, conf.method,
                                      self._action_params(s, conf, s.member, s.room_uuid,
                                                          "completed"))
+        finally:
             self.calls.pop(s.uuid, None)
             self.metrics.calls_total[s.outcome or ("answered" if s.answered
                                                    else "unanswered")] += 1
-        if not s.ended and self._nursery is not None:
-            with trio.CancelScope(shield=True), trio.move_on_after(5):
-                if s.answered:
-                    await self.engine.hangup(s.uuid)
-                else:
-                    await self.engine.hangup(s.uuid, 603, "Decline")
+
+    async def _call_hangup(self, s: CallSession) -> None:
+        if s.answered:
+            await self.engine.hangup(s.uuid)
+        elif s.outcome == "error":
+            await self.engine.answer(s.uuid, 500, "Server Internal Error",
+                                     "internal error: see the node's log for this call")
+        else:
+            await self.engine.hangup(s.uuid, 603, "Decline")
 
     async def _first_document(self, s: CallSession) -> Document | None:
         url = self.config.answer_url
@@ -360,9 +528,11 @@ class Node:
         try:
             return await self._fetch(s, url, self.config.answer_method)
         except (FetchError, AnswerError) as exc:
+            self._limit_hit(exc)
             s.outcome = "answer-url-failed"
             reason = exc.reason if isinstance(exc, FetchError) else f"bad answer XML: {exc}"
-            log.error("answer URL %s failed for call %s: %s", url, s.uuid, reason)
+            log.error("answer URL %s failed for call %s: %s", url, s.uuid, reason,
+                      extra={"call_uuid": s.uuid, "event": "answer-failed"})
             await self.engine.answer(s.uuid, 503, "Service Unavailable",
                                      f"answer URL failed: {reason}")
             s.ended = True  # a final response ends the INVITE; nothing left to hang up
@@ -370,21 +540,46 @@ class Node:
         finally:
             self.metrics.answer_latency.observe(trio.current_time() - t0)
 
+    def _limit_hit(self, exc: Exception) -> None:
+        """Count a refusal that was a node limit (the error names its option)."""
+        option = getattr(exc, "option", None)
+        if option:
+            self.faults.limit(option)
+
+    def _count_document(self, s: CallSession, url: str) -> bool:
+        """One more document for this call, if it may have one (max_documents_per_call)."""
+        if s.documents >= self.config.max_documents_per_call:
+            self.faults.limit("max_documents_per_call")
+            log.error("call %s: not fetching %s: the call has run %d documents, the most it "
+                      "may (max_documents_per_call)", s.uuid, url, s.documents)
+            return False
+        s.documents += 1
+        return True
+
     async def _fetch(self, s: CallSession, url: str, method: str) -> Document:
+        if not self._count_document(s, url):  # counted there
+            raise FetchError(url, "too many documents for one call (max_documents_per_call)",
+                             retry=False)
         inc = s.incoming
         status = "in-progress" if s.answered else "ringing"
         params = call_params(inc.uuid, inc.from_uri, inc.to_user or inc.to_uri,
                              inc.caller_name, status)
         body = await self.webhooks.fetch(url, method, params)
-        doc = parse_document(body, base_url=url)
-        if doc.skipped:
-            log.warning("call %s: %s: skipped unsupported elements: %s", s.uuid, url,
-                        ", ".join(doc.skipped))
+        doc = self._parse(s, body, url)
         s.document_url = url
         return doc
 
+    def _parse(self, s: CallSession, body: bytes, url: str) -> Document:
+        doc = parse_document(body, base_url=url, limits=self.limits)
+        if doc.skipped:
+            log.warning("call %s: %s: skipped unsupported elements: %s", s.uuid, url,
+                        ", ".join(doc.skipped))
+        for option, what in doc.clamped:
+            self.faults.limit(option)
+            log.warning("call %s: %s: %s (%s)", s.uuid, url, what, option)
+        return doc
+
     async def _execute(self, s: CallSession, doc: Document) -> None:
-        redirects = 0
         verbs = list(doc.verbs)
         verb = None
         while verbs:
@@ -403,13 +598,10 @@ class Node:
             elif isinstance(verb, Hangup):
                 break
             elif isinstance(verb, Redirect):
-                redirects += 1
-                if redirects > MAX_REDIRECTS:
-                    log.error("call %s: more than %d redirects", s.uuid, MAX_REDIRECTS)
-                    break
                 try:
                     verbs = list((await self._fetch(s, verb.url, verb.method)).verbs)
                 except (FetchError, AnswerError) as exc:
+                    self._limit_hit(exc)
                     log.error("redirect %s failed for call %s: %s", verb.url, s.uuid,
                               getattr(exc, "reason", exc))
                     break
@@ -423,6 +615,8 @@ class Node:
             else:
                 clip = await self.sounds.speech(verb.text, verb.voice, verb.language)
         except SoundError as exc:
+            if isinstance(exc, SoundLimit):
+                self.faults.limit(exc.option)
             log.warning("call %s: skipped <%s>: %s", s.uuid, type(verb).__name__, exc)
             return
         await self._overlay(s, clip, verb.loop)
@@ -476,7 +670,7 @@ class Node:
         for ev in events:
             if isinstance(ev, roomstate.RunStarted):
                 run.key = ev.room_uuid
-                await self._nursery.start(self._room_main, run, name=f"room-{conf.room}")
+                await self._nursery.start(self._room_supervised, run, name=f"room-{conf.room}")
         s.room = run
         s.left_room = trio.Event()
         s.conference, s.room_uuid = conf, run.key
@@ -496,7 +690,7 @@ class Node:
         if not conf.action:
             return None
         params = self._action_params(s, conf, member, room_uuid)
-        if s.ended or not conf.redirect:
+        if s.ended or not conf.redirect or not self._count_document(s, conf.action):
             self.webhooks.submit(s.uuid, conf.action, conf.method, params)
             return None
         timeout = self.config.answer_timeout
@@ -507,6 +701,7 @@ class Node:
             try:
                 body = await self.webhooks.fetch(conf.action, conf.method, params)
             except FetchError as exc:
+                self._limit_hit(exc)
                 log.error("action URL %s failed for call %s: %s", conf.action, s.uuid,
                           exc.reason)
                 if not exc.retry:
@@ -517,8 +712,9 @@ class Node:
             self.webhooks.submit(s.uuid, conf.action, conf.method, params)
             return None
         try:
-            return parse_document(body, base_url=conf.action)
+            return self._parse(s, body, conf.action)
         except AnswerError as exc:
+            self._limit_hit(exc)
             log.error("action URL %s for call %s: bad XML, going on with the document: %s",
                       conf.action, s.uuid, exc)
             return None
@@ -620,8 +816,9 @@ class Node:
             elif isinstance(ev, roomstate.Music):
                 self._music(run, ev.member, ev.on)
             elif isinstance(ev, roomstate.PlaySound):
-                if run.nursery is not None:
-                    run.nursery.start_soon(self._room_sound, run, ev.sound)
+                if self._reserve_sound(run, ev.sound) and \
+                        not self._spawn(run, "sound", self._room_sound, run, ev.sound):
+                    run.sounds -= 1
             elif isinstance(ev, roomstate.Deadline):
                 self._arm_time_limit(run, ev.at)
             elif isinstance(ev, roomstate.Left):
@@ -660,7 +857,7 @@ class Node:
             old.cancel()
         if on and run.nursery is not None:
             scope = run.music[member.call_uuid] = trio.CancelScope()
-            run.nursery.start_soon(self._start_music, run, member, scope)
+            self._spawn(run, "sound", self._start_music, run, member, scope)
         elif not on:
             run.do(self.engine.stop_call_sound, member.call_uuid)
 
@@ -677,9 +874,30 @@ class Node:
             try:
                 clip = await self.sounds.resolve(member.conference.wait_sound)
             except SoundError as exc:
+                if isinstance(exc, SoundLimit):
+                    self.faults.limit(exc.option)
                 log.warning("room %s: wait sound skipped: %s", run.state.name, exc)
                 return
             run.do(self.engine.play_to_call, member.call_uuid, clip, 0)
+
+    def _spawn(self, run: RoomRun, where: str, fn, *args) -> bool:
+        """Start a unit of the room run (a sound, the recording, the timer) in the run's
+        nursery, supervised; False if the run is over."""
+        if run.nursery is None or run.ended.is_set():
+            return False
+        run.nursery.start_soon(functools.partial(self.faults.guard, where, fn, *args,
+                                                 room=run.state.name))
+        return True
+
+    def _reserve_sound(self, run: RoomRun, what: str) -> bool:
+        """Room sounds are limited (max_room_sounds): a full room skips the sound."""
+        if run.sounds >= self.config.max_room_sounds:
+            self.faults.limit("max_room_sounds")
+            log.warning("room %s: sound %s skipped: %d playing already (max_room_sounds)",
+                        run.state.name, what, run.sounds)
+            return False
+        run.sounds += 1
+        return True
 
     async def _room_sound(self, run: RoomRun, spec: str) -> None:
         """An enter/exit sound, mixed into the room like a member (it never stalls the mixer:
@@ -687,19 +905,32 @@ class Node:
         try:
             clip = await self.sounds.resolve(spec)
         except SoundError as exc:
+            run.sounds -= 1
+            if isinstance(exc, SoundLimit):
+                self.faults.limit(exc.option)
             log.warning("room %s: sound %s skipped: %s", run.state.name, spec, exc)
             return
-        await self._play_in_room(run, clip)
+        except BaseException:
+            run.sounds -= 1
+            raise
+        await self._play_in_room(run, clip, True)
 
-    async def _play_in_room(self, run: RoomRun, clip) -> None:
-        sound_id = await self.engine.play_to_room(run.key, clip, 1)
-        if sound_id is None:
-            return
+    async def _play_in_room(self, run: RoomRun, clip, reserved: bool = False) -> None:
+        """Mix a clip into the room; ``reserved``: it holds one of the room's sound places."""
         try:
-            await trio.sleep(clip.duration + 0.1)
+            sound_id = await self.engine.play_to_room(run.key, clip, 1)
+            if sound_id is None:
+                log.warning("room %s: the mixer took no more sounds: one skipped",
+                            run.state.name)
+                return
+            try:
+                await trio.sleep(clip.duration + 0.1)
+            finally:
+                with trio.CancelScope(shield=True):
+                    await self.engine.stop_room_sound(sound_id)
         finally:
-            with trio.CancelScope(shield=True):
-                await self.engine.stop_room_sound(sound_id)
+            if reserved:
+                run.sounds -= 1
 
     async def _record(self, run: RoomRun, owner: roomstate.Member | None,
                       scope: trio.CancelScope) -> None:
@@ -749,7 +980,9 @@ class Node:
                        RecordingStartMs=str(rec.started_ms), RecordingEndMs=str(rec.ended_ms))
         conf = owner.conference
         if conf.transcription_url and self._nursery is not None:
-            self._nursery.start_soon(self._transcribe, owner.call_uuid, conf, rec)
+            self._nursery.start_soon(functools.partial(
+                self.faults.guard, "transcription", self._transcribe, owner.call_uuid, conf,
+                rec, call_uuid=owner.call_uuid, room=run.state.name))
 
     async def _transcribe(self, call_uuid: str, conf: Conference,
                           rec: recording.Recording) -> None:
@@ -777,7 +1010,7 @@ class Node:
         if run.nursery is None:
             return
         run.timer = trio.CancelScope()
-        run.nursery.start_soon(self._time_limit, run, at, run.timer)
+        self._spawn(run, "room-timer", self._time_limit, run, at, run.timer)
 
     async def _time_limit(self, run: RoomRun, at: float, scope: trio.CancelScope) -> None:
         with scope:
@@ -787,7 +1020,30 @@ class Node:
                 log.info("room %s: time limit reached", run.state.name)
                 self._apply(run, events)
 
-    async def _room_main(self, run: RoomRun, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def _room_supervised(self, run: RoomRun, *,
+                               task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """The room run as a unit: if it faults, its members leave it and go on with their
+        documents; other rooms are untouched."""
+        await self.faults.guard("room", self._room_main, run, task_status, room=run.state.name,
+                                on_fault=lambda exc: self._room_failed(run))
+
+    def _room_failed(self, run: RoomRun) -> None:
+        run.ended.set()
+        run.send.close()
+        if self.rooms.get(run.state.name) is run:
+            del self.rooms[run.state.name]
+        for m in list(run.state.members.values()):
+            session = self.calls.get(m.call_uuid)
+            if session is None:
+                continue
+            session.room, session.digits, session.leave_reason = None, None, "error"
+            session.left_room.set()
+            if not session.ended and self._nursery is not None:
+                self._nursery.start_soon(functools.partial(
+                    self.faults.guard, "room", self.engine.leave, m.call_uuid,
+                    call_uuid=m.call_uuid, room=run.state.name))
+
+    async def _room_main(self, run: RoomRun, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """A room run's own task: runs its engine commands in order until the run ends; its
         nursery holds the run's timer, sounds and music, all cancelled with it."""
         async with trio.open_nursery() as nursery:
@@ -796,8 +1052,8 @@ class Node:
             async for action in run.recv:  # ends when the run ends (its channel is closed)
                 try:
                     await action()
-                except Exception:  # noqa: BLE001 - one failed command must not stop the room
-                    log.exception("room %s: engine command failed", run.state.name)
+                except Exception as exc:  # noqa: BLE001 - one failed command must not stop the room
+                    self.faults.record("room", exc, room=run.state.name)
             nursery.cancel_scope.cancel()
 
 

@@ -131,12 +131,14 @@ def repair(directory: Path) -> list[Path]:
                 if struct.unpack("<I", head[40:44])[0] == data:
                     continue
                 rate = struct.unpack("<I", head[24:28])[0]
+                if not 0 < rate <= 384000:
+                    continue  # not one of ours
                 f.seek(0)
                 f.write(_wav_header(data, rate))
             fixed.append(path)
             log.warning("recording %s: header repaired after an unclean stop (%.1f s)",
                         path.name, data / 2 / rate)
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - start-up never fails on a file
             log.error("recording %s: cannot repair: %s", path.name, exc)
     return fixed
 
@@ -148,9 +150,12 @@ def expire(directory: Path, days: float) -> int:
     cutoff = time.time() - days * 86400
     n = 0
     for path in directory.iterdir():
-        if path.suffix[1:] in FORMATS and path.stat().st_mtime < cutoff:
-            path.unlink(missing_ok=True)
-            n += 1
+        try:
+            if path.suffix[1:] in FORMATS and path.is_file() and path.stat().st_mtime < cutoff:
+                path.unlink(missing_ok=True)
+                n += 1
+        except OSError as exc:  # start-up never fails on a file
+            log.error("recording %s: cannot expire: %s", path.name, exc)
     return n
 
 

@@ -17,7 +17,6 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,9 +24,19 @@ import numpy as np
 import trio
 from mixer_ext.mixer import DEAF, MUTED, dtmf_tone
 
-from . import sipmsg
+from . import pjlog, sipmsg
 from .access import TrustedSources
 from .config import NodeConfig
+from .engine import (  # noqa: F401 - the events are part of this adapter's interface
+    CallEnded,
+    Dtmf,
+    Emit,
+    EngineError,
+    Floor,
+    IncomingCall,
+    MediaError,
+    MediaUp,
+)
 from .registration import Registrar, dialled_user
 
 log = logging.getLogger("sipconf.sip")
@@ -41,56 +50,9 @@ FREE_DELAY_S = 2.0  # a detached leg is released this long after its stream went
 UNREGISTER_WAIT_S = 1.0  # at shutdown, how long the PBX gets to confirm the unregistration
 
 
-# --- events (SIP thread -> trio) ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class IncomingCall:
-    uuid: str
-    from_uri: str
-    to_uri: str
-    to_user: str
-    caller_name: str
-    sip_call_id: str
-
-
-@dataclass(frozen=True)
-class CallEnded:
-    uuid: str
-    status: int
-    reason: str
-
-
-@dataclass(frozen=True)
-class MediaUp:
-    uuid: str
-    rate: int
-
-
-@dataclass(frozen=True)
-class Dtmf:
-    uuid: str
-    digit: str
-    source: str  # "rfc2833", "info" or "inband"
-    at: float = 0.0  # time.monotonic() when the SIP thread saw it
-
-
-@dataclass(frozen=True)
-class Floor:
-    """The mixer's talker detection gave a conference room's floor to this call."""
-
-    room_key: str
-    uuid: str
-
-
-@dataclass(frozen=True)
-class MediaError:
-    uuid: str
-    reason: str
-
-
-class EngineError(RuntimeError):
-    """The SIP stack could not start or a command failed."""
+COMMAND_TIMEOUT_S = 10.0  # a command the SIP thread has not answered by then has failed
+STUCK_S = 3.0  # the SIP loop turns every POLL_MS; not turning for this long = stuck
+CLOCK_STALL_S = 1.0  # a mixer clock with no tick for this long has stalled
 
 
 @dataclass
@@ -118,9 +80,9 @@ class _MixRoomRec:
 class SipEngine:
     """Runs pjsua2 on its own thread; the trio side calls the async methods."""
 
-    def __init__(self, config: NodeConfig, on_event: Callable[[object], None]):
+    def __init__(self, config: NodeConfig, on_event: Emit):
         self.config = config
-        self._on_event = on_event  # called on the trio thread
+        self._on_event = on_event  # called on the trio thread; queues, never raises
         self._token: trio.lowlevel.TrioToken | None = None
         self._cmds: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -142,6 +104,8 @@ class SipEngine:
         self._reg_retry_at: float | None = None
         self._own_users = {"sipconf"}
         self._unregistering = False
+        self._heartbeat = time.monotonic()  # the SIP loop's last turn
+        self._stopping = False
 
     # --- lifecycle (trio side) -----------------------------------------------------------------
 
@@ -156,12 +120,38 @@ class SipEngine:
             raise EngineError(str(self._start_error)) from self._start_error
 
     async def stop(self, grace: float = 2.0) -> None:
-        """BYE every call, then destroy the stack and join the thread."""
+        """BYE every call, then destroy the stack and join the thread (a stuck thread is
+        given up on after a bound: the process is exiting)."""
         if self._thread is None:
             return
+        self._stopping = True
         self._cmds.put(("stop", (grace,), None))
-        await trio.to_thread.run_sync(self._thread.join, abandon_on_cancel=False)
+        thread = self._thread
+        await trio.to_thread.run_sync(thread.join, grace + 5.0, abandon_on_cancel=False)
+        if thread.is_alive():
+            log.error("the SIP thread did not stop: leaving it behind")
         self._thread = None
+
+    def health(self) -> str | None:
+        """Why the engine cannot go on, if it cannot: its thread died or is stuck, or a mixer
+        clock stalled. Reads no lock (the watchdog must not hang on what it watches)."""
+        thread = self._thread
+        if thread is None or self._stopping:
+            return None
+        if not thread.is_alive():
+            return "the SIP thread died"
+        stuck = time.monotonic() - self._heartbeat
+        if stuck > STUCK_S:
+            return f"the SIP thread has not run for {stuck:.1f} s"
+        streams = getattr(self, "streams", None)
+        stall = streams.clock_stall_seconds() if streams is not None else 0.0
+        if stall > CLOCK_STALL_S:
+            return f"a mixer clock has not ticked for {stall:.1f} s"
+        return None
+
+    async def housekeeping(self) -> None:
+        """The trio side's share of the work: pjlib's log lines, drained from their ring."""
+        await pjlog.pump()
 
     # --- commands (trio side) ------------------------------------------------------------------
 
@@ -176,7 +166,10 @@ class SipEngine:
         if self._thread is None or not self._thread.is_alive():
             raise EngineError("SIP engine is not running")
         self._cmds.put((name, args, deliver))
-        await done.wait()
+        with trio.move_on_after(COMMAND_TIMEOUT_S):
+            await done.wait()
+        if not box:
+            raise EngineError(f"the SIP thread did not answer {name} in {COMMAND_TIMEOUT_S:g} s")
         ok, value = box[0]
         if not ok:
             raise value
@@ -235,6 +228,8 @@ class SipEngine:
     # --- SIP thread ----------------------------------------------------------------------------
 
     def _emit(self, event: object) -> None:
+        """An event for the node: queued into its channel on the trio thread (the callback
+        only queues and cannot raise; a task drains the channel)."""
         try:
             self._token.run_sync_soon(self._on_event, event)
         except trio.RunFinishedError:
@@ -254,12 +249,18 @@ class SipEngine:
         self._ready.set()
         try:
             self._loop()
+        except BaseException:
+            log.critical("the SIP thread failed", exc_info=True)
+            raise
         finally:
             self._destroy(pj)
 
     def _init(self, pj) -> None:
         cfg = self.config
-        _pjlib_log_level(cfg.pj_log_level, pj.PJ_LOG_HAS_SENDER)  # from the first line on
+        # pjlib's lines go to a lock-free ring that sipconf.pjlog drains into Python logging (so
+        # --log-format json covers them too); never to a Python callback, which would make a
+        # thread holding a pjlib or mixer lock wait for the GIL. From the first line on:
+        pjlog.install(cfg.pj_log_level, pj.PJ_LOG_HAS_SENDER)
         ep = self.ep = pj.Endpoint()
         ep.libCreate()
         epc = pj.EpConfig()
@@ -270,11 +271,13 @@ class SipEngine:
         epc.logConfig.level = cfg.pj_log_level
         epc.logConfig.consoleLevel = cfg.pj_log_level
         epc.logConfig.msgLogging = cfg.pj_log_level >= 4
-        # pjlib's lines go through Python logging, so --log-format json covers them too.
-        self._log_writer = _log_writer_class(pj)()
-        self._log_writer.__disown__()  # libDestroy deletes it
-        epc.logConfig.writer = self._log_writer
         epc.logConfig.decor = pj.PJ_LOG_HAS_SENDER
+        # Inside libInit pjsua makes its own writer pjlib's log function, which hands lines to
+        # this one (Python, on this thread: no clock thread exists yet); after libInit the ring
+        # takes over for good and this writer is never called again.
+        self._init_log_writer = _init_log_writer_class(pj)()
+        self._init_log_writer.__disown__()  # libDestroy deletes it
+        epc.logConfig.writer = self._init_log_writer
         mc = epc.medConfig
         mc.noVad = True
         mc.ecTailLen = 0
@@ -288,6 +291,7 @@ class SipEngine:
         mc.jbMinPre = cfg.jb_min_ms
         mc.jbMaxPre = cfg.jb_max_ms
         ep.libInit(epc)
+        pjlog.install(cfg.pj_log_level, pj.PJ_LOG_HAS_SENDER)
         # No sound device: nothing clocks the conference bridge (our mixer clocks the streams).
         ep.audDevManager().setNoDev()
 
@@ -367,6 +371,7 @@ class SipEngine:
     def _loop(self) -> None:
         ep = self.ep
         while True:
+            self._heartbeat = time.monotonic()
             while True:
                 try:
                     name, args, deliver = self._cmds.get_nowait()
@@ -441,6 +446,7 @@ class SipEngine:
                     pass
         deadline = time.monotonic() + grace
         while any(not r.ended for r in self._calls.values()) and time.monotonic() < deadline:
+            self._heartbeat = time.monotonic()
             self.ep.libHandleEvents(POLL_MS)
         deadline = time.monotonic() + UNREGISTER_WAIT_S
         while unregistering and self.registrar.registered and time.monotonic() < deadline:
@@ -480,6 +486,7 @@ class SipEngine:
             except pj.Error:
                 pass
             del self.ep
+        pjlog.drain()  # libDestroy's lines, in case the pump has already stopped
 
     # --- helpers on the SIP thread -------------------------------------------------------------
 
@@ -626,7 +633,12 @@ class SipEngine:
             return None
         src = self.streams.Source(16000)
         src.play(clip.at_rate(16000), loops)
-        rr.mix.add(src)
+        try:
+            rr.mix.add(src)
+        except ValueError as exc:  # the mixer room is full
+            log.warning("room %s: sound not mixed: %s", room_key, exc)
+            src.free()
+            return None
         self._next_sound += 1
         self._sounds[self._next_sound] = (src, room_key)
         rr.sources.add(self._next_sound)
@@ -691,6 +703,7 @@ class SipEngine:
             "legs": {u: r.leg.stats() for u, r in self._calls.items() if r.leg is not None},
             "clock": self.streams.clock_stats(),
             "refused": dict(self._refused),
+            "log_dropped": pjlog.dropped(),
             "registration": None if self.reg is None else {
                 "registered": self.registrar.registered,
                 "failures": self.registrar.attempts_failed,
@@ -810,41 +823,12 @@ class SipEngine:
         self._detach(rec)
 
 
-_PJ_LEVELS = {0: logging.ERROR, 1: logging.ERROR, 2: logging.WARNING, 3: logging.INFO}
-pjlog = logging.getLogger("sipconf.pjsip")
-_early_log_func: Any = None  # kept alive: pjlib holds the pointer
-
-
-def _pj_line(level: int, text: str) -> None:
-    pjlog.log(_PJ_LEVELS.get(level, logging.DEBUG), "%s", " ".join(text.split()))
-
-
-def _pjlib_log_level(level: int, decor: int) -> None:
-    """pjlib logs at level 5 to stdout from libCreate until libInit applies our config: set
-    its level and route its lines to Python logging before, through the C library the
-    binding loaded."""
-    import ctypes
-
-    global _early_log_func
-    with open("/proc/self/maps") as maps:
-        path = next((w for line in maps for w in line.split()[-1:] if "/libpj.so" in w), None)
-    if path is None:
-        return
-    lib = ctypes.CDLL(path)
-    lib.pj_log_set_level(level)
-    lib.pj_log_set_decor(decor)
-    if _early_log_func is None:
-        _early_log_func = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_int)(
-            lambda lvl, data, n: _pj_line(lvl, data[:n].decode(errors="replace")))
-    lib.pj_log_set_log_func(_early_log_func)
-
-
-def _log_writer_class(pj):
-    class _LogWriter(pj.LogWriter):
+def _init_log_writer_class(pj):
+    class _InitLogWriter(pj.LogWriter):
         def write(self, entry):
-            _pj_line(entry.level, entry.msg)
+            pjlog.line(entry.level, entry.msg)
 
-    return _LogWriter
+    return _InitLogWriter
 
 
 def _account_class(pj):

@@ -13,7 +13,7 @@ import hashlib
 import logging
 import tempfile
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +21,8 @@ import httpx
 import numpy as np
 import trio
 
-from .answer import AnswerError, Play, Speak, Wait, parse_sound_document
+from .answer import DEFAULT_LIMITS, AnswerError, Limits, Play, Speak, Wait, parse_sound_document
+from .urls import BadUrl, check_url, printable
 
 log = logging.getLogger("sipconf.sounds")
 
@@ -34,6 +35,14 @@ MAX_RENDER_S = 600.0
 
 class SoundError(Exception):
     """A sound that cannot be had; the message says which and why."""
+
+
+class SoundLimit(SoundError):
+    """A sound past one of the node's limits; ``option`` names the limit."""
+
+    def __init__(self, option: str, message: str):
+        super().__init__(f"{message} ({option})")
+        self.option = option
 
 
 @dataclass(frozen=True, eq=False)
@@ -93,14 +102,36 @@ def beep(count: int) -> Clip:
     return Clip.from_function(one).repeat(count)
 
 
-def decode(data: bytes, what: str) -> Clip:
-    """Decode an audio file (wav, mp3, flac, ogg) to a Clip. Blocking: run in a thread."""
+_INFO = {b"RIFF": "wav", b"fLaC": "flac", b"OggS": "vorbis"}
+
+
+def duration_of(data: bytes, what: str) -> float:
+    """The length an audio file says it has, read from its headers and frame index without
+    decoding it, so a small file that would decode to hours is refused first."""
     import miniaudio
+
+    kind = _INFO.get(data[:4], "mp3")
+    try:
+        return float(getattr(miniaudio, f"{kind}_get_info")(data).duration)
+    except miniaudio.DecodeError as exc:
+        raise SoundError(f"{what}: cannot decode audio ({exc})") from None
+
+
+def decode(data: bytes, what: str, max_seconds: float = MAX_RENDER_S) -> Clip:
+    """Decode an audio file (wav, mp3, flac, ogg) to a Clip, refusing one longer than
+    ``max_seconds`` before decoding. Blocking: run in a thread."""
+    import miniaudio
+
+    seconds = duration_of(data, what)
+    if seconds > max_seconds:
+        raise SoundLimit("max_sound_seconds",
+                         f"{what}: {seconds:.0f} s of audio, longer than {max_seconds:g} s")
 
     def at(rate: int) -> np.ndarray:
         snd = miniaudio.decode(data, output_format=miniaudio.SampleFormat.SIGNED16,
                                nchannels=1, sample_rate=rate)
-        return np.frombuffer(snd.samples, dtype=np.int16).copy()
+        pcm = np.frombuffer(snd.samples, dtype=np.int16)
+        return pcm[:int(max_seconds * rate)].copy()  # headers may understate the length
 
     try:
         return Clip.from_function(at)
@@ -113,12 +144,19 @@ class SoundLibrary:
 
     def __init__(self, http: httpx.AsyncClient, fetch_timeout: float = 10.0,
                  cache_bytes: int = 20 * 1024 * 1024, max_file_bytes: int = 20 * 1024 * 1024,
-                 espeak: str = "espeak-ng"):
+                 espeak: str = "espeak-ng", max_seconds: float = MAX_RENDER_S,
+                 limits: Limits = DEFAULT_LIMITS, fetches: int = 8, tts_processes: int = 4,
+                 on_limit: Callable[[str], None] = lambda option: None):
         self.http = http
         self.fetch_timeout = fetch_timeout
         self.cache_bytes = cache_bytes
         self.max_file_bytes = max_file_bytes
+        self.max_seconds = max_seconds
+        self.limits = limits
         self.espeak = espeak
+        self._fetches = trio.CapacityLimiter(fetches)  # sound fetches: their own pool
+        self._tts = trio.CapacityLimiter(tts_processes)
+        self.on_limit = on_limit  # told the option's name when a document goes past a limit
         self._cache: OrderedDict[str, Clip] = OrderedDict()
         self._cached_bytes = 0
         self._beeps = {n: beep(n) for n in (1, 2)}
@@ -145,35 +183,44 @@ class SoundLibrary:
 
     # --- sources -----------------------------------------------------------------------------
 
-    async def _download(self, url: str) -> bytes:
+    async def _download(self, url: str, max_bytes: int) -> bytes:
+        """GET ``url`` within the fetch deadline (in all, not per read) and ``max_bytes``."""
         try:
-            with trio.fail_after(self.fetch_timeout):
-                async with self.http.stream("GET", url, timeout=self.fetch_timeout) as resp:
-                    if not 200 <= resp.status_code < 300:
-                        raise SoundError(f"{url}: HTTP {resp.status_code}")
-                    chunks, size = [], 0
-                    async for chunk in resp.aiter_bytes():
-                        size += len(chunk)
-                        if size > self.max_file_bytes:
-                            raise SoundError(f"{url}: larger than {self.max_file_bytes} bytes")
-                        chunks.append(chunk)
-                    return b"".join(chunks)
+            check_url(url)
+            async with self._fetches:
+                with trio.fail_after(self.fetch_timeout):
+                    async with self.http.stream("GET", url, timeout=self.fetch_timeout) as resp:
+                        if not 200 <= resp.status_code < 300:
+                            raise SoundError(f"{url}: HTTP {resp.status_code}")
+                        chunks, size = [], 0
+                        async for chunk in resp.aiter_bytes():
+                            size += len(chunk)
+                            if size > max_bytes:
+                                raise SoundLimit("max_sound_bytes" if max_bytes ==
+                                                 self.max_file_bytes else "max_document_bytes",
+                                                 f"{url}: larger than {max_bytes} bytes")
+                            chunks.append(chunk)
+                        return b"".join(chunks)
         except trio.TooSlowError:
             raise SoundError(f"{url}: timed out after {self.fetch_timeout:g} s") from None
-        except httpx.HTTPError as exc:
-            raise SoundError(f"{url}: {str(exc).splitlines()[0] if str(exc) else exc!r}") from None
+        except (httpx.HTTPError, httpx.InvalidURL, BadUrl) as exc:
+            raise SoundError(f"{printable(url)}: {(str(exc).splitlines() or [repr(exc)])[0]}"
+                             ) from None
 
     async def audio(self, url: str) -> Clip:
         """An audio file by URL (Play)."""
         clip = self._get(url)
         if clip is None:
-            data = await self._download(url)
-            clip = await trio.to_thread.run_sync(decode, data, url)
+            data = await self._download(url, self.max_file_bytes)
+            clip = await trio.to_thread.run_sync(decode, data, url, self.max_seconds)
             self._put(url, clip)
         return clip
 
     async def speech(self, text: str, voice: str = "WOMAN", language: str = "en-US") -> Clip:
-        """Text to speech with espeak-ng, rendered once per (text, voice, language)."""
+        """Text to speech with espeak-ng, rendered once per (text, voice, language); at most
+        ``tts_processes`` run at once."""
+        if len(text) > self.limits.max_speak_chars:
+            raise SoundLimit("max_speak_chars", f"text of {len(text)} characters")
         key = "speak:" + hashlib.sha256(f"{voice}\0{language}\0{text}".encode()).hexdigest()
         clip = self._get(key)
         if clip is not None:
@@ -183,40 +230,47 @@ class SoundLibrary:
         with tempfile.TemporaryDirectory(prefix="sipconf-speak-") as d:
             wav = Path(d) / "speech.wav"
             try:
-                with trio.fail_after(30):
-                    res = await trio.run_process(
-                        [self.espeak, "-v", lang + variant, "-w", str(wav), "--", text],
-                        capture_stdout=True, capture_stderr=True, check=False,
-                    )
+                async with self._tts:
+                    with trio.fail_after(30):
+                        res = await trio.run_process(
+                            [self.espeak, "-v", lang + variant, "-w", str(wav), "--", text],
+                            capture_stdout=True, capture_stderr=True, check=False,
+                        )
             except (OSError, trio.TooSlowError) as exc:
                 raise SoundError(f"espeak-ng failed: {exc}") from None
             if res.returncode != 0 or not wav.exists():
                 err = res.stderr.decode(errors="replace").strip()[:200]
                 raise SoundError(f"espeak-ng failed for voice {lang}{variant}: {err}")
             data = wav.read_bytes()
-        clip = await trio.to_thread.run_sync(decode, data, "espeak-ng output")
+        clip = await trio.to_thread.run_sync(decode, data, "espeak-ng output", self.max_seconds)
         self._put(key, clip)
         return clip
 
     async def render(self, verbs: Sequence[Play | Speak | Wait], what: str) -> Clip:
-        """Play/Speak/Wait in order as one clip; parts that fail are logged and left out."""
+        """Play/Speak/Wait in order as one clip, at most ``max_seconds`` long (cut there);
+        parts that fail are logged and left out."""
         parts: list[Clip] = []
         total = 0.0
         for verb in verbs:
             try:
                 if isinstance(verb, Wait):
-                    clip, times = Clip.silence(verb.length), 1
+                    seconds = min(verb.length, self.max_seconds - total)
+                    clip, times = Clip.silence(max(seconds, 0)), 1
                 elif isinstance(verb, Play):
                     clip, times = await self.audio(verb.url), max(verb.loop, 1)
                 else:
                     clip = await self.speech(verb.text, verb.voice, verb.language)
                     times = max(verb.loop, 1)
             except SoundError as exc:
+                if isinstance(exc, SoundLimit):
+                    self.on_limit(exc.option)
                 log.warning("%s: skipped a sound: %s", what, exc)
                 continue
-            for _ in range(times):
-                if total + clip.duration > MAX_RENDER_S:
-                    log.warning("%s: longer than %g s, cut", what, MAX_RENDER_S)
+            for _ in range(min(times, self.limits.max_loops)):
+                if total + clip.duration > self.max_seconds:
+                    self.on_limit("max_sound_seconds")
+                    log.warning("%s: longer than %g s, cut (max_sound_seconds)", what,
+                                self.max_seconds)
                     return Clip.concat(parts)
                 parts.append(clip)
                 total += clip.duration
@@ -228,20 +282,19 @@ class SoundLibrary:
         clip = self._get(key)
         if clip is not None:
             return clip
+        body = await self._download(url, self.limits.max_bytes)
         try:
-            with trio.fail_after(self.fetch_timeout):
-                resp = await self.http.get(url, timeout=self.fetch_timeout)
-        except (httpx.HTTPError, trio.TooSlowError) as exc:
-            raise SoundError(f"{url}: {exc.__class__.__name__}") from None
-        if not 200 <= resp.status_code < 300:
-            raise SoundError(f"{url}: HTTP {resp.status_code}")
-        try:
-            doc = parse_sound_document(resp.content, base_url=url)
+            doc = parse_sound_document(body, base_url=url, limits=self.limits)
         except AnswerError as exc:
+            if exc.option:
+                raise SoundLimit(exc.option, f"{url}: {exc}") from None
             raise SoundError(f"{url}: {exc}") from None
         if doc.skipped:
             log.warning("%s: ignored elements in a sound document: %s", url,
                         ", ".join(doc.skipped))
+        for option, what in doc.clamped:
+            self.on_limit(option)
+            log.warning("%s: %s (%s)", url, what, option)
         clip = await self.render(doc.verbs, url)
         if clip.duration == 0:
             raise SoundError(f"{url}: no playable sound in the document")
@@ -252,7 +305,7 @@ class SoundLibrary:
 
     async def resolve(self, spec: str) -> Clip:
         """An enter/exit/wait sound: `beep:1`, `beep:2`, or a sound-document URL."""
-        if spec.startswith("beep:"):
+        if spec in ("beep:1", "beep:2"):
             return self._beeps[int(spec[5:])]
         return await self.document(spec)
 

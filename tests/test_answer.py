@@ -128,7 +128,6 @@ def test_validation_errors(attrs, message):
         ("<Response><Conference><Play>u</Play></Conference></Response>", "must not contain"),
         ('<!DOCTYPE r [<!ENTITY a "aaaa">]><Response><Speak>&a;</Speak></Response>',
          "forbidden XML construct"),
-        ("<Response><Play>nothing</Play></Response>", "absolute http(s) URL"),
         ("<Response><Speak/></Response>", "empty text"),
         ('<Response><Wait length="0"/></Response>', "must be >= 1"),
         ('<Response><Play loop="-1">http://x/a.wav</Play></Response>', "must be >= 0"),
@@ -175,3 +174,59 @@ def test_sound_documents_keep_only_play_speak_wait():
 
 def test_builtin_document_joins_the_dialled_room():
     assert builtin_document("sales").verbs == (Conference(room="sales"),)
+
+
+# --- limits and URLs checked when the document is read -----------------------------------------
+
+from sipconf.answer import Limits  # noqa: E402
+
+
+@pytest.mark.parametrize("attr", ["callbackUrl", "action", "transcriptionUrl", "enterSound",
+                                  "exitSound", "waitSound"])
+def test_a_url_the_client_cannot_send_refuses_the_conference_naming_it(attr):
+    extra = ' record="true"' if attr == "transcriptionUrl" else ""
+    with pytest.raises(AnswerError) as err:
+        conf(f'{attr}="http://x/cb&#9;tab"{extra}')
+    assert f"Conference.{attr}=" in str(err.value) and "control character" in str(err.value)
+
+
+def test_numbers_past_the_limits_are_cut_and_noted():
+    doc = parse_document('<Response><Wait length="99999999999"/>'
+                         '<Play loop="5000">http://x/a.wav</Play>'
+                         '<Conference timeLimit="999999">r</Conference></Response>',
+                         limits=Limits(max_wait=60, max_loops=10))
+    assert doc.verbs[0] == Wait(length=60) and doc.verbs[1].loop == 10
+    assert doc.verbs[2].time_limit == 86400
+    assert [opt for opt, _ in doc.clamped] == ["max_wait_seconds", "max_play_loops",
+                                               "timeLimit"]
+
+
+@pytest.mark.parametrize("xml, message", [
+    ("<Response>" + "<Wait/>" * 101 + "</Response>", "more than 100 (max_document_elements)"),
+    ("<Response><Speak>" + "a" * 3001 + "</Speak></Response>", "longer than 3000"),
+    ("<Response>" + " " * 300_000 + "</Response>", "(max_document_bytes)"),
+    ('<Response><Speak language="../../x">hi</Speak></Response>', "language tag"),
+    ('<Response><Conference digitsMatch="' + ",".join(["1"] * 101) + '">r</Conference>'
+     "</Response>", "more than 100 patterns"),
+])
+def test_sizes_past_the_limits_refuse_the_document(xml, message):
+    with pytest.raises(AnswerError) as err:
+        parse_document(xml)
+    assert message in str(err.value)
+
+
+def test_a_play_whose_url_cannot_be_fetched_is_skipped_not_the_call():
+    doc = parse_document("<Response><Play>nothing</Play><Play>http://x/a\tb.wav</Play>"
+                         "<Conference>r</Conference></Response>")
+    assert doc.verbs == (Conference(room="r"),)
+    assert [s.split(" (")[0] for s in doc.skipped] == ["Play", "Play"]
+    assert "absolute http(s) URL" in doc.skipped[0] and "control character" in doc.skipped[1]
+    with pytest.raises(AnswerError):  # its loop is still the document's business
+        parse_document('<Response><Play loop="-1">http://x/a.wav</Play></Response>')
+
+
+def test_a_bad_element_in_a_sound_document_is_skipped_not_the_sound():
+    doc = parse_sound_document("<Response><Play>http://[::1/x</Play><Wait length=\"2\"/>"
+                               "<Play>http://x/ok.wav</Play></Response>")
+    assert doc.verbs == (Wait(length=2), Play(url="http://x/ok.wav"))
+    assert len(doc.skipped) == 1 and doc.skipped[0].startswith("Play (Play=")

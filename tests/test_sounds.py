@@ -102,3 +102,36 @@ def test_cache_is_bounded_in_bytes():
     lib = run(go)
     assert lib._cached_bytes <= 100_000
     assert list(lib._cache) == ["k8", "k9"]
+
+
+def test_a_file_that_would_decode_to_hours_is_refused_before_decoding(tmp_path):
+    """20 minutes of silence packs into a small FLAC: its length is read from its headers and
+    it is refused before any decoding; a WAV whose header lies about its size decodes only
+    what is there."""
+    import struct
+    import subprocess
+
+    from sipconf.sounds import SoundLimit, decode, duration_of
+
+    flac = tmp_path / "long.flac"
+    subprocess.run(["sox", "-n", "-r", "8000", "-c", "1", "-b", "16", str(flac), "trim", "0",
+                    "1200"], check=True, timeout=30)
+    data = flac.read_bytes()
+    assert len(data) < 2_000_000 and duration_of(data, "long") == pytest.approx(1200)
+    with pytest.raises(SoundLimit) as err:
+        decode(data, "long", max_seconds=600)
+    assert err.value.option == "max_sound_seconds" and "longer than 600 s" in str(err.value)
+    liar = (b"RIFF" + struct.pack("<I", 0xFFFFFFF0) + b"WAVE" + b"fmt "
+            + struct.pack("<IHHIIHH", 16, 1, 1, 8000, 16000, 2, 16)
+            + b"data" + struct.pack("<I", 0xFFFFFFE0) + b"\0" * 3200)
+    assert decode(liar, "liar").duration == pytest.approx(0.2)
+    ten = wav_bytes(tone_pcm(600, 10.0, 8000), 8000)
+    with pytest.raises(SoundLimit):
+        decode(ten, "ten", max_seconds=5)
+    assert decode(ten, "ten", max_seconds=11).duration == pytest.approx(10.0, abs=0.01)
+
+
+def test_a_huge_wait_in_a_sound_document_is_cut_not_allocated(answer_server):
+    doc = answer_server.route("/w.xml", '<Response><Wait length="99999999999"/></Response>')
+    clip = run(lambda lib: lib.resolve(doc))
+    assert clip.duration == pytest.approx(600, abs=0.1)  # max_sound_seconds, not 3000 years

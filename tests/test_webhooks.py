@@ -184,3 +184,99 @@ def test_fetch_is_signed_and_reports_why(receiver, tmp_path):
     assert out["err"].reason == "HTTP 500" and out["err"].retry
     req = receiver.requests_to("/answer")[0]
     assert verify(TOKEN, doc, req.params, req.headers)
+
+
+# --- nothing poisons the spool -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url, why", [
+    ("http://x/cb\there", "control character"),
+    ("http://[::1/x", "not a valid URL"),
+    ("http://127.0.0.1:99999/cb", "not a valid URL"),
+])
+def test_an_event_no_retry_can_send_is_a_dead_letter(receiver, tmp_path, url, why):
+    """An event whose URL can never be requested (it came from a careless document, or from an
+    old spool) goes to the dead letters with its reason; the call's next event still goes."""
+    good = receiver.route("/cb", "ok")
+    spool = Spool(tmp_path / "s.sqlite")
+
+    async def scenario(worker):
+        worker.submit("A", url, "POST", {"seq": "0"})
+        worker.submit("A", good, "POST", {"seq": "1"})
+        with trio.fail_after(10):
+            await worker.drained("A")
+
+    worker = _run_worker(spool, scenario)
+    assert [r.params["seq"] for r in receiver.requests_to("/cb", delivered=True)] == ["1"]
+    dead = spool.dead_letters()
+    assert len(dead) == 1 and dead[0]["url"] == url and why in dead[0]["reason"]
+    assert dead[0]["params"] == {"seq": "0"} and dead[0]["key"] == "A"
+    assert worker.dead == 1 and worker.faults.counts == {} and spool.pending() == []
+    assert spool.forget_dead(dead[0]["id"]) and spool.dead_count() == 0
+
+
+def test_a_4xx_and_an_expired_event_are_dead_letters_with_their_reason(receiver, tmp_path):
+    gone = receiver.route("/gone", status=400)
+    spool = Spool(tmp_path / "s.sqlite")
+    spool.add("B", receiver.url("/late"), "POST", {}, time.time() - 100)
+
+    async def scenario(worker):
+        worker.submit("A", gone, "POST", {})
+        with trio.fail_after(10):
+            await worker.drained("A")
+            await worker.drained("B")
+
+    _run_worker(spool, scenario, ttl=50)
+    reasons = sorted(d["reason"] for d in spool.dead_letters())
+    assert reasons == ["HTTP 400", "expired after 0 attempt(s)"]
+
+
+def test_a_poisoned_spool_is_resumed_without_a_crash(receiver, tmp_path):
+    """Rows written by an older node with a bad URL or unreadable params: the node starts, they
+    are dead letters, the good row is delivered."""
+    path = tmp_path / "s.sqlite"
+    good = receiver.route("/cb", "ok")
+    spool = Spool(path)
+    spool.add("A", "http://x/\tcb", "POST", {"a": "1"}, time.time())
+    spool.add("B", good, "POST", {"b": "1"}, time.time())
+    spool.db.execute("INSERT INTO events (key, url, method, params, created) VALUES "
+                     "('C', 'http://x/', 'POST', 'not json', 0)")
+    spool.close()
+    spool = Spool(path)
+
+    async def wait(worker):
+        with trio.fail_after(10):
+            while spool.pending():
+                await trio.sleep(0.05)
+
+    _run_worker(spool, wait)
+    assert len(receiver.requests_to("/cb", delivered=True)) == 1
+    assert sorted(d["key"] for d in spool.dead_letters()) == ["A", "C"]
+
+
+def test_a_spool_file_that_is_not_a_database_is_moved_aside(tmp_path):
+    path = tmp_path / "s.sqlite"
+    path.write_bytes(b"this is not sqlite" * 100)
+    spool = Spool(path)
+    assert spool.pending() == [] and spool.dead_count() == 0
+    assert any(p.name.startswith("s.sqlite.broken-") for p in tmp_path.iterdir())
+
+
+def test_a_document_is_bounded_in_size_and_in_total_time(receiver, tmp_path):
+    """A body past the limit is refused (no retry); a server that answers slowly is cut at the
+    deadline for the whole request, not per read."""
+    big = receiver.route("/big", "x" * 5000)
+    slow = receiver.route("/slow", "<Response/>", delay=3)
+    spool = Spool(tmp_path / "s.sqlite")
+    out = {}
+
+    async def fetch(worker):
+        for name, url in (("big", big), ("slow", slow)):
+            t0 = time.monotonic()
+            with pytest.raises(FetchError) as exc:
+                await worker.fetch(url, "GET", {}, timeout=1.0)
+            out[name] = (exc.value, time.monotonic() - t0)
+
+    _run_worker(spool, fetch, max_document_bytes=1000)
+    assert "larger than 1000 bytes" in out["big"][0].reason and not out["big"][0].retry
+    assert "timed out" in out["slow"][0].reason and out["slow"][1] < 2.0

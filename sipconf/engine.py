@@ -1,0 +1,96 @@
+"""What the control plane asks of SIP and media, and what it hears back.
+
+The node (trio) drives calls through an :class:`Engine`; the pjsua2 adapter (``sip.py``) is the
+real one, tests stand in a fake. The engine reports what happens as the plain event objects
+below, through the ``emit`` function the node gives it. ``emit`` only queues: the node drains
+its queue in a supervised task, so a failing handler costs one call, never the node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+# --- events (engine -> node) -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IncomingCall:
+    uuid: str
+    from_uri: str
+    to_uri: str
+    to_user: str
+    caller_name: str
+    sip_call_id: str
+
+
+@dataclass(frozen=True)
+class CallEnded:
+    uuid: str
+    status: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class MediaUp:
+    uuid: str
+    rate: int
+
+
+@dataclass(frozen=True)
+class Dtmf:
+    uuid: str
+    digit: str
+    source: str  # "rfc2833", "info" or "inband"
+    at: float = 0.0  # time.monotonic() when the SIP thread saw it
+
+
+@dataclass(frozen=True)
+class Floor:
+    """The mixer's talker detection gave a conference room's floor to this call."""
+
+    room_key: str
+    uuid: str
+
+
+@dataclass(frozen=True)
+class MediaError:
+    uuid: str
+    reason: str
+
+
+class EngineError(RuntimeError):
+    """The SIP stack could not start or a command failed."""
+
+
+Emit = Callable[[object], None]
+
+
+class Engine(Protocol):
+    """Commands are async; each returns False (or None) when the call/room is already gone."""
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+    async def housekeeping(self) -> None:
+        """Background work the engine needs on the trio side; runs until cancelled."""
+
+    def health(self) -> str | None:
+        """None while healthy; otherwise why the node cannot go on (it will exit)."""
+
+    async def answer(self, call_uuid: str, code: int = 200, reason: str = "",
+                     warning: str = "") -> bool: ...
+    async def hangup(self, call_uuid: str, code: int = 0, reason: str = "") -> bool: ...
+    async def join(self, call_uuid: str, room_key: str, muted: bool = False,
+                   deaf: bool = False) -> bool: ...
+    async def leave(self, call_uuid: str) -> bool: ...
+    async def set_member(self, call_uuid: str, muted: bool, deaf: bool = False) -> bool: ...
+    async def play_to_call(self, call_uuid: str, clip: Any, loops: int = 1) -> bool: ...
+    async def stop_call_sound(self, call_uuid: str) -> bool: ...
+    async def play_to_room(self, room_key: str, clip: Any, loops: int = 1) -> int | None: ...
+    async def stop_room_sound(self, sound_id: int) -> bool: ...
+    async def send_digits(self, call_uuid: str, digits: str, tones: bool = True) -> bool: ...
+    async def tap_room(self, room_key: str) -> Any: ...
+    async def untap(self, tap: Any) -> None: ...
+    async def stats(self, rtp: bool = False) -> dict: ...
