@@ -99,7 +99,7 @@ def test_control_api_with_real_members(answer_server, node_factory, uas):
     assert r.status_code == 200 and r.json()["seconds"] > 0.3
     r = api.post("/v1/rooms/ops/record/start", json={"format": "wav"})
     assert r.status_code == 200 and r.json()["RecordUrl"].endswith(".wav"), r.text
-    assert api.post("/v1/rooms/ops/record/start", json={}).status_code == 400  # already
+    assert api.post("/v1/rooms/ops/record/start", json={}).status_code == 409  # already
     time.sleep(2.0)
     stop = api.post("/v1/rooms/ops/record/stop", json={})
     assert stop.status_code == 200 and stop.json()["RecordUrl"] == r.json()["RecordUrl"]
