@@ -11,7 +11,7 @@ import sys
 
 import trio
 
-from .config import OPTIONS, RTP_PORTS_HELP, NodeConfig, build, load_file, option_fields
+from sipconf.config import OPTIONS, RTP_PORTS_HELP, NodeConfig, build, load_file, option_fields
 
 EXIT_BROKEN = 3  # the node broke (SIP thread died, a mixer clock stalled): restart it
 
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def _serve(config: NodeConfig) -> None:
-    from .node import Node
+    from sipconf.node import Node
 
     log = logging.getLogger("sipconf")
     node = Node(config)
@@ -120,9 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     handler.setFormatter(JsonFormatter() if config.log_format == "json" else logging.Formatter(
         "%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=getattr(logging, config.log_level.upper()), handlers=[handler])
-    from .engine import EngineError
-    from .node import NodeBroken
-    from .web import HttpError
+    from sipconf.engine import EngineError
+    from sipconf.http.server import HttpError
+    from sipconf.node import NodeBroken
 
     failures: list[BaseException] = []
     broken: list[BaseException] = []

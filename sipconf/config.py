@@ -6,8 +6,8 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 
-from .access import DEFAULT_TRUST, parse_networks
-from .registration import RegisterTarget
+from sipconf.core.access import DEFAULT_TRUST, parse_networks
+from sipconf.core.registration import RegisterTarget
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 

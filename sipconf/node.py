@@ -26,9 +26,9 @@ from pathlib import Path
 import httpx
 import trio
 
-from . import recording, web
-from . import room as roomstate
-from .answer import (
+from sipconf.config import NodeConfig
+from sipconf.core import room as roomstate
+from sipconf.core.answer import (
     LANGUAGE_RE,
     AnswerError,
     Conference,
@@ -42,10 +42,9 @@ from .answer import (
     builtin_document,
     parse_document,
 )
-from .api import ControlApi
-from .config import NodeConfig
-from .dtmf import DigitCollector
-from .engine import (
+from sipconf.core.digits import DigitCollector
+from sipconf.core.urls import BadUrl, check_url
+from sipconf.engine import (
     CallEnded,
     Dtmf,
     Emit,
@@ -56,11 +55,13 @@ from .engine import (
     MediaError,
     MediaUp,
 )
-from .faults import Faults
-from .metrics import Metrics, render
-from .sounds import SoundError, SoundLibrary, SoundLimit
-from .urls import BadUrl, check_url
-from .webhooks import FetchError, Spool, WebhookWorker, call_params, conference_params
+from sipconf.faults import Faults
+from sipconf.http import server as web
+from sipconf.http.api import ControlApi
+from sipconf.http.metrics import Metrics, render
+from sipconf.media import recording
+from sipconf.media.sounds import SoundError, SoundLibrary, SoundLimit
+from sipconf.webhooks import FetchError, Spool, WebhookWorker, call_params, conference_params
 
 log = logging.getLogger("sipconf.node")
 
@@ -137,7 +138,7 @@ class Node:
         ``transport`` replaces the HTTP clients' network (tests)."""
         self.config = config
         if engine_factory is None:
-            from .sip import SipEngine
+            from sipconf.sip.adapter import SipEngine
 
             engine_factory = SipEngine
         self.engine: Engine = engine_factory(config, self.post_event)
@@ -989,7 +990,7 @@ class Node:
         """pocketsphinx in its own process; the result goes out through the webhook worker."""
         try:
             proc = await trio.run_process(
-                [sys.executable, "-m", "sipconf.transcribe", str(rec.path)],
+                [sys.executable, "-m", "sipconf.media.transcribe", str(rec.path)],
                 capture_stdout=True, capture_stderr=True, check=False)
             out = json.loads(proc.stdout.decode() or "{}")
         except (OSError, ValueError) as exc:

@@ -35,8 +35,8 @@ from urllib.parse import urlencode
 import httpx
 import trio
 
-from .faults import Faults
-from .urls import BadUrl, check_url, printable
+from sipconf.core.urls import BadUrl, check_url, printable
+from sipconf.faults import Faults
 
 log = logging.getLogger("sipconf.webhooks")
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from sipconf.answer import (
+from sipconf.core.answer import (
     AnswerError,
     Conference,
     Hangup,
@@ -178,7 +178,7 @@ def test_builtin_document_joins_the_dialled_room():
 
 # --- limits and URLs checked when the document is read -----------------------------------------
 
-from sipconf.answer import Limits  # noqa: E402
+from sipconf.core.answer import Limits  # noqa: E402
 
 
 @pytest.mark.parametrize("attr", ["callbackUrl", "action", "transcriptionUrl", "enterSound",

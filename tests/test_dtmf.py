@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from mixer_ext.mixer import detect_dtmf, dtmf_tone
 
-from sipconf.dtmf import DigitCollector
+from sipconf.core.digits import DigitCollector
 
 
 def test_suffix_match_and_reset_after_a_match():

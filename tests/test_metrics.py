@@ -1,6 +1,6 @@
 """The Prometheus text the node serves, from plain inputs (no node)."""
 
-from sipconf.metrics import Metrics, render
+from sipconf.http.metrics import Metrics, render
 
 
 def _parse(text: str) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""The pjlib log ring (mixer_ext/pjlog.c via sipconf.pjlog): several C threads logging at once
+"""The pjlib log ring (mixer_ext/pjlog.c via sipconf.sip.pjlog): several C threads logging at once
 while Python drains, and a burst with nobody draining. Run in a child process: pjlib's log
 function is process-wide."""
 
@@ -10,7 +10,7 @@ import textwrap
 CHILD = textwrap.dedent('''
     import json, logging, sys, threading
     import pjsua2 as pj
-    from sipconf import pjlog
+    from sipconf.sip import pjlog
 
     got = []
 

@@ -9,8 +9,8 @@ import miniaudio
 import numpy as np
 import pytest
 
-from sipconf import recording
-from sipconf.web import parse_range
+from sipconf.media import recording
+from sipconf.http.server import parse_range
 
 
 def _tone(seconds: float) -> np.ndarray:

@@ -2,9 +2,9 @@
 
 import pytest
 
-from sipconf.access import TrustedSources, source_ip
 from sipconf.config import build
-from sipconf.registration import RegisterTarget, Registrar, dialled_user
+from sipconf.core.access import TrustedSources, source_ip
+from sipconf.core.registration import RegisterTarget, Registrar, dialled_user
 
 
 def test_register_target_parses_user_host_port():

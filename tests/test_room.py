@@ -2,8 +2,8 @@
 
 import itertools
 
-from sipconf.answer import Conference
-from sipconf.room import (
+from sipconf.core.answer import Conference
+from sipconf.core.room import (
     END_CONFERENCE,
     ENDED,
     HANGUP,

@@ -2,7 +2,7 @@
 
 import pytest
 
-from sipconf import sipmsg
+from sipconf.core import sipmsg
 
 INVITE = (
     "INVITE sip:room%2042@10.0.0.1:5080;transport=udp SIP/2.0\r\n"

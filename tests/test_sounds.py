@@ -7,7 +7,7 @@ import pytest
 import trio
 from support.audio import encode_mp3, tone_pcm, wav_bytes
 
-from sipconf.sounds import BEEP_HZ, Clip, SoundError, SoundLibrary, beep
+from sipconf.media.sounds import BEEP_HZ, Clip, SoundError, SoundLibrary, beep
 
 
 def run(fn):
@@ -111,7 +111,7 @@ def test_a_file_that_would_decode_to_hours_is_refused_before_decoding(tmp_path):
     import struct
     import subprocess
 
-    from sipconf.sounds import SoundLimit, decode, duration_of
+    from sipconf.media.sounds import SoundLimit, decode, duration_of
 
     flac = tmp_path / "long.flac"
     subprocess.run(["sox", "-n", "-r", "8000", "-c", "1", "-b", "16", str(flac), "trim", "0",

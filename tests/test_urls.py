@@ -3,7 +3,7 @@
 import httpx
 import pytest
 
-from sipconf.urls import BadUrl, check_url, printable
+from sipconf.core.urls import BadUrl, check_url, printable
 
 
 @pytest.mark.parametrize("value, why", [

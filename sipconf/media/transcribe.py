@@ -1,6 +1,6 @@
 """Offline transcription of a recording with pocketsphinx (its bundled en-US model).
 
-Run as a separate process (``python -m sipconf.transcribe FILE``) so decoding never competes
+Run as a separate process (``python -m sipconf.media.transcribe FILE``) so decoding never competes
 with the node's threads for the GIL; prints one JSON object: ``{"text": ..., "duration": ...}``
 or ``{"error": ...}``.
 """

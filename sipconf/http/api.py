@@ -13,7 +13,7 @@ import re
 from typing import Any, Protocol
 from urllib.parse import unquote
 
-from .faults import Faults
+from sipconf.faults import Faults
 
 log = logging.getLogger("sipconf.api")
 

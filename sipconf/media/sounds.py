@@ -21,8 +21,16 @@ import httpx
 import numpy as np
 import trio
 
-from .answer import DEFAULT_LIMITS, AnswerError, Limits, Play, Speak, Wait, parse_sound_document
-from .urls import BadUrl, check_url, printable
+from sipconf.core.answer import (
+    DEFAULT_LIMITS,
+    AnswerError,
+    Limits,
+    Play,
+    Speak,
+    Wait,
+    parse_sound_document,
+)
+from sipconf.core.urls import BadUrl, check_url, printable
 
 log = logging.getLogger("sipconf.sounds")
 

@@ -14,7 +14,7 @@ from xml.etree.ElementTree import Element
 import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
 
-from .urls import BadUrl, check_url
+from sipconf.core.urls import BadUrl, check_url
 
 MAX_ROOM_NAME = 256
 MAX_MEMBERS_LIMIT = 20

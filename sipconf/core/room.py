@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .answer import Conference
+from sipconf.core.answer import Conference
 
 # Why a member left the room.
 HANGUP = "hangup"  # the call ended

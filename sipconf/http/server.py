@@ -8,7 +8,7 @@ from pathlib import Path
 
 import trio
 
-from .recording import FORMATS
+from sipconf.media.recording import FORMATS
 
 CHUNK = 64 * 1024
 _NAME = re.compile(r"^/recordings/([A-Za-z0-9_-]{16,64})\.(wav|mp3)$")

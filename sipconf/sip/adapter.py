@@ -24,10 +24,11 @@ import numpy as np
 import trio
 from mixer_ext.mixer import DEAF, MUTED, dtmf_tone
 
-from . import pjlog, sipmsg
-from .access import TrustedSources
-from .config import NodeConfig
-from .engine import (  # noqa: F401 - the events are part of this adapter's interface
+from sipconf.config import NodeConfig
+from sipconf.core import sipmsg
+from sipconf.core.access import TrustedSources
+from sipconf.core.registration import Registrar, dialled_user
+from sipconf.engine import (  # noqa: F401 - the events are part of this adapter's interface
     CallEnded,
     Dtmf,
     Emit,
@@ -37,7 +38,7 @@ from .engine import (  # noqa: F401 - the events are part of this adapter's inte
     MediaError,
     MediaUp,
 )
-from .registration import Registrar, dialled_user
+from sipconf.sip import pjlog
 
 log = logging.getLogger("sipconf.sip")
 
@@ -257,7 +258,7 @@ class SipEngine:
 
     def _init(self, pj) -> None:
         cfg = self.config
-        # pjlib's lines go to a lock-free ring that sipconf.pjlog drains into Python logging (so
+        # pjlib's lines go to a lock-free ring that sipconf.sip.pjlog drains into Python logging (so
         # --log-format json covers them too); never to a Python callback, which would make a
         # thread holding a pjlib or mixer lock wait for the GIL. From the first line on:
         pjlog.install(cfg.pj_log_level, pj.PJ_LOG_HAS_SENDER)

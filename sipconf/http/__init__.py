@@ -1,0 +1,1 @@
+"""The node's HTTP server: the control API, recordings, metrics."""

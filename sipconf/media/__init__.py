@@ -1,0 +1,1 @@
+"""Sounds, recordings and transcription: audio the node fetches, renders, writes."""
