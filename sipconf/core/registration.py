@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from sipconf.core.backoff import backoff
+
 BACKOFF_FIRST_S = 1.0
 BACKOFF_MAX_S = 120.0
 
@@ -69,7 +71,7 @@ class Registrar:
         self.registered, self.expires = False, 0
         self.failures += 1
         self.attempts_failed += 1
-        return min(self.cap, self.first * 2 ** (self.failures - 1))
+        return backoff(self.failures, self.first, self.cap)
 
 
 def dialled_user(ruri_user: str, to_user: str, own_users: set[str]) -> str:
