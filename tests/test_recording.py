@@ -9,8 +9,8 @@ import miniaudio
 import numpy as np
 import pytest
 
-from sipconf.media import recording
 from sipconf.http.server import parse_range
+from sipconf.media import recording
 
 
 def _tone(seconds: float) -> np.ndarray:
@@ -68,3 +68,11 @@ def test_range_header_forms():
     assert parse_range("bytes=0-0,5-9", 1000) == (0, 0)
     for bad in ("bytes=1000-", "bytes=5-2", "bytes=-0", "items=0-1", "bytes=-", ""):
         assert parse_range(bad, 1000) is None, bad
+
+
+def test_a_recording_that_got_no_audio_closes_cleanly(tmp_path):
+    """Stopped (or its room ended) before the first samples arrived: an empty, valid file."""
+    for fmt in ("mp3", "wav"):
+        rec = recording.Recording.create(tmp_path, fmt)
+        rec.close()
+        assert rec.duration_ms == 0 and rec.path.exists()

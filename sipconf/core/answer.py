@@ -365,7 +365,8 @@ def parse_document(data: bytes | str, base_url: str | None = None,
         root = SafeET.fromstring(data)
     except DefusedXmlException as exc:
         raise AnswerError(f"forbidden XML construct: {exc.__class__.__name__}") from None
-    except (SafeET.ParseError, ValueError, RecursionError) as exc:
+    except (SafeET.ParseError, ValueError, LookupError, RecursionError) as exc:
+        # LookupError: an XML declaration naming an encoding Python does not know
         raise AnswerError(f"not valid XML: {exc}") from None
     if root.tag != "Response":
         raise AnswerError(f"root element is <{_show(str(root.tag))[1:-1]}>, expected <Response>")

@@ -171,7 +171,7 @@ class ControlApi:
             query = dict(p.split("=", 1) for p in scope.get("query_string", b"").decode(
                 "latin-1").split("&") if "=" in p)
             limit = query.get("limit", "100")
-            if not limit.isdigit() or not 1 <= int(limit) <= 1000:
+            if not re.fullmatch(r"[0-9]{1,4}", limit) or not 1 <= int(limit) <= 1000:
                 return await _json(send, 400, {"error": "limit must be 1-1000"})
             return await _json(send, 200, {"dead_letters": self.node.dead_letters(int(limit))})
         if (m := _DEAD.match(path)) and method == "DELETE":

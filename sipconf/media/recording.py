@@ -105,7 +105,7 @@ class Recording:
             return
         if self._enc is None:
             self._rewrite_header()
-        else:
+        elif self.samples:  # lameenc cannot flush an encoder that was never given audio
             self._f.write(self._enc.flush())
         self._f.flush()
         os.fsync(self._f.fileno())
