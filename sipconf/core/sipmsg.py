@@ -10,9 +10,15 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-# Codecs the node mixes, by rtpmap encoding name (lower case) and static payload type.
-SUPPORTED_CODECS = {"pcmu": 0, "pcma": 8, "g722": 9, "opus": None}
-_STATIC_PT = {0: "pcmu", 8: "pcma", 9: "g722", 18: "g729", 3: "gsm", 4: "g723"}
+from sipconf.core.codecs import BY_ENCODING, CODECS
+
+# Codecs the node mixes, by rtpmap encoding name (lower case) and static payload type: the
+# codec table's (sipconf.core.codecs).
+SUPPORTED_CODECS = BY_ENCODING
+# Static payload types an offer may name without an rtpmap line: ours, plus a few common ones
+# we do not take (so a 488's log line can say what was offered).
+_STATIC_PT = {c.static_pt: c.name.lower() for c in CODECS if c.static_pt is not None} | {
+    18: "g729", 3: "gsm", 4: "g723"}
 
 _URI_USER = re.compile(r"^(?:sips?|tel):(?:([^@;?]+)@)?", re.I)
 _NAME_ADDR = re.compile(r'^\s*(?:"((?:[^"\\]|\\.)*)"|([^<"]*?))\s*<([^>]*)>')

@@ -1,0 +1,193 @@
+"""What pjsua2 calls us for: an incoming call, a registration's outcome, call and stream state.
+
+pjsua2 reports through virtual methods on its Account and Call classes; the subclasses here only
+forward to the handlers below (and log, never raise: an exception in a callback must not kill the
+SIP thread). The handlers run on the SIP thread (pjsua2 calls them from ``libHandleEvents``, or
+synchronously inside ``answer``/``hangup``) and tell the node through engine events.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import TYPE_CHECKING
+
+from sipconf.core import sipmsg
+from sipconf.core.codecs import no_common_codec_warning
+from sipconf.core.registration import dialled_user
+from sipconf.engine import CallEnded, Dtmf, IncomingCall, MediaUp
+from sipconf.sip.records import CallRec
+
+if TYPE_CHECKING:
+    from sipconf.sip.thread import SipThread
+
+log = logging.getLogger("sipconf.sip")
+
+
+def refuse(t: SipThread, rec: CallRec, code: int, reason: str, warning: str,
+           outcome: str) -> None:
+    """A final error before the trio side ever hears of the call (counted for /metrics)."""
+    rec.offer_ok = False
+    t.refused[outcome] = t.refused.get(outcome, 0) + 1
+    try:
+        rec.call.answer(t.op(code, reason, warning))
+    except t.pj.Error:
+        pass
+
+
+def incoming(t: SipThread, acc, prm) -> None:
+    """A new INVITE: refused here (403 untrusted source, 488 no codec, 400 unreadable) or rung
+    (180) and reported as IncomingCall."""
+    pj = t.pj
+    call = t.call_cls(t, acc, prm.callId)
+    rec = CallRec(uuid=str(uuid.uuid4()), call=call)
+    call.rec = rec
+    t.calls[rec.uuid] = rec
+    src = prm.rdata.srcAddress
+    if not t.trust.allows(src):
+        log.warning("call %s from %s refused: not a trusted source (--trust) -> 403",
+                    rec.uuid, src)
+        refuse(t, rec, 403, "Forbidden", "source not trusted", "forbidden")
+        return
+    msg = prm.rdata.wholeMsg
+    try:
+        info = call.getInfo()
+        _, ruri = sipmsg.request_line(msg)
+        to_user = dialled_user(sipmsg.uri_user(ruri), sipmsg.uri_user(info.localUri),
+                               t.own_users)
+        body = sipmsg.message_body(msg)
+        if body.strip():
+            offer = sipmsg.parse_offer(body)
+            if not offer.has_audio or not offer.supported:
+                log.info("call %s: no codec in common (offered: %s) -> 488", rec.uuid,
+                         ",".join(offer.codecs) or "none")
+                refuse(t, rec, 488, "Not Acceptable Here", no_common_codec_warning(),
+                       "no-codec")
+                return
+        call.answer(t.op(180))
+    except (ValueError, pj.Error) as exc:
+        reason = exc.reason if isinstance(exc, pj.Error) else str(exc)
+        log.warning("call %s: bad INVITE (%s) -> 400", rec.uuid, reason)
+        refuse(t, rec, 400, "Bad Request", reason, "bad-request")
+        return
+    t.emit(IncomingCall(
+        uuid=rec.uuid,
+        from_uri=sipmsg.bare_uri(info.remoteUri),
+        to_uri=ruri,
+        to_user=to_user,
+        caller_name=sipmsg.display_name(info.remoteUri),
+        sip_call_id=info.callIdString,
+    ))
+
+
+def reg_state(t: SipThread, code: int, reason: str, expires: int) -> None:
+    """The PBX answered a REGISTER: note it, and on failure schedule the retry (with backoff)."""
+    target = t.config.register_target
+    if t.unregistering:  # the PBX's answer to our unregistration at shutdown
+        t.registrar.registered = False
+        log.info("unregistered from %s (%d %s)", target.registrar_uri, code, reason)
+        return
+    was = t.registrar.registered
+    delay = t.registrar.outcome(code, reason, expires)
+    if delay is None:
+        if not was:
+            log.info("registered %s at %s (%d %s, expires %d s)", target.uri,
+                     target.registrar_uri, code, reason, expires)
+        return
+    log.warning("registration of %s at %s failed: %d %s; retrying in %g s", target.uri,
+                target.registrar_uri, code, reason, delay)
+    t.reg_retry_at = time.monotonic() + delay
+
+
+def call_state(t: SipThread, rec: CallRec) -> None:
+    """Only the end matters here: take the call out of the mixer and report CallEnded."""
+    pj = t.pj
+    try:
+        info = rec.call.getInfo()
+    except pj.Error:
+        return
+    if info.state != pj.PJSIP_INV_STATE_DISCONNECTED or rec.ended:
+        return
+    rec.ended = True
+    t.media.detach(rec)
+    t.media.unplace(rec)
+    t.calls.pop(rec.uuid, None)
+    t.drop_call(rec)
+    if rec.offer_ok:
+        t.emit(CallEnded(rec.uuid, info.lastStatusCode, info.lastReason))
+
+
+def stream_created(t: SipThread, rec: CallRec, prm) -> None:
+    """The call's stream goes to the mixer; the conference bridge gets a placeholder port."""
+    leg = t.media.new_leg(rec, prm.stream)
+    if leg is None:
+        return
+    prm.pPort = leg.placeholder
+    prm.destroyPort = False
+    t.media.attach(rec, leg)
+    t.emit(MediaUp(rec.uuid, leg.stats()["rate"]))
+
+
+def stream_destroyed(t: SipThread, rec: CallRec) -> None:
+    t.media.detach(rec)
+
+
+def account_class(pj):
+    """pjsua2's Account, reporting to the SIP thread (the class is made once pjsua2 is
+    imported, on that thread)."""
+
+    class _Account(pj.Account):
+        def __init__(self, sip: SipThread):
+            super().__init__()
+            self.sip = sip
+
+        def onIncomingCall(self, prm):  # noqa: N802 - pjsua2's name
+            try:
+                incoming(self.sip, self, prm)
+            except Exception:  # noqa: BLE001 - never let a callback kill the SIP thread
+                log.exception("incoming call handler failed")
+
+        def onRegState(self, prm):  # noqa: N802
+            try:
+                reg_state(self.sip, prm.code, prm.reason, prm.expiration)
+            except Exception:  # noqa: BLE001
+                log.exception("registration handler failed")
+
+    return _Account
+
+
+def call_class(pj):
+    """pjsua2's Call, reporting to the SIP thread; ``rec`` links it to its CallRec."""
+
+    class _Call(pj.Call):
+        def __init__(self, sip: SipThread, acc, call_id: int):
+            super().__init__(acc, call_id)
+            self.sip = sip
+            self.rec: CallRec | None = None
+
+        def onCallState(self, prm):  # noqa: N802
+            if self.rec is not None:
+                try:
+                    call_state(self.sip, self.rec)
+                except Exception:  # noqa: BLE001
+                    log.exception("call state handler failed")
+
+        def onStreamCreated(self, prm):  # noqa: N802
+            if self.rec is not None:
+                try:
+                    stream_created(self.sip, self.rec, prm)
+                except Exception:  # noqa: BLE001
+                    log.exception("stream handler failed")
+
+        def onStreamDestroyed(self, prm):  # noqa: N802
+            if self.rec is not None:
+                stream_destroyed(self.sip, self.rec)
+
+        def onDtmfDigit(self, prm):  # noqa: N802
+            if self.rec is not None:
+                source = "info" if prm.method == pj.PJSUA_DTMF_METHOD_SIP_INFO else "rfc2833"
+                self.sip.emit(Dtmf(self.rec.uuid, str(prm.digit).upper(), source,
+                                   time.monotonic()))
+
+    return _Call

@@ -1,0 +1,263 @@
+"""The commands the trio side sends the SIP thread, and how the SIP thread carries them out.
+
+Each command is a small frozen dataclass; :data:`HANDLERS` maps its type to the function that
+executes it on the SIP thread (``execute``). A handler returns the async method's result, or
+raises (the exception is handed back to the awaiting caller). "The call is already gone" is an
+answer (False/None), not an error.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sipconf.sip import pjlog
+
+if TYPE_CHECKING:
+    from sipconf.sip.records import CallRec
+    from sipconf.sip.thread import SipThread
+
+
+@dataclass(frozen=True)
+class Answer:
+    call_uuid: str
+    code: int = 200
+    reason: str = ""
+    warning: str = ""
+
+
+@dataclass(frozen=True)
+class Hangup:
+    call_uuid: str
+    code: int = 0
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Join:
+    call_uuid: str
+    room_key: str
+    muted: bool = False
+    deaf: bool = False
+
+
+@dataclass(frozen=True)
+class Leave:
+    call_uuid: str
+
+
+@dataclass(frozen=True)
+class SetMember:
+    call_uuid: str
+    muted: bool
+    deaf: bool = False
+
+
+@dataclass(frozen=True)
+class PlayToCall:
+    call_uuid: str
+    clip: Any  # sounds.Clip
+    loops: int = 1
+
+
+@dataclass(frozen=True)
+class StopCallSound:
+    call_uuid: str
+
+
+@dataclass(frozen=True)
+class PlayToRoom:
+    room_key: str
+    clip: Any  # sounds.Clip
+    loops: int = 1
+
+
+@dataclass(frozen=True)
+class StopRoomSound:
+    sound_id: int
+
+
+@dataclass(frozen=True)
+class SendDigits:
+    call_uuid: str
+    digits: str
+    tones: bool = True
+
+
+@dataclass(frozen=True)
+class TapRoom:
+    room_key: str
+
+
+@dataclass(frozen=True)
+class Untap:
+    tap: Any  # mixer_ext.streams.Tap
+
+
+@dataclass(frozen=True)
+class Stats:
+    rtp: bool = False
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Not a command with an answer: the SIP thread hangs up every call and ends its loop."""
+
+    grace: float
+
+
+Command = (Answer | Hangup | Join | Leave | SetMember | PlayToCall | StopCallSound | PlayToRoom
+           | StopRoomSound | SendDigits | TapRoom | Untap | Stats)
+
+
+def name(cmd: object) -> str:
+    """``SetMember(...)`` -> ``set_member`` (for messages)."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", type(cmd).__name__).lower()
+
+
+# --- execution, on the SIP thread ---------------------------------------------------------------
+
+
+def _live(t: SipThread, call_uuid: str) -> CallRec | None:
+    rec = t.calls.get(call_uuid)
+    return None if rec is None or rec.ended else rec
+
+
+def _answer(t: SipThread, c: Answer) -> bool:
+    rec = _live(t, c.call_uuid)
+    if rec is None:
+        return False
+    rec.call.answer(t.op(c.code, c.reason, c.warning))
+    if c.code == 200:
+        rec.answered = True
+        t.media.place(rec)
+    return True
+
+
+def _hangup(t: SipThread, c: Hangup) -> bool:
+    rec = _live(t, c.call_uuid)
+    if rec is None:
+        return False
+    t.media.detach(rec)
+    rec.call.hangup(t.op(c.code, c.reason))
+    return True
+
+
+def _join(t: SipThread, c: Join) -> bool:
+    rec = _live(t, c.call_uuid)
+    if rec is None:
+        return False
+    t.media.join(rec, c.room_key, c.muted, c.deaf)
+    return True
+
+
+def _leave(t: SipThread, c: Leave) -> bool:
+    rec = t.calls.get(c.call_uuid)
+    if rec is None or rec.room_key is None:
+        return False
+    t.media.leave(rec)
+    return True
+
+
+def _set_member(t: SipThread, c: SetMember) -> bool:
+    rec = t.calls.get(c.call_uuid)
+    if rec is None:
+        return False
+    t.media.set_member(rec, c.muted, c.deaf)
+    return True
+
+
+def _play_to_call(t: SipThread, c: PlayToCall | StopCallSound) -> bool:
+    rec = _live(t, c.call_uuid)
+    if rec is None:
+        return False
+    if isinstance(c, StopCallSound):
+        t.media.play_to_call(rec, None, 0)
+    else:
+        t.media.play_to_call(rec, c.clip, c.loops)
+    return True
+
+
+def _play_to_room(t: SipThread, c: PlayToRoom) -> int | None:
+    return t.media.play_to_room(c.room_key, c.clip, c.loops)
+
+
+def _stop_room_sound(t: SipThread, c: StopRoomSound) -> bool:
+    return t.media.stop_room_sound(c.sound_id)
+
+
+def _send_digits(t: SipThread, c: SendDigits) -> bool:
+    """RFC 2833 events while the peer takes them; otherwise (if asked) in-band tones."""
+    rec = _live(t, c.call_uuid)
+    if rec is None or rec.leg is None:
+        return False
+    if rec.rfc2833 is not False:
+        try:
+            rec.call.dialDtmf(c.digits)
+            rec.rfc2833 = True
+            return True
+        except t.pj.Error:
+            rec.rfc2833 = False  # no telephone-event negotiated: tones instead
+    if c.tones:
+        t.media.relay_tones(rec, c.digits)
+    return True
+
+
+def _tap_room(t: SipThread, c: TapRoom) -> Any:
+    return t.media.tap_room(c.room_key)
+
+
+def _untap(t: SipThread, c: Untap) -> None:
+    c.tap.detach()
+
+
+def _rtp_stats(t: SipThread, rec: CallRec) -> dict | None:
+    try:
+        st = rec.call.getStreamStat(0).rtcp
+    except t.pj.Error:
+        return None
+    rx = st.rxStat
+    return {"rx_packets": rx.pkt, "rx_lost": rx.loss, "rx_discarded": rx.discard,
+            "jitter_s": rx.jitterUsec.last / 1e6, "jitter_max_s": rx.jitterUsec.max / 1e6,
+            "peer_lost": st.txStat.loss}  # what the caller's RTCP reports says it lost
+
+
+def _stats(t: SipThread, c: Stats) -> dict:
+    """The mixer's figures; with ``rtp``, each leg's RTP statistics from pjsua too."""
+    out = {"calls": len(t.calls), **t.media.stats(t.calls),
+           "refused": dict(t.refused),
+           "log_dropped": pjlog.dropped(),
+           "registration": None if t.reg is None else {
+               "registered": t.registrar.registered,
+               "failures": t.registrar.attempts_failed,
+               "last_code": t.registrar.last_code,
+               "expires": t.registrar.expires}}
+    if c.rtp:
+        out["rtp"] = {u: st for u, r in t.calls.items()
+                      if r.leg is not None and r.answered and not r.ended
+                      and (st := _rtp_stats(t, r)) is not None}
+    return out
+
+
+HANDLERS: dict[type, Callable[[SipThread, Any], Any]] = {
+    Answer: _answer,
+    Hangup: _hangup,
+    Join: _join,
+    Leave: _leave,
+    SetMember: _set_member,
+    PlayToCall: _play_to_call,
+    StopCallSound: _play_to_call,
+    PlayToRoom: _play_to_room,
+    StopRoomSound: _stop_room_sound,
+    SendDigits: _send_digits,
+    TapRoom: _tap_room,
+    Untap: _untap,
+    Stats: _stats,
+}
+
+
+def execute(t: SipThread, cmd: Command) -> Any:
+    """Carry out ``cmd`` on the SIP thread; its result (or its exception) is the caller's."""
+    return HANDLERS[type(cmd)](t, cmd)

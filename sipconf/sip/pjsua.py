@@ -1,0 +1,125 @@
+"""How pjsua is configured: endpoint, media, transports, codecs, accounts.
+
+Configuration only (what we ask of pjsua, and why); ``thread.SipThread.init`` calls these in
+order on the SIP thread. Which codecs we take is not decided here but in
+``sipconf.core.codecs``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sipconf.config import NodeConfig
+from sipconf.core.codecs import pjsua_priority
+from sipconf.engine import EngineError
+from sipconf.sip import pjlog
+
+log = logging.getLogger("sipconf.sip")
+
+USER_AGENT = "sipconf/0.1"
+UNREGISTER_WAIT_S = 1.0  # at shutdown, how long the PBX gets to confirm the unregistration
+
+
+def init_log_writer_class(pj):
+    """The log writer pjsua uses during ``libInit`` only (see :func:`endpoint_config`)."""
+
+    class _InitLogWriter(pj.LogWriter):
+        def write(self, entry):
+            pjlog.line(entry.level, entry.msg)
+
+    return _InitLogWriter
+
+
+def endpoint_config(pj, cfg: NodeConfig, log_writer):
+    """pjsua's EpConfig: no pjsua threads (we poll), our call limit and logging, 16 kHz mono
+    20 ms media with no VAD or echo canceller, our jitter buffer bounds."""
+    epc = pj.EpConfig()
+    epc.uaConfig.threadCnt = 0
+    epc.uaConfig.mainThreadOnly = False
+    epc.uaConfig.maxCalls = cfg.max_calls
+    epc.uaConfig.userAgent = USER_AGENT
+    epc.logConfig.level = cfg.pj_log_level
+    epc.logConfig.consoleLevel = cfg.pj_log_level
+    epc.logConfig.msgLogging = cfg.pj_log_level >= 4
+    epc.logConfig.decor = pj.PJ_LOG_HAS_SENDER
+    epc.logConfig.writer = log_writer
+    mc = epc.medConfig
+    mc.noVad = True
+    mc.ecTailLen = 0
+    mc.clockRate = 16000
+    mc.sndClockRate = 16000
+    mc.channelCount = 1
+    mc.audioFramePtime = 20
+    mc.ptime = 20
+    mc.threadCnt = cfg.media_threads
+    mc.jbInit = cfg.jb_init_ms
+    mc.jbMinPre = cfg.jb_min_ms
+    mc.jbMaxPre = cfg.jb_max_ms
+    return epc
+
+
+def create_transports(pj, ep, cfg: NodeConfig) -> None:
+    """Listen for SIP on UDP (and TCP if asked); EngineError if the address is taken."""
+    tc = pj.TransportConfig()
+    tc.port = cfg.sip_port
+    tc.boundAddress = cfg.sip_host
+    kinds = [("udp", pj.PJSIP_TRANSPORT_UDP)]
+    if cfg.sip_tcp:
+        kinds.append(("tcp", pj.PJSIP_TRANSPORT_TCP))
+    for name, kind in kinds:
+        try:
+            ep.transportCreate(kind, tc)
+        except pj.Error as exc:
+            raise EngineError(
+                f"cannot listen for SIP on {name} {cfg.sip_host}:{cfg.sip_port}: {exc.reason}"
+            ) from None
+
+
+def set_codecs(pj, ep, cfg: NodeConfig) -> None:
+    """Our codecs at their priorities, every other one off; Opus fullband mono."""
+    for ci in ep.codecEnum2():
+        ep.codecSetPriority(ci.codecId, pjsua_priority(ci.codecId))
+    try:
+        oc = ep.getCodecOpusConfig()
+        # Fullband: at 16 kHz Opus codes in SILK (a speech model) and smears a room mix of
+        # several voices or tones (measured: sidebands 19 dB down). The mixer gets 16 kHz
+        # through a per-leg resampler (mixer_ext.streams) instead.
+        oc.sample_rate = 48000
+        oc.channel_cnt = 1
+        oc.frm_ptime = 20
+        oc.bit_rate = cfg.opus_bitrate
+        ep.setCodecOpusConfig(oc)
+    except pj.Error as exc:
+        log.warning("opus unavailable: %s", exc.reason)
+
+
+def account_config(pj, cfg: NodeConfig):
+    """The local account (``sip:sipconf@host:port``) that takes calls, and its RTP ports."""
+    acfg = pj.AccountConfig()
+    acfg.idUri = f"sip:sipconf@{cfg.sip_host}:{cfg.sip_port}"
+    acfg.regConfig.registerOnAdd = False
+    mt = acfg.mediaConfig.transportConfig
+    mt.port = cfg.rtp_port_min
+    mt.portRange = cfg.rtp_port_max - cfg.rtp_port_min + 1
+    mt.boundAddress = cfg.sip_host
+    mt.publicAddress = cfg.sip_host
+    acfg.mediaConfig.rtcpMuxEnabled = False
+    return acfg
+
+
+def registration_config(pj, cfg: NodeConfig, media_config):
+    """The account that registers on a PBX (``--register``): pjsua sends the REGISTERs,
+    failures are retried by us (sipconf.core.registration's backoff), not by pjsua."""
+    target = cfg.register_target
+    racfg = pj.AccountConfig()
+    racfg.idUri = target.uri
+    racfg.mediaConfig = media_config
+    rc = racfg.regConfig
+    rc.registrarUri = target.registrar_uri
+    rc.registerOnAdd = True
+    rc.timeoutSec = cfg.register_expires
+    rc.retryIntervalSec = 0  # failures are retried by us, with backoff
+    rc.unregWaitMsec = int(UNREGISTER_WAIT_S * 1000)
+    cred = pj.AuthCredInfo("digest", "*", cfg.auth_user or target.user, 0, cfg.auth_password)
+    racfg.sipConfig.authCreds.append(cred)
+    return racfg

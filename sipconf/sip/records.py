@@ -1,0 +1,32 @@
+"""What the SIP thread remembers about each call and each mixer room.
+
+Plain records, owned by the SIP thread (never read from trio): the call callbacks create and end
+them, the commands and the media placement read and change them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class CallRec:
+    uuid: str
+    call: Any  # the pjsua2 Call
+    leg: Any = None  # mixer_ext.streams.Leg
+    room_key: str | None = None  # the conference room's mixer, None = the call's own solo room
+    mix_key: str | None = None  # the mixer room the leg is in now
+    flags: int = 0
+    overlay: tuple[Any, int] | None = None  # (clip, loops) played to this caller alone
+    rfc2833: bool | None = None  # the peer takes telephone-events (None: not tried yet)
+    answered: bool = False
+    ended: bool = False
+    offer_ok: bool = True
+
+
+@dataclass
+class MixRoomRec:
+    mix: Any  # mixer_ext.streams.MixRoom
+    members: set[str] = field(default_factory=set)
+    sources: set[int] = field(default_factory=set)

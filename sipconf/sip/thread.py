@@ -1,0 +1,252 @@
+"""The SIP thread: the one thread that creates, drives and destroys every pjsua2 object.
+
+pjsua2 aborts the process when a thread it does not know touches (or merely garbage-collects)
+one of its objects, and when objects outlive ``libDestroy()``. So :class:`SipThread` owns them
+all: it sets pjsua up (``pjsua``), polls ``libHandleEvents``, runs the commands the trio side
+queues (``commands``), hands call streams to the mixer (``media``), and at the end hangs up,
+unregisters and destroys everything, on this thread. It beats a heartbeat each turn so the node's
+watchdog can tell it is stuck.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import queue
+import threading
+import time
+from typing import Any
+
+import trio
+
+from sipconf.config import NodeConfig
+from sipconf.core.access import TrustedSources
+from sipconf.core.registration import Registrar
+from sipconf.engine import Emit
+from sipconf.sip import callbacks, pjlog, pjsua
+from sipconf.sip.commands import Stop, execute
+from sipconf.sip.media import Media
+from sipconf.sip.records import CallRec
+
+log = logging.getLogger("sipconf.sip")
+
+POLL_MS = 5
+
+
+class SipThread:
+    """The SIP thread's state and work. Everything but ``heartbeat``, ``media`` (read by the
+    watchdog) and the command queue is touched on the SIP thread only."""
+
+    def __init__(self, config: NodeConfig, on_event: Emit, cmds: queue.SimpleQueue):
+        self.config = config
+        self._on_event = on_event  # called on the trio thread; queues, never raises
+        self.token: trio.lowlevel.TrioToken | None = None  # set by SipEngine.start
+        self.cmds = cmds  # (command, deliver) pairs from the trio side
+        self.ready = threading.Event()
+        self.start_error: BaseException | None = None
+        self.heartbeat = time.monotonic()  # the loop's last turn
+        self.pj: Any = None  # the pjsua2 module, imported on this thread
+        self.ep: Any = None
+        self._init_log_writer: Any = None  # pjsua's log writer during libInit (see init)
+        self.acc: Any = None  # the local account, which takes the calls
+        self.reg: Any = None  # the pjsua2 Account that registers on a PBX, if any
+        self.call_cls: Any = None
+        self.media: Media | None = None
+        self.trust: TrustedSources | None = None
+        self.calls: dict[str, CallRec] = {}
+        self._dead_calls: list[Any] = []
+        self.refused: dict[str, int] = {}  # calls refused before the trio side saw them
+        self.registrar = Registrar()
+        self.reg_retry_at: float | None = None
+        self.own_users = {"sipconf"}
+        self.unregistering = False
+
+    def emit(self, event: object) -> None:
+        """An event for the node: queued into its channel on the trio thread (the callback
+        only queues and cannot raise; a task drains the channel)."""
+        try:
+            self.token.run_sync_soon(self._on_event, event)
+        except trio.RunFinishedError:
+            pass
+
+    def main(self) -> None:
+        """The thread's body: set up, signal ``ready``, loop until Stop, destroy."""
+        import pjsua2 as pj  # imported here: the module is only ever used on this thread
+
+        self.pj = pj
+        try:
+            self.init(pj)
+        except BaseException as exc:  # noqa: BLE001 - reported to start()
+            self.start_error = exc
+            self.destroy()
+            self.ready.set()
+            return
+        self.ready.set()
+        try:
+            self.loop()
+        except BaseException:
+            log.critical("the SIP thread failed", exc_info=True)
+            raise
+        finally:
+            self.destroy()
+
+    def init(self, pj) -> None:
+        cfg = self.config
+        # pjlib's lines go to a lock-free ring that sipconf.sip.pjlog drains into Python logging
+        # (so --log-format json covers them too); never to a Python callback, which would make a
+        # thread holding a pjlib or mixer lock wait for the GIL. From the first line on:
+        pjlog.install(cfg.pj_log_level, pj.PJ_LOG_HAS_SENDER)
+        ep = self.ep = pj.Endpoint()
+        ep.libCreate()
+        # Inside libInit pjsua makes its own writer pjlib's log function, which hands lines to
+        # this one (Python, on this thread: no clock thread exists yet); after libInit the ring
+        # takes over for good and this writer is never called again.
+        self._init_log_writer = pjsua.init_log_writer_class(pj)()
+        self._init_log_writer.__disown__()  # libDestroy deletes it
+        ep.libInit(pjsua.endpoint_config(pj, cfg, self._init_log_writer))
+        pjlog.install(cfg.pj_log_level, pj.PJ_LOG_HAS_SENDER)
+        # No sound device: nothing clocks the conference bridge (our mixer clocks the streams).
+        ep.audDevManager().setNoDev()
+        pjsua.create_transports(pj, ep, cfg)
+        pjsua.set_codecs(pj, ep, cfg)
+        ep.libStart()
+
+        from mixer_ext import sipguard, streams
+
+        sipguard.install(cfg.sip_host)
+        self.media = Media(streams, self.emit)
+        streams.start(cfg.mixer_clocks)
+
+        acfg = pjsua.account_config(pj, cfg)
+        self.call_cls = callbacks.call_class(pj)
+        self.acc = callbacks.account_class(pj)(self)
+        self.acc.create(acfg, True)
+        target = cfg.register_target
+        self.trust = TrustedSources(cfg.trust, (target.host,) if target else ())
+        log.info("SIP listening on udp %s:%d, RTP %d-%d; calls taken from %s", cfg.sip_host,
+                 cfg.sip_port, cfg.rtp_port_min, cfg.rtp_port_max,
+                 ", ".join(str(n) for n in self.trust.networks))
+        if target is not None:
+            racfg = pjsua.registration_config(pj, cfg, acfg.mediaConfig)
+            self.own_users.add(target.user)
+            self.reg = callbacks.account_class(pj)(self)
+            self.reg.create(racfg)
+            log.info("registering %s at %s (expires %d s)", target.uri, target.registrar_uri,
+                     cfg.register_expires)
+
+    def loop(self) -> None:
+        ep = self.ep
+        while True:
+            self.heartbeat = time.monotonic()
+            while True:
+                try:
+                    cmd, deliver = self.cmds.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(cmd, Stop):
+                    self.shutdown_calls(cmd.grace)
+                    return
+                try:
+                    result = execute(self, cmd)
+                    ok = True
+                except Exception as exc:  # noqa: BLE001 - returned to the caller
+                    result, ok = exc, False
+                if deliver is not None:
+                    try:
+                        self.token.run_sync_soon(deliver, ok, result)
+                    except trio.RunFinishedError:
+                        pass
+            ep.libHandleEvents(POLL_MS)
+            self.media.poll_events()
+            self.reap()
+            if self.reg_retry_at is not None and time.monotonic() >= self.reg_retry_at:
+                self.reg_retry_at = None
+                self.register(True)
+
+    def register(self, on: bool) -> None:
+        try:
+            self.reg.setRegistration(on)
+        except self.pj.Error as exc:
+            if on:
+                callbacks.reg_state(self, 503, exc.reason, 0)
+
+    def reap(self) -> None:
+        # Call objects are dropped here, outside their own callbacks.
+        if self._dead_calls:
+            self._dead_calls.clear()
+        self.media.reap()
+
+    def shutdown_calls(self, grace: float) -> None:
+        """Unregister, hang up every call and give them ``grace`` seconds to end."""
+        self.reg_retry_at = None
+        unregistering = self.unregistering = self.reg is not None and self.registrar.registered
+        if unregistering:
+            self.register(False)
+        for rec in list(self.calls.values()):
+            self.media.detach(rec)
+            if not rec.ended:
+                try:
+                    rec.call.hangup(self.op(503 if not rec.answered else 0, "Node shutting down"))
+                except self.pj.Error:
+                    pass
+        deadline = time.monotonic() + grace
+        while any(not r.ended for r in self.calls.values()) and time.monotonic() < deadline:
+            self.heartbeat = time.monotonic()
+            self.ep.libHandleEvents(POLL_MS)
+        deadline = time.monotonic() + pjsua.UNREGISTER_WAIT_S
+        while unregistering and self.registrar.registered and time.monotonic() < deadline:
+            self.ep.libHandleEvents(POLL_MS)
+
+    def destroy(self) -> None:
+        """Release every pjsua2 object and mixer resource, on this thread, then libDestroy."""
+        pj = self.pj
+        media = self.media
+        for rec in list(self.calls.values()):
+            if media is not None:
+                media.detach(rec)
+            self.drop_call(rec)
+        self.calls.clear()
+        self._dead_calls.clear()
+        gc.collect()  # any stray pjsua2 object must go now, on this thread
+        if media is not None:
+            media.destroy()
+        for name in ("reg", "acc"):
+            acc = getattr(self, name)
+            if acc is not None:
+                try:
+                    acc.shutdown()
+                except pj.Error:
+                    pass
+                setattr(self, name, None)
+        if self.ep is not None:
+            try:
+                self.ep.libDestroy()
+            except pj.Error:
+                pass
+            self.ep = None
+        pjlog.drain()  # libDestroy's lines, in case the pump has already stopped
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def op(self, code: int, reason: str = "", warning: str = ""):
+        """A CallOpParam with this status (and a ``Warning: 399`` header if ``warning``)."""
+        pj = self.pj
+        prm = pj.CallOpParam(True)
+        prm.statusCode = code
+        if reason:
+            prm.reason = reason
+        if warning:
+            h = pj.SipHeader()
+            h.hName = "Warning"
+            text = warning.replace("\\", "\\\\").replace('"', '\\"')[:200]
+            h.hValue = f'399 {self.config.sip_host} "{text}"'
+            prm.txOption.headers.append(h)
+        return prm
+
+    def drop_call(self, rec: CallRec) -> None:
+        """Release the pjsua2 Call on this thread, outside its own callback (next loop turn):
+        the rec <-> call cycle is broken so no garbage collector frees it elsewhere, later."""
+        if rec.call is not None:
+            rec.call.rec = None
+            self._dead_calls.append(rec.call)
+            rec.call = None
