@@ -1,5 +1,7 @@
 # sipconf node. Build: docker build -t sipconf .
 # It installs through scripts/install.sh, the same script as the README's first command.
+# Python dependencies come from pyproject.toml through it; .dockerignore keeps a host checkout's
+# built extensions out of the image (they are built here, against the image's pjproject).
 # Run on the host network (SIP and a range of RTP ports), serving the host's address:
 #   docker run --rm --network host -v sipconf:/var/lib/sipconf sipconf \
 #       --sip-host 192.0.2.10 --http-host 127.0.0.1 --answer-url https://app/answer

@@ -40,12 +40,27 @@ def pj_flags():
 
 COPTS = ["-O3", "-std=gnu11", "-fno-math-errno", "-Wno-unused-function"]
 
+# The mixer maths (N-1 mix, DTMF, floor), used by both mixer (offline) and streams (live):
+# compiled once into a static library of position-independent code (build_clib) that both
+# extensions link. No pjproject in it. An extension relinks when these sources change.
+MIX_SOURCES = ["mixer_ext/mixcore.c", "mixer_ext/dtmf.c", "mixer_ext/floor.c"]
+MIX_HEADERS = ["mixer_ext/mixcore.h", "mixer_ext/dtmf.h", "mixer_ext/floor.h"]
+MIX_LIB = ("sipconf_mix", {"sources": MIX_SOURCES, "include_dirs": ["mixer_ext"],
+                           "obj_deps": {"": MIX_HEADERS}, "cflags": COPTS + ["-fPIC"]})
+MIX_DEPENDS = MIX_SOURCES + MIX_HEADERS
+
+# The stream driver, split by concern (engine_int.h): only streams uses it.
+ENGINE_SOURCES = ["mixer_ext/clock.c", "mixer_ext/rooms.c", "mixer_ext/legs.c",
+                  "mixer_ext/taps.c", "mixer_ext/events.c"]
+ENGINE_HEADERS = ["mixer_ext/engine.h", "mixer_ext/engine_int.h"]
+
 extensions = [
     Extension(
         "mixer_ext.mixer",
-        ["mixer_ext/mixer.pyx", "mixer_ext/mixcore.c", "mixer_ext/dtmf.c",
-         "mixer_ext/floor.c"],
+        ["mixer_ext/mixer.pyx"],
         include_dirs=["mixer_ext", numpy.get_include()],
+        libraries=["sipconf_mix"],
+        depends=MIX_DEPENDS,
         extra_compile_args=COPTS,
     ),
 ]
@@ -55,15 +70,16 @@ if os.environ.get("SIPCONF_MIXER_ONLY") != "1":
     extensions += [
         Extension(
             "mixer_ext.streams",
-            ["mixer_ext/streams.pyx", "mixer_ext/engine.c", "mixer_ext/mixcore.c",
-             "mixer_ext/dtmf.c", "mixer_ext/floor.c"],
+            ["mixer_ext/streams.pyx", *ENGINE_SOURCES],
             extra_compile_args=COPTS,
-            **pj,
+            depends=MIX_DEPENDS + ENGINE_HEADERS,
+            **dict(pj, libraries=["sipconf_mix", *pj["libraries"]]),
         ),
         Extension(
             "mixer_ext.sipguard",
             ["mixer_ext/sipguard.pyx", "mixer_ext/badsip.c", "mixer_ext/dtmfinfo.c"],
             extra_compile_args=COPTS,
+            depends=["mixer_ext/badsip.h", "mixer_ext/dtmfinfo.h"],
             **pj,
         ),
         # pjlib's log lines into a lock-free ring (its one copy: only this module links it).
@@ -71,8 +87,9 @@ if os.environ.get("SIPCONF_MIXER_ONLY") != "1":
             "mixer_ext.logring",
             ["mixer_ext/logring.pyx", "mixer_ext/pjlog.c"],
             extra_compile_args=COPTS,
+            depends=["mixer_ext/pjlog.h"],
             **pj,
         ),
     ]
 
-setup(ext_modules=cythonize(extensions, language_level=3))
+setup(libraries=[MIX_LIB], ext_modules=cythonize(extensions, language_level=3))

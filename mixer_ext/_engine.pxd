@@ -1,4 +1,5 @@
-# C-level interface of the stream driver (engine.h).
+# C-level interface of the stream driver (engine.h; clock.c, rooms.c, legs.c, taps.c,
+# events.c), cimported by streams.pyx.
 from libc.stdint cimport int16_t, int64_t, uint64_t
 
 cdef extern from "engine.h" nogil:
@@ -11,6 +12,12 @@ cdef extern from "engine.h" nogil:
     enum:
         ENG_EV_DIGIT
         ENG_EV_FLOOR
+    # why eng_leg_attach refused a stream (*err)
+    enum:
+        ENG_ERR_NO_PORT
+        ENG_ERR_CONVERT
+        ENG_ERR_FRAME
+        ENG_ERR_NO_MEMORY
     ctypedef struct eng_event:
         int type
         char digit

@@ -11,6 +11,9 @@
  * holds one (pjlib's log lines go to a lock-free ring, pjlog.h); callers from Python release
  * the GIL before any function here that locks; the stats functions, eng_leg_playing and
  * eng_clock_stall_ns take no lock at all (relaxed atomics).
+ *
+ * The implementation is split by concern (engine_int.h lists the files and the lock order):
+ * clock.c, rooms.c, legs.c, taps.c, events.c.
  */
 #ifndef SIPCONF_ENGINE_H
 #define SIPCONF_ENGINE_H
@@ -72,13 +75,19 @@ typedef struct eng_event {
     uint64_t room_id;
 } eng_event;
 
+/* Why eng_leg_attach refused a stream (*err). */
+#define ENG_ERR_NO_PORT   (-1)  /* the stream has no port */
+#define ENG_ERR_CONVERT   (-2)  /* could not convert it to 8/16 kHz mono */
+#define ENG_ERR_FRAME     (-3)  /* its frame is not 20 ms */
+#define ENG_ERR_NO_MEMORY (-4)
+
 /* Start n clock threads (idempotent). 0 on success. */
 int eng_start(int n);
 /* Stop and join the clock threads; rooms must be gone. */
 void eng_stop(void);
 
 /* Attach a pjmedia_stream; *placeholder gets the port to give the conference bridge.
- * Returns NULL and sets *err (negative) when the stream's format is not one we mix. */
+ * Returns NULL and sets *err (an ENG_ERR_*) when the stream's format is not one we mix. */
 eng_leg *eng_leg_attach(void *stream, void **placeholder, int *err);
 /* Release a leg that is in no room. */
 void eng_leg_free(eng_leg *leg);

@@ -6,12 +6,7 @@ It lives in this package because it is C linked against the project's pjproject,
 stream engine. Call ``install`` on the SIP thread after pjsua's libInit.
 """
 
-cdef extern from "badsip.h" nogil:
-    int sipguard_install(const char *host)
-    unsigned long sipguard_answered()
-
-cdef extern from "dtmfinfo.h" nogil:
-    int dtmfinfo_install()
+from mixer_ext._sipguard cimport *
 
 
 def install(str host="sipconf") -> None:

@@ -13,10 +13,10 @@ import numpy as np
 from mixer_ext._engine cimport *
 
 _ATTACH_ERRORS = {
-    -1: "stream has no port",
-    -2: "could not convert the stream to 16 kHz mono",
-    -3: "stream frame is not 20 ms",
-    -4: "out of memory",
+    ENG_ERR_NO_PORT: "stream has no port",
+    ENG_ERR_CONVERT: "could not convert the stream to 16 kHz mono",
+    ENG_ERR_FRAME: "stream frame is not 20 ms",
+    ENG_ERR_NO_MEMORY: "out of memory",
 }
 
 
@@ -40,6 +40,11 @@ def stop():
 
 DIGIT = ENG_EV_DIGIT
 FLOOR = ENG_EV_FLOOR
+
+# Leg flags for ``set_flags`` (mixcore.h), so the node needs no other module for them.
+from mixer_ext._mixcore cimport MIX_LEG_MUTED, MIX_LEG_DEAF
+MUTED = MIX_LEG_MUTED
+DEAF = MIX_LEG_DEAF
 
 
 def poll_events() -> list:

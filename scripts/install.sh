@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install sipconf on Debian: system packages, a venv in .venv, pjproject built from source
-# (scripts/build-pjproject.sh), and the package with its C mixer. Idempotent: a second run only
+# (scripts/build-pjproject.sh), and the package with its C mixer and the dependencies
+# pyproject.toml declares (this script lists no Python package). Idempotent: a second run only
 # checks. espeak-ng (for <Speak>) is part of the node. With --test it also installs what the
 # test suite drives: baresip, SIPp, sox (with its mp3 reader), dumpcap (tshark) and Kamailio
 # (registrar and dispatcher; its service is not started: tests run their own).
@@ -44,20 +45,39 @@ if [ ! -x "$VENV/bin/python" ]; then
     log "creating virtual environment $VENV"
     "$PYTHON" -m venv "$VENV"
 fi
-PIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
-"${PIP[@]}" "setuptools>=70" wheel "cython>=3.0" "numpy>=1.26" "trio>=0.25" "httpx>=0.27" \
-    "defusedxml>=0.7" "miniaudio>=1.59" "lameenc>=1.7" "hypercorn>=0.16" "pocketsphinx>=5" \
-    "pytest>=8" "pytest-timeout>=2.2" "ruff>=0.5" "hypothesis>=6.100"
+PY="$VENV/bin/python"
+PIP=("$PY" -m pip install -q --disable-pip-version-check)
+# What the package needs is declared once, in pyproject.toml: its build requirements
+# ([build-system].requires) are installed here, because the build below runs without
+# isolation (against the venv's pjproject); its runtime and test dependencies
+# ([project].dependencies, [project.optional-dependencies].test) come with the package.
+mapfile -t BUILD_REQS < <("$PY" -c 'import sys, tomllib
+with open(sys.argv[1], "rb") as f:
+    print("\n".join(tomllib.load(f)["build-system"]["requires"]))' "$REPO/pyproject.toml")
+"${PIP[@]}" "${BUILD_REQS[@]}"
 
 bash "$REPO/scripts/build-pjproject.sh"
 
-# The package and its C extensions, built against the venv's pjproject.
-if ! "$VENV/bin/python" -c 'import mixer_ext.streams, mixer_ext.sipguard, sipconf' 2>/dev/null \
-   || [ -n "$(find "$REPO/mixer_ext" "$REPO/setup.py" -newer "$VENV/.sipconf-installed" \
-                  \( -name '*.c' -o -name '*.h' -o -name '*.pyx' -o -name '*.pxd' \
-                     -o -name setup.py \) -print -quit 2>/dev/null || echo stale)" ]; then
-    log "building sipconf and mixer_ext"
-    (cd "$REPO" && "${PIP[@]}" --no-build-isolation -e .)
-    touch "$VENV/.sipconf-installed"
+# The package (editable) with its dependencies and C extensions, built against the venv's
+# pjproject. Skipped when the extensions import and nothing they or the package's metadata are
+# made from changed since the last install (the stamp's time); the stamp also records whether
+# the test extra was installed, so --test after a plain install installs it (and a rebuild
+# keeps it).
+STAMP="$VENV/.sipconf-installed"
+EXTRAS=""
+if [ "$WITH_TEST" = 1 ] || grep -qx test "$STAMP" 2>/dev/null; then EXTRAS="[test]"; fi
+stale() {
+    "$PY" -c 'import mixer_ext.mixer, mixer_ext.streams, mixer_ext.sipguard, mixer_ext.logring
+import sipconf' 2>/dev/null || return 0
+    [ -n "$EXTRAS" ] && ! grep -qx test "$STAMP" 2>/dev/null && return 0
+    [ -n "$(find "$REPO/mixer_ext" "$REPO/setup.py" "$REPO/pyproject.toml" -newer "$STAMP" \
+                 \( -name '*.c' -o -name '*.h' -o -name '*.pyx' -o -name '*.pxd' \
+                    -o -name setup.py -o -name pyproject.toml \) -print -quit 2>/dev/null \
+            || echo stale)" ]
+}
+if stale; then
+    log "building sipconf$EXTRAS and mixer_ext"
+    (cd "$REPO" && "${PIP[@]}" --no-build-isolation -e ".$EXTRAS")
+    if [ -n "$EXTRAS" ]; then echo test >"$STAMP"; else : >"$STAMP"; fi
 fi
 log "ready: $VENV/bin/sipconf"

@@ -717,6 +717,21 @@ def test_a_crowd_in_two_rooms_never_faults(answers, arrivals, hangups, presses, 
     check_after(h)
 
 
+@pytest.mark.parametrize("raw", [b'{"text": "a\\u0000b"}', b'{"text": "a\\ud800b"}'])
+def test_api_speech_with_a_nul_or_a_lone_surrogate_is_a_400(raw):
+    app = WebApp(answer={"r": "<Response><Conference>r1</Conference></Response>"})
+    got = {}
+
+    async def body(h: Harness):
+        await h.joined(await h.call("r"))
+        got["reply"] = await h.api("POST", "/v1/rooms/r1/speak", raw=raw)
+        got["sounds"] = h.node.rooms["r1"].sounds
+
+    h = run_node(body, app=app)
+    assert got["sounds"] == 0  # the room's sound place was given back
+    assert got["reply"][0] == 400 and not h.node.faults.counts
+
+
 # --- bugs these tests found, fixed (kept as regression tests) ------------------------------------
 
 

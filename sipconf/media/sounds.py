@@ -229,6 +229,12 @@ class SoundLibrary:
         ``tts_processes`` run at once."""
         if len(text) > self.limits.max_speak_chars:
             raise SoundLimit("max_speak_chars", f"text of {len(text)} characters")
+        try:
+            text.encode("utf-8")
+        except UnicodeError:
+            raise SoundError("text is not valid Unicode (a lone surrogate)") from None
+        if "\0" in text:
+            raise SoundError("text holds a NUL character")
         key = "speak:" + hashlib.sha256(f"{voice}\0{language}\0{text}".encode()).hexdigest()
         clip = self._get(key)
         if clip is not None:
@@ -244,7 +250,8 @@ class SoundLibrary:
                             [self.espeak, "-v", lang + variant, "-w", str(wav), "--", text],
                             capture_stdout=True, capture_stderr=True, check=False,
                         )
-            except (OSError, trio.TooSlowError) as exc:
+            except (OSError, trio.TooSlowError, ValueError) as exc:
+                # ValueError (UnicodeError too): text no process argument can carry (a NUL)
                 raise SoundError(f"espeak-ng failed: {exc}") from None
             if res.returncode != 0 or not wav.exists():
                 err = res.stderr.decode(errors="replace").strip()[:200]

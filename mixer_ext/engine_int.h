@@ -1,0 +1,94 @@
+/* engine_int.h: what the engine's files share and nothing outside them sees (the public API
+ * is engine.h). The engine is split by concern, each file's functions prefixed by its name:
+ *
+ *   clock.c   clock threads, their tick loop, heartbeat and stats; the clock registry (g_lock),
+ *             which also hands out leg and room ids
+ *   rooms.c   rooms: create/destroy (placing them on a clock), add/leave, the room tick
+ *   legs.c    legs: attach a pjmedia stream or create a source, players, flags, gain, stats
+ *   taps.c    recording taps: the tick's hook and the ring the recorder drains
+ *   events.c  the event queue the ticks push to and the control plane polls
+ *
+ * Lock order (outer first): g_lock (clock.c) > a clock's lock > g_tap_lock (taps.c) > a room's
+ * lock > a tap's lock, g_ev_lock (events.c). A clock thread holds its clock's lock, then each
+ * room's lock in turn, for the whole tick; the stats readers take no lock (relaxed atomics).
+ */
+#ifndef SIPCONF_ENGINE_INT_H
+#define SIPCONF_ENGINE_INT_H
+
+#include "engine.h"
+
+#include <pthread.h>
+#include <stdint.h>
+#include <time.h>
+
+#include <pjmedia.h>
+
+/* Counters the ticks write and the stats functions read from other threads without any lock:
+ * relaxed atomics (each has a single writer at a time; readers want a value, not an order). */
+#define LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+#define STORE(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
+#define BUMP(x, d) STORE(x, (x) + (d))  /* single writer: no read-modify-write needed */
+
+typedef struct eng_player {
+    const int16_t *pcm;
+    int n;
+    int pos;
+    int loops;                  /* plays left after this one; < 0 = forever */
+    int active;
+} eng_player;
+
+struct eng_leg {
+    mix_leg m;                  /* first: a mix_leg* is an eng_leg* */
+    eng_player player;
+    pjmedia_stream *stream;
+    pjmedia_port *port;         /* what the clock drives: the stream's port, or a converter */
+    pjmedia_port *mono;         /* channel converter over the stream port, if needed */
+    pjmedia_port *resampler;    /* rate converter to 16 kHz, if needed */
+    pj_pool_t *pool;
+    pjmedia_port *placeholder;
+    eng_room *room;
+    pj_timestamp ts;
+    uint64_t rx_audio, rx_empty, tx, errors;
+    uint64_t energy;            /* m.energy and m.talking as of the last tick, for stats */
+    int talking;
+    uint64_t id;
+    dtmf_detector dtmf;
+};
+
+struct eng_room {
+    mix_room m;
+    pthread_mutex_t lock;
+    int clock;
+    uint64_t id;
+    floor_state floor;
+    eng_tap *tap;
+    uint64_t ticks, tick_ns_total, tick_ns_max;
+    int rate, nlegs;            /* m.rate and m.nlegs, for stats (set under lock, read without) */
+};
+
+static inline int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* clock.c */
+uint64_t clock_new_id(void);              /* takes g_lock */
+int clock_add_room(eng_room *r);          /* g_lock, then the chosen clock's lock; -1: none */
+void clock_remove_room(eng_room *r);      /* the same locks; no tick reaches r afterwards */
+
+/* rooms.c: one room's tick (the caller holds its clock's lock); returns its duration. */
+uint64_t rooms_tick(eng_room *r);
+
+/* legs.c: the next n samples of the leg's player into dst (added when add, else copied with
+ * silence past the clip's end); 0 once it is finished. Under the leg's room lock. */
+int legs_player_fill(eng_player *p, int16_t *dst, int n, int add);
+
+/* taps.c: the room is being destroyed (no clock reaches it): let its tap go (g_tap_lock). */
+void taps_room_gone(eng_room *r);
+
+/* events.c: queue an event (g_ev_lock); a full queue drops it and counts. */
+void events_push(int type, char digit, uint64_t leg_id, uint64_t room_id);
+
+#endif

@@ -1,0 +1,241 @@
+/* legs.c: legs. A call leg wraps a pjmedia stream's port (behind pjmedia's channel and rate
+ * converters when the stream is not 8/16 kHz mono) and gives the conference bridge a
+ * placeholder null port instead; a source leg (a room sound) has no stream, only a player.
+ * Here too: the player (a PCM clip walked frame by frame), flags, gains, the leg's DTMF input
+ * hook and its lock-free stats.
+ *
+ * Locking: a leg in a room is guarded by that room's lock (the tick reads and writes it under
+ * it): play/stop/flags/gain take leg->room's lock when there is one. leg->room itself changes
+ * only on the SIP thread (rooms.c), which is the only caller of these functions. The DTMF
+ * hook runs in the tick and pushes events (g_ev_lock, a leaf). The tick's counters and
+ * player.active are written with relaxed stores; eng_leg_get_stats and eng_leg_playing read
+ * them without any lock.
+ */
+#include "engine_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <pjsua-lib/pjsua.h>
+
+/* The tick's input hook on call legs: in-band DTMF. */
+static void legs_detect_input(void *user, mix_leg *m, const int16_t *pcm, int n, int rate)
+{
+    (void)rate;
+    eng_leg *leg = (eng_leg *)user;
+    char digit = dtmf_feed(&leg->dtmf, pcm, n);
+    if (digit)
+        events_push(ENG_EV_DIGIT, digit, leg->id, 0);
+    (void)m;
+}
+
+static void legs_release_converters(eng_leg *leg)
+{
+    /* Outermost first; neither destroys the port below it (DONT_DESTROY_DN). */
+    if (leg->resampler) {
+        pjmedia_port_destroy(leg->resampler);
+        leg->resampler = NULL;
+    }
+    if (leg->mono) {
+        pjmedia_port_destroy(leg->mono);
+        leg->mono = NULL;
+    }
+}
+
+int legs_player_fill(eng_player *p, int16_t *dst, int n, int add)
+{
+    if (!p->active || !p->pcm || p->n <= 0)
+        return 0;
+    int i = 0;
+    while (i < n) {
+        if (p->pos >= p->n) {
+            if (p->loops == 0) {
+                STORE(p->active, 0);  /* eng_leg_playing reads it without the lock */
+                break;
+            }
+            if (p->loops > 0)
+                p->loops--;
+            p->pos = 0;
+        }
+        int take = p->n - p->pos;
+        if (take > n - i)
+            take = n - i;
+        if (add) {
+            for (int k = 0; k < take; k++) {
+                int32_t v = (int32_t)dst[i + k] + p->pcm[p->pos + k];
+                dst[i + k] = (int16_t)(v > 32767 ? 32767 : (v < -32768 ? -32768 : v));
+            }
+        } else {
+            memcpy(dst + i, p->pcm + p->pos, (size_t)take * sizeof(int16_t));
+        }
+        i += take;
+        p->pos += take;
+    }
+    if (!add && i < n)
+        memset(dst + i, 0, (size_t)(n - i) * sizeof(int16_t));
+    return i > 0;
+}
+
+eng_leg *eng_leg_attach(void *stream, void **placeholder, int *err)
+{
+    pjmedia_port *sport = NULL;
+    *err = 0;
+    if (pjmedia_stream_get_port((pjmedia_stream *)stream, &sport) != PJ_SUCCESS || !sport) {
+        *err = ENG_ERR_NO_PORT;
+        return NULL;
+    }
+    eng_leg *leg = (eng_leg *)calloc(1, sizeof(eng_leg));
+    if (!leg) {
+        *err = ENG_ERR_NO_MEMORY;
+        return NULL;
+    }
+    leg->pool = pjsua_pool_create("mixleg", 2048, 2048);
+    if (!leg->pool) {
+        free(leg);
+        *err = ENG_ERR_NO_MEMORY;
+        return NULL;
+    }
+    /* The mixer takes 8 or 16 kHz mono. A stream at another rate or channel count (Opus
+     * negotiated at 48 kHz stereo, say) is wrapped in pjmedia's channel and rate converters,
+     * so only such legs pay for conversion. */
+    pjmedia_port *port = sport;
+    if (PJMEDIA_PIA_CCNT(&port->info) != 1) {
+        pjmedia_port *mono = NULL;
+        if (pjmedia_stereo_port_create(leg->pool, port, 1, PJMEDIA_STEREO_DONT_DESTROY_DN,
+                                       &mono) != PJ_SUCCESS) {
+            *err = ENG_ERR_CONVERT;
+            goto fail;
+        }
+        port = leg->mono = mono;
+    }
+    unsigned rate = PJMEDIA_PIA_SRATE(&port->info);
+    if (rate != 8000 && rate != 16000) {
+        pjmedia_port *rs = NULL;
+        if (pjmedia_resample_port_create(leg->pool, port, 16000,
+                                         PJMEDIA_RESAMPLE_DONT_DESTROY_DN, &rs) != PJ_SUCCESS) {
+            *err = ENG_ERR_CONVERT;
+            goto fail;
+        }
+        port = leg->resampler = rs;
+        rate = 16000;
+    }
+    unsigned spf = PJMEDIA_PIA_SPF(&port->info);
+    if (spf != rate * MIX_FRAME_MS / 1000) {
+        *err = ENG_ERR_FRAME;
+        goto fail;
+    }
+    mix_leg_init(&leg->m, (int)rate);
+    leg->m.user = leg;
+    leg->id = clock_new_id();
+    dtmf_init(&leg->dtmf, (int)rate);
+    leg->m.on_input = legs_detect_input;
+    leg->m.on_input_user = leg;
+    leg->stream = (pjmedia_stream *)stream;
+    leg->port = port;
+    if (pjmedia_null_port_create(leg->pool, rate, 1, spf, 16, &leg->placeholder) != PJ_SUCCESS) {
+        *err = ENG_ERR_NO_MEMORY;
+        goto fail;
+    }
+    *placeholder = leg->placeholder;
+    return leg;
+
+fail:
+    legs_release_converters(leg);
+    pj_pool_release(leg->pool);
+    free(leg);
+    return NULL;
+}
+
+eng_leg *eng_source_create(int rate)
+{
+    if (rate != 8000 && rate != 16000)
+        return NULL;
+    eng_leg *leg = (eng_leg *)calloc(1, sizeof(eng_leg));
+    if (!leg)
+        return NULL;
+    mix_leg_init(&leg->m, rate);
+    leg->m.flags = MIX_LEG_SOURCE;
+    leg->m.user = leg;
+    leg->id = clock_new_id();
+    return leg;
+}
+
+void eng_leg_play(eng_leg *leg, const int16_t *pcm, int n, int loops)
+{
+    eng_room *r = leg->room;
+    if (r) pthread_mutex_lock(&r->lock);
+    leg->player.pcm = pcm;
+    leg->player.n = n;
+    leg->player.pos = 0;
+    leg->player.loops = loops < 0 ? -1 : (loops > 0 ? loops - 1 : 0);
+    STORE(leg->player.active, n > 0);
+    if (r) pthread_mutex_unlock(&r->lock);
+}
+
+void eng_leg_stop(eng_leg *leg)
+{
+    eng_room *r = leg->room;
+    if (r) pthread_mutex_lock(&r->lock);
+    STORE(leg->player.active, 0);
+    leg->player.pcm = NULL;
+    if (r) pthread_mutex_unlock(&r->lock);
+}
+
+int eng_leg_playing(eng_leg *leg)
+{
+    return LOAD(leg->player.active);
+}
+
+int eng_leg_rate(eng_leg *leg)
+{
+    return leg->m.rate;
+}
+
+uint64_t eng_leg_id(eng_leg *leg)
+{
+    return leg->id;
+}
+
+void eng_leg_free(eng_leg *leg)
+{
+    if (!leg)
+        return;
+    eng_leg_leave(leg);
+    legs_release_converters(leg);
+    leg->player.active = 0;
+    /* The bridge took a reference on the placeholder's group lock and dropped it when the
+     * port was removed, before the stream was destroyed; only our pool is left to release. */
+    if (leg->pool)
+        pj_pool_release(leg->pool);
+    free(leg);
+}
+
+void eng_leg_set_flags(eng_leg *leg, int flags)
+{
+    eng_room *r = leg->room;
+    if (r) pthread_mutex_lock(&r->lock);
+    leg->m.flags = flags;
+    if (r) pthread_mutex_unlock(&r->lock);
+}
+
+void eng_leg_set_gain(eng_leg *leg, int gain_in, int gain_out)
+{
+    eng_room *r = leg->room;
+    if (r) pthread_mutex_lock(&r->lock);
+    leg->m.gain_in = gain_in;
+    leg->m.gain_out = gain_out;
+    if (r) pthread_mutex_unlock(&r->lock);
+}
+
+void eng_leg_get_stats(eng_leg *leg, eng_leg_stats *st)
+{
+    /* No lock: the tick publishes these with relaxed stores (a stats reader never waits for a
+     * clock thread, whatever that thread is blocked on). */
+    st->rate = leg->m.rate;
+    st->rx_audio = LOAD(leg->rx_audio);
+    st->rx_empty = LOAD(leg->rx_empty);
+    st->tx = LOAD(leg->tx);
+    st->errors = LOAD(leg->errors);
+    st->energy = LOAD(leg->energy);
+    st->talking = LOAD(leg->talking);
+}

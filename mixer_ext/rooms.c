@@ -1,0 +1,152 @@
+/* rooms.c: rooms. Create (placed on the clock serving the fewest rooms, clock_add_room) and
+ * destroy, legs joining and leaving, the room tick that a clock thread runs every 20 ms (read
+ * each leg's decoded frame or its player, mix N-1, update the floor, write each call leg's
+ * frame to its encoder), and the room's lock-free stats.
+ *
+ * Locking: a room's lock guards its mix_room (legs, flags, gains, players, tap hook) and is held
+ * by the clock thread for the whole room tick; the tick pushes events (g_ev_lock) and feeds
+ * the tap (its lock) while holding it. Create/destroy take g_lock, then a clock's lock (in
+ * clock.c), never with a room lock held. The tick's counters and r->rate/r->nlegs are written
+ * with relaxed stores and read by eng_room_get_stats without any lock.
+ */
+#include "engine_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+uint64_t rooms_tick(eng_room *r)
+{
+    int64_t t0 = now_ns();
+    pthread_mutex_lock(&r->lock);
+    mix_room *m = &r->m;
+    for (int i = 0; i < m->nlegs; i++) {
+        eng_leg *leg = (eng_leg *)m->legs[i];
+        if (!leg->port) {
+            /* a room sound: its player is its voice */
+            leg->m.has_audio = legs_player_fill(&leg->player, leg->m.in, leg->m.spf, 0);
+            continue;
+        }
+        pjmedia_frame f;
+        memset(&f, 0, sizeof(f));
+        f.type = PJMEDIA_FRAME_TYPE_AUDIO;
+        f.buf = leg->m.in;
+        f.size = (pj_size_t)leg->m.spf * 2;
+        leg->m.has_audio = 0;
+        if (pjmedia_port_get_frame(leg->port, &f) != PJ_SUCCESS) {
+            BUMP(leg->errors, 1);
+        } else if (f.type == PJMEDIA_FRAME_TYPE_AUDIO && f.size > 0) {
+            if (f.size < (pj_size_t)leg->m.spf * 2)
+                memset((char *)leg->m.in + f.size, 0, leg->m.spf * 2 - f.size);
+            leg->m.has_audio = 1;
+            BUMP(leg->rx_audio, 1);
+        } else {
+            BUMP(leg->rx_empty, 1);
+        }
+    }
+    mix_room_tick(m);
+    if (floor_update(&r->floor, m))
+        events_push(ENG_EV_FLOOR, 0, ((eng_leg *)r->floor.holder)->id, r->id);
+    for (int i = 0; i < m->nlegs; i++) {
+        eng_leg *leg = (eng_leg *)m->legs[i];
+        STORE(leg->energy, leg->m.energy);
+        STORE(leg->talking, leg->m.talking);
+        if ((leg->m.flags & MIX_LEG_SOURCE) || !leg->port)
+            continue;
+        legs_player_fill(&leg->player, leg->m.out, leg->m.spf, 1);  /* private sound, if any */
+        pjmedia_frame f;
+        memset(&f, 0, sizeof(f));
+        f.type = PJMEDIA_FRAME_TYPE_AUDIO;
+        f.buf = leg->m.out;
+        f.size = (pj_size_t)leg->m.spf * 2;
+        f.timestamp = leg->ts;
+        if (pjmedia_port_put_frame(leg->port, &f) != PJ_SUCCESS)
+            BUMP(leg->errors, 1);
+        else
+            BUMP(leg->tx, 1);
+        leg->ts.u64 += (pj_uint64_t)leg->m.spf;
+    }
+    pthread_mutex_unlock(&r->lock);
+    uint64_t dt = (uint64_t)(now_ns() - t0);
+    BUMP(r->ticks, 1);
+    BUMP(r->tick_ns_total, dt);
+    if (dt > r->tick_ns_max)
+        STORE(r->tick_ns_max, dt);
+    return dt;
+}
+
+uint64_t eng_room_id(eng_room *room)
+{
+    return room->id;
+}
+
+eng_room *eng_room_create(void)
+{
+    eng_room *r = (eng_room *)calloc(1, sizeof(eng_room));
+    if (!r)
+        return NULL;
+    mix_room_init(&r->m);
+    floor_init(&r->floor);
+    r->rate = r->m.rate;
+    r->id = clock_new_id();
+    pthread_mutex_init(&r->lock, NULL);
+    if (clock_add_room(r) != 0) {
+        /* no clock running, or the least busy one is full */
+        pthread_mutex_destroy(&r->lock);
+        free(r);
+        return NULL;
+    }
+    return r;
+}
+
+void eng_room_destroy(eng_room *r)
+{
+    if (!r)
+        return;
+    clock_remove_room(r);
+    /* No clock can reach the room now; a tap still on it is let go. */
+    taps_room_gone(r);
+    for (int i = 0; i < r->m.nlegs; i++)
+        ((eng_leg *)r->m.legs[i])->room = NULL;
+    pthread_mutex_destroy(&r->lock);
+    free(r);
+}
+
+int eng_room_add(eng_room *r, eng_leg *leg)
+{
+    if (leg->room == r)
+        return 0;
+    eng_leg_leave(leg);
+    pthread_mutex_lock(&r->lock);
+    int rc = mix_room_add(&r->m, &leg->m);
+    if (rc == 0)
+        leg->room = r;
+    STORE(r->rate, r->m.rate);
+    STORE(r->nlegs, r->m.nlegs);
+    pthread_mutex_unlock(&r->lock);
+    return rc;
+}
+
+void eng_leg_leave(eng_leg *leg)
+{
+    eng_room *r = leg->room;
+    if (!r)
+        return;
+    pthread_mutex_lock(&r->lock);
+    mix_room_remove(&r->m, &leg->m);
+    floor_forget(&r->floor, &leg->m);
+    leg->room = NULL;
+    STORE(r->rate, r->m.rate);
+    STORE(r->nlegs, r->m.nlegs);
+    pthread_mutex_unlock(&r->lock);
+}
+
+/* No lock: the room's lock is held by a clock thread for its whole tick. Each counter is read
+ * atomically; a snapshot may mix values from two ticks, which stats can live with. */
+void eng_room_get_stats(eng_room *r, eng_room_stats *st)
+{
+    st->rate = LOAD(r->rate);
+    st->nlegs = LOAD(r->nlegs);
+    st->ticks = LOAD(r->ticks);
+    st->tick_ns_total = LOAD(r->tick_ns_total);
+    st->tick_ns_max = LOAD(r->tick_ns_max);
+}

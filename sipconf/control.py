@@ -1,0 +1,186 @@
+"""The node's side of the control API (``sipconf/http/api.py``): room and member queries and
+commands, metrics, dead letters. :class:`Control` implements the API's ``Controls`` protocol
+over a node's calls, room runs, engine and webhook worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import trio
+
+from sipconf.core import room as roomstate
+from sipconf.core.answer import LANGUAGE_RE
+from sipconf.core.urls import BadUrl, check_url
+from sipconf.engine import EngineError
+from sipconf.http.metrics import render
+from sipconf.media import recording
+from sipconf.media.sounds import SoundError, SoundLimit
+
+if TYPE_CHECKING:
+    from sipconf.node import Node
+    from sipconf.rooms import RoomRun
+
+log = logging.getLogger("sipconf.node")
+
+
+class Control:
+    """What the control API may see and do (``http.api.Controls``)."""
+
+    def __init__(self, node: Node):
+        self.node = node
+
+    def health(self) -> str | None:
+        return self.node.health()
+
+    async def rooms_info(self) -> list[dict]:
+        legs = (await self.node.engine.stats())["legs"]
+        return [self._room_dict(run, legs) for run in list(self.node.rooms.values())]
+
+    async def room_info(self, name: str) -> dict | None:
+        run = self.node.rooms.get(name)
+        if run is None:
+            return None
+        return self._room_dict(run, (await self.node.engine.stats())["legs"])
+
+    def _room_dict(self, run: RoomRun, legs: dict) -> dict:
+        now_wall, now = time.time(), trio.current_time()
+        members = []
+        for m in run.state.members.values():
+            s = self.node.calls.get(m.call_uuid)
+            members.append({
+                "member_id": m.member_id, "call_uuid": m.call_uuid,
+                "from": s.incoming.from_uri if s else "", "muted": m.muted, "deaf": m.deaf,
+                "waiting": m.waiting, "talking": legs.get(m.call_uuid, {}).get("talking", False),
+                "floor": run.floor == m.call_uuid,
+                "joined_at": round(now_wall - (now - m.joined_at), 3)})
+        return {"name": run.state.name, "uuid": run.key, "members": members}
+
+    async def member_action(self, room: str, member_id: str, action: str) -> bool:
+        run = self.node.rooms.get(room)
+        member = next((m for m in run.state.members.values() if m.member_id == member_id),
+                      None) if run else None
+        if member is None:
+            return False
+        log.info("control API: %s member %s of room %s", action, member_id, room)
+        uuid = member.call_uuid
+        if action == "hangup":
+            return await self.node.engine.hangup(uuid)
+        if action == "kick":
+            self.node.room_runs.apply(run, run.state.leave(uuid, roomstate.KICKED))
+        else:
+            flag = {"mute": ("muted", True), "unmute": ("muted", False),
+                    "deaf": ("deaf", True), "undeaf": ("deaf", False)}[action]
+            self.node.room_runs.apply(run, run.state.control(uuid, **{flag[0]: flag[1]}))
+        return True
+
+    async def metrics_text(self) -> str:
+        w = self.node.webhooks
+        try:
+            engine = await self.node.engine.stats(rtp=True)
+        except EngineError as exc:  # a broken engine: the node's own figures still count
+            log.warning("metrics without engine figures: %s", exc)
+            engine = {"rtp": {}}
+        rooms = {m.call_uuid: run.state.name for run in self.node.rooms.values()
+                 for m in run.state.members.values()}
+        for uuid, st in engine.get("rtp", {}).items():
+            st["room"] = rooms.get(uuid, "")
+        return render(self.node.metrics, calls=len(self.node.calls), rooms=len(self.node.rooms),
+                      legs=sum(len(r.state.members) for r in self.node.rooms.values()),
+                      engine=engine,
+                      webhooks={"depth": w.depth, "delivered": w.delivered,
+                                "retries": w.retries, "failed": w.failed,
+                                "dead_letters": w.spool.dead_count()},
+                      faults=self.node.faults)
+
+    def dead_letters(self, limit: int = 100) -> list[dict]:
+        return self.node.webhooks.spool.dead_letters(limit)
+
+    def forget_dead_letter(self, dead_id: int) -> bool:
+        return self.node.webhooks.spool.forget_dead(dead_id)
+
+    async def room_command(self, room: str, command: str, body: dict) -> dict | None:
+        """Control API room commands: play, speak, record/start, record/stop. None: no room.
+        A reply with ``ok`` False carries ``error`` and the HTTP ``status`` (400 or 409)."""
+        run = self.node.rooms.get(room)
+        if run is None:
+            return None
+        target = None
+        if body.get("member_id") is not None:
+            target = next((m for m in run.state.members.values()
+                           if m.member_id == str(body["member_id"])), None)
+            if target is None:
+                return None
+        if command in ("play", "speak"):
+            return await self._api_sound(run, command, body, target)
+        if command == "record/start":
+            owner = next((m for m in run.state.members.values() if m.conference.callback_url),
+                         None)
+            fmt = body.get("format", "mp3")
+            if not isinstance(fmt, str) or fmt not in recording.FORMATS:
+                return {"ok": False, "error": "format must be mp3 or wav", "status": 400}
+            ok = self.node.room_runs.start_recording(run, fmt, owner)
+            return {"ok": ok, **(run.record_params if ok else
+                                 {"error": "already recording", "status": 409})}
+        if command == "record/stop":
+            if run.recording is None:
+                return {"ok": False, "error": "not recording", "status": 409}
+            params = dict(run.record_params)
+            run.record_scope.cancel()
+            return {"ok": True, **params}
+        return None
+
+    async def _api_sound(self, run: RoomRun, command: str, body: dict,
+                         target: roomstate.Member | None) -> dict:
+        """play/speak from the API: the body is checked like a document, the room's sound
+        limit is kept (409 past it), the sound fetched or rendered, then played."""
+        try:
+            if command == "play":
+                url = check_url(body.get("url"))
+            else:
+                text, voice = body.get("text"), body.get("voice", "WOMAN")
+                language = body.get("language", "en-US")
+                if not isinstance(text, str) or not text.strip():
+                    raise ValueError("text must be a non-empty string")
+                if len(text) > self.node.config.max_speak_chars:
+                    raise ValueError(f"text longer than {self.node.config.max_speak_chars} "
+                                     "characters (max_speak_chars)")
+                if not isinstance(voice, str) or voice.upper() not in ("WOMAN", "MAN"):
+                    raise ValueError("voice must be WOMAN or MAN")
+                if not isinstance(language, str) or not LANGUAGE_RE.match(language):
+                    raise ValueError("language must be a tag such as en-US")
+        except (BadUrl, ValueError) as exc:
+            return {"ok": False, "error": f"{'url' if command == 'play' else 'body'}: {exc}",
+                    "status": 400}
+        runs = self.node.room_runs
+        session = self.node.calls.get(target.call_uuid) if target is not None else None
+        if target is None and not self.node.room_runs.reserve_sound(run, f"API {command}"):
+            return {"ok": False, "status": 409,
+                    "error": f"room has {run.sounds} sounds playing, the most it may "
+                             f"(max_room_sounds={self.node.config.max_room_sounds})"}
+        playing = False
+        try:
+            clip = (await self.node.sounds.audio(url) if command == "play"
+                    else await self.node.sounds.speech(text.strip(), voice.upper(), language))
+            if target is None:
+                playing = runs.spawn(run, "sound", runs.play_in_room, run, clip, True)
+        except SoundError as exc:
+            if isinstance(exc, SoundLimit):
+                self.node.faults.limit(exc.option)
+            return {"ok": False, "error": str(exc), "status": 400}
+        finally:
+            if target is None and not playing:
+                run.sounds -= 1  # the place reserved above (the request failed or was dropped)
+        if target is not None and session is not None:
+            runs.spawn(run, "sound", runs.clip_to_member, run, session, target, clip)
+        return {"ok": True, "seconds": round(clip.duration, 3)}
+
+    def end_room(self, room: str) -> bool:
+        run = self.node.rooms.get(room)
+        if run is None:
+            return False
+        log.info("control API: end room %s", room)
+        self.node.room_runs.apply(run, run.state.end())
+        return True

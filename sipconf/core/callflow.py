@@ -1,0 +1,398 @@
+"""What the answer XML does to one call, as a sans-I/O state machine (in the style of h11).
+
+A :class:`CallFlow` is fed *events* (a document came back, the call was answered, a sound
+finished, the caller left the room, ...) with the current time, and returns *commands* (fetch
+this URL, answer, play this, sleep until then, join that room, spool this event, ...). It owns
+every decision of the verb interpreter: the documents a call runs and how many it may fetch
+(``max_documents_per_call``), ``Redirect``, what happens after a ``Conference`` (the action
+URL: reported or fetched, ``redirect``, a reply that does not come in time), the action's
+parameters, and how the call ends (503 when the answer URL fails, 486/603 for ``Hangup`` before
+an answer, 500 + Warning when the call faulted unanswered). It has no trio, no HTTP, no engine:
+``sipconf/calls.py`` is the thin driver that carries the commands out and feeds the results
+back.
+
+The events and commands are in ``callmessages.py``. The protocol:
+:meth:`CallFlow.start` and :meth:`CallFlow.handle` return a list of commands to
+run in order. At most the last one has a result (see each command), which the driver feeds
+back as the next event; when the list ends with a command without a result the flow's run is
+over (``flow.done``). Whatever ends the driver's run (the flow is done, the call is gone, the
+node is stopping, a fault), it then feeds :class:`Stopped`; the commands that returns are the
+call's last: leave the room, report the action, :class:`End`, then a final hang-up if the call
+is still up.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from sipconf.core.answer import (
+    AnswerError,
+    Conference,
+    Document,
+    Limits,
+    Redirect,
+    Verb,
+    Wait,
+    builtin_document,
+    parse_document,
+)
+from sipconf.core.answer import Hangup as HangupVerb
+from sipconf.core.callmessages import (
+    Answer,
+    Answered,
+    AwaitDrained,
+    CallGone,
+    Command,
+    Drained,
+    End,
+    Event,
+    Fetch,
+    Fetched,
+    FetchFailed,
+    Hangup,
+    JoinRoom,
+    LeaveRoom,
+    LeftRoom,
+    LimitHit,
+    PlayToCall,
+    RoomRefused,
+    Sleep,
+    SoundFailed,
+    SoundFinished,
+    Stopped,
+    Submit,
+    WaitOver,
+)
+
+log = logging.getLogger("sipconf.node")
+
+DEFAULT_ROOM = "default"
+HANGUP_CODES = {"busy": 486, "rejected": 603}
+TOO_MANY_DOCUMENTS = "too many documents for one call (max_documents_per_call)"
+INTERNAL_ERROR_WARNING = "internal error: see the node's log for this call"
+
+# --- the flow -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CallInfo:
+    uuid: str
+    from_uri: str
+    to_user: str  # the dialled user ("" if none)
+    to_uri: str = ""
+    caller_name: str = ""
+
+    @property
+    def to(self) -> str:
+        """``To`` in requests: the dialled user, or the To URI."""
+        return self.to_user or self.to_uri
+
+
+@dataclass(frozen=True)
+class FlowSettings:
+    answer_url: str | None = None  # None: every call joins the room it dialled
+    answer_method: str = "POST"
+    answer_timeout: float = 5.0
+    max_documents_per_call: int = 20
+    limits: Limits = field(default_factory=Limits)
+    default_room: str = DEFAULT_ROOM
+
+
+# states
+IDLE, ANSWERING, FETCHING, PLAYING, WAITING, IN_ROOM, DRAINING, LEAVING, DONE, CLOSED = (
+    "idle", "answering", "fetching", "playing", "waiting", "in-room", "draining", "leaving",
+    "done", "closed")
+
+
+class CallFlow:
+    """One call's verb interpreter. See the module docstring for the protocol."""
+
+    def __init__(self, call: CallInfo, settings: FlowSettings):
+        self.call = call
+        self.settings = settings
+        self.state = IDLE
+        self.answered = False
+        self.ended = False  # no final hang-up needed (hung up, gone, or refused with 503)
+        self.fault = False
+        self.outcome = ""  # set when the call did not simply run its course
+        self.documents = 0  # answer, Redirect and action documents fetched so far
+        self.document_url: str | None = None
+        self.record_params: dict[str, str] = {}  # of the room run it was last in
+        self.conference: Conference | None = None  # the Conference the call is in
+        self.verbs: list[Verb] = []
+        self._verb: Verb | None = None  # the verb last taken from the document
+        self._pending: Verb | None = None  # the verb waiting for the answer
+        self._fetching: tuple[str, str] | None = None  # (purpose, url)
+        self._action: tuple[Conference, dict[str, str]] | None = None  # waiting for its reply
+
+    @property
+    def done(self) -> bool:
+        """The flow's run is over: nothing more to do until :class:`Stopped`."""
+        return self.state in (DONE, CLOSED)
+
+    # --- the entry points ---------------------------------------------------------------------
+
+    def start(self, now: float) -> list[Command]:
+        """The call arrived: fetch its answer document (or run the built-in one)."""
+        assert self.state == IDLE, self.state
+        url = self.settings.answer_url
+        if not url:
+            return self._run(builtin_document(self.call.to_user or self.settings.default_room), now)
+        return self._fetch(url, self.settings.answer_method, "answer", now)
+
+    def handle(self, event: Event, now: float) -> list[Command]:
+        if isinstance(event, Stopped):
+            return self._stopped(event)
+        if isinstance(event, CallGone):
+            self.ended = True
+            return []
+        if self.state == CLOSED:
+            return []
+        if isinstance(event, Answered) and self.state == ANSWERING:
+            if not event.ok:  # gone before the answer: nothing to hang up
+                self.ended = True
+                self.state = DONE
+                return []
+            self.answered = True
+            verb, self._pending = self._pending, None
+            return self._do(verb, now)
+        if isinstance(event, (Fetched, FetchFailed)) and self.state == FETCHING:
+            return self._fetched(event, now)
+        if isinstance(event, (SoundFinished, SoundFailed)) and self.state == PLAYING:
+            cmds: list[Command] = []
+            if isinstance(event, SoundFailed):
+                cmds += self._limit(event.option)
+                log.warning("call %s: skipped <%s>: %s", self.call.uuid,
+                            type(self._verb).__name__, event.reason)
+            return cmds + self._next(now)
+        if isinstance(event, WaitOver) and self.state == WAITING:
+            return self._next(now)
+        if isinstance(event, RoomRefused) and self.state == IN_ROOM:
+            conf, self.conference = self.conference, None
+            log.info("call %s refused by room %s: %s", self.call.uuid, conf.room, event.reason)
+            return self._after_room(conf, "", "", now)
+        if isinstance(event, LeftRoom) and self.state in (IN_ROOM, LEAVING):
+            return self._left(event, now)
+        if isinstance(event, Drained) and self.state == DRAINING:
+            conf, params = self._action
+            if not event.in_time:
+                self._action = None
+                return self._spool_action(conf, params) + self._next(now)
+            self._fetching = ("action", conf.action)
+            self.state = FETCHING
+            return [Fetch(conf.action, conf.method, params, "action")]
+        raise ValueError(f"call flow in state {self.state} cannot handle {event!r}")
+
+    # --- documents ------------------------------------------------------------------------------
+
+    def _count_document(self, url: str) -> list[Command] | None:
+        """One more document for this call, if it may have one; else the limit's commands."""
+        if self.documents >= self.settings.max_documents_per_call:
+            log.error("call %s: not fetching %s: the call has run %d documents, the most it "
+                      "may (max_documents_per_call)", self.call.uuid, url, self.documents)
+            return [LimitHit("max_documents_per_call")]
+        self.documents += 1
+        return None
+
+    def _params(self) -> dict[str, str]:
+        """The answer parameters (the same as ``webhooks.call_params``)."""
+        c = self.call
+        return {"CallUUID": c.uuid, "From": c.from_uri, "To": c.to, "Direction": "inbound",
+                "CallStatus": "in-progress" if self.answered else "ringing",
+                "CallerName": c.caller_name}
+
+    def _fetch(self, url: str, method: str, purpose: str, now: float) -> list[Command]:
+        refused = self._count_document(url)
+        if refused is not None:
+            return refused + self._fetch_failed(purpose, url, TOO_MANY_DOCUMENTS, now)
+        self._fetching = (purpose, url)
+        self.state = FETCHING
+        return [Fetch(url, method, self._params(), purpose)]
+
+    def _parse(self, body: bytes, url: str) -> tuple[Document, list[Command]]:
+        doc = parse_document(body, base_url=url, limits=self.settings.limits)
+        if doc.skipped:
+            log.warning("call %s: %s: skipped unsupported elements: %s", self.call.uuid, url,
+                        ", ".join(doc.skipped))
+        cmds: list[Command] = []
+        for option, what in doc.clamped:
+            cmds.append(LimitHit(option))
+            log.warning("call %s: %s: %s (%s)", self.call.uuid, url, what, option)
+        return doc, cmds
+
+    def _fetched(self, event: Fetched | FetchFailed, now: float) -> list[Command]:
+        purpose, url = self._fetching
+        self._fetching = None
+        if isinstance(event, FetchFailed):
+            if purpose == "action":
+                return self._action_failed(event, now)
+            return self._limit(event.option) + self._fetch_failed(purpose, url, event.reason,
+                                                                  now)
+        try:
+            doc, cmds = self._parse(event.body, url)
+        except AnswerError as exc:
+            cmds = self._limit(exc.option)
+            if purpose == "action":
+                conf, _ = self._action
+                self._action = None
+                log.error("action URL %s for call %s: bad XML, going on with the document: %s",
+                          conf.action, self.call.uuid, exc)
+                return cmds + self._next(now)
+            reason = f"bad answer XML: {exc}" if purpose == "answer" else str(exc)
+            return cmds + self._fetch_failed(purpose, url, reason, now)
+        if purpose == "action":
+            self._action = None  # its reply replaces the rest of the document
+        else:
+            self.document_url = url
+        self.verbs = list(doc.verbs)
+        return cmds + self._next(now)
+
+    def _fetch_failed(self, purpose: str, url: str, reason: str, now: float) -> list[Command]:
+        if purpose == "answer":
+            self.outcome = "answer-url-failed"
+            log.error("answer URL %s failed for call %s: %s", url, self.call.uuid, reason,
+                      extra={"call_uuid": self.call.uuid, "event": "answer-failed"})
+            self.ended = True  # a final response ends the INVITE; nothing left to hang up
+            self.state = DONE
+            return [Answer(503, "Service Unavailable", f"answer URL failed: {reason}")]
+        log.error("redirect %s failed for call %s: %s", url, self.call.uuid, reason)
+        return self._end(None)
+
+    # --- verbs ------------------------------------------------------------------------------------
+
+    def _run(self, doc: Document, now: float) -> list[Command]:
+        self.verbs = list(doc.verbs)
+        return self._next(now)
+
+    def _next(self, now: float) -> list[Command]:
+        """Run the next verb of the document; at its end, the call ends."""
+        if self.ended:  # the call is gone: no further verb runs
+            self.state = DONE
+            return []
+        if not self.verbs:
+            return self._end(None)
+        verb = self._verb = self.verbs.pop(0)
+        if isinstance(verb, HangupVerb):
+            return self._end(verb)
+        if isinstance(verb, Redirect):
+            return self._fetch(verb.url, verb.method, "redirect", now)
+        if not self.answered:
+            self._pending = verb
+            self.state = ANSWERING
+            return [Answer(200)]
+        return self._do(verb, now)
+
+    def _do(self, verb: Verb, now: float) -> list[Command]:
+        """A verb that needs the call answered (it is)."""
+        if isinstance(verb, Conference):
+            self.conference = verb
+            self.state = IN_ROOM
+            return [JoinRoom(verb)]
+        if isinstance(verb, Wait):
+            self.state = WAITING
+            return [Sleep(now + verb.length)]
+        self.state = PLAYING
+        return [PlayToCall(verb, verb.loop)]
+
+    def _end(self, hangup: HangupVerb | None) -> list[Command]:
+        self.state = DONE
+        if self.ended:
+            return []
+        self.ended = True
+        if self.answered:
+            return [Hangup()]
+        code = HANGUP_CODES.get(hangup.reason.lower(), 603) if hangup else 603
+        return [Hangup(code, "Busy Here" if code == 486 else "Decline")]
+
+    # --- after the room: the action URL -------------------------------------------------------
+
+    def _action_params(self, conf: Conference, member_id: str, room_uuid: str,
+                       status: str | None = None) -> dict[str, str]:
+        c = self.call
+        return {
+            "ConferenceName": conf.room,
+            "ConferenceUUID": room_uuid,
+            "ConferenceMemberID": member_id,
+            "CallUUID": c.uuid,
+            "From": c.from_uri,
+            "To": c.to,
+            "Direction": "inbound",
+            "CallStatus": status or ("completed" if self.ended else "in-progress"),
+            **self.record_params,
+        }
+
+    def _left(self, event: LeftRoom, now: float) -> list[Command]:
+        conf, self.conference = self.conference, None
+        if event.record_params is not None:
+            self.record_params = dict(event.record_params)
+        if self.state == LEAVING:  # the call is over: after the exit event, only reported
+            cmds: list[Command] = []
+            if conf is not None and conf.action:
+                cmds.append(Submit(conf.action, conf.method, self._action_params(
+                    conf, event.member_id, event.room_uuid, "completed")))
+            return cmds + self._final()
+        return self._after_room(conf, event.member_id, event.room_uuid, now)
+
+    def _after_room(self, conf: Conference, member_id: str, room_uuid: str,
+                    now: float) -> list[Command]:
+        """The action request after leaving the room (also for a refused caller). When the
+        call is gone or redirect=false it is an event (spooled, retried); otherwise its reply
+        may replace the document, after the call's earlier events went out."""
+        if not conf.action:
+            return self._next(now)
+        params = self._action_params(conf, member_id, room_uuid)
+        submit = [Submit(conf.action, conf.method, params)]
+        if self.ended or not conf.redirect:
+            return submit + self._next(now)
+        refused = self._count_document(conf.action)
+        if refused is not None:
+            return refused + submit + self._next(now)
+        self._action = (conf, params)
+        self.state = DRAINING
+        return [AwaitDrained(now + self.settings.answer_timeout)]
+
+    def _action_failed(self, event: FetchFailed, now: float) -> list[Command]:
+        conf, params = self._action
+        self._action = None
+        cmds = self._limit(event.option)
+        log.error("action URL %s failed for call %s: %s", conf.action, self.call.uuid,
+                  event.reason)
+        if not event.retry:
+            return cmds + self._next(now)
+        return cmds + self._spool_action(conf, params) + self._next(now)
+
+    def _spool_action(self, conf: Conference, params: dict[str, str]) -> list[Command]:
+        log.warning("call %s: action URL %s not reached in time: spooled, going on with the "
+                    "document", self.call.uuid, conf.action)
+        return [Submit(conf.action, conf.method, params)]
+
+    # --- the end ----------------------------------------------------------------------------------
+
+    def _stopped(self, event: Stopped) -> list[Command]:
+        if self.state == CLOSED:
+            return []
+        if event.fault:
+            self.fault = True
+            self.outcome = "error"
+        if self.conference is not None and self.state == IN_ROOM:
+            self.state = LEAVING  # out of the room first (its exit event), then the action
+            return [LeaveRoom()]
+        return self._final()
+
+    def _final(self) -> list[Command]:
+        self.state = CLOSED
+        cmds: list[Command] = [End(self.outcome or ("answered" if self.answered
+                                                     else "unanswered"))]
+        if not self.ended:
+            if self.answered:
+                cmds.append(Hangup())
+            elif self.outcome == "error":
+                cmds.append(Answer(500, "Server Internal Error", INTERNAL_ERROR_WARNING))
+            else:
+                cmds.append(Hangup(603, "Decline"))
+        return cmds
+
+    @staticmethod
+    def _limit(option: str | None) -> list[Command]:
+        return [LimitHit(option)] if option else []

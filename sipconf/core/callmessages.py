@@ -1,0 +1,198 @@
+"""The messages of :mod:`sipconf.core.callflow`: the events a driver feeds a call flow, and the
+commands the flow returns (plain frozen dataclasses, like h11's ``_events.py``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from sipconf.core.answer import Conference, Play, Speak
+
+# --- events (driver -> flow) ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """The reply body of the last :class:`Fetch`."""
+
+    body: bytes
+
+
+@dataclass(frozen=True)
+class FetchFailed:
+    """The last :class:`Fetch` failed (``retry``: it might work later; ``option``: the node
+    limit it went past, if that is why)."""
+
+    reason: str
+    retry: bool = True
+    option: str | None = None
+
+
+@dataclass(frozen=True)
+class Answered:
+    """The result of ``Answer(200)``: ``ok`` False when the call was already gone."""
+
+    ok: bool = True
+
+
+@dataclass(frozen=True)
+class CallGone:
+    """The caller hung up (or the call failed); the driver's run is being cancelled."""
+
+
+@dataclass(frozen=True)
+class SoundFinished:
+    """The :class:`PlayToCall` sound played to its end."""
+
+
+@dataclass(frozen=True)
+class SoundFailed:
+    """The :class:`PlayToCall` sound could not be had (``option``: a node limit)."""
+
+    reason: str
+    option: str | None = None
+
+
+@dataclass(frozen=True)
+class WaitOver:
+    """The :class:`Sleep` deadline passed."""
+
+
+@dataclass(frozen=True)
+class RoomRefused:
+    """:class:`JoinRoom` was refused (room full, ...): the caller never entered it."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class LeftRoom:
+    """The caller left the room :class:`JoinRoom` put it in. ``member_id`` and ``room_uuid``
+    are its membership; ``record_params`` the run's RecordUrl/RecordingID (kept for the call's
+    later action requests), or None to keep the call's earlier ones."""
+
+    reason: str
+    member_id: str = ""
+    room_uuid: str = ""
+    record_params: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class Drained:
+    """The result of :class:`AwaitDrained`: ``in_time`` False if the deadline came first."""
+
+    in_time: bool
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """The driver's run is over (the flow is done, the call is gone, the node is stopping, or
+    ``fault``: something went wrong carrying out a command). Returns the call's last commands."""
+
+    fault: bool = False
+
+
+Event = (Fetched | FetchFailed | Answered | CallGone | SoundFinished | SoundFailed | WaitOver
+         | RoomRefused | LeftRoom | Drained | Stopped)
+
+# --- commands (flow -> driver) --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Fetch:
+    """Request a document now (``purpose``: answer, redirect or action). Result:
+    :class:`Fetched` or :class:`FetchFailed`."""
+
+    url: str
+    method: str
+    params: Mapping[str, str]
+    purpose: str
+
+
+@dataclass(frozen=True)
+class Answer:
+    """Answer the call. Result (only for 200): :class:`Answered`."""
+
+    code: int = 200
+    reason: str = ""
+    warning: str = ""
+
+
+@dataclass(frozen=True)
+class Hangup:
+    """Hang up (``code`` 0: BYE an answered call; else the final response). No result."""
+
+    code: int = 0
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class PlayToCall:
+    """Play or Speak to this caller alone, ``loops`` times (0: until the call ends), then take
+    the sound off again. Result: :class:`SoundFinished` or :class:`SoundFailed`."""
+
+    verb: Play | Speak
+    loops: int
+
+
+@dataclass(frozen=True)
+class Sleep:
+    """Result: :class:`WaitOver` at ``until``."""
+
+    until: float
+
+
+@dataclass(frozen=True)
+class JoinRoom:
+    """Put the caller in the room and wait until it leaves. Result: :class:`RoomRefused` or
+    :class:`LeftRoom`."""
+
+    conference: Conference
+
+
+@dataclass(frozen=True)
+class LeaveRoom:
+    """Take the caller out of its room now (the exit event). Result: :class:`LeftRoom`."""
+
+
+@dataclass(frozen=True)
+class AwaitDrained:
+    """Wait until the call's queued events are delivered, or ``until``. Result:
+    :class:`Drained`."""
+
+    until: float
+
+
+@dataclass(frozen=True)
+class Submit:
+    """Spool an event for delivery, in order after the call's earlier ones. No result."""
+
+    url: str
+    method: str
+    params: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class LimitHit:
+    """Count a node limit that was hit (named by its option). No result."""
+
+    option: str
+
+
+@dataclass(frozen=True)
+class End:
+    """The call's record ends (``outcome`` for the calls metric); a final :class:`Hangup` or
+    :class:`Answer` may follow (the call is still up). No result."""
+
+    outcome: str
+
+
+Command = (Fetch | Answer | Hangup | PlayToCall | Sleep | JoinRoom | LeaveRoom | AwaitDrained
+           | Submit | LimitHit | End)
+
+#: commands the driver feeds a result back for
+WITH_RESULT = (Fetch, PlayToCall, Sleep, JoinRoom, LeaveRoom, AwaitDrained)
+
+
+def has_result(cmd: Command) -> bool:
+    return isinstance(cmd, WITH_RESULT) or (isinstance(cmd, Answer) and cmd.code == 200)

@@ -1,0 +1,115 @@
+"""Recording a room run's mix (the XML's ``record``, or the control API) and transcribing it.
+
+The mixer's tap is read every 0.25 s and written in a worker thread until the run ends or the
+recording is stopped; then the owner's ``record`` event and, if asked, the transcription
+(pocketsphinx in its own process), which goes out through the webhook worker.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from typing import TYPE_CHECKING
+
+import trio
+
+from sipconf.core import room as roomstate
+from sipconf.core.answer import Conference
+from sipconf.media import recording
+
+if TYPE_CHECKING:
+    from sipconf.rooms import RoomRun, RoomRuns
+
+log = logging.getLogger("sipconf.node")
+
+
+def start(runs: RoomRuns, run: RoomRun, fmt: str,
+          owner: roomstate.Member | None = None) -> bool:
+    """Record the run from now (the XML's record, or the control API); ``owner`` gets
+    the record event. One recording at a time."""
+    if run.recording is not None or run.nursery is None:
+        return False
+    run.recording = recording.Recording.create(runs.node.recordings_dir, fmt)
+    run.record_params = {
+        "RecordUrl": f"{runs.node.config.base_url}/recordings/{run.recording.filename}",
+        "RecordingID": run.recording.recording_id}
+    run.record_scope = trio.CancelScope()
+    runs.spawn(run, "recording", _record, runs, run, owner, run.record_scope)
+    return True
+
+
+async def _record(runs: RoomRuns, run: RoomRun, owner: roomstate.Member | None,
+                  scope: trio.CancelScope) -> None:
+    """Record the run's mix from the mixer's tap until the run ends; then the record
+    callback and, if asked, the transcription. File writes happen in a worker thread."""
+    rec = run.recording
+    tap = None
+    for _ in range(40):  # the mixer room appears with the first leg placed in it
+        tap = await runs.node.engine.tap_room(run.key)
+        if tap is not None:
+            break
+        await trio.sleep(0.05)
+    if tap is None:
+        log.error("room %s: no mixer to record", run.state.name)
+        return
+    log.info("room %s: recording %s (%s)", run.state.name, rec.recording_id, rec.fmt)
+    try:
+        with scope:  # cancelled by stop_recording, or with the run
+            while True:
+                await trio.sleep(0.25)
+                pcm = tap.read()
+                if len(pcm):
+                    await trio.to_thread.run_sync(rec.write, pcm)
+    finally:
+        with trio.CancelScope(shield=True):
+            await runs.node.engine.untap(tap)
+            pcm = tap.read()
+            if len(pcm):
+                await trio.to_thread.run_sync(rec.write, pcm)
+            await trio.to_thread.run_sync(rec.close)
+            if tap.dropped:
+                log.warning("recording %s: %d samples dropped", rec.recording_id,
+                            tap.dropped)
+            _recorded(runs, run, owner, rec)
+
+
+def _recorded(runs: RoomRuns, run: RoomRun, owner: roomstate.Member | None,
+              rec: recording.Recording) -> None:
+    log.info("room %s: recording %s complete, %.1f s", run.state.name, rec.recording_id,
+             rec.duration_ms / 1000)
+    if run.recording is rec:
+        run.recording = None
+    if owner is None:
+        return
+    ms = rec.duration_ms
+    runs.callback(run, owner, "record", **run.record_params,
+                  RecordingDuration=str(round(ms / 1000)), RecordingDurationMs=str(ms),
+                  RecordingStartMs=str(rec.started_ms), RecordingEndMs=str(rec.ended_ms))
+    conf = owner.conference
+    if conf.transcription_url and runs.node.nursery is not None:
+        runs.node.nursery.start_soon(functools.partial(
+            runs.node.faults.guard, "transcription", _transcribe, runs, owner.call_uuid, conf,
+            rec, call_uuid=owner.call_uuid, room=run.state.name))
+
+
+async def _transcribe(runs: RoomRuns, call_uuid: str, conf: Conference,
+                      rec: recording.Recording) -> None:
+    """pocketsphinx in its own process; the result goes out through the webhook worker."""
+    try:
+        proc = await trio.run_process(
+            [sys.executable, "-m", "sipconf.media.transcribe", str(rec.path)],
+            capture_stdout=True, capture_stderr=True, check=False)
+        out = json.loads(proc.stdout.decode() or "{}")
+    except (OSError, ValueError) as exc:
+        out = {"error": f"transcriber failed: {exc}"}
+    runs.node.webhooks.submit(call_uuid, conf.transcription_url, conf.transcription_method, {
+        "transcription": out.get("text", ""),
+        "duration": str(out.get("duration", rec.duration_ms / 1000)),
+        "call_uuid": call_uuid,
+        "recording_id": rec.recording_id,
+        "error": out.get("error", ""),
+        "transcription_charge": "0",
+        "transcription_rate": "0",
+    })

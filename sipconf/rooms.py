@@ -1,0 +1,356 @@
+"""Room runs: the trio side of :mod:`sipconf.core.room`.
+
+One task per room run (with its own nursery) owns the run's engine commands (in order), its
+time limit, room sounds (``max_room_sounds``), wait music, the recording of its mix and the
+transcription after it; :meth:`RoomRuns.apply` carries out what the room's state machine
+decided. Calls enter through :meth:`RoomRuns.join` (the driver in ``calls.py``) and leave
+through the state machine (hang-up, kick, ``*``, time limit, end of the run); a run that faults
+lets its members go on with their documents, other rooms untouched. The floor (talker
+detection) and the digits a member presses (``digitsMatch``, DTMF relay, hangup-on-star) are
+handled here too.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import trio
+
+from sipconf import room_recording
+from sipconf.calls import CallSession, overlay
+from sipconf.core import room as roomstate
+from sipconf.core.answer import Conference
+from sipconf.core.digits import DigitCollector
+from sipconf.engine import Dtmf, Floor
+from sipconf.media import recording
+from sipconf.media.sounds import SoundError, SoundLimit
+from sipconf.webhooks import conference_params
+
+if TYPE_CHECKING:
+    from sipconf.node import Node
+
+log = logging.getLogger("sipconf.node")
+
+
+@dataclass
+class RoomRun:
+    """One run of a room: its sans-I/O state, and the trio task (with its nursery) that owns
+    the run's timer, sounds and wait music. Engine commands for the room go through ``actions``
+    and run in order, so a leg is always joined before it is muted, unmuted or left."""
+
+    state: roomstate.Room
+    key: str = ""  # the run's ConferenceUUID, also its mixer room
+    ended: trio.Event = field(default_factory=trio.Event)
+    nursery: trio.Nursery | None = None
+    timer: trio.CancelScope | None = None
+    music: dict[str, trio.CancelScope] = field(default_factory=dict)
+    floor: str | None = None  # call uuid of the member holding the floor
+    recording: recording.Recording | None = None
+    record_params: dict[str, str] = field(default_factory=dict)  # RecordUrl, RecordingID
+    record_scope: trio.CancelScope | None = None
+    sounds: int = 0  # room sounds playing or being fetched (max_room_sounds)
+
+    def __post_init__(self) -> None:
+        self.send, self.recv = trio.open_memory_channel[Callable[[], Awaitable[object]]](
+            float("inf"))
+
+    def do(self, fn: Callable[..., Awaitable[object]], *args: object) -> None:
+        try:
+            self.send.send_nowait(lambda: fn(*args))
+        except trio.ClosedResourceError:
+            pass  # the run is over; its mixer room is gone with it
+
+
+class RoomRuns:
+    """The node's room runs (``node.rooms``, by room name) and what happens in them."""
+
+    def __init__(self, node: Node):
+        self.node = node
+
+    async def join(self, s: CallSession, conf: Conference) -> str | None:
+        """Put the call in the room (starting a run if needed); the reason if refused. The
+        call's ``left_room`` is set when it leaves."""
+        node = self.node
+        run = node.rooms.get(conf.room)
+        if run is None:
+            run = node.rooms[conf.room] = RoomRun(roomstate.Room(conf.room,
+                                                                 clock=trio.current_time))
+        events = run.state.join(s.uuid, conf)
+        refused = next((e for e in events if isinstance(e, roomstate.Refused)), None)
+        if refused is not None:
+            if run.state.empty:
+                node.rooms.pop(conf.room, None)
+            return refused.reason
+        for ev in events:
+            if isinstance(ev, roomstate.RunStarted):
+                run.key = ev.room_uuid
+                await node.nursery.start(self._room_supervised, run, name=f"room-{conf.room}")
+        s.room = run
+        s.left_room = trio.Event()
+        s.room_uuid = run.key
+        self.apply(run, events)
+        return None
+
+    def on_floor(self, ev: Floor) -> None:
+        run = next((r for r in self.node.rooms.values() if r.key == ev.room_key), None)
+        if run is not None:
+            self.give_floor(run, ev.uuid)
+
+    def callback(self, run: RoomRun, member: roomstate.Member, action: str,
+                  **extra: str) -> None:
+        """A callbackUrl event for a member, spooled and sent in the call's order."""
+        conf = member.conference
+        if conf.callback_url:
+            self.node.webhooks.submit(member.call_uuid, conf.callback_url, conf.callback_method,
+                                 conference_params(action, run.state.name, run.key,
+                                                   member.member_id, member.call_uuid, **extra))
+
+    def give_floor(self, run: RoomRun, call_uuid: str) -> None:
+        member = run.state.members.get(call_uuid)
+        if member is None or run.floor == call_uuid or member.muted:
+            return
+        run.floor = call_uuid
+        log.info("room %s: member %s has the floor", run.state.name, member.member_id)
+        if member.conference.floor_event:
+            self.callback(run, member, "floor")
+
+    def on_digit(self, s: CallSession, ev: Dtmf) -> None:
+        run, member, digits = s.room, s.member, s.digits
+        if run is None or member is None or digits is None:
+            return
+        press = digits.feed(ev.digit, ev.source, ev.at)
+        if press is None:
+            return
+        log.info("call %s pressed %s (%s) in room %s", s.uuid, press.digit, press.source,
+                 run.state.name)
+        conf = member.conference
+        if press.matched is not None:
+            self.callback(run, member, "digits", ConferenceDigitsMatch=press.matched)
+        if conf.relay_dtmf:
+            # in-band keys of an unmuted member are in the mix already: tones only otherwise
+            tones = press.source != "inband" or member.muted
+            for other in run.state.members.values():
+                if other.call_uuid != s.uuid and not other.waiting:
+                    run.do(self.node.engine.send_digits, other.call_uuid, press.digit, tones)
+        if press.digit == "*" and conf.hangup_on_star:
+            log.info("call %s pressed * in room %s: leaving it", s.uuid, run.state.name)
+            self.apply(run, run.state.leave(s.uuid, roomstate.STAR))
+
+    def leave_room(self, s: CallSession) -> None:
+        """The call is going away (or its task ends): take it out of its room."""
+        run = s.room
+        if run is not None and s.uuid in run.state.members:
+            self.apply(run, run.state.leave(s.uuid, roomstate.HANGUP))
+        s.room = None
+
+    def apply(self, run: RoomRun, events: list) -> None:
+        """Carry out what the room state machine decided (on the trio thread, no waiting)."""
+        name = run.state.name
+        for ev in events:
+            if isinstance(ev, roomstate.Joined):
+                m = ev.member
+                session = self.node.calls.get(m.call_uuid)
+                if session is not None:
+                    session.member = m
+                    session.digits = DigitCollector(m.conference.digits_match)
+                log.info("call %s joined room %s as member %s%s", m.call_uuid, name,
+                         m.member_id, " (waiting)" if m.waiting else "",
+                         extra={"call_uuid": m.call_uuid, "room": name, "event": "enter"})
+                run.do(self.node.engine.join, m.call_uuid, run.key, m.muted or m.waiting,
+                       m.deaf or m.waiting)
+                self.callback(run, m, "enter")
+                if m.conference.record:
+                    self.start_recording(run, m.conference.record_file_format, m)
+                if len(run.state.members) == 1:
+                    self.give_floor(run, m.call_uuid)  # alone: the floor is theirs
+            elif isinstance(ev, roomstate.MemberState):
+                m = ev.member
+                if not ev.waiting:
+                    log.info("room %s: member %s is live", name, m.member_id)
+                run.do(self.node.engine.set_member, m.call_uuid, m.muted or ev.waiting,
+                       m.deaf or ev.waiting)
+            elif isinstance(ev, roomstate.Controls):
+                m = ev.member
+                log.info("room %s: member %s %s, %s", name, m.member_id,
+                         "muted" if m.muted else "unmuted", "deaf" if m.deaf else "hearing")
+                run.do(self.node.engine.set_member, m.call_uuid, m.muted or m.waiting,
+                       m.deaf or m.waiting)
+            elif isinstance(ev, roomstate.Music):
+                self.music(run, ev.member, ev.on)
+            elif isinstance(ev, roomstate.PlaySound):
+                if self.reserve_sound(run, ev.sound) and \
+                        not self.spawn(run, "sound", self._room_sound, run, ev.sound):
+                    run.sounds -= 1
+            elif isinstance(ev, roomstate.Deadline):
+                self._arm_time_limit(run, ev.at)
+            elif isinstance(ev, roomstate.Left):
+                self._member_left(run, ev)
+            elif isinstance(ev, roomstate.RunEnded):
+                log.info("room %s: run %s ended", name, ev.room_uuid)
+                run.ended.set()
+                run.send.close()
+                if self.node.rooms.get(name) is run:
+                    del self.node.rooms[name]
+
+    def _member_left(self, run: RoomRun, ev: roomstate.Left) -> None:
+        call_uuid = ev.member.call_uuid
+        scope = run.music.pop(call_uuid, None)
+        if scope is not None:
+            scope.cancel()
+        log.info("call %s left room %s (%s)", call_uuid, run.state.name, ev.reason,
+                 extra={"call_uuid": call_uuid, "room": run.state.name, "event": "exit"})
+        if run.floor == call_uuid:
+            run.floor = None
+        self.callback(run, ev.member, "exit")
+        session = self.node.calls.get(call_uuid)
+        if session is None:
+            return
+        session.room = None
+        session.digits = None
+        session.record_params = dict(run.record_params)
+        session.leave_reason = ev.reason
+        session.left_room.set()
+        if not session.ended:
+            run.do(self.node.engine.leave, call_uuid)
+
+    def music(self, run: RoomRun, member: roomstate.Member, on: bool) -> None:
+        old = run.music.pop(member.call_uuid, None)
+        if old is not None:
+            old.cancel()
+        if on and run.nursery is not None:
+            scope = run.music[member.call_uuid] = trio.CancelScope()
+            self.spawn(run, "sound", self._start_music, run, member, scope)
+        elif not on:
+            run.do(self.node.engine.stop_call_sound, member.call_uuid)
+
+    async def clip_to_member(self, run: RoomRun, s: CallSession, member: roomstate.Member,
+                              clip) -> None:
+        """A clip to one member (control API); a waiting member's music comes back after."""
+        await overlay(self.node, s, clip, 1)
+        if member.call_uuid in run.music and not s.ended:
+            self.music(run, member, True)
+
+    async def _start_music(self, run: RoomRun, member: roomstate.Member,
+                           scope: trio.CancelScope) -> None:
+        with scope:
+            try:
+                clip = await self.node.sounds.resolve(member.conference.wait_sound)
+            except SoundError as exc:
+                if isinstance(exc, SoundLimit):
+                    self.node.faults.limit(exc.option)
+                log.warning("room %s: wait sound skipped: %s", run.state.name, exc)
+                return
+            run.do(self.node.engine.play_to_call, member.call_uuid, clip, 0)
+
+    def spawn(self, run: RoomRun, where: str, fn, *args) -> bool:
+        """Start a unit of the room run (a sound, the recording, the timer) in the run's
+        nursery, supervised; False if the run is over."""
+        if run.nursery is None or run.ended.is_set():
+            return False
+        run.nursery.start_soon(functools.partial(self.node.faults.guard, where, fn, *args,
+                                                 room=run.state.name))
+        return True
+
+    def reserve_sound(self, run: RoomRun, what: str) -> bool:
+        """Room sounds are limited (max_room_sounds): a full room skips the sound."""
+        if run.sounds >= self.node.config.max_room_sounds:
+            self.node.faults.limit("max_room_sounds")
+            log.warning("room %s: sound %s skipped: %d playing already (max_room_sounds)",
+                        run.state.name, what, run.sounds)
+            return False
+        run.sounds += 1
+        return True
+
+    async def _room_sound(self, run: RoomRun, spec: str) -> None:
+        """An enter/exit sound, mixed into the room like a member (it never stalls the mixer:
+        it is fetched and decoded here, then the clock only walks PCM)."""
+        try:
+            clip = await self.node.sounds.resolve(spec)
+        except SoundError as exc:
+            run.sounds -= 1
+            if isinstance(exc, SoundLimit):
+                self.node.faults.limit(exc.option)
+            log.warning("room %s: sound %s skipped: %s", run.state.name, spec, exc)
+            return
+        except BaseException:
+            run.sounds -= 1
+            raise
+        await self.play_in_room(run, clip, True)
+
+    async def play_in_room(self, run: RoomRun, clip, reserved: bool = False) -> None:
+        """Mix a clip into the room; ``reserved``: it holds one of the room's sound places."""
+        try:
+            sound_id = await self.node.engine.play_to_room(run.key, clip, 1)
+            if sound_id is None:
+                log.warning("room %s: the mixer took no more sounds: one skipped",
+                            run.state.name)
+                return
+            try:
+                await trio.sleep(clip.duration + 0.1)
+            finally:
+                with trio.CancelScope(shield=True):
+                    await self.node.engine.stop_room_sound(sound_id)
+        finally:
+            if reserved:
+                run.sounds -= 1
+
+    def _arm_time_limit(self, run: RoomRun, at: float) -> None:
+        if run.timer is not None:
+            run.timer.cancel()
+        if run.nursery is None:
+            return
+        run.timer = trio.CancelScope()
+        self.spawn(run, "room-timer", self._time_limit, run, at, run.timer)
+
+    async def _time_limit(self, run: RoomRun, at: float, scope: trio.CancelScope) -> None:
+        with scope:
+            await trio.sleep_until(at)
+            events = run.state.expire()
+            if events:
+                log.info("room %s: time limit reached", run.state.name)
+                self.apply(run, events)
+
+    async def _room_supervised(self, run: RoomRun, *,
+                               task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """The room run as a unit: if it faults, its members leave it and go on with their
+        documents; other rooms are untouched."""
+        await self.node.faults.guard("room", self._room_main, run, task_status, room=run.state.name,
+                                on_fault=lambda exc: self._room_failed(run))
+
+    def _room_failed(self, run: RoomRun) -> None:
+        run.ended.set()
+        run.send.close()
+        if self.node.rooms.get(run.state.name) is run:
+            del self.node.rooms[run.state.name]
+        for m in list(run.state.members.values()):
+            session = self.node.calls.get(m.call_uuid)
+            if session is None:
+                continue
+            session.room, session.digits, session.leave_reason = None, None, "error"
+            session.left_room.set()
+            if not session.ended and self.node.nursery is not None:
+                self.node.nursery.start_soon(functools.partial(
+                    self.node.faults.guard, "room", self.node.engine.leave, m.call_uuid,
+                    call_uuid=m.call_uuid, room=run.state.name))
+
+    async def _room_main(self, run: RoomRun, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """A room run's own task: runs its engine commands in order until the run ends; its
+        nursery holds the run's timer, sounds and music, all cancelled with it."""
+        async with trio.open_nursery() as nursery:
+            run.nursery = nursery
+            task_status.started()
+            async for action in run.recv:  # ends when the run ends (its channel is closed)
+                try:
+                    await action()
+                except Exception as exc:  # noqa: BLE001 - one failed command must not stop the room
+                    self.node.faults.record("room", exc, room=run.state.name)
+            nursery.cancel_scope.cancel()
+
+    def start_recording(self, run: RoomRun, fmt: str,
+                        owner: roomstate.Member | None = None) -> bool:
+        """Record the run from now (see ``room_recording``); False if it is recording."""
+        return room_recording.start(self, run, fmt, owner)
