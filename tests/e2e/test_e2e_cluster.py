@@ -16,7 +16,7 @@ from support.kamailio import Kamailio
 from support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
-DEPLOY = Path(__file__).parent.parent / "deploy" / "kamailio"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "kamailio"
 TOKEN = "cluster-token"
 TALK_S = 5.0
 # Each room's pair of tones: a member must hear its partner and no other room.

@@ -13,7 +13,7 @@ from sipconf.engine import Engine
 from sipconf.sip import commands
 from sipconf.sip.engine import SipEngine
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def test_every_command_is_frozen_and_handled():

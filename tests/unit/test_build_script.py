@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "build-pjproject.sh"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "build-pjproject.sh"
 
 
 def fake_venv(tmp_path: Path) -> Path:
