@@ -58,7 +58,7 @@ class Node:
         ``transport`` replaces the HTTP clients' network (tests)."""
         self.config = config
         if engine_factory is None:
-            from sipconf.sip.adapter import SipEngine
+            from sipconf.sip.engine import SipEngine
 
             engine_factory = SipEngine
         self.engine: Engine = engine_factory(config, self.post_event)

@@ -8,5 +8,4 @@
 - ``media``: placement in the C mixer (``mixer_ext.streams``): rooms, legs, sounds, taps.
 - ``records``: what the SIP thread keeps per call and per mixer room.
 - ``pjlog``: pjlib's log lines into Python logging.
-- ``adapter``: the old import path of ``SipEngine``.
 """

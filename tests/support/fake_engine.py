@@ -1,4 +1,4 @@
-"""A stand-in for the pjsua2 adapter (``sipconf.sip.adapter.SipEngine``): the
+"""A stand-in for the pjsua2 adapter (``sipconf.sip.engine.SipEngine``): the
 :class:`sipconf.engine.Engine` Protocol in plain trio, with no SIP, RTP or mixer.
 
 It records every command the node gives it (``engine.log``), keeps each call's state the way the
