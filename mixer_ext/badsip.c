@@ -4,9 +4,12 @@
  * retransmitting into silence. Its transport manager offers a dropped-data callback: there we
  * copy the headers a response needs (Via, From, To, Call-ID, CSeq) textually and send
  * "400 Bad Request" with a Warning saying what was wrong, from the node's own UDP transport,
- * to the top Via's address. Runs on the SIP thread inside pjsip; no allocation, no Python.
+ * to the packet's source address and port (RFC 3581: never to an address the Via claims, or
+ * the node would reflect traffic at anyone). Runs on the SIP thread inside pjsip; no
+ * allocation, no Python.
  */
 #include <ctype.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <strings.h>
@@ -39,41 +42,23 @@ static int header_is(const char *line, size_t len, const char *name, char compac
     return i < len && line[i] == ':';
 }
 
-/* Numeric address and port of the top Via ("received"/"rport" params win). */
-static int via_target(const char *v, size_t len, char *host, size_t hostsz, int *port)
+/* The packet's source. The callback gets no rx data, but on UDP the data it gets is the rx
+ * data's packet buffer (past any leading CR/LF keep-alives pjsip skipped): step back to the
+ * rx data and check it is the one (its transport, its length) before trusting it. */
+static const pj_sockaddr *source_of(const pjsip_tp_dropped_data *dd)
 {
-    const char *end = v + len;
-    const char *p = memchr(v, ':', len);
-    if (!p) return -1;
-    p++;
-    while (p < end && (*p == ' ' || *p == '\t')) p++;
-    while (p < end && *p != ' ' && *p != '\t') p++;     /* SIP/2.0/UDP */
-    while (p < end && (*p == ' ' || *p == '\t')) p++;
-    const char *h = p;
-    while (p < end && *p != ':' && *p != ';' && *p != ' ' && *p != ',') p++;
-    size_t hl = (size_t)(p - h);
-    if (hl == 0 || hl >= hostsz) return -1;
-    memcpy(host, h, hl);
-    host[hl] = 0;
-    *port = 5060;
-    if (p < end && *p == ':')
-        *port = atoi(p + 1);
-    for (const char *q = p; q < end; q++) {
-        if (*q != ';') continue;
-        if ((size_t)(end - q) > 10 && strncasecmp(q, ";received=", 10) == 0) {
-            const char *r = q + 10;
-            size_t rl = 0;
-            while (r + rl < end && r[rl] != ';' && r[rl] != ',' && r[rl] != ' ') rl++;
-            if (rl > 0 && rl < hostsz) {
-                memcpy(host, r, rl);
-                host[rl] = 0;
-            }
-        } else if ((size_t)(end - q) > 7 && strncasecmp(q, ";rport=", 7) == 0) {
-            int rp = atoi(q + 7);
-            if (rp > 0) *port = rp;
-        }
+    const char *data = (const char *)dd->data;
+    for (int skip = 0; skip <= 8; skip++) {
+        if (skip > 0 && data[-skip] != '\r' && data[-skip] != '\n')
+            break;
+        const pjsip_rx_data *rd = (const pjsip_rx_data *)(
+            data - skip - offsetof(pjsip_rx_data, pkt_info.packet));
+        if (rd->tp_info.transport == dd->tp && rd->pkt_info.len >= (pj_ssize_t)(dd->len + skip) &&
+            rd->pkt_info.len <= PJSIP_MAX_PKT_LEN && rd->pkt_info.src_addr_len > 0 &&
+            rd->pkt_info.src_addr.addr.sa_family == pj_AF_INET())
+            return &rd->pkt_info.src_addr;
     }
-    return (*port > 0 && *port < 65536) ? 0 : -1;
+    return NULL;
 }
 
 static void on_dropped(pjsip_tp_dropped_data *dd)
@@ -92,8 +77,6 @@ static void on_dropped(pjsip_tp_dropped_data *dd)
 
     char resp[RESP_MAX];
     int n = snprintf(resp, sizeof(resp), "SIP/2.0 400 Bad Request\r\n");
-    const char *via = NULL;
-    size_t via_len = 0;
     int have = 0;
     const char *line = memchr(msg, '\n', len);
     if (!line) return;
@@ -107,7 +90,6 @@ static void on_dropped(pjsip_tp_dropped_data *dd)
         int keep = 0;
         if (header_is(line, tl, "Via", 'v')) {
             keep = 1;
-            if (!via) { via = line; via_len = tl; }
             have |= 1;
         } else if (header_is(line, tl, "From", 'f')) { keep = 1; have |= 2; }
         else if (header_is(line, tl, "To", 't')) { keep = 1; have |= 4; }
@@ -133,17 +115,10 @@ static void on_dropped(pjsip_tp_dropped_data *dd)
     if (n <= 0 || n >= (int)sizeof(resp))
         return;
 
-    char host[64];
-    int port;
-    if (via_target(via, via_len, host, sizeof(host), &port) != 0)
-        return;
-    pj_sockaddr_in addr;
-    pj_str_t hs = pj_str(host);
-    pj_bzero(&addr, sizeof(addr));
-    addr.sin_family = pj_AF_INET();
-    if (pj_inet_pton(pj_AF_INET(), &hs, &addr.sin_addr) != PJ_SUCCESS)
-        return;                                    /* never resolve names here */
-    addr.sin_port = pj_htons((pj_uint16_t)port);
+    const pj_sockaddr *src = source_of(dd);
+    if (!src)
+        return;                                    /* no source known: no answer */
+    pj_sockaddr_in addr = src->ipv4;
     pjsip_tpmgr *mgr = pjsip_endpt_get_tpmgr(pjsua_get_pjsip_endpt());
     pjsip_tpselector sel;
     pj_bzero(&sel, sizeof(sel));

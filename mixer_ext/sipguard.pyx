@@ -1,6 +1,9 @@
 # cython: language_level=3
-"""SIP input guards: answer malformed SIP requests with 400 (pjsip alone drops them
-silently; badsip.c), and take SIP INFO digits as application/dtmf too (dtmfinfo.c).
+"""SIP input guards: refuse new INVITEs from untrusted sources, past a source's call rate or
+past the node's capacity before pjsua spends anything on them (admission.c), answer malformed
+SIP requests with 400 (pjsip alone drops them silently; badsip.c), answer every request the
+node does not serve (405/501/489/415/481, methods.c), and take SIP INFO digits as
+application/dtmf too (dtmfinfo.c).
 
 It lives in this package because it is C linked against the project's pjproject, like the
 stream engine. Call ``install`` on the SIP thread after pjsua's libInit.
@@ -23,8 +26,62 @@ def install(str host="sipconf") -> None:
         rc = dtmfinfo_install()
     if rc != 0:
         raise RuntimeError("could not install the SIP INFO DTMF handler")
+    with nogil:
+        rc = methods_install()
+    if rc != 0:
+        raise RuntimeError("could not install the unserved-methods handler")
+    with nogil:
+        rc = admission_install()
+    if rc != 0:
+        raise RuntimeError("could not install the admission handler")
+
+
+def admit(networks, unsigned max_calls, double rate, double burst, int retry_after) -> None:
+    """What admission.c lets in: ``networks`` (ipaddress networks) may call, each source at
+    most ``rate`` new calls a second (``burst`` at once), the node at most ``max_calls``.
+    Call once, on the SIP thread, after ``install``."""
+    cdef bytes packed
+    for net in networks:
+        packed = net.network_address.packed
+        if admission_trust(net.version, packed, net.prefixlen) != 0:
+            raise ValueError(f"trust: too many networks (at most 64), at {net}")
+    admission_limits(max_calls, rate, burst, retry_after)
 
 
 def answered() -> int:
     """How many malformed requests got a 400."""
     return sipguard_answered()
+
+
+ADMISSION = {"forbidden": ADMISSION_FORBIDDEN, "rate": ADMISSION_RATE,
+             "capacity": ADMISSION_CAPACITY}
+
+
+def admission_counts() -> dict:
+    """New INVITEs refused by admission.c, by reason."""
+    return {name: admission_refused(why) for name, why in ADMISSION.items()}
+
+
+def admission_reports(double interval) -> list:
+    """Sources with refusals not reported for ``interval`` s: [(address, {reason: count})],
+    each then reset (the caller logs one line per source per interval)."""
+    import ipaddress
+    cdef int family = 0
+    cdef unsigned char addr[16]
+    cdef unsigned long counts[3]
+    out = []
+    while admission_report(interval, &family, addr, counts):
+        ip = ipaddress.ip_address(bytes(addr[:4] if family == 4 else addr[:16]))
+        out.append((str(ip), {name: counts[why] for name, why in ADMISSION.items()
+                              if counts[why]}))
+    return out
+
+
+REFUSED = {"method_not_allowed": METHODS_NOT_ALLOWED, "unknown_method": METHODS_UNKNOWN,
+           "bad_event": METHODS_EVENT, "info_body": METHODS_INFO_BODY,
+           "no_dialog": METHODS_NO_DIALOG}
+
+
+def refused() -> dict:
+    """Requests answered by methods.c, by reason (counters of the SIP thread)."""
+    return {name: methods_refused(why) for name, why in REFUSED.items()}

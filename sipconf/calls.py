@@ -10,13 +10,16 @@ hung up (500 + Warning if it was not answered yet).
 from __future__ import annotations
 
 import logging
+import math
+import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import trio
 
 from sipconf.core import room as roomstate
-from sipconf.core.answer import Play
+from sipconf.core.answer import Play, Speak
 from sipconf.core.callflow import (
     CLOSED,
     CallFlow,
@@ -28,7 +31,9 @@ from sipconf.core.callmessages import (
     Answered,
     AwaitDrained,
     CallGone,
+    CollectKeys,
     Command,
+    DigitsSent,
     Drained,
     End,
     Fetch,
@@ -36,11 +41,15 @@ from sipconf.core.callmessages import (
     FetchFailed,
     Hangup,
     JoinRoom,
+    KeyPressed,
     LeaveRoom,
     LeftRoom,
     LimitHit,
+    Listen,
     PlayToCall,
     RoomRefused,
+    ScheduleHangup,
+    SendDigits,
     Sleep,
     SoundFailed,
     SoundFinished,
@@ -50,9 +59,9 @@ from sipconf.core.callmessages import (
     has_result,
 )
 from sipconf.core.digits import DigitCollector
-from sipconf.engine import IncomingCall
+from sipconf.engine import Dtmf, Engine, IncomingCall
 from sipconf.media.sounds import SoundError, SoundLimit
-from sipconf.webhooks import FetchError
+from sipconf.webhooks import FetchError, call_params, hangup_cause, hangup_params
 
 if TYPE_CHECKING:
     from sipconf.node import Node
@@ -61,6 +70,52 @@ if TYPE_CHECKING:
 log = logging.getLogger("sipconf.node")
 
 FINAL_HANGUP_S = 5.0  # how long the last hang-up of a call may take
+MAX_KEYS = 128  # key presses kept for a GetDigits that has not listened yet
+PAUSES = {"w": 0.5, "W": 1.0}  # in sendDigits / <DTMF>
+DIGIT_S = 0.25  # about how long one sent digit takes (tone and gap)
+
+
+@dataclass
+class Keypad:
+    """The caller's key presses while a GetDigits runs: one press however many ways the phone
+    sends it (``DigitCollector``), kept (bounded) until the flow listens."""
+
+    collector: DigitCollector = field(default_factory=DigitCollector)
+    pressed: deque[KeyPressed] = field(default_factory=lambda: deque(maxlen=MAX_KEYS))
+    ready: trio.Event = field(default_factory=trio.Event)
+
+    def feed(self, ev: Dtmf) -> None:
+        press = self.collector.feed(ev.digit, ev.source, ev.at)
+        if press is not None:
+            self.pressed.append(KeyPressed(press.digit, press.source))
+            self.ready.set()
+
+    async def next(self) -> KeyPressed:
+        while not self.pressed:
+            self.ready = trio.Event()
+            await self.ready.wait()
+        return self.pressed.popleft()
+
+
+async def send_digits(engine: Engine, call_uuid: str, digits: str) -> None:
+    """Digits to a caller, ``w``/``W`` pausing 0.5 s / 1 s (Plivo's sendDigits); returns
+    about when the last one has gone out (the stack sends them over time)."""
+    run = ""
+    for c in digits:
+        if c in PAUSES:
+            if run:
+                await _send_run(engine, call_uuid, run)
+                run = ""
+            await trio.sleep(PAUSES[c])
+        else:
+            run += c
+    if run:
+        await _send_run(engine, call_uuid, run)
+
+
+async def _send_run(engine: Engine, call_uuid: str, run: str) -> None:
+    await engine.send_digits(call_uuid, run, True)
+    await trio.sleep(DIGIT_S * len(run))
 
 
 @dataclass
@@ -73,13 +128,20 @@ class CallSession:
     room: RoomRun | None = None
     member: roomstate.Member | None = None
     left_room: trio.Event = field(default_factory=trio.Event)
+    unmixed: trio.Event | None = None  # set once the engine has taken it out of its last room
     leave_reason: str = ""
     media_rate: int | None = None
     nursery: trio.Nursery | None = None
     digits: DigitCollector | None = None  # while in a room
+    keypad: Keypad | None = None  # while a GetDigits runs
     room_uuid: str = ""
     record_params: dict[str, str] = field(default_factory=dict)  # of the room run it was in
     fault: bool = False  # one of its engine events faulted
+    # for the hangup request (Plivo's hangup_url): wall-clock times, who ended the call
+    started_at: float = field(default_factory=time.time)
+    answered_at: float | None = None
+    caller_hung_up: bool = False  # the call ended before the node hung it up
+    hangup_code: int = 0  # the final response the node ended an unanswered call with
 
     @property
     def uuid(self) -> str:
@@ -99,8 +161,23 @@ class CallSession:
 
     def gone(self) -> None:
         """The call ended (BYE, CANCEL, failure): stop whatever it is doing."""
+        if not self.flow.ended:
+            self.caller_hung_up = True
         self.flow.handle(CallGone(), trio.current_time())
         self.scope.cancel()
+
+    def params(self, status: str = "in-progress", event: str | None = None) -> dict[str, str]:
+        """The call's parameters (Plivo's), e.g. for the sound documents of its room."""
+        c = self.flow.call
+        return call_params(c.uuid, c.from_uri, c.to, c.caller_name, status, event,
+                           c.sip_headers)
+
+    def key(self, ev: Dtmf) -> bool:
+        """A key press for the call's GetDigits, if one runs (else False: the room's)."""
+        if self.keypad is None:
+            return False
+        self.keypad.feed(ev)
+        return True
 
     def left(self) -> LeftRoom:
         """How the call left its room, for the flow (the rooms set the fields)."""
@@ -117,7 +194,8 @@ def flow_settings(node: Node) -> FlowSettings:
 
 
 def new_session(node: Node, inc: IncomingCall) -> CallSession:
-    info = CallInfo(inc.uuid, inc.from_uri, inc.to_user, inc.to_uri, inc.caller_name)
+    info = CallInfo(inc.uuid, inc.from_uri, inc.to_user, inc.to_uri, inc.caller_name,
+                    inc.sip_headers)
     return CallSession(inc, CallFlow(info, flow_settings(node)))
 
 
@@ -199,10 +277,27 @@ class CallDriver:
                     else:
                         raise AssertionError(f"unexpected {cmd!r} at the end of a call")
         finally:
+            # the hangup request, last of the call's events, even if finishing faulted
+            node.faults.call_soon("webhook", self._hangup_request, s, final, call_uuid=s.uuid)
             node.calls.pop(s.uuid, None)
             if not ended:
                 node.metrics.calls_total[s.outcome or ("answered" if s.answered
                                                        else "unanswered")] += 1
+
+    def _hangup_request(self, s: CallSession, final: list[Command]) -> None:
+        """Plivo's hangup request (``hangup_url``), after the call's other events."""
+        cfg = self.node.config
+        if not cfg.hangup_url:
+            return
+        code = next((c.code for c in final if isinstance(c, (Answer, Hangup)) and c.code),
+                    s.hangup_code)
+        cause, source = hangup_cause(s.answered, s.caller_hung_up, s.outcome, code,
+                                     self.node.stopping)
+        c = s.flow.call
+        self.node.webhooks.submit(s.uuid, cfg.hangup_url, cfg.hangup_method, hangup_params(
+            c.uuid, c.from_uri, c.to, c.caller_name, started=s.started_at,
+            answered=s.answered_at, ended=time.time(), cause=cause, source=source,
+            headers=c.sip_headers))
 
     async def _do(self, s: CallSession, cmd: Command) -> object | None:
         node = self.node
@@ -210,24 +305,36 @@ class CallDriver:
             return await self._fetch(s, cmd)
         if isinstance(cmd, Answer):
             if cmd.code == 200:
-                return Answered(bool(await node.engine.answer(s.uuid, 200)))
+                ok = bool(await node.engine.answer(s.uuid, 200))
+                if ok and s.answered_at is None:
+                    s.answered_at = time.time()
+                return Answered(ok)
+            s.hangup_code = s.hangup_code or cmd.code
             await node.engine.answer(s.uuid, cmd.code, cmd.reason, cmd.warning)
         elif isinstance(cmd, Hangup):
+            s.hangup_code = s.hangup_code or cmd.code
             if cmd.code:
                 await node.engine.hangup(s.uuid, cmd.code, cmd.reason)
             else:
                 await node.engine.hangup(s.uuid)
         elif isinstance(cmd, PlayToCall):
-            verb = cmd.verb
             try:
-                if isinstance(verb, Play):
-                    clip = await node.sounds.audio(verb.url)
-                else:
-                    clip = await node.sounds.speech(verb.text, verb.voice, verb.language)
+                clip = await self._clip(cmd.verb)
             except SoundError as exc:
                 return SoundFailed(str(exc), exc.option if isinstance(exc, SoundLimit) else None)
             await overlay(node, s, clip, cmd.loops)
             return SoundFinished()
+        elif isinstance(cmd, Listen):
+            return await self._listen(s, cmd)
+        elif isinstance(cmd, CollectKeys):
+            s.keypad = Keypad() if cmd.on else None
+        elif isinstance(cmd, SendDigits):
+            if cmd.wait:
+                await send_digits(node.engine, s.uuid, cmd.digits)
+                return DigitsSent()
+            s.nursery.start_soon(send_digits, node.engine, s.uuid, cmd.digits)
+        elif isinstance(cmd, ScheduleHangup):
+            s.nursery.start_soon(self._hangup_at, s, cmd.at)
         elif isinstance(cmd, Sleep):
             await trio.sleep_until(cmd.until)
             return WaitOver()
@@ -236,6 +343,10 @@ class CallDriver:
             if refused is not None:
                 return RoomRefused(refused)
             await s.left_room.wait()
+            if s.unmixed is not None and not s.unmixed.is_set():
+                # out of the old room's mixer (its leave runs in that run's order) before the
+                # call goes on: its next room's join, or a <Play> the leave would take off
+                await s.unmixed.wait()
             return s.left()
         elif isinstance(cmd, AwaitDrained):
             with trio.move_on_at(cmd.until) as waited:
@@ -248,6 +359,58 @@ class CallDriver:
         else:
             raise AssertionError(f"unexpected {cmd!r} while a call runs")
         return None
+
+    async def _clip(self, sound: Play | Speak | str):
+        """The audio of a Play, a Speak or a built-in sound (``beep:1``)."""
+        sounds = self.node.sounds
+        if isinstance(sound, Play):
+            return await sounds.audio(sound.url)
+        if isinstance(sound, Speak):
+            return await sounds.speech(sound.text, sound.voice, sound.language)
+        return await sounds.resolve(sound)
+
+    async def _listen(self, s: CallSession, cmd: Listen) -> object:
+        """A prompt (or silence) until a key, its end or ``until``: see :class:`Listen`."""
+        keypad = s.keypad
+        if keypad is None:  # (the flow always collects keys first)
+            keypad = s.keypad = Keypad()
+        if cmd.flush:
+            keypad.pressed.clear()
+        if keypad.pressed:
+            return keypad.pressed.popleft()
+        clip = None
+        if cmd.prompt is not None:
+            try:
+                clip = await self._clip(cmd.prompt)
+            except SoundError as exc:
+                return SoundFailed(str(exc), exc.option if isinstance(exc, SoundLimit) else None)
+            if keypad.pressed:  # pressed while the prompt was fetched or rendered
+                return keypad.pressed.popleft()
+        result: object = WaitOver()
+        with trio.CancelScope(deadline=math.inf if cmd.until is None else cmd.until):
+            async with trio.open_nursery() as nursery:
+                async def play() -> None:
+                    nonlocal result
+                    await overlay(self.node, s, clip, cmd.loops)
+                    result = SoundFinished()
+                    nursery.cancel_scope.cancel()
+
+                async def key() -> None:
+                    nonlocal result
+                    result = await keypad.next()
+                    nursery.cancel_scope.cancel()
+
+                if clip is not None:
+                    nursery.start_soon(play)
+                nursery.start_soon(key)
+        return result
+
+    async def _hangup_at(self, s: CallSession, at: float) -> None:
+        """``<Hangup schedule>``: the call ends at ``at`` (its BYE then ends its flow)."""
+        await trio.sleep_until(at)
+        if not s.ended:
+            log.info("call %s: scheduled hang-up", s.uuid)
+            await self.node.engine.hangup(s.uuid)
 
     async def _fetch(self, s: CallSession, cmd: Fetch) -> Fetched | FetchFailed:
         t0 = trio.current_time()

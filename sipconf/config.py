@@ -40,14 +40,28 @@ class NodeConfig:
     sip_host: str = opt("127.0.0.1", "address for SIP and RTP (default 127.0.0.1)")
     sip_port: int = opt(5080, "SIP UDP port (default 5080)")
     sip_tcp: bool = opt(False, "also listen for SIP over TCP")
+    user_agent: str = opt("sipconf", "the node's User-Agent/Server header (default \"sipconf\", "
+                                     "no version: nothing for a scanner to match)")
     answer_url: str | None = opt(None, "URL returning answer XML; without it every call joins "
                                        "the room named by the dialled user")
     answer_method: str = opt("POST", "default POST", choices=("GET", "POST"))
     answer_timeout: float = opt(5.0, "seconds an answer, Redirect or action request may take "
                                      "in all (default 5)")
+    hangup_url: str | None = opt(None, "URL told when a call ends (Plivo's hangup_url: "
+                                       "Event=Hangup, HangupCause, Duration, BillDuration ...; "
+                                       "default: none)")
+    hangup_method: str = opt("POST", "default POST", choices=("GET", "POST"))
     rtp_port_min: int = 40000
     rtp_port_max: int = 40999
     max_calls: int = opt(500, "default 500")
+    source_call_rate: float = opt(50.0, "new calls a second one source address may start (a "
+                                        "token bucket, checked before pjsua opens anything; "
+                                        "default 50); past it 503 with Retry-After")
+    source_call_burst: int = opt(100, "new calls one source may start at once (default 100)")
+    max_calls_per_source: int = opt(500, "calls one source address may have up at once "
+                                         "(default 500); past it 503 with Retry-After")
+    retry_after: int = opt(5, "seconds a caller refused for load is told to wait (Retry-After, "
+                              "default 5)")
     log_level: str = opt("info", "default info", choices=LOG_LEVELS)
     mixer_clocks: int = opt(max(1, min(4, os.cpu_count() or 1)),
                             "mixer clock threads (default: cores, at most 4)")
@@ -62,9 +76,15 @@ class NodeConfig:
     sound_cache_bytes: int = opt(20 * 1024 * 1024, "bytes of decoded sounds kept in memory "
                                                    "(default 20 MiB)")
     # Webhooks: signing key, the spool's directory, how long and how patiently to retry.
-    auth_token: str | None = opt(None, "key for the X-Sipconf-Signature on every request to "
-                                       "your web app (default: $SIPCONF_AUTH_TOKEN; unsigned "
-                                       "without one)")
+    auth_id: str | None = opt(None, "Plivo-style account id (default: $SIPCONF_AUTH_ID): "
+                                    "with --auth-token, the user name of the Plivo-shaped "
+                                    "Conference API's Basic auth")
+    auth_token: str | None = opt(None, "key that signs every request to your web app "
+                                       "(default: $SIPCONF_AUTH_TOKEN; unsigned without one)")
+    signature: str = opt("plivo", "how requests are signed with --auth-token: plivo "
+                                  "(default: X-Plivo-Signature-V3 and V2, as the plivo SDK "
+                                  "validates them), sipconf (X-Sipconf-*) or both",
+                         choices=("plivo", "sipconf", "both"))
     data_dir: str = opt(None, "where the node keeps its webhook spool and recordings (default: "
                               "$SIPCONF_DATA_DIR or ~/.local/state/sipconf)",
                         default_factory=lambda: default_data_dir())
@@ -128,8 +148,20 @@ class NodeConfig:
             raise ValueError(f"bad RTP port range {self.rtp_port_min}-{self.rtp_port_max}")
         if (self.rtp_port_max - self.rtp_port_min + 1) < 4:
             raise ValueError("RTP port range needs at least 4 ports")
+        if not (0 < len(self.user_agent) <= 100 and self.user_agent.isprintable()
+                and self.user_agent.isascii()):
+            raise ValueError(f"user agent must be 1-100 printable ASCII characters, not "
+                             f"{self.user_agent!r}")
         if self.answer_method not in ("GET", "POST"):
             raise ValueError(f"answer method must be GET or POST, not {self.answer_method!r}")
+        if self.hangup_method not in ("GET", "POST"):
+            raise ValueError(f"hangup method must be GET or POST, not {self.hangup_method!r}")
+        if self.signature not in ("plivo", "sipconf", "both"):
+            raise ValueError(f"signature must be plivo, sipconf or both, not {self.signature!r}")
+        if not (self.source_call_rate > 0 and self.source_call_burst >= 1
+                and self.max_calls_per_source >= 1 and 0 < self.retry_after <= 3600):
+            raise ValueError("source_call_rate, source_call_burst and max_calls_per_source must "
+                             "be positive, retry_after 1-3600")
         if self.answer_timeout <= 0:
             raise ValueError("answer timeout must be positive")
         if self.log_format not in ("text", "json"):
@@ -148,7 +180,8 @@ class NodeConfig:
                 raise ValueError("register needs auth_password (or $SIPCONF_AUTH_PASSWORD)")
         if not (10 <= self.register_expires <= 86400):
             raise ValueError("register expires must be 10-86400 seconds")
-        parse_networks(self.trust)
+        if len(parse_networks(self.trust)) > 48:  # the SIP guard's table holds 64, registrar too
+            raise ValueError("trust: at most 48 networks")
         for name in LIMITS:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive")
@@ -174,6 +207,11 @@ class NodeConfig:
     @property
     def spool_path(self) -> str:
         return os.path.join(self.data_dir, "webhooks.sqlite")
+
+    @property
+    def call_capacity(self) -> int:
+        """Calls the node can hold: --max-calls, and two RTP ports (RTP, RTCP) a call."""
+        return min(self.max_calls, (self.rtp_port_max - self.rtp_port_min + 1) // 2)
 
     @property
     def pj_log_level(self) -> int:
@@ -234,7 +272,8 @@ def build(options: dict) -> NodeConfig:
         if not all(isinstance(t, str) for t in trust):
             raise ValueError(f"trust must be a list of CIDR strings, not {trust!r}")
         opts["trust"] = tuple(trust)
-    for key, env in (("auth_token", "SIPCONF_AUTH_TOKEN"), ("api_token", "SIPCONF_API_TOKEN"),
+    for key, env in (("auth_id", "SIPCONF_AUTH_ID"), ("auth_token", "SIPCONF_AUTH_TOKEN"),
+                     ("api_token", "SIPCONF_API_TOKEN"),
                      ("auth_password", "SIPCONF_AUTH_PASSWORD")):
         if key not in opts and os.environ.get(env):
             opts[key] = os.environ[env]

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from sipconf.core import room as roomstate
-from sipconf.core.answer import LANGUAGE_RE
+from sipconf.core.answer import LANGUAGE_RE, MAX_VOICE_NAME
 from sipconf.core.urls import BadUrl, check_url
 from sipconf.engine import EngineError
 from sipconf.http.metrics import render
@@ -52,11 +52,17 @@ class Control:
             s = self.node.calls.get(m.call_uuid)
             members.append({
                 "member_id": m.member_id, "call_uuid": m.call_uuid,
-                "from": s.incoming.from_uri if s else "", "muted": m.muted, "deaf": m.deaf,
-                "waiting": m.waiting, "talking": legs.get(m.call_uuid, {}).get("talking", False),
+                "from": s.incoming.from_uri if s else "",
+                "to": s.incoming.to_user if s else "",
+                "caller_name": s.incoming.caller_name if s else "", "muted": m.muted,
+                "deaf": m.deaf, "waiting": m.waiting,
+                "talking": legs.get(m.call_uuid, {}).get("talking", False),
                 "floor": run.floor == m.call_uuid,
                 "joined_at": round(now_wall - (now - m.joined_at), 3)})
-        return {"name": run.state.name, "uuid": run.key, "members": members}
+        started = run.state.started_at
+        return {"name": run.state.name, "uuid": run.key, "members": members,
+                "started_at": round(now_wall - (now - started), 3) if started is not None
+                else None}
 
     async def member_action(self, room: str, member_id: str, action: str) -> bool:
         run = self.node.rooms.get(room)
@@ -114,7 +120,8 @@ class Control:
             if target is None:
                 return None
         if command in ("play", "speak"):
-            return await self._api_sound(run, command, body, target)
+            return await self._api_sound(run, command, body,
+                                         [target] if target is not None else None)
         if command == "record/start":
             owner = next((m for m in run.state.members.values() if m.conference.callback_url),
                          None)
@@ -132,10 +139,38 @@ class Control:
             return {"ok": True, **params}
         return None
 
+    async def members_sound(self, room: str, command: str, body: dict,
+                            member_ids: list[str]) -> dict | None:
+        """play/speak (``body`` as for ``room_command``) to each of several members, each in
+        its own overlay (the Plivo-shaped API's ``Member/1,2/Play/``); None: no such room or
+        one of the members is not in it (then nothing is played)."""
+        run = self.node.rooms.get(room)
+        if run is None or command not in ("play", "speak"):
+            return None
+        by_id = {m.member_id: m for m in run.state.members.values()}
+        if not member_ids or any(i not in by_id for i in member_ids):
+            return None
+        return await self._api_sound(run, command, body, [by_id[i] for i in member_ids])
+
+    def stop_member_sounds(self, room: str, member_ids: list[str]) -> bool:
+        """Stop the API sounds (play or speak: a member has one overlay) playing to these
+        members; a waiting member's music comes back. False: no such room or member."""
+        run = self.node.rooms.get(room)
+        if run is None:
+            return False
+        by_id = {m.member_id: m for m in run.state.members.values()}
+        if not member_ids or any(i not in by_id for i in member_ids):
+            return False
+        for i in member_ids:
+            for scope in list(run.clips.get(by_id[i].call_uuid, ())):
+                scope.cancel()  # clip_to_member takes the sound off and brings music back
+        return True
+
     async def _api_sound(self, run: RoomRun, command: str, body: dict,
-                         target: roomstate.Member | None) -> dict:
+                         targets: list[roomstate.Member] | None) -> dict:
         """play/speak from the API: the body is checked like a document, the room's sound
-        limit is kept (409 past it), the sound fetched or rendered, then played."""
+        limit is kept (409 past it), the sound fetched or rendered, then played to the room
+        (``targets`` None) or to each target member alone."""
         try:
             if command == "play":
                 url = check_url(body.get("url"))
@@ -147,34 +182,38 @@ class Control:
                 if len(text) > self.node.config.max_speak_chars:
                     raise ValueError(f"text longer than {self.node.config.max_speak_chars} "
                                      "characters (max_speak_chars)")
-                if not isinstance(voice, str) or voice.upper() not in ("WOMAN", "MAN"):
-                    raise ValueError("voice must be WOMAN or MAN")
+                if not isinstance(voice, str) or not voice.strip() \
+                        or len(voice) > MAX_VOICE_NAME:
+                    raise ValueError("voice must be WOMAN, MAN or a Plivo voice name such as "
+                                     f"Polly.Joanna (at most {MAX_VOICE_NAME} characters)")
+                voice = voice.strip()  # WOMAN/MAN/Polly.* mapped to espeak-ng (core.voices)
                 if not isinstance(language, str) or not LANGUAGE_RE.match(language):
                     raise ValueError("language must be a tag such as en-US")
         except (BadUrl, ValueError) as exc:
             return {"ok": False, "error": f"{'url' if command == 'play' else 'body'}: {exc}",
                     "status": 400}
         runs = self.node.room_runs
-        session = self.node.calls.get(target.call_uuid) if target is not None else None
-        if target is None and not self.node.room_runs.reserve_sound(run, f"API {command}"):
+        if targets is None and not self.node.room_runs.reserve_sound(run, f"API {command}"):
             return {"ok": False, "status": 409,
                     "error": f"room has {run.sounds} sounds playing, the most it may "
                              f"(max_room_sounds={self.node.config.max_room_sounds})"}
         playing = False
         try:
             clip = (await self.node.sounds.audio(url) if command == "play"
-                    else await self.node.sounds.speech(text.strip(), voice.upper(), language))
-            if target is None:
+                    else await self.node.sounds.speech(text.strip(), voice, language))
+            if targets is None:
                 playing = runs.spawn(run, "sound", runs.play_in_room, run, clip, True)
         except SoundError as exc:
             if isinstance(exc, SoundLimit):
                 self.node.faults.limit(exc.option)
             return {"ok": False, "error": str(exc), "status": 400}
         finally:
-            if target is None and not playing:
+            if targets is None and not playing:
                 run.sounds -= 1  # the place reserved above (the request failed or was dropped)
-        if target is not None and session is not None:
-            runs.spawn(run, "sound", runs.clip_to_member, run, session, target, clip)
+        for target in targets or ():
+            session = self.node.calls.get(target.call_uuid)
+            if session is not None:
+                runs.spawn(run, "sound", runs.clip_to_member, run, session, target, clip)
         return {"ok": True, "seconds": round(clip.duration, 3)}
 
     def end_room(self, room: str) -> bool:

@@ -23,6 +23,8 @@ class IncomingCall:
     to_user: str
     caller_name: str
     sip_call_id: str
+    # the INVITE's custom X-PH-* headers (name, value), for the web app as SIP-H-X-PH-*
+    sip_headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,9 @@ class Engine(Protocol):
     async def hangup(self, call_uuid: str, code: int = 0, reason: str = "") -> bool: ...
     async def join(self, call_uuid: str, room_key: str, muted: bool = False,
                    deaf: bool = False) -> bool: ...
-    async def leave(self, call_uuid: str) -> bool: ...
+    async def leave(self, call_uuid: str, room_key: str) -> bool:
+        """Take the call out of conference room ``room_key``; nothing (False) if the call is
+        not in it (any more: it went on to another room meanwhile)."""
     async def set_member(self, call_uuid: str, muted: bool, deaf: bool = False) -> bool: ...
     async def play_to_call(self, call_uuid: str, clip: Any, loops: int = 1) -> bool: ...
     async def stop_call_sound(self, call_uuid: str) -> bool: ...

@@ -34,6 +34,7 @@ from sipconf.faults import Faults
 from sipconf.http import server as web
 from sipconf.http.api import ControlApi
 from sipconf.http.metrics import Metrics
+from sipconf.http.plivo_api import PlivoApi
 from sipconf.media import recording
 from sipconf.media.sounds import SoundLibrary
 from sipconf.rooms import RoomRun, RoomRuns
@@ -92,6 +93,11 @@ class Node:
         return self.broken
 
     @property
+    def stopping(self) -> bool:
+        """The node is ending its calls itself (stopped, or broken): a hangup request says so."""
+        return self._stopping or self.broken is not None
+
+    @property
     def accepting(self) -> bool:
         """The node takes calls (and may still hang them up): not stopped yet."""
         return self.nursery is not None
@@ -124,9 +130,11 @@ class Node:
                     cache_bytes=cfg.sound_cache_bytes, max_file_bytes=cfg.max_sound_bytes,
                     max_seconds=cfg.max_sound_seconds, limits=self.limits,
                     fetches=cfg.sound_concurrency, tts_processes=cfg.max_tts_processes,
-                    on_limit=self.faults.limit)
+                    on_limit=self.faults.limit, token=cfg.auth_token,
+                    signature=cfg.signature)
                 self.webhooks = WebhookWorker(
-                    documents, spool, cfg.auth_token, timeout=cfg.answer_timeout,
+                    documents, spool, cfg.auth_token, signature=cfg.signature,
+                    timeout=cfg.answer_timeout,
                     ttl=cfg.webhook_ttl, backoff_cap=cfg.webhook_max_backoff,
                     concurrency=cfg.webhook_concurrency, events_client=events,
                     event_timeout=cfg.webhook_timeout,
@@ -143,7 +151,9 @@ class Node:
                         nursery.start_soon(self._event_loop)
                         nursery.start_soon(self.engine.housekeeping)
                         app = web.NodeApp(web.RecordingsApp(rec_dir),
-                                          ControlApi(self.control, cfg.api_token, self.faults))
+                                          ControlApi(self.control, cfg.api_token, self.faults),
+                                          PlivoApi(self.control, cfg.auth_id, cfg.auth_token,
+                                                   self.faults))
                         await nursery.start(web.serve, app, cfg.http_bind, cfg.http_port)
                         with self._calls_scope:
                             async with trio.open_nursery() as calls:
@@ -229,4 +239,5 @@ class Node:
         elif isinstance(ev, MediaError):
             log.error("call %s: %s", session.uuid, ev.reason)
         elif isinstance(ev, Dtmf):
-            self.room_runs.on_digit(session, ev)
+            if not session.key(ev):  # a GetDigits takes it, else the call's room
+                self.room_runs.on_digit(session, ev)

@@ -29,7 +29,7 @@ def start(runs: RoomRuns, run: RoomRun, fmt: str,
           owner: roomstate.Member | None = None) -> bool:
     """Record the run from now (the XML's record, or the control API); ``owner`` gets
     the record event. One recording at a time."""
-    if run.recording is not None or run.nursery is None:
+    if run.recording is not None or run.closed or run.ended.is_set():
         return False
     run.recording = recording.Recording.create(runs.node.recordings_dir, fmt)
     run.record_params = {

@@ -1,68 +1,37 @@
 """Room runs: the trio side of :mod:`sipconf.core.room`.
 
-One task per room run (with its own nursery) owns the run's engine commands (in order), its
-time limit, room sounds (``max_room_sounds``), wait music, the recording of its mix and the
-transcription after it; :meth:`RoomRuns.apply` carries out what the room's state machine
-decided. Calls enter through :meth:`RoomRuns.join` (the driver in ``calls.py``) and leave
-through the state machine (hang-up, kick, ``*``, time limit, end of the run); a run that faults
-lets its members go on with their documents, other rooms untouched. The floor (talker
-detection) and the digits a member presses (``digitsMatch``, DTMF relay, hangup-on-star) are
-handled here too.
+One task per room run (its record is ``room_run.RoomRun``; the task has its own nursery) owns
+the run's engine commands (in order), its time limit, room sounds (``max_room_sounds``), wait
+music, the recording of its mix and the transcription after it; :meth:`RoomRuns.apply` carries
+out what the room's state machine decided. Calls enter through :meth:`RoomRuns.join` (the
+driver in ``calls.py``) and leave through the state machine (hang-up, kick, ``*``, time limit,
+end of the run); a run that faults lets its members go on with their documents, other rooms
+untouched. The floor (talker detection) and the digits a member presses (``digitsMatch``, DTMF
+relay, hangup-on-star) are handled here too.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import trio
 
 from sipconf import room_recording
-from sipconf.calls import CallSession, overlay
+from sipconf.calls import CallSession, send_digits
 from sipconf.core import room as roomstate
 from sipconf.core.answer import Conference
 from sipconf.core.digits import DigitCollector
 from sipconf.engine import Dtmf, Floor
-from sipconf.media import recording
 from sipconf.media.sounds import SoundError, SoundLimit
+from sipconf.room_run import RoomRun
 from sipconf.webhooks import conference_params
 
 if TYPE_CHECKING:
     from sipconf.node import Node
 
 log = logging.getLogger("sipconf.node")
-
-
-@dataclass
-class RoomRun:
-    """One run of a room: its sans-I/O state, and the trio task (with its nursery) that owns
-    the run's timer, sounds and wait music. Engine commands for the room go through ``actions``
-    and run in order, so a leg is always joined before it is muted, unmuted or left."""
-
-    state: roomstate.Room
-    key: str = ""  # the run's ConferenceUUID, also its mixer room
-    ended: trio.Event = field(default_factory=trio.Event)
-    nursery: trio.Nursery | None = None
-    timer: trio.CancelScope | None = None
-    music: dict[str, trio.CancelScope] = field(default_factory=dict)
-    floor: str | None = None  # call uuid of the member holding the floor
-    recording: recording.Recording | None = None
-    record_params: dict[str, str] = field(default_factory=dict)  # RecordUrl, RecordingID
-    record_scope: trio.CancelScope | None = None
-    sounds: int = 0  # room sounds playing or being fetched (max_room_sounds)
-
-    def __post_init__(self) -> None:
-        self.send, self.recv = trio.open_memory_channel[Callable[[], Awaitable[object]]](
-            float("inf"))
-
-    def do(self, fn: Callable[..., Awaitable[object]], *args: object) -> None:
-        try:
-            self.send.send_nowait(lambda: fn(*args))
-        except trio.ClosedResourceError:
-            pass  # the run is over; its mixer room is gone with it
 
 
 class RoomRuns:
@@ -73,7 +42,9 @@ class RoomRuns:
 
     async def join(self, s: CallSession, conf: Conference) -> str | None:
         """Put the call in the room (starting a run if needed); the reason if refused. The
-        call's ``left_room`` is set when it leaves."""
+        call's ``left_room`` is set when it leaves. It never waits (no checkpoint): a call
+        is in its room, or not, in one step (the units a new run starts before its task has
+        its nursery are started in it, see ``spawn``)."""
         node = self.node
         run = node.rooms.get(conf.room)
         if run is None:
@@ -88,7 +59,7 @@ class RoomRuns:
         for ev in events:
             if isinstance(ev, roomstate.RunStarted):
                 run.key = ev.room_uuid
-                await node.nursery.start(self._room_supervised, run, name=f"room-{conf.room}")
+                node.nursery.start_soon(self._room_supervised, run, name=f"room-{conf.room}")
         s.room = run
         s.left_room = trio.Event()
         s.room_uuid = run.key
@@ -163,8 +134,8 @@ class RoomRuns:
                 run.do(self.node.engine.join, m.call_uuid, run.key, m.muted or m.waiting,
                        m.deaf or m.waiting)
                 self.callback(run, m, "enter")
-                if m.conference.record:
-                    self.start_recording(run, m.conference.record_file_format, m)
+                if m.conference.send_digits:
+                    self.spawn(run, "send-digits", self._send_digits, run, m)
                 if len(run.state.members) == 1:
                     self.give_floor(run, m.call_uuid)  # alone: the floor is theirs
             elif isinstance(ev, roomstate.MemberState):
@@ -179,11 +150,14 @@ class RoomRuns:
                          "muted" if m.muted else "unmuted", "deaf" if m.deaf else "hearing")
                 run.do(self.node.engine.set_member, m.call_uuid, m.muted or m.waiting,
                        m.deaf or m.waiting)
+            elif isinstance(ev, roomstate.Record):
+                self.start_recording(run, ev.member.conference.record_file_format, ev.member)
             elif isinstance(ev, roomstate.Music):
                 self.music(run, ev.member, ev.on)
             elif isinstance(ev, roomstate.PlaySound):
                 if self.reserve_sound(run, ev.sound) and \
-                        not self.spawn(run, "sound", self._room_sound, run, ev.sound):
+                        not self.spawn(run, "sound", self._room_sound, run, ev.sound,
+                                       self.sound_params(ev.call_uuid)):
                     run.sounds -= 1
             elif isinstance(ev, roomstate.Deadline):
                 self._arm_time_limit(run, ev.at)
@@ -213,15 +187,37 @@ class RoomRuns:
         session.digits = None
         session.record_params = dict(run.record_params)
         session.leave_reason = ev.reason
+        for scope in run.clips.pop(call_uuid, ()):
+            scope.cancel()  # its API clips end with its stay (the leave takes the sound off)
+        if not session.ended:  # the call goes on once the mixer has let it go (``unmixed``)
+            session.unmixed = trio.Event()
+            run.leaving.append(session.unmixed)
+            run.do(self._unmix, call_uuid, run.key, session.unmixed)
         session.left_room.set()
-        if not session.ended:
-            run.do(self.node.engine.leave, call_uuid)
+
+    async def _unmix(self, call_uuid: str, room_key: str, done: trio.Event) -> None:
+        """Out of the room's mixer (scoped: nothing if the call is in another room)."""
+        try:
+            await self.node.engine.leave(call_uuid, room_key)
+        finally:
+            done.set()
+
+    async def _send_digits(self, run: RoomRun, member: roomstate.Member) -> None:
+        """``sendDigits``: to the member once the engine has it in the room (after its join,
+        in the run's order), in a unit of its own so that pauses (w/W) hold up nothing."""
+        async def joined() -> None:
+            pass
+
+        await run.in_order(joined)
+        if run.state.members.get(member.call_uuid) is member:
+            await send_digits(self.node.engine, member.call_uuid,
+                              member.conference.send_digits)
 
     def music(self, run: RoomRun, member: roomstate.Member, on: bool) -> None:
         old = run.music.pop(member.call_uuid, None)
         if old is not None:
             old.cancel()
-        if on and run.nursery is not None:
+        if on and not run.closed:
             scope = run.music[member.call_uuid] = trio.CancelScope()
             self.spawn(run, "sound", self._start_music, run, member, scope)
         elif not on:
@@ -229,16 +225,34 @@ class RoomRuns:
 
     async def clip_to_member(self, run: RoomRun, s: CallSession, member: roomstate.Member,
                               clip) -> None:
-        """A clip to one member (control API); a waiting member's music comes back after."""
-        await overlay(self.node, s, clip, 1)
-        if member.call_uuid in run.music and not s.ended:
-            self.music(run, member, True)
+        """A clip to one member (control API), for as long as it stays in the room (its
+        leave takes the clip off: nothing of it may touch what the call does next); a
+        waiting member's music comes back after."""
+        engine = self.node.engine
+        scope = trio.CancelScope()
+        if run.state.members.get(s.uuid) is not member:
+            return
+        run.clips.setdefault(s.uuid, set()).add(scope)
+        try:
+            with scope:
+                await run.in_order(engine.play_to_call, s.uuid, clip, 1)
+                await trio.sleep(clip.duration)
+        finally:
+            scopes = run.clips.get(s.uuid)
+            if scopes is not None:
+                scopes.discard(scope)
+        if run.state.members.get(s.uuid) is member and not s.ended \
+                and not run.clips.get(s.uuid):  # still here, and no newer clip playing
+            run.do(engine.stop_call_sound, s.uuid)
+            if member.call_uuid in run.music:
+                self.music(run, member, True)
 
     async def _start_music(self, run: RoomRun, member: roomstate.Member,
                            scope: trio.CancelScope) -> None:
         with scope:
             try:
-                clip = await self.node.sounds.resolve(member.conference.wait_sound)
+                clip = await self.node.sounds.resolve(member.conference.wait_sound,
+                                                      self.sound_params(member.call_uuid))
             except SoundError as exc:
                 if isinstance(exc, SoundLimit):
                     self.node.faults.limit(exc.option)
@@ -248,11 +262,14 @@ class RoomRuns:
 
     def spawn(self, run: RoomRun, where: str, fn, *args) -> bool:
         """Start a unit of the room run (a sound, the recording, the timer) in the run's
-        nursery, supervised; False if the run is over."""
-        if run.nursery is None or run.ended.is_set():
+        nursery (as soon as its task has one), supervised; False if the run is over."""
+        if run.closed or run.ended.is_set():
             return False
-        run.nursery.start_soon(functools.partial(self.node.faults.guard, where, fn, *args,
-                                                 room=run.state.name))
+        unit = functools.partial(self.node.faults.guard, where, fn, *args, room=run.state.name)
+        if run.nursery is None:
+            run.pending.append(unit)
+        else:
+            run.nursery.start_soon(unit)
         return True
 
     def reserve_sound(self, run: RoomRun, what: str) -> bool:
@@ -265,11 +282,19 @@ class RoomRuns:
         run.sounds += 1
         return True
 
-    async def _room_sound(self, run: RoomRun, spec: str) -> None:
+    def sound_params(self, call_uuid: str) -> dict[str, str]:
+        """What a sound document is requested with: the parameters of the call it is for."""
+        session = self.node.calls.get(call_uuid)
+        if session is None:
+            return {"CallUUID": call_uuid}
+        return session.params("completed" if session.ended else "in-progress")
+
+    async def _room_sound(self, run: RoomRun, spec: str,
+                          params: dict[str, str] | None = None) -> None:
         """An enter/exit sound, mixed into the room like a member (it never stalls the mixer:
         it is fetched and decoded here, then the clock only walks PCM)."""
         try:
-            clip = await self.node.sounds.resolve(spec)
+            clip = await self.node.sounds.resolve(spec, params)
         except SoundError as exc:
             run.sounds -= 1
             if isinstance(exc, SoundLimit):
@@ -284,7 +309,9 @@ class RoomRuns:
     async def play_in_room(self, run: RoomRun, clip, reserved: bool = False) -> None:
         """Mix a clip into the room; ``reserved``: it holds one of the room's sound places."""
         try:
-            sound_id = await self.node.engine.play_to_room(run.key, clip, 1)
+            # in the run's order: after the join that makes the mixer room
+            sound_id = await run.in_order(self.node.engine.play_to_room, run.key, clip, 1,
+                                          undo=self.node.engine.stop_room_sound)
             if sound_id is None:
                 log.warning("room %s: the mixer took no more sounds: one skipped",
                             run.state.name)
@@ -301,7 +328,7 @@ class RoomRuns:
     def _arm_time_limit(self, run: RoomRun, at: float) -> None:
         if run.timer is not None:
             run.timer.cancel()
-        if run.nursery is None:
+        if run.closed:
             return
         run.timer = trio.CancelScope()
         self.spawn(run, "room-timer", self._time_limit, run, at, run.timer)
@@ -314,12 +341,11 @@ class RoomRuns:
                 log.info("room %s: time limit reached", run.state.name)
                 self.apply(run, events)
 
-    async def _room_supervised(self, run: RoomRun, *,
-                               task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def _room_supervised(self, run: RoomRun) -> None:
         """The room run as a unit: if it faults, its members leave it and go on with their
         documents; other rooms are untouched."""
-        await self.node.faults.guard("room", self._room_main, run, task_status, room=run.state.name,
-                                on_fault=lambda exc: self._room_failed(run))
+        await self.node.faults.guard("room", self._room_main, run, room=run.state.name,
+                                     on_fault=lambda exc: self._room_failed(run))
 
     def _room_failed(self, run: RoomRun) -> None:
         run.ended.set()
@@ -331,24 +357,37 @@ class RoomRuns:
             if session is None:
                 continue
             session.room, session.digits, session.leave_reason = None, None, "error"
-            session.left_room.set()
             if not session.ended and self.node.nursery is not None:
+                session.unmixed = trio.Event()
                 self.node.nursery.start_soon(functools.partial(
-                    self.node.faults.guard, "room", self.node.engine.leave, m.call_uuid,
-                    call_uuid=m.call_uuid, room=run.state.name))
+                    self.node.faults.guard, "room", self._unmix, m.call_uuid, run.key,
+                    session.unmixed, call_uuid=m.call_uuid, room=run.state.name))
+            session.left_room.set()
 
-    async def _room_main(self, run: RoomRun, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def _room_main(self, run: RoomRun) -> None:
         """A room run's own task: runs its engine commands in order until the run ends; its
-        nursery holds the run's timer, sounds and music, all cancelled with it."""
-        async with trio.open_nursery() as nursery:
-            run.nursery = nursery
-            task_status.started()
-            async for action in run.recv:  # ends when the run ends (its channel is closed)
+        nursery holds the run's timer, sounds and music, all cancelled with it. Once it is
+        over (however: the run ended, it faulted, the node is stopping), no unit starts."""
+        try:
+            async with trio.open_nursery() as nursery:
+                run.nursery = nursery
+                pending, run.pending = run.pending, []
+                for unit in pending:
+                    nursery.start_soon(unit)
                 try:
-                    await action()
-                except Exception as exc:  # noqa: BLE001 - one failed command must not stop the room
-                    self.node.faults.record("room", exc, room=run.state.name)
-            nursery.cancel_scope.cancel()
+                    async for action in run.recv:  # ends when the run ends (channel closed)
+                        try:
+                            await action()
+                        except Exception as exc:  # noqa: BLE001 - one failed command must not stop the room
+                            self.node.faults.record("room", exc, room=run.state.name)
+                finally:  # (the nursery only closes later, once its units are cancelled)
+                    run.closed = True
+                nursery.cancel_scope.cancel()
+        finally:
+            run.closed = True
+            run.nursery = None
+            for done in run.leaving:  # (a leave that never ran: no one waits for it)
+                done.set()
 
     def start_recording(self, run: RoomRun, fmt: str,
                         owner: roomstate.Member | None = None) -> bool:

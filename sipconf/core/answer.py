@@ -2,7 +2,10 @@
 
 Sans-I/O: bytes in, a typed, validated :class:`Document` out (or :class:`AnswerError` saying
 exactly what is wrong). Parsing uses defusedxml, so entity tricks in a customer's document
-cannot hurt the node. Defaults and ranges follow the reference in ``shared/seeds``.
+cannot hurt the node. Defaults and ranges follow the reference in ``shared/seeds`` (and
+Plivo's documentation for the elements around Conference). Attributes the node does not know
+are noted in ``Document.ignored`` (logged once per document), never refused: the official SDK
+emits more than the reference lists.
 """
 
 from __future__ import annotations
@@ -24,7 +27,14 @@ MAX_DIGIT_PATTERN_LENGTH = 32
 MAX_ATTRIBUTE_LENGTH = 4096
 BEEPS = ("beep:1", "beep:2")
 DIGITS_RE = re.compile(r"^[0-9*#A-Da-d]+$")
-LANGUAGE_RE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8}){0,3}$")
+SEND_DIGITS_RE = re.compile(r"^[0-9*#A-Da-dwW]+$")  # w/W: wait 0.5 s / 1 s (Plivo's)
+MAX_SEND_DIGITS = 64  # sendDigits, <DTMF>: characters, waits included
+MAX_GET_DIGITS = 99  # numDigits: Plivo's default is also its most
+MAX_GET_DIGITS_RETRIES = 10  # GetDigits attempts
+MAX_PROMPTS = 20  # nested Play/Speak/Wait in a GetDigits or PreAnswer
+MAX_VOICE_NAME = 64
+MAX_SSML_DEPTH = 8
+LANGUAGE_RE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{1,8}){0,3}$")
 
 
 @dataclass(frozen=True)
@@ -83,6 +93,10 @@ class Conference:
     digits_match: tuple[str, ...] = ()
     floor_event: bool = False
     relay_dtmf: bool = True
+    send_digits: str = ""  # sent to the member right after it joins (w/W wait)
+    # None: the node's behaviour (the recording starts with the run); True: the same; False:
+    # the recording starts once two members are live (Plivo's default, FreeSWITCH's)
+    record_when_alone: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -113,9 +127,49 @@ class Redirect:
 @dataclass(frozen=True)
 class Hangup:
     reason: str = ""
+    schedule: int = 0  # > 0: hang up this many seconds from now; the document goes on
 
 
-Verb = Conference | Play | Speak | Wait | Redirect | Hangup
+Prompt = Play | Speak | Wait
+
+
+@dataclass(frozen=True)
+class GetDigits:
+    """`<GetDigits>`: prompts (played until the first key), then digits until ``num_digits``,
+    ``finish_on_key`` or a timeout; posted to ``action`` as ``Digits``. Defaults are Plivo's;
+    ``retries`` is the number of attempts (Plivo's, 1 = one)."""
+
+    action: str | None = None
+    method: str = "POST"
+    timeout: int = 5
+    digit_timeout: int = 2
+    finish_on_key: str = "#"  # "" = none
+    num_digits: int = MAX_GET_DIGITS
+    retries: int = 1
+    redirect: bool = True
+    play_beep: bool = False
+    valid_digits: str = "1234567890*#"
+    invalid_digits_sound: str | None = None
+    log: bool = True  # False: digits never appear in the node's log
+    prompts: tuple[Prompt, ...] = ()
+
+
+@dataclass(frozen=True)
+class PreAnswer:
+    """`<PreAnswer>`: its Play/Speak/Wait as early media (183) before the call is answered."""
+
+    prompts: tuple[Prompt, ...] = ()
+
+
+@dataclass(frozen=True)
+class Dtmf:
+    """`<DTMF>`: send digits to the caller (RFC 2833, in-band tones if the phone took none)."""
+
+    digits: str
+    async_: bool = True  # Plivo: go on at once; False: after the digits have been sent
+
+
+Verb = Conference | Play | Speak | Wait | Redirect | Hangup | GetDigits | PreAnswer | Dtmf
 
 
 @dataclass(frozen=True)
@@ -124,6 +178,8 @@ class Document:
 
     verbs: tuple[Verb, ...]
     skipped: tuple[str, ...] = field(default=())
+    # "Element.attribute (why)": attributes accepted but not acted on, each named once
+    ignored: tuple[str, ...] = field(default=())
     # (limit option, what was cut): values the document asked for past a node limit
     clamped: tuple[tuple[str, str], ...] = field(default=())
 
@@ -133,6 +189,11 @@ class _Ctx:
     base: str | None
     limits: Limits
     clamped: list[tuple[str, str]] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+
+    def ignore(self, what: str) -> None:
+        if what not in self.ignored:
+            self.ignored.append(what)
 
     def clamp(self, name: str, value: int, hi: int, option: str) -> int:
         if value <= hi:
@@ -196,6 +257,17 @@ def _sound(name: str, value: str, ctx: _Ctx) -> str:
     return _url(name, v, ctx)
 
 
+def _send_digits(name: str, value: str) -> str:
+    v = value.strip()
+    if not v:
+        return ""
+    if len(v) > MAX_SEND_DIGITS:
+        raise AnswerError(f"{name}: longer than {MAX_SEND_DIGITS} characters")
+    if not SEND_DIGITS_RE.match(v):
+        raise AnswerError(f"{name}={_show(v)}: expected digits (0-9, *, #, A-D) and w/W waits")
+    return "".join(c if c in "wW" else c.upper() for c in v)
+
+
 def _digits_match(name: str, value: str) -> tuple[str, ...]:
     patterns = tuple(p.strip() for p in value.split(",") if p.strip())
     if len(patterns) > MAX_DIGIT_PATTERNS:
@@ -237,15 +309,29 @@ _CONFERENCE_ATTRS = {
     "digitsMatch": ("digits_match", lambda n, v, c: _digits_match(n, v)),
     "floorEvent": ("floor_event", lambda n, v, c: _bool(n, v)),
     "relayDTMF": ("relay_dtmf", lambda n, v, c: _bool(n, v)),
+    "sendDigits": ("send_digits", lambda n, v, c: _send_digits(n, v)),
+    # the SDK writes this one with str(): "True"/"False" (_bool takes any case)
+    "recordWhenAlone": ("record_when_alone", lambda n, v, c: _bool(n, v)),
+}
+
+# Attributes the official SDK can emit that the node accepts without acting on them: why.
+NOT_ACTED_ON = {
+    "Wait": {"silence": "silence detection is not implemented: the whole length is waited",
+             "minSilence": "silence detection is not implemented",
+             "beep": "answering-machine beep detection is not implemented"},
+    "Conference": {"beep": "legacy attribute: use enterSound/exitSound"},
 }
 
 
 def _attrs(el: Element, table: dict, ctx: _Ctx) -> dict:
+    """Convert the attributes ``table`` knows; any other is noted in ``ctx.ignored`` (the SDK
+    and Plivo's docs have more than the node acts on: ignored, never a refusal)."""
     out = {}
     for name, value in el.attrib.items():
         if name not in table:
-            known = ", ".join(sorted(table)) or "none"
-            raise AnswerError(f"<{el.tag}>: unknown attribute {_show(name)} (known: {known})")
+            why = NOT_ACTED_ON.get(str(el.tag), {}).get(name, "unknown attribute")
+            ctx.ignore(f"{el.tag}.{_show(str(name))[1:-1]} ({why})")
+            continue
         if len(value) > MAX_ATTRIBUTE_LENGTH:
             raise AnswerError(f"{el.tag}.{name}: longer than {MAX_ATTRIBUTE_LENGTH} characters")
         fname, conv = table[name]
@@ -301,9 +387,44 @@ def _language(n: str, v: str, ctx: _Ctx) -> str:
     return v
 
 
+SSML_TAGS = frozenset({"break", "cont", "emphasis", "lang", "p", "phoneme", "prosody", "s",
+                       "say-as", "sub", "w"})
+
+
+def _speak_text(el: Element, ctx: _Ctx) -> str:
+    """The text to say: SSML elements the SDK nests (``<break>``, ``<emphasis>``, ...) are read
+    for their text (``<sub>`` for its ``alias``); espeak-ng gets plain text, so their effect is
+    noted as ignored."""
+    parts: list[str] = []
+
+    def walk(node: Element, depth: int = 0) -> None:
+        if depth > MAX_SSML_DEPTH:
+            raise AnswerError(f"<Speak>: SSML nested deeper than {MAX_SSML_DEPTH}")
+        parts.append(node.text or "")
+        for child in node:
+            tag = str(child.tag)
+            if tag not in SSML_TAGS:
+                raise AnswerError(f"<Speak> must not contain <{_show(tag)[1:-1]}>")
+            ctx.ignore(f"Speak.<{tag}> (SSML is read as plain text)")
+            if tag == "sub" and child.get("alias", "").strip():
+                parts.append(child.get("alias", ""))
+            else:
+                walk(child, depth + 1)
+            parts.append(child.tail or "")
+
+    walk(el)
+    return " ".join(" ".join(parts).split())
+
+
+def _voice(n: str, v: str, ctx: _Ctx) -> str:
+    """Any voice name (WOMAN, MAN, Polly.Joanna, ...): mapped to a local espeak-ng voice when
+    spoken (``core.voices``), never refused; only its size is bounded."""
+    v = v.strip()
+    return v[:MAX_VOICE_NAME] if v else "WOMAN"
+
+
 def _speak(el: Element, ctx: _Ctx) -> Speak:
-    _no_children(el)
-    text = _text(el)
+    text = _speak_text(el, ctx)
     if not text:
         raise AnswerError("<Speak>: empty text")
     if len(text) > ctx.limits.max_speak_chars:
@@ -311,7 +432,7 @@ def _speak(el: Element, ctx: _Ctx) -> Speak:
                           f"{ctx.limits.max_speak_chars} (max_speak_chars)", "max_speak_chars")
     table = {
         "loop": _LOOP,
-        "voice": ("voice", lambda n, v, c: _enum(n, v, ("woman", "man")).upper()),
+        "voice": ("voice", _voice),
         "language": ("language", _language),
     }
     return Speak(text=text, **_attrs(el, table, ctx))
@@ -332,8 +453,81 @@ def _redirect(el: Element, ctx: _Ctx) -> Redirect:
 
 def _hangup(el: Element, ctx: _Ctx) -> Hangup:
     _no_children(el)
-    table = {"reason": ("reason", lambda n, v, c: v.strip()[:64])}
+    table = {"reason": ("reason", lambda n, v, c: v.strip()[:64]),
+             "schedule": ("schedule", lambda n, v, c: c.clamp(
+                 n, _int(n, v, 0), c.limits.max_wait, "max_wait_seconds"))}
     return Hangup(**_attrs(el, table, ctx))
+
+
+def _prompts(el: Element, ctx: _Ctx, allowed: tuple[str, ...]) -> tuple[Prompt, ...]:
+    """The Play/Speak/Wait nested in a GetDigits or PreAnswer (at most MAX_PROMPTS); a Play
+    whose URL cannot be had is skipped like one at the top level."""
+    if len(el) > MAX_PROMPTS:
+        raise AnswerError(f"<{el.tag}>: more than {MAX_PROMPTS} nested elements")
+    out: list[Prompt] = []
+    for child in el:
+        tag = str(child.tag)
+        if tag not in allowed:
+            ctx.ignore(f"{el.tag}.<{_show(tag)[1:-1]}> (not allowed here: skipped)")
+            continue
+        try:
+            out.append(_VERBS[tag](child, ctx))
+        except _BadSound as exc:
+            ctx.ignore(f"{el.tag}.<Play> (skipped: {exc})")
+    return tuple(out)
+
+
+def _finish_on_key(n: str, v: str, c: _Ctx) -> str:
+    v = v.strip()
+    if v.lower() in ("", "none"):
+        return ""
+    if len(v) != 1 or v not in "0123456789*#":
+        raise AnswerError(f"{n}={_show(v)}: expected one of 0-9, *, #, none or empty")
+    return v
+
+
+def _valid_digits(n: str, v: str, c: _Ctx) -> str:
+    v = v.strip().upper()
+    if not v or not DIGITS_RE.match(v):
+        raise AnswerError(f"{n}={_show(v)}: expected digits (0-9, *, #, A-D)")
+    return "".join(sorted(set(v)))
+
+
+def _get_digits(el: Element, ctx: _Ctx) -> GetDigits:
+    secs = lambda n, v, c: c.clamp(n, _int(n, v, 1), c.limits.max_wait,  # noqa: E731
+                                   "max_wait_seconds")
+    table = {
+        "action": ("action", _url),
+        "method": ("method", lambda n, v, c: _method(n, v)),
+        "timeout": ("timeout", secs),
+        "digitTimeout": ("digit_timeout", secs),
+        "finishOnKey": ("finish_on_key", _finish_on_key),
+        "numDigits": ("num_digits", lambda n, v, c: c.clamp(n, _int(n, v, 1), MAX_GET_DIGITS,
+                                                              "numDigits")),
+        "retries": ("retries", lambda n, v, c: c.clamp(n, _int(n, v, 1),
+                                                        MAX_GET_DIGITS_RETRIES, "retries")),
+        "redirect": ("redirect", lambda n, v, c: _bool(n, v)),
+        "playBeep": ("play_beep", lambda n, v, c: _bool(n, v)),
+        "validDigits": ("valid_digits", _valid_digits),
+        "invalidDigitsSound": ("invalid_digits_sound", _url),
+        "log": ("log", lambda n, v, c: _bool(n, v)),
+    }
+    attrs = _attrs(el, table, ctx)
+    return GetDigits(prompts=_prompts(el, ctx, ("Speak", "Play", "Wait")), **attrs)
+
+
+def _pre_answer(el: Element, ctx: _Ctx) -> PreAnswer:
+    _attrs(el, {}, ctx)
+    return PreAnswer(prompts=_prompts(el, ctx, ("Speak", "Play", "Wait")))
+
+
+def _dtmf(el: Element, ctx: _Ctx) -> Dtmf:
+    _no_children(el)
+    digits = _send_digits("DTMF", _text(el))
+    if not digits:
+        raise AnswerError("<DTMF>: no digits")
+    table = {"async": ("async_", lambda n, v, c: _bool(n, v))}
+    return Dtmf(digits=digits, **_attrs(el, table, ctx))
 
 
 _VERBS = {
@@ -343,6 +537,9 @@ _VERBS = {
     "Wait": _wait,
     "Redirect": _redirect,
     "Hangup": _hangup,
+    "GetDigits": _get_digits,
+    "PreAnswer": _pre_answer,
+    "DTMF": _dtmf,
 }
 
 # Elements that may appear in a sound document (enterSound, exitSound, waitSound URLs).
@@ -387,7 +584,8 @@ def parse_document(data: bytes | str, base_url: str | None = None,
             if not lenient and not isinstance(exc, _BadSound):
                 raise
             skipped.append(f"{el.tag} ({exc})")
-    return Document(verbs=tuple(verbs), skipped=tuple(skipped), clamped=tuple(ctx.clamped))
+    return Document(verbs=tuple(verbs), skipped=tuple(skipped), clamped=tuple(ctx.clamped),
+                    ignored=tuple(ctx.ignored))
 
 
 def parse_sound_document(data: bytes | str, base_url: str | None = None,
@@ -397,7 +595,8 @@ def parse_sound_document(data: bytes | str, base_url: str | None = None,
     doc = parse_document(data, base_url, limits, lenient=True)
     kept = tuple(v for v in doc.verbs if isinstance(v, SOUND_VERBS))
     dropped = tuple(type(v).__name__ for v in doc.verbs if not isinstance(v, SOUND_VERBS))
-    return Document(verbs=kept, skipped=doc.skipped + dropped, clamped=doc.clamped)
+    return Document(verbs=kept, skipped=doc.skipped + dropped, clamped=doc.clamped,
+                    ignored=doc.ignored)
 
 
 def builtin_document(room: str) -> Document:

@@ -7,7 +7,9 @@ every decision of the verb interpreter: the documents a call runs and how many i
 (``max_documents_per_call``), ``Redirect``, what happens after a ``Conference`` (the action
 URL: reported or fetched, ``redirect``, a reply that does not come in time), the action's
 parameters, and how the call ends (503 when the answer URL fails, 486/603 for ``Hangup`` before
-an answer, 500 + Warning when the call faulted unanswered). It has no trio, no HTTP, no engine:
+an answer, 500 + Warning when the call faulted unanswered), ``GetDigits`` (one
+:class:`~sipconf.core.gather.Gather` at a time, fed the caller's keys, then its action),
+``PreAnswer`` (early media before the answer) and ``DTMF``. It has no trio, no HTTP, no engine:
 ``sipconf/calls.py`` is the thin driver that carries the commands out and feeds the results
 back.
 
@@ -30,20 +32,25 @@ from sipconf.core.answer import (
     AnswerError,
     Conference,
     Document,
+    GetDigits,
     Limits,
+    PreAnswer,
     Redirect,
     Verb,
     Wait,
     builtin_document,
     parse_document,
 )
+from sipconf.core.answer import Dtmf as DtmfVerb
 from sipconf.core.answer import Hangup as HangupVerb
 from sipconf.core.callmessages import (
     Answer,
     Answered,
     AwaitDrained,
     CallGone,
+    CollectKeys,
     Command,
+    DigitsSent,
     Drained,
     End,
     Event,
@@ -52,11 +59,14 @@ from sipconf.core.callmessages import (
     FetchFailed,
     Hangup,
     JoinRoom,
+    KeyPressed,
     LeaveRoom,
     LeftRoom,
     LimitHit,
     PlayToCall,
     RoomRefused,
+    ScheduleHangup,
+    SendDigits,
     Sleep,
     SoundFailed,
     SoundFinished,
@@ -64,10 +74,13 @@ from sipconf.core.callmessages import (
     Submit,
     WaitOver,
 )
+from sipconf.core.gather import Gather, Gathered
+from sipconf.webhooks.payloads import call_params
 
 log = logging.getLogger("sipconf.node")
 
 DEFAULT_ROOM = "default"
+FETCH_EVENTS = {"answer": "StartApp", "redirect": "Redirect"}  # Plivo's Event parameter
 HANGUP_CODES = {"busy": 486, "rejected": 603}
 TOO_MANY_DOCUMENTS = "too many documents for one call (max_documents_per_call)"
 INTERNAL_ERROR_WARNING = "internal error: see the node's log for this call"
@@ -82,6 +95,7 @@ class CallInfo:
     to_user: str  # the dialled user ("" if none)
     to_uri: str = ""
     caller_name: str = ""
+    sip_headers: tuple[tuple[str, str], ...] = ()  # the INVITE's X-PH-* headers
 
     @property
     def to(self) -> str:
@@ -103,6 +117,7 @@ class FlowSettings:
 IDLE, ANSWERING, FETCHING, PLAYING, WAITING, IN_ROOM, DRAINING, LEAVING, DONE, CLOSED = (
     "idle", "answering", "fetching", "playing", "waiting", "in-room", "draining", "leaving",
     "done", "closed")
+GATHERING, SENDING = "gathering", "sending"  # a GetDigits runs; a <DTMF async="false"> is sent
 
 
 class CallFlow:
@@ -125,6 +140,9 @@ class CallFlow:
         self._pending: Verb | None = None  # the verb waiting for the answer
         self._fetching: tuple[str, str] | None = None  # (purpose, url)
         self._action: tuple[Conference, dict[str, str]] | None = None  # waiting for its reply
+        self._gather: Gather | None = None  # the GetDigits running
+        self._early = 0  # verbs at the front of the document that play as early media (183)
+        self.early_media = False  # a 183 went out
 
     @property
     def done(self) -> bool:
@@ -168,6 +186,11 @@ class CallFlow:
             return cmds + self._next(now)
         if isinstance(event, WaitOver) and self.state == WAITING:
             return self._next(now)
+        if self.state == GATHERING and isinstance(event, (KeyPressed, SoundFinished, SoundFailed,
+                                                          WaitOver)):
+            return self._gathering(event, now)
+        if isinstance(event, DigitsSent) and self.state == SENDING:
+            return self._next(now)
         if isinstance(event, RoomRefused) and self.state == IN_ROOM:
             conf, self.conference = self.conference, None
             log.info("call %s refused by room %s: %s", self.call.uuid, conf.room, event.reason)
@@ -195,12 +218,11 @@ class CallFlow:
         self.documents += 1
         return None
 
-    def _params(self) -> dict[str, str]:
-        """The answer parameters (the same as ``webhooks.call_params``)."""
+    def _params(self, event: str | None = None) -> dict[str, str]:
+        """The call's parameters (``webhooks.call_params``: Plivo's), with ``event``."""
         c = self.call
-        return {"CallUUID": c.uuid, "From": c.from_uri, "To": c.to, "Direction": "inbound",
-                "CallStatus": "in-progress" if self.answered else "ringing",
-                "CallerName": c.caller_name}
+        return call_params(c.uuid, c.from_uri, c.to, c.caller_name,
+                           "in-progress" if self.answered else "ringing", event, c.sip_headers)
 
     def _fetch(self, url: str, method: str, purpose: str, now: float) -> list[Command]:
         refused = self._count_document(url)
@@ -208,13 +230,16 @@ class CallFlow:
             return refused + self._fetch_failed(purpose, url, TOO_MANY_DOCUMENTS, now)
         self._fetching = (purpose, url)
         self.state = FETCHING
-        return [Fetch(url, method, self._params(), purpose)]
+        return [Fetch(url, method, self._params(FETCH_EVENTS.get(purpose)), purpose)]
 
     def _parse(self, body: bytes, url: str) -> tuple[Document, list[Command]]:
         doc = parse_document(body, base_url=url, limits=self.settings.limits)
         if doc.skipped:
             log.warning("call %s: %s: skipped unsupported elements: %s", self.call.uuid, url,
                         ", ".join(doc.skipped))
+        if doc.ignored:
+            log.warning("call %s: %s: ignored attributes: %s", self.call.uuid, url,
+                        ", ".join(doc.ignored))
         cmds: list[Command] = []
         for option, what in doc.clamped:
             cmds.append(LimitHit(option))
@@ -227,6 +252,10 @@ class CallFlow:
         if isinstance(event, FetchFailed):
             if purpose == "action":
                 return self._action_failed(event, now)
+            if purpose == "digits":
+                log.error("GetDigits action URL %s failed for call %s: %s; going on with the "
+                          "document", url, self.call.uuid, event.reason)
+                return self._limit(event.option) + self._next(now)
             return self._limit(event.option) + self._fetch_failed(purpose, url, event.reason,
                                                                   now)
         try:
@@ -239,6 +268,10 @@ class CallFlow:
                 log.error("action URL %s for call %s: bad XML, going on with the document: %s",
                           conf.action, self.call.uuid, exc)
                 return cmds + self._next(now)
+            if purpose == "digits":
+                log.error("GetDigits action URL %s for call %s: bad XML, going on with the "
+                          "document: %s", url, self.call.uuid, exc)
+                return cmds + self._next(now)
             reason = f"bad answer XML: {exc}" if purpose == "answer" else str(exc)
             return cmds + self._fetch_failed(purpose, url, reason, now)
         if purpose == "action":
@@ -246,6 +279,7 @@ class CallFlow:
         else:
             self.document_url = url
         self.verbs = list(doc.verbs)
+        self._early = 0
         return cmds + self._next(now)
 
     def _fetch_failed(self, purpose: str, url: str, reason: str, now: float) -> list[Command]:
@@ -273,22 +307,55 @@ class CallFlow:
         if not self.verbs:
             return self._end(None)
         verb = self._verb = self.verbs.pop(0)
+        early, self._early = self._early > 0, max(0, self._early - 1)
         if isinstance(verb, HangupVerb):
+            if verb.schedule > 0:
+                log.info("call %s: hang-up scheduled in %d s", self.call.uuid, verb.schedule)
+                return [ScheduleHangup(now + verb.schedule)] + self._next(now)
             return self._end(verb)
         if isinstance(verb, Redirect):
             return self._fetch(verb.url, verb.method, "redirect", now)
+        if isinstance(verb, PreAnswer):
+            return self._pre_answer(verb, now)
+        if early and not self.answered:
+            return self._do(verb, now)  # early media: played before the answer
         if not self.answered:
             self._pending = verb
             self.state = ANSWERING
             return [Answer(200)]
         return self._do(verb, now)
 
+    def _pre_answer(self, verb: PreAnswer, now: float) -> list[Command]:
+        """``<PreAnswer>``: its prompts run as early media (183 Session Progress) before the
+        call is answered; once answered, they are only played."""
+        if self.answered:
+            log.info("call %s: <PreAnswer> after the answer: its prompts play as usual",
+                     self.call.uuid)
+            self.verbs[:0] = list(verb.prompts)
+            return self._next(now)
+        self.verbs[:0] = list(verb.prompts)
+        self._early = len(verb.prompts)
+        cmds: list[Command] = []
+        if not self.early_media and verb.prompts:
+            self.early_media = True
+            cmds.append(Answer(183, "Session Progress"))
+        return cmds + self._next(now)
+
     def _do(self, verb: Verb, now: float) -> list[Command]:
-        """A verb that needs the call answered (it is)."""
+        """A verb that needs the call answered (it is, or it plays as early media)."""
         if isinstance(verb, Conference):
             self.conference = verb
             self.state = IN_ROOM
             return [JoinRoom(verb)]
+        if isinstance(verb, GetDigits):
+            self._gather = Gather(verb)
+            self.state = GATHERING
+            return [CollectKeys(True)] + self._gathered(self._gather.start(now), now)
+        if isinstance(verb, DtmfVerb):
+            if verb.async_:
+                return [SendDigits(verb.digits)] + self._next(now)
+            self.state = SENDING
+            return [SendDigits(verb.digits, wait=True)]
         if isinstance(verb, Wait):
             self.state = WAITING
             return [Sleep(now + verb.length)]
@@ -305,20 +372,56 @@ class CallFlow:
         code = HANGUP_CODES.get(hangup.reason.lower(), 603) if hangup else 603
         return [Hangup(code, "Busy Here" if code == 486 else "Decline")]
 
+    # --- GetDigits ----------------------------------------------------------------------------
+
+    def _gathering(self, event: Event, now: float) -> list[Command]:
+        if isinstance(event, SoundFailed):
+            log.warning("call %s: GetDigits: a prompt was skipped: %s", self.call.uuid,
+                        event.reason)
+            return self._limit(event.option) + self._gathered(self._gather.handle(event, now),
+                                                               now)
+        return self._gathered(self._gather.handle(event, now), now)
+
+    def _gathered(self, step: Command | Gathered, now: float) -> list[Command]:
+        """The GetDigits' next command, or (once over) the action request and what follows:
+        with ``redirect`` the action's reply is the next document; without digits after every
+        attempt, the next element."""
+        if not isinstance(step, Gathered):
+            return [step]
+        verb, self._gather = self._gather.verb, None
+        cmds: list[Command] = [CollectKeys(False)]
+        if step.digits is None:
+            log.info("call %s: GetDigits: no input after %d attempt(s)%s; going on with the "
+                     "document", self.call.uuid, step.attempts,
+                     f" ({step.invalid} invalid key(s))" if step.invalid else "")
+            return cmds + self._next(now)
+        shown = step.digits if verb.log else f"{len(step.digits)} digit(s), not logged"
+        log.info("call %s: GetDigits got %s", self.call.uuid, shown,
+                 extra={"call_uuid": self.call.uuid, "event": "digits"})
+        if not verb.action:
+            return cmds + self._next(now)
+        params = {**self._params(), "Digits": step.digits}
+        if not verb.redirect:
+            return cmds + [Submit(verb.action, verb.method, params)] + self._next(now)
+        refused = self._count_document(verb.action)
+        if refused is not None:
+            return cmds + refused + self._next(now)
+        self._fetching = ("digits", verb.action)
+        self.state = FETCHING
+        return cmds + [Fetch(verb.action, verb.method, params, "digits")]
+
     # --- after the room: the action URL -------------------------------------------------------
 
     def _action_params(self, conf: Conference, member_id: str, room_uuid: str,
                        status: str | None = None) -> dict[str, str]:
         c = self.call
         return {
+            **call_params(c.uuid, c.from_uri, c.to, c.caller_name,
+                          status or ("completed" if self.ended else "in-progress"), None,
+                          c.sip_headers),
             "ConferenceName": conf.room,
             "ConferenceUUID": room_uuid,
             "ConferenceMemberID": member_id,
-            "CallUUID": c.uuid,
-            "From": c.from_uri,
-            "To": c.to,
-            "Direction": "inbound",
-            "CallStatus": status or ("completed" if self.ended else "in-progress"),
             **self.record_params,
         }
 

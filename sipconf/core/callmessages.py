@@ -85,6 +85,20 @@ class Drained:
 
 
 @dataclass(frozen=True)
+class KeyPressed:
+    """A key the caller pressed during :class:`Listen` (or before it, while keys were
+    collected): one key press, deduplicated across RFC 2833, SIP INFO and in-band tones."""
+
+    digit: str
+    source: str = "rfc2833"
+
+
+@dataclass(frozen=True)
+class DigitsSent:
+    """The result of a :class:`SendDigits` that is waited for."""
+
+
+@dataclass(frozen=True)
 class Stopped:
     """The driver's run is over (the flow is done, the call is gone, the node is stopping, or
     ``fault``: something went wrong carrying out a command). Returns the call's last commands."""
@@ -93,7 +107,7 @@ class Stopped:
 
 
 Event = (Fetched | FetchFailed | Answered | CallGone | SoundFinished | SoundFailed | WaitOver
-         | RoomRefused | LeftRoom | Drained | Stopped)
+         | RoomRefused | LeftRoom | Drained | KeyPressed | DigitsSent | Stopped)
 
 # --- commands (flow -> driver) --------------------------------------------------------------------
 
@@ -187,12 +201,53 @@ class End:
     outcome: str
 
 
+@dataclass(frozen=True)
+class CollectKeys:
+    """Start (``on``) or stop keeping the caller's key presses for the flow (a GetDigits);
+    while on, they reach the flow as :class:`KeyPressed` from :class:`Listen`, not a room.
+    No result."""
+
+    on: bool
+
+
+@dataclass(frozen=True)
+class Listen:
+    """Play ``prompt`` (a Play/Speak, or a built-in sound such as ``beep:1``; None: silence)
+    to the caller ``loops`` times and wait for the first of: a key press (result
+    :class:`KeyPressed`; the prompt is taken off at once), the prompt's end
+    (:class:`SoundFinished` or :class:`SoundFailed`) or ``until`` (:class:`WaitOver`).
+    ``flush``: keys pressed before it are dropped."""
+
+    prompt: Play | Speak | str | None
+    loops: int = 1
+    until: float | None = None
+    flush: bool = False
+
+
+@dataclass(frozen=True)
+class SendDigits:
+    """Send ``digits`` to the caller (``w``/``W``: pause 0.5 s / 1 s): RFC 2833 events, or
+    in-band tones to a phone that took none. Result (only when ``wait``): :class:`DigitsSent`;
+    otherwise it runs beside what the call does next."""
+
+    digits: str
+    wait: bool = False
+
+
+@dataclass(frozen=True)
+class ScheduleHangup:
+    """Hang the call up at ``at`` (``<Hangup schedule>``), whatever it does then. No result."""
+
+    at: float
+
+
 Command = (Fetch | Answer | Hangup | PlayToCall | Sleep | JoinRoom | LeaveRoom | AwaitDrained
-           | Submit | LimitHit | End)
+           | Submit | LimitHit | End | CollectKeys | Listen | SendDigits | ScheduleHangup)
 
 #: commands the driver feeds a result back for
-WITH_RESULT = (Fetch, PlayToCall, Sleep, JoinRoom, LeaveRoom, AwaitDrained)
+WITH_RESULT = (Fetch, PlayToCall, Sleep, JoinRoom, LeaveRoom, AwaitDrained, Listen)
 
 
 def has_result(cmd: Command) -> bool:
-    return isinstance(cmd, WITH_RESULT) or (isinstance(cmd, Answer) and cmd.code == 200)
+    return (isinstance(cmd, WITH_RESULT) or (isinstance(cmd, Answer) and cmd.code == 200)
+            or (isinstance(cmd, SendDigits) and cmd.wait))

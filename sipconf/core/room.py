@@ -98,6 +98,7 @@ class PlaySound:
 
     sound: str
     room_uuid: str
+    call_uuid: str = ""  # the member whose enter/exit it is (a sound document is asked for it)
 
 
 @dataclass(frozen=True)
@@ -107,8 +108,16 @@ class Deadline:
     at: float
 
 
+@dataclass(frozen=True)
+class Record:
+    """Start recording the run now (``record``); ``member`` gets the record event. With
+    ``recordWhenAlone="false"`` it comes once two members are live; otherwise at the join."""
+
+    member: Member
+
+
 RoomEvent = (RunStarted | Joined | Refused | Left | RunEnded | MemberState | Music | PlaySound
-             | Deadline | Controls)
+             | Deadline | Controls | Record)
 
 
 @dataclass
@@ -121,6 +130,8 @@ class Room:
     started: bool = False  # a startConferenceOnEnter member has joined this run
     peak: int = 0  # most members present at once in this run
     deadline: float | None = None
+    started_at: float | None = None  # clock() when this run started (its run time, for APIs)
+    record_pending: Member | None = None  # record, recordWhenAlone=false: waits for two live
     _next_id: int = 1
 
     @property
@@ -136,9 +147,11 @@ class Room:
         events: list[RoomEvent] = []
         if self.run_uuid is None:
             self.run_uuid = self.new_uuid()
+            self.started_at = now
             self._next_id = 1
             self.started = False
             self.peak = 0
+            self.record_pending = None
             events.append(RunStarted(self.run_uuid))
         member = Member(call_uuid, str(self._next_id), conf, now, muted=conf.muted)
         self._next_id += 1
@@ -153,15 +166,32 @@ class Room:
         self.deadline = now + conf.time_limit
         events.append(Deadline(self.deadline))
         if conf.enter_sound:
-            events.append(PlaySound(conf.enter_sound, self.run_uuid))
+            events.append(PlaySound(conf.enter_sound, self.run_uuid, call_uuid))
         events += self._sync()
+        if conf.record:
+            if conf.record_when_alone is False:
+                self.record_pending = self.record_pending or member
+            else:
+                events.append(Record(member))
+        events += self._record_due()
         return events
+
+    def _record_due(self) -> list[RoomEvent]:
+        """A recording that waits for company (recordWhenAlone=false) starts once two members
+        are live (mixed, not waiting for the conference to start)."""
+        pending = self.record_pending
+        if pending is None or sum(not m.waiting for m in self.members.values()) < 2:
+            return []
+        self.record_pending = None
+        return [Record(pending)]
 
     def leave(self, call_uuid: str, reason: str = HANGUP) -> list[RoomEvent]:
         member = self.members.pop(call_uuid, None)
         if member is None:
             return []
         run = self.run_uuid
+        if self.record_pending is member:
+            self.record_pending = None
         events: list[RoomEvent] = [Left(member, run, reason)]
         if member.conference.end_conference_on_exit:
             events += self._clear(END_CONFERENCE)
@@ -169,7 +199,7 @@ class Room:
               and not next(iter(self.members.values())).conference.stay_alone):
             events += self._clear(STAY_ALONE)
         elif self.members and member.conference.exit_sound:
-            events.append(PlaySound(member.conference.exit_sound, run))
+            events.append(PlaySound(member.conference.exit_sound, run, call_uuid))
         if not self.members:
             events.append(RunEnded(run))
             self.run_uuid = None
@@ -212,6 +242,7 @@ class Room:
         return events
 
     def _clear(self, reason: str) -> list[RoomEvent]:
+        self.record_pending = None
         events: list[RoomEvent] = []
         for call_uuid in list(self.members):
             member = self.members.pop(call_uuid)

@@ -63,6 +63,55 @@ def bare_uri(name_addr: str) -> str:
     return name_addr.split(";", 1)[0].strip()
 
 
+_COMPACT = {"f": "from", "t": "to", "m": "contact", "i": "call-id", "v": "via"}
+MAX_CUSTOM_HEADERS = 20  # X-PH-* headers passed on to the web app, at most
+MAX_CUSTOM_NAME = 64
+MAX_CUSTOM_VALUE = 256
+_CUSTOM_NAME = re.compile(r"^X-PH-[A-Za-z0-9-]+$", re.I)
+
+
+def headers(msg: str) -> list[tuple[str, str]]:
+    """The header fields of a SIP message, in order, as (name, value): folded lines joined,
+    names as written (compact forms not expanded), values stripped. Lines without a colon are
+    skipped (pjsip parsed the message already; this only reads it)."""
+    head = msg.replace("\r\n", "\n").split("\n\n", 1)[0].split("\n")[1:]
+    out: list[tuple[str, str]] = []
+    for line in head:
+        if line[:1] in (" ", "\t") and out:
+            name, value = out[-1]
+            out[-1] = (name, f"{value} {line.strip()}")
+            continue
+        name, sep, value = line.partition(":")
+        if sep and name.strip():
+            out.append((name.strip(), value.strip()))
+    return out
+
+
+def header(msg: str, name: str) -> str | None:
+    """The first value of header ``name`` (its compact form too), None if absent."""
+    want = name.lower()
+    for n, v in headers(msg):
+        if _COMPACT.get(n.lower(), n.lower()) == want:
+            return v
+    return None
+
+
+def custom_headers(msg: str) -> tuple[tuple[str, str], ...]:
+    """The INVITE's custom ``X-PH-*`` headers (Plivo's convention), for the web app: at most
+    MAX_CUSTOM_HEADERS, names of letters, digits and '-' up to MAX_CUSTOM_NAME, values cut to
+    MAX_CUSTOM_VALUE characters with control characters dropped; a repeated name keeps its
+    first value."""
+    out: dict[str, str] = {}
+    for name, value in headers(msg):
+        if len(out) >= MAX_CUSTOM_HEADERS:
+            break
+        if len(name) > MAX_CUSTOM_NAME or not _CUSTOM_NAME.match(name) or name in out:
+            continue
+        clean = "".join(c for c in value if c.isprintable())
+        out[name] = clean[:MAX_CUSTOM_VALUE]
+    return tuple(out.items())
+
+
 def message_body(msg: str) -> str:
     for sep in ("\r\n\r\n", "\n\n"):
         if sep in msg:

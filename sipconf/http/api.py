@@ -37,12 +37,16 @@ class Controls(Protocol):
 def openapi() -> dict[str, Any]:
     member = {"type": "object", "properties": {
         "member_id": {"type": "string"}, "call_uuid": {"type": "string"},
-        "from": {"type": "string"}, "muted": {"type": "boolean"}, "deaf": {"type": "boolean"},
+        "from": {"type": "string"}, "to": {"type": "string", "description": "the user "
+                                            "part of the URI the caller dialled"},
+        "caller_name": {"type": "string"}, "muted": {"type": "boolean"},
+        "deaf": {"type": "boolean"},
         "waiting": {"type": "boolean"}, "talking": {"type": "boolean"},
         "floor": {"type": "boolean"}, "joined_at": {"type": "number",
                                                    "description": "Unix time, seconds"}}}
     room = {"type": "object", "properties": {
         "name": {"type": "string"}, "uuid": {"type": "string"},
+        "started_at": {"type": "number", "description": "Unix time the run started"},
         "members": {"type": "array", "items": {"$ref": "#/components/schemas/Member"}}}}
     ok = {"200": {"description": "done"}, "401": {"description": "no or wrong bearer token"},
           "404": {"description": "no such room or member"}}

@@ -134,6 +134,12 @@ def render(m: Metrics, *, calls: int, rooms: int, legs: int, engine: dict,
         metric("sipconf_limits_hit_total", "counter",
                "Times a document or request went past a limit, by the option that set it.",
                [(f'{{limit="{_label(k)}"}}', v) for k, v in sorted(faults.limits.items())])
+    metric("sipconf_sip_requests_refused_total", "counter",
+           "SIP requests the node answered without serving them: malformed (400), "
+           "method_not_allowed (405), unknown_method (501), bad_event (489), info_body (415), "
+           "no_dialog (481).",
+           [(f'{{reason="{_label(k)}"}}', v)
+            for k, v in sorted(engine.get("sip_refused", {}).items())])
     metric("sipconf_log_lines_dropped_total", "counter",
            "pjlib log lines dropped because the log ring was full.",
            [("", engine.get("log_dropped", 0))])

@@ -78,11 +78,13 @@ class RecordingsApp:
 
 
 class NodeApp:
-    """/recordings/... to the recordings, everything else to the control API."""
+    """/recordings/... to the recordings, /v1/Account/... to the Plivo-shaped Conference API
+    (plivo_api.py, if given), everything else to the control API."""
 
-    def __init__(self, recordings: RecordingsApp, api):
+    def __init__(self, recordings: RecordingsApp, api, plivo=None):
         self.recordings = recordings
         self.api = api
+        self.plivo = plivo
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "lifespan":
@@ -97,6 +99,8 @@ class NodeApp:
             return
         if scope["path"].startswith("/recordings/"):
             await self.recordings(scope, receive, send)
+        elif self.plivo is not None and scope["path"].startswith("/v1/Account/"):
+            await self.plivo(scope, receive, send)
         else:
             await self.api(scope, receive, send)
 

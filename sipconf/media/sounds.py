@@ -13,7 +13,7 @@ import hashlib
 import logging
 import tempfile
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +21,7 @@ import httpx
 import numpy as np
 import trio
 
+from sipconf.core import voices
 from sipconf.core.answer import (
     DEFAULT_LIMITS,
     AnswerError,
@@ -31,6 +32,7 @@ from sipconf.core.answer import (
     parse_sound_document,
 )
 from sipconf.core.urls import BadUrl, check_url, printable
+from sipconf.webhooks.signing import PLIVO, sign_headers
 
 log = logging.getLogger("sipconf.sounds")
 
@@ -125,6 +127,23 @@ def duration_of(data: bytes, what: str) -> float:
         raise SoundError(f"{what}: cannot decode audio ({exc})") from None
 
 
+def wav_seconds(prefix: bytes) -> float | None:
+    """The length a WAV file's header says it has, from its first bytes (its ``fmt `` and
+    ``data`` chunk headers); None if ``prefix`` is not a WAV file or does not reach them yet.
+    Lets a download be refused (max_sound_seconds) as soon as its header is in."""
+    if len(prefix) < 12 or prefix[:4] != b"RIFF" or prefix[8:12] != b"WAVE":
+        return None
+    pos, byte_rate = 12, 0
+    while pos + 8 <= len(prefix):
+        cid, size = prefix[pos:pos + 4], int.from_bytes(prefix[pos + 4:pos + 8], "little")
+        if cid == b"fmt " and pos + 20 <= len(prefix):
+            byte_rate = int.from_bytes(prefix[pos + 16:pos + 20], "little")
+        elif cid == b"data":
+            return size / byte_rate if byte_rate else None
+        pos += 8 + size + (size & 1)
+    return None
+
+
 def decode(data: bytes, what: str, max_seconds: float = MAX_RENDER_S) -> Clip:
     """Decode an audio file (wav, mp3, flac, ogg) to a Clip, refusing one longer than
     ``max_seconds`` before decoding. Blocking: run in a thread."""
@@ -154,8 +173,11 @@ class SoundLibrary:
                  cache_bytes: int = 20 * 1024 * 1024, max_file_bytes: int = 20 * 1024 * 1024,
                  espeak: str = "espeak-ng", max_seconds: float = MAX_RENDER_S,
                  limits: Limits = DEFAULT_LIMITS, fetches: int = 8, tts_processes: int = 4,
-                 on_limit: Callable[[str], None] = lambda option: None):
+                 on_limit: Callable[[str], None] = lambda option: None,
+                 token: str | None = None, signature: str = PLIVO):
         self.http = http
+        self.token = token  # sound files and documents are signed like every other request
+        self.signature = signature
         self.fetch_timeout = fetch_timeout
         self.cache_bytes = cache_bytes
         self.max_file_bytes = max_file_bytes
@@ -191,35 +213,67 @@ class SoundLibrary:
 
     # --- sources -----------------------------------------------------------------------------
 
-    async def _download(self, url: str, max_bytes: int) -> bytes:
-        """GET ``url`` within the fetch deadline (in all, not per read) and ``max_bytes``."""
+    async def _download(self, url: str, max_bytes: int, method: str = "GET",
+                        params: Mapping[str, str] | None = None,
+                        audio: bool = False) -> bytes:
+        """GET ``url`` (a sound file), or POST ``params`` to it (a sound document, as Plivo
+        requests them), signed, within the fetch deadline (in all, not per read) and
+        ``max_bytes``. What will be refused is refused as early as it can be, before the rest
+        is downloaded: a Content-Length past ``max_bytes``; for ``audio``, a WAV header saying
+        it is longer than max_sound_seconds."""
         try:
             check_url(url)
+            form = {str(k): str(v) for k, v in (params or {}).items()}
+            if method == "GET":
+                req = self.http.build_request("GET", url, params=form or None,
+                                              timeout=self.fetch_timeout)
+            else:
+                req = self.http.build_request("POST", url, data=form,
+                                              timeout=self.fetch_timeout)
+            req.headers.update(sign_headers(self.token, url, form, method=method,
+                                            scheme=self.signature, sent_url=str(req.url)))
             async with self._fetches:
                 with trio.fail_after(self.fetch_timeout):
-                    async with self.http.stream("GET", url, timeout=self.fetch_timeout) as resp:
+                    resp = await self.http.send(req, stream=True)
+                    try:
                         if not 200 <= resp.status_code < 300:
                             raise SoundError(f"{url}: HTTP {resp.status_code}")
-                        chunks, size = [], 0
+                        option = ("max_sound_bytes" if max_bytes == self.max_file_bytes
+                                  else "max_document_bytes")
+                        length = resp.headers.get("content-length", "")
+                        if length.isdigit() and int(length) > max_bytes:
+                            raise SoundLimit(option, f"{url}: {length} bytes, larger than "
+                                                     f"{max_bytes} bytes")
+                        chunks, size, checked = [], 0, not audio
                         async for chunk in resp.aiter_bytes():
                             size += len(chunk)
                             if size > max_bytes:
-                                raise SoundLimit("max_sound_bytes" if max_bytes ==
-                                                 self.max_file_bytes else "max_document_bytes",
-                                                 f"{url}: larger than {max_bytes} bytes")
+                                raise SoundLimit(option, f"{url}: larger than {max_bytes} bytes")
                             chunks.append(chunk)
+                            if not checked and size >= 4096:
+                                checked = True
+                                self._check_wav_header(b"".join(chunks), url)
                         return b"".join(chunks)
+                    finally:
+                        await resp.aclose()
         except trio.TooSlowError:
             raise SoundError(f"{url}: timed out after {self.fetch_timeout:g} s") from None
-        except (httpx.HTTPError, httpx.InvalidURL, BadUrl) as exc:
+        except (httpx.HTTPError, httpx.InvalidURL, BadUrl, ValueError, TypeError,
+                UnicodeError) as exc:
             raise SoundError(f"{printable(url)}: {(str(exc).splitlines() or [repr(exc)])[0]}"
                              ) from None
+
+    def _check_wav_header(self, prefix: bytes, url: str) -> None:
+        seconds = wav_seconds(prefix)
+        if seconds is not None and seconds > self.max_seconds:
+            raise SoundLimit("max_sound_seconds", f"{url}: {seconds:.0f} s of audio, longer "
+                                                  f"than {self.max_seconds:g} s")
 
     async def audio(self, url: str) -> Clip:
         """An audio file by URL (Play)."""
         clip = self._get(url)
         if clip is None:
-            data = await self._download(url, self.max_file_bytes)
+            data = await self._download(url, self.max_file_bytes, audio=True)
             clip = await trio.to_thread.run_sync(decode, data, url, self.max_seconds)
             self._put(url, clip)
         return clip
@@ -239,15 +293,14 @@ class SoundLibrary:
         clip = self._get(key)
         if clip is not None:
             return clip
-        variant = "+f3" if voice.upper() == "WOMAN" else "+m3"
-        lang = language.lower()
+        espeak_name = voices.espeak_voice(voice, language)  # Plivo's names, mapped
         with tempfile.TemporaryDirectory(prefix="sipconf-speak-") as d:
             wav = Path(d) / "speech.wav"
             try:
                 async with self._tts:
                     with trio.fail_after(30):
                         res = await trio.run_process(
-                            [self.espeak, "-v", lang + variant, "-w", str(wav), "--", text],
+                            [self.espeak, "-v", espeak_name, "-w", str(wav), "--", text],
                             capture_stdout=True, capture_stderr=True, check=False,
                         )
             except (OSError, trio.TooSlowError, ValueError) as exc:
@@ -255,7 +308,7 @@ class SoundLibrary:
                 raise SoundError(f"espeak-ng failed: {exc}") from None
             if res.returncode != 0 or not wav.exists():
                 err = res.stderr.decode(errors="replace").strip()[:200]
-                raise SoundError(f"espeak-ng failed for voice {lang}{variant}: {err}")
+                raise SoundError(f"espeak-ng failed for voice {espeak_name}: {err}")
             data = wav.read_bytes()
         clip = await trio.to_thread.run_sync(decode, data, "espeak-ng output", self.max_seconds)
         self._put(key, clip)
@@ -291,13 +344,12 @@ class SoundLibrary:
                 total += clip.duration
         return Clip.concat(parts)
 
-    async def document(self, url: str) -> Clip:
-        """A sound document (enterSound/exitSound/waitSound URL): XML with Play/Speak/Wait."""
-        key = "doc:" + url
-        clip = self._get(key)
-        if clip is not None:
-            return clip
-        body = await self._download(url, self.limits.max_bytes)
+    async def document(self, url: str, params: Mapping[str, str] | None = None) -> Clip:
+        """A sound document (enterSound/exitSound/waitSound URL): XML with Play/Speak/Wait,
+        requested as Plivo does, by POST with the call's ``params`` (signed), each time it is
+        needed: the app may answer each caller differently. The audio files it names are
+        cached like any other."""
+        body = await self._download(url, self.limits.max_bytes, "POST", params or {})
         try:
             doc = parse_sound_document(body, base_url=url, limits=self.limits)
         except AnswerError as exc:
@@ -313,14 +365,12 @@ class SoundLibrary:
         clip = await self.render(doc.verbs, url)
         if clip.duration == 0:
             raise SoundError(f"{url}: no playable sound in the document")
-        # Cached briefly by URL like any other sound (the document may be dynamic, but a room
-        # playing it for every joiner should not refetch it each time).
-        self._put(key, clip)
         return clip
 
-    async def resolve(self, spec: str) -> Clip:
-        """An enter/exit/wait sound: `beep:1`, `beep:2`, or a sound-document URL."""
+    async def resolve(self, spec: str, params: Mapping[str, str] | None = None) -> Clip:
+        """An enter/exit/wait sound: `beep:1`, `beep:2`, or a sound-document URL (requested
+        with ``params``, the parameters of the call it is for)."""
         if spec in ("beep:1", "beep:2"):
             return self._beeps[int(spec[5:])]
-        return await self.document(spec)
+        return await self.document(spec, params)
 

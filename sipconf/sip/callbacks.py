@@ -14,6 +14,7 @@ import uuid
 from typing import TYPE_CHECKING
 
 from sipconf.core import sipmsg
+from sipconf.core.access import source_ip
 from sipconf.core.codecs import no_common_codec_warning
 from sipconf.core.registration import dialled_user
 from sipconf.engine import CallEnded, Dtmf, IncomingCall, MediaUp
@@ -26,29 +27,32 @@ log = logging.getLogger("sipconf.sip")
 
 
 def refuse(t: SipThread, rec: CallRec, code: int, reason: str, warning: str,
-           outcome: str) -> None:
+           outcome: str, retry_after: int = 0) -> None:
     """A final error before the trio side ever hears of the call (counted for /metrics)."""
     rec.offer_ok = False
     t.refused[outcome] = t.refused.get(outcome, 0) + 1
     try:
-        rec.call.answer(t.op(code, reason, warning))
+        rec.call.answer(t.op(code, reason, warning, retry_after))
     except t.pj.Error:
         pass
 
 
 def incoming(t: SipThread, acc, prm) -> None:
-    """A new INVITE: refused here (403 untrusted source, 488 no codec, 400 unreadable) or rung
-    (180) and reported as IncomingCall."""
+    """A new INVITE that admission.c let in (trusted source, within its call rate and the
+    node's capacity): refused here (503 too many calls from its source, 488 no codec, 400
+    unreadable) or rung (180) and reported as IncomingCall."""
     pj = t.pj
     call = t.call_cls(t, acc, prm.callId)
-    rec = CallRec(uuid=str(uuid.uuid4()), call=call)
+    src_ip = source_ip(prm.rdata.srcAddress)
+    rec = CallRec(uuid=str(uuid.uuid4()), call=call, src_ip=src_ip)
     call.rec = rec
     t.calls[rec.uuid] = rec
-    src = prm.rdata.srcAddress
-    if not t.trust.allows(src):
-        log.warning("call %s from %s refused: not a trusted source (--trust) -> 403",
-                    rec.uuid, src)
-        refuse(t, rec, 403, "Forbidden", "source not trusted", "forbidden")
+    up = sum(1 for r in t.calls.values() if r.src_ip == src_ip and not r.ended)
+    if up > t.config.max_calls_per_source:
+        log.warning("call %s from %s refused: %d calls up from there (--max-calls-per-source) "
+                    "-> 503", rec.uuid, src_ip, up - 1)
+        refuse(t, rec, 503, "Service Unavailable", "too many calls from this source",
+               "source-busy", t.config.retry_after)
         return
     msg = prm.rdata.wholeMsg
     try:
@@ -56,6 +60,10 @@ def incoming(t: SipThread, acc, prm) -> None:
         _, ruri = sipmsg.request_line(msg)
         to_user = dialled_user(sipmsg.uri_user(ruri), sipmsg.uri_user(info.localUri),
                                t.own_users)
+        # From as the INVITE wrote it: pjsua's remoteUri drops the port (a From URI's port
+        # is not printed by default), and the web app gets the caller's address whole
+        from_hdr = sipmsg.header(msg, "from") or info.remoteUri
+        custom = sipmsg.custom_headers(msg)
         body = sipmsg.message_body(msg)
         if body.strip():
             offer = sipmsg.parse_offer(body)
@@ -73,11 +81,12 @@ def incoming(t: SipThread, acc, prm) -> None:
         return
     t.emit(IncomingCall(
         uuid=rec.uuid,
-        from_uri=sipmsg.bare_uri(info.remoteUri),
+        from_uri=sipmsg.bare_uri(from_hdr),
         to_uri=ruri,
         to_user=to_user,
-        caller_name=sipmsg.display_name(info.remoteUri),
+        caller_name=sipmsg.display_name(from_hdr),
         sip_call_id=info.callIdString,
+        sip_headers=custom,
     ))
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from mixer_ext import sipguard
 from sipconf.sip import pjlog
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ class Join:
 @dataclass(frozen=True)
 class Leave:
     call_uuid: str
+    room_key: str  # only out of this room: the call may have gone on to another one
 
 
 @dataclass(frozen=True)
@@ -155,7 +157,7 @@ def _join(t: SipThread, c: Join) -> bool:
 
 def _leave(t: SipThread, c: Leave) -> bool:
     rec = t.calls.get(c.call_uuid)
-    if rec is None or rec.room_key is None:
+    if rec is None or rec.room_key is None or rec.room_key != c.room_key:
         return False
     t.media.leave(rec)
     return True
@@ -224,11 +226,21 @@ def _rtp_stats(t: SipThread, rec: CallRec) -> dict | None:
             "peer_lost": st.txStat.loss}  # what the caller's RTCP reports says it lost
 
 
+def _refused(t: SipThread) -> dict[str, int]:
+    """Calls refused, by outcome: by the callbacks, and before pjsua by admission.c."""
+    out = dict(t.refused)
+    for why, n in sipguard.admission_counts().items():
+        key = {"rate": "rate-limited"}.get(why, why)
+        out[key] = out.get(key, 0) + n
+    return out
+
+
 def _stats(t: SipThread, c: Stats) -> dict:
     """The mixer's figures; with ``rtp``, each leg's RTP statistics from pjsua too."""
     out = {"calls": len(t.calls), **t.media.stats(t.calls),
-           "refused": dict(t.refused),
+           "refused": _refused(t),
            "log_dropped": pjlog.dropped(),
+           "sip_refused": {**sipguard.refused(), "malformed": sipguard.answered()},
            "registration": None if t.reg is None else {
                "registered": t.registrar.registered,
                "failures": t.registrar.attempts_failed,

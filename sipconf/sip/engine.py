@@ -123,9 +123,10 @@ class SipEngine:
         """Put the call's audio in a mixer room (now, or as soon as its stream exists)."""
         return await self._run(c.Join(call_uuid, room_key, muted, deaf))
 
-    async def leave(self, call_uuid: str) -> bool:
-        """Take the call out of its conference room (back to its own, silent, solo room)."""
-        return await self._run(c.Leave(call_uuid))
+    async def leave(self, call_uuid: str, room_key: str) -> bool:
+        """Take the call out of conference room ``room_key`` (back to its own, silent, solo
+        room); nothing if it is in another room by now."""
+        return await self._run(c.Leave(call_uuid, room_key))
 
     async def set_member(self, call_uuid: str, muted: bool, deaf: bool = False) -> bool:
         return await self._run(c.SetMember(call_uuid, muted, deaf))

@@ -16,7 +16,6 @@ from sipconf.sip import pjlog
 
 log = logging.getLogger("sipconf.sip")
 
-USER_AGENT = "sipconf/0.1"
 UNREGISTER_WAIT_S = 1.0  # at shutdown, how long the PBX gets to confirm the unregistration
 
 
@@ -37,7 +36,7 @@ def endpoint_config(pj, cfg: NodeConfig, log_writer):
     epc.uaConfig.threadCnt = 0
     epc.uaConfig.mainThreadOnly = False
     epc.uaConfig.maxCalls = cfg.max_calls
-    epc.uaConfig.userAgent = USER_AGENT
+    epc.uaConfig.userAgent = cfg.user_agent
     epc.logConfig.level = cfg.pj_log_level
     epc.logConfig.consoleLevel = cfg.pj_log_level
     epc.logConfig.msgLogging = cfg.pj_log_level >= 4
@@ -100,7 +99,9 @@ def account_config(pj, cfg: NodeConfig):
     acfg.regConfig.registerOnAdd = False
     mt = acfg.mediaConfig.transportConfig
     mt.port = cfg.rtp_port_min
-    mt.portRange = cfg.rtp_port_max - cfg.rtp_port_min + 1
+    # pjsua takes RTP ports from [port, port + portRange) and RTCP one above: stop one short,
+    # so RTCP of the last call is still inside --rtp-ports
+    mt.portRange = cfg.rtp_port_max - cfg.rtp_port_min
     mt.boundAddress = cfg.sip_host
     mt.publicAddress = cfg.sip_host
     acfg.mediaConfig.rtcpMuxEnabled = False

@@ -23,6 +23,7 @@ class CallRec:
     answered: bool = False
     ended: bool = False
     offer_ok: bool = True
+    src_ip: str = ""  # where the INVITE came from (calls per source)
 
 
 @dataclass

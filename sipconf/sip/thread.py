@@ -31,6 +31,10 @@ from sipconf.sip.records import CallRec
 log = logging.getLogger("sipconf.sip")
 
 POLL_MS = 5
+REPORT_S = 10.0  # refusals of new calls: one log line per source per this many seconds
+ADMISSION_WHY = {"forbidden": "not a trusted source (--trust) -> 403",
+                 "rate": "past --source-call-rate -> 503",
+                 "capacity": "the node at capacity (--max-calls, --rtp-ports) -> 503"}
 
 
 class SipThread:
@@ -45,6 +49,7 @@ class SipThread:
         self.ready = threading.Event()
         self.start_error: BaseException | None = None
         self.heartbeat = time.monotonic()  # the loop's last turn
+        self.report_at = 0.0  # when refusals of new calls are next logged
         self.pj: Any = None  # the pjsua2 module, imported on this thread
         self.ep: Any = None
         self._init_log_writer: Any = None  # pjsua's log writer during libInit (see init)
@@ -113,7 +118,12 @@ class SipThread:
 
         from mixer_ext import sipguard, streams
 
+        target = cfg.register_target
+        self.trust = TrustedSources(cfg.trust, (target.host,) if target else ())
+        self.guard = sipguard
         sipguard.install(cfg.sip_host)
+        sipguard.admit(self.trust.networks, cfg.call_capacity, cfg.source_call_rate,
+                       cfg.source_call_burst, cfg.retry_after)
         self.media = Media(streams, self.emit)
         streams.start(cfg.mixer_clocks)
 
@@ -121,8 +131,6 @@ class SipThread:
         self.call_cls = callbacks.call_class(pj)
         self.acc = callbacks.account_class(pj)(self)
         self.acc.create(acfg, True)
-        target = cfg.register_target
-        self.trust = TrustedSources(cfg.trust, (target.host,) if target else ())
         log.info("SIP listening on udp %s:%d, RTP %d-%d; calls taken from %s", cfg.sip_host,
                  cfg.sip_port, cfg.rtp_port_min, cfg.rtp_port_max,
                  ", ".join(str(n) for n in self.trust.networks))
@@ -159,9 +167,20 @@ class SipThread:
             ep.libHandleEvents(POLL_MS)
             self.media.poll_events()
             self.reap()
+            if self.heartbeat >= self.report_at:
+                self.report_at = self.heartbeat + 1.0
+                self.report_refusals()
             if self.reg_retry_at is not None and time.monotonic() >= self.reg_retry_at:
                 self.reg_retry_at = None
                 self.register(True)
+
+    def report_refusals(self) -> None:
+        """One line per source per REPORT_S about the INVITEs admission.c refused from it (a
+        flood writes a line every ten seconds, not one per request)."""
+        for ip, counts in self.guard.admission_reports(REPORT_S):
+            what = ", ".join(f"{n} {ADMISSION_WHY[k]}" for k, n in sorted(counts.items()))
+            log.warning("refused new calls from %s: %s (in the last %.0f s at most)", ip, what,
+                        REPORT_S)
 
     def register(self, on: bool) -> None:
         try:
@@ -228,13 +247,19 @@ class SipThread:
 
     # --- helpers -------------------------------------------------------------------------------
 
-    def op(self, code: int, reason: str = "", warning: str = ""):
-        """A CallOpParam with this status (and a ``Warning: 399`` header if ``warning``)."""
+    def op(self, code: int, reason: str = "", warning: str = "", retry_after: int = 0):
+        """A CallOpParam with this status (and a ``Warning: 399`` header if ``warning``, a
+        ``Retry-After`` if ``retry_after``)."""
         pj = self.pj
         prm = pj.CallOpParam(True)
         prm.statusCode = code
         if reason:
             prm.reason = reason
+        if retry_after:
+            h = pj.SipHeader()
+            h.hName = "Retry-After"
+            h.hValue = str(retry_after)
+            prm.txOption.headers.append(h)
         if warning:
             h = pj.SipHeader()
             h.hName = "Warning"

@@ -10,11 +10,17 @@ Two kinds go through the one :class:`WebhookWorker` (``worker.py``):
   delivered or expired; what no retry can deliver goes to the dead letters. A node restart
   resumes the spool.
 
-``payloads.py`` builds the parameters the reference lists; ``signing.py`` signs every request
-and is the receiver's side of it (:func:`verify`).
+``payloads.py`` builds the parameters (Plivo's names and formats); ``signing.py`` signs every
+request (Plivo's V3/V2 headers, the node's ``X-Sipconf-*``, or both) and is the receiver's side
+of it (:func:`verify`).
 """
 
-from sipconf.webhooks.payloads import call_params, conference_params
+from sipconf.webhooks.payloads import (
+    call_params,
+    conference_params,
+    hangup_cause,
+    hangup_params,
+)
 from sipconf.webhooks.signing import sign_headers, signature, verify
 from sipconf.webhooks.spool import Event, Spool
 from sipconf.webhooks.worker import (
@@ -26,5 +32,5 @@ from sipconf.webhooks.worker import (
 )
 
 __all__ = ["MAX_DOCUMENT_BYTES", "Event", "FetchError", "Spool", "WebhookWorker", "backoff",
-           "call_params", "conference_params", "request", "sign_headers", "signature",
-           "verify"]
+           "call_params", "conference_params", "hangup_cause", "hangup_params", "request",
+           "sign_headers", "signature", "verify"]

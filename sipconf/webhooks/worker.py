@@ -15,7 +15,7 @@ import trio
 from sipconf.core.backoff import backoff
 from sipconf.core.urls import BadUrl, check_url, printable
 from sipconf.faults import Faults
-from sipconf.webhooks.signing import sign_headers
+from sipconf.webhooks.signing import PLIVO, sign_headers
 from sipconf.webhooks.spool import Event, Spool
 
 log = logging.getLogger("sipconf.webhooks")
@@ -38,19 +38,24 @@ class FetchError(Exception):
 
 async def request(client: httpx.AsyncClient, url: str, method: str, params: Mapping[str, str],
                   timeout: float, token: str | None = None, headers: Mapping[str, str] = {},
-                  max_bytes: int = MAX_DOCUMENT_BYTES) -> bytes:
-    """GET (params in the query) or POST (form-encoded) ``url``; the body of a 2xx reply.
+                  max_bytes: int = MAX_DOCUMENT_BYTES, scheme: str = PLIVO) -> bytes:
+    """GET (params in the query) or POST (form-encoded) ``url``; the body of a 2xx reply,
+    signed (``signing.sign_headers``, ``scheme``) when there is a ``token``.
     ``timeout`` bounds the whole request (connect, send, every read), ``max_bytes`` the body.
     Every failure is a :class:`FetchError`; ``retry=False`` when trying again cannot help."""
     try:
         check_url(url)
-        hdrs = {**sign_headers(token, url, params), **headers}
         form = {str(k): str(v) for k, v in params.items()}
         with trio.fail_after(timeout):
             if method == "GET":
-                req = client.build_request("GET", url, params=form, timeout=timeout, headers=hdrs)
+                # the parameters join the URL's own query (httpx's params= would replace it)
+                req = client.build_request("GET", httpx.URL(url).copy_merge_params(form),
+                                           timeout=timeout)
             else:
-                req = client.build_request("POST", url, data=form, timeout=timeout, headers=hdrs)
+                req = client.build_request("POST", url, data=form, timeout=timeout)
+            # signed as sent: Plivo's signatures cover the URL the receiver sees
+            req.headers.update({**sign_headers(token, url, form, method=method, scheme=scheme,
+                                               sent_url=str(req.url)), **headers})
             resp = await client.send(req, stream=True)
             try:
                 if not 200 <= resp.status_code < 300:
@@ -99,6 +104,7 @@ class WebhookWorker:
     unexpected error moves that event to the dead letters and the lane goes on."""
 
     def __init__(self, client: httpx.AsyncClient, spool: Spool, token: str | None = None,
+                 signature: str = PLIVO,
                  timeout: float = 5.0, ttl: float = 24 * 3600, backoff_base: float = 1.0,
                  backoff_cap: float = 30.0, concurrency: int = 32,
                  events_client: httpx.AsyncClient | None = None, event_timeout: float = 5.0,
@@ -108,6 +114,7 @@ class WebhookWorker:
         self.events_client = events_client or client
         self.spool = spool
         self.token = token
+        self.signature = signature  # signing.SCHEMES: plivo, sipconf or both
         self.timeout = timeout
         self.event_timeout = event_timeout
         self.ttl = ttl
@@ -153,7 +160,7 @@ class WebhookWorker:
         async with self._documents:
             return await request(self.client, url, method, params,
                                  self.timeout if timeout is None else timeout, self.token,
-                                 max_bytes=self.max_document_bytes)
+                                 max_bytes=self.max_document_bytes, scheme=self.signature)
 
     async def flush(self) -> None:
         """Wait until nothing is queued (for a graceful stop, under a time bound)."""
@@ -213,7 +220,7 @@ class WebhookWorker:
                 async with self._limit:
                     await request(self.events_client, ev.url, ev.method, ev.params,
                                   self.event_timeout, self.token,
-                                  {"X-Sipconf-Event-Id": str(ev.id)})
+                                  {"X-Sipconf-Event-Id": str(ev.id)}, scheme=self.signature)
             except FetchError as exc:
                 if not exc.retry:
                     self._bury(ev, exc.reason)

@@ -1,5 +1,8 @@
 """Chaos: one customer's mistake costs one call, never the node.
 
+Long on purpose: the cases must run at the same time, on one node, beside the same two
+bystanders, for the claim (no blast radius) to mean anything; they share one setup.
+
 A node with a control API and an answer server that hands each dialled user its own hostile
 document. Two baresip bystanders (440 / 1000 Hz) talk in room `calm` for the whole test; what
 each heard is measured (FFT) before, during and after the chaos. The chaos runs concurrently,

@@ -18,6 +18,7 @@ from support.audio import (
     tone_report,
     wav_bytes,
 )
+from support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -285,15 +286,23 @@ def test_play_wait_speak_before_the_conference_are_heard_in_order(answer_server,
 
 
 def test_redirect_then_enter_sound_from_a_url(answer_server, node_factory, uas):
+    """... and every request the node made (answer, Redirect, the sound document and its
+    audio, callbacks, action, hangup) carries Plivo's parameters and signatures, accepted by
+    the official plivo SDK's validators as the web app received it."""
+    token = "e2e-plivo-auth-token"
     clip = answer_server.route("/chime.wav", wav_bytes(tone_pcm(CLIP, 0.6, 16000), 16000),
                                content_type="audio/wav")
     chime = answer_server.route("/chime.xml", f"<Response><Play>{clip}</Play></Response>")
-    answer_server.route("/next", conf_doc("redir", enterSound=chime))
+    cb = answer_server.route("/cb", "ok", content_type="text/plain")
+    act = answer_server.route("/act", "<Response/>")
+    hangup = answer_server.route("/hangup", "ok", content_type="text/plain")
+    answer_server.route("/next", conf_doc("redir", enterSound=chime, callbackUrl=cb,
+                                          action=f"{act}?from=next", method="GET"))
     url = answer_server.per_user("/answer", {
         "listener": conf_doc("redir"),
         "joiner": f"<Response><Redirect>{answer_server.url('/next')}</Redirect></Response>",
     })
-    node = node_factory(url)
+    node = node_factory(url, extra=["--auth-token", token, "--hangup-url", hangup])
     listener = uas("listener", tone_hz=0.0).dial(node.uri("listener"), 30)
     established(listener)
     time.sleep(1.5)
@@ -303,6 +312,32 @@ def test_redirect_then_enter_sound_from_a_url(answer_server, node_factory, uas):
     listener.stop()
     joiner.stop()
     assert len(answer_server.requests_to("/next")) == 1
+
+    # Plivo's requests, signed as Plivo signs them
+    assert wait_until(lambda: len(answer_server.requests_to("/hangup")) == 2, 15)
+    base = f"http://127.0.0.1:{answer_server.port}"
+    bad = [(r.method, r.path, r.query, r.headers) for r in answer_server.requests
+           if not r.plivo_valid(token, base)]
+    assert not bad, bad
+    assert {r.path for r in answer_server.requests} >= {
+        "/answer", "/next", "/chime.xml", "/chime.wav", "/cb", "/act", "/hangup"}
+    joined = next(r for r in answer_server.requests_to("/answer") if r.params["To"] == "joiner")
+    assert joined.params["Event"] == "StartApp" and joined.params["BillRate"] == "0"
+    assert joined.params["From"] == f"sip:joiner@127.0.0.1:{joiner.sip_port}"  # port kept
+    (nxt,) = answer_server.requests_to("/next")
+    assert nxt.params["Event"] == "Redirect" and nxt.params["CallUUID"] == joined.params[
+        "CallUUID"]
+    (doc,) = answer_server.requests_to("/chime.xml")
+    assert doc.method == "POST" and doc.form["CallUUID"] == joined.params["CallUUID"]
+    (action,) = answer_server.requests_to("/act")
+    assert action.method == "GET" and action.params["from"] == "next"
+    hup = {r.params["CallUUID"]: r.form for r in answer_server.requests_to("/hangup")}
+    h = hup[joined.params["CallUUID"]]
+    assert (h["Event"], h["CallStatus"], h["HangupCause"], h["HangupSource"]) == (
+        "Hangup", "completed", "NORMAL_CLEARING", "Caller")
+    assert 3 <= int(h["Duration"]) <= 6 and h["BillDuration"] == h["Duration"]
+    print(f"FIGURE plivo requests: {len(answer_server.requests)} requests, every one accepted "
+          "by plivo's validate_v3_signature and validate_signature")
     levels, rest, fs = timeline(listener.heard(), [CLIP, B], frame_s=0.02)
     on = levels[:, 0] - np.median(levels[:, 0]) > 30
     # a single 20 ms frame is the click of the joiner's audio starting, not a sound

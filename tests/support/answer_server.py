@@ -27,6 +27,16 @@ class Request:
     headers: dict[str, str]
     at: float = field(default_factory=time.monotonic)
     status: int = 200
+    query: str = ""  # the raw query string (a GET's parameters are in it)
+    form: dict[str, str] = field(default_factory=dict)  # a POST's form fields alone
+
+    def plivo_valid(self, token: str, base: str) -> bool:
+        """Do the official plivo SDK's validators (V3 and V2) accept this request's signature
+        headers? ``base`` is the server's ``scheme://host:port``."""
+        from support.plivo_check import plivo_valid
+
+        uri = base + self.path + (f"?{self.query}" if self.query else "")
+        return plivo_valid(self.method, uri, self.form, self.headers, token)
 
 
 class AnswerServer:
@@ -39,12 +49,15 @@ class AnswerServer:
             def _handle(self) -> None:
                 url = urlsplit(self.path)
                 params = {k: v[0] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+                fields: dict[str, str] = {}
                 if self.command == "POST":
                     n = int(self.headers.get("Content-Length") or 0)
                     body = self.rfile.read(n).decode()
                     form = parse_qs(body, keep_blank_values=True)
-                    params.update({k: v[0] for k, v in form.items()})
-                req = Request(self.command, url.path, params, dict(self.headers.items()))
+                    fields = {k: v[0] for k, v in form.items()}
+                    params.update(fields)
+                req = Request(self.command, url.path, params, dict(self.headers.items()),
+                              query=url.query, form=fields)
                 server.requests.append(req)
                 route = server.routes.get(url.path)
                 if route is None:

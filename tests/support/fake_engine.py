@@ -109,11 +109,12 @@ class FakeEngine:
     # --- driving it (the callers) ----------------------------------------------------------------
 
     def incoming(self, uuid: str | None = None, to_user: str = "room",
-                 from_uri: str = "sip:alice@127.0.0.1", caller_name: str = "Alice") -> str:
+                 from_uri: str = "sip:alice@127.0.0.1", caller_name: str = "Alice",
+                 sip_headers: tuple[tuple[str, str], ...] = ()) -> str:
         uuid = uuid or f"call-{next(self._call_ids)}"
         self.calls[uuid] = FakeCall(uuid, to_user, from_uri)
         self.emit(IncomingCall(uuid, from_uri, f"sip:{to_user}@127.0.0.1", to_user, caller_name,
-                               f"sip-{uuid}"))
+                               f"sip-{uuid}", sip_headers))
         return uuid
 
     def hang_up(self, uuid: str, status: int = 200, reason: str = "Normal call clearing") -> None:
@@ -250,11 +251,11 @@ class FakeEngine:
         call.muted, call.deaf = muted, deaf
         return True
 
-    async def leave(self, call_uuid: str) -> bool:
-        await self._command("leave", call_uuid)
+    async def leave(self, call_uuid: str, room_key: str) -> bool:
+        await self._command("leave", call_uuid, room_key)
         call = self.calls.get(call_uuid)
-        if call is None or call.room is None:
-            return False
+        if call is None or call.room is None or call.room != room_key:
+            return False  # like the real one: only out of that room
         self._unplace(call)
         call.muted = call.deaf = False
         call.overlay = None

@@ -123,6 +123,7 @@ class Req:
     params: dict[str, str]
     headers: dict[str, str]
     at: float  # trio time
+    form: dict[str, str] = field(default_factory=dict)  # a POST's form fields alone
 
 
 Reply = tuple[int, bytes | str] | bytes | str
@@ -152,14 +153,16 @@ class WebApp:
     async def handle(self, request: httpx.Request) -> httpx.Response:
         split = urlsplit(str(request.url))
         params = dict(request.url.params)
+        form: dict[str, str] = {}
         if request.method == "POST" and request.content:
-            params.update(parse_qsl(request.content.decode(), keep_blank_values=True))
+            form = dict(parse_qsl(request.content.decode(), keep_blank_values=True))
+            params.update(form)
         try:
             now = trio.current_time()
         except RuntimeError:
             now = 0.0
         req = Req(request.method, str(request.url), split.path, params, dict(request.headers),
-                  now)
+                  now, form)
         self.requests.append(req)
         if split.path == "/answer":
             reply = (self.answer_fn(req) if self.answer_fn is not None

@@ -1,6 +1,9 @@
 """The call flow (sipconf/core/callflow.py) on its own: feed events, with the time passed in,
 and check the commands; then its trio driver (sipconf/calls.py) with the fake engine, stub
-webhooks and sounds, and a MockClock. No pjsua2, no mixer, no network."""
+webhooks and sounds, and a MockClock. No pjsua2, no mixer, no network.
+
+Long on purpose: one file per unit under test (the call flow), a case per verb and event;
+splitting it would scatter the fixtures every case shares."""
 
 from __future__ import annotations
 
@@ -105,7 +108,8 @@ def action_params(status: str = "in-progress", member: str = "1", room_uuid: str
                   **record: str) -> dict[str, str]:
     return {"ConferenceName": "team", "ConferenceUUID": room_uuid,
             "ConferenceMemberID": member, "CallUUID": "c1", "From": "sip:alice@10.0.0.1",
-            "To": "team", "Direction": "inbound", "CallStatus": status, **record}
+            "To": "team", "Direction": "inbound", "CallStatus": status, "CallerName": "Alice",
+            "BillRate": "0", **record}
 
 
 LEFT = LeftRoom("hangup-on-star", "1", "R1", {})

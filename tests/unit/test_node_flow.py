@@ -1,7 +1,10 @@
 """Call flows through the real Node, without pjsua2: the fake engine stands in for SIP and the
 mixer, an httpx MockTransport for the customer's web app, a MockClock for time (see
 support/node_harness.py). Each test drives callers and checks what the node told the engine
-and the web app, in order."""
+and the web app, in order.
+
+Long on purpose: one scenario per flow the node supports (answer, rooms, sounds, actions,
+API), all on one harness; each test is short and stands alone."""
 
 from __future__ import annotations
 
@@ -41,7 +44,7 @@ def test_plain_conference_call_is_answered_200_and_joined():
         assert req.method == "POST"
         assert {k: req.params[k] for k in ("CallUUID", "To", "Direction", "CallStatus")} == {
             "CallUUID": uuid, "To": "plain", "Direction": "inbound", "CallStatus": "ringing"}
-        assert "X-Sipconf-Signature".lower() in req.headers  # auth_token set: signed
+        assert "x-plivo-signature-v3" in req.headers  # auth_token set: signed (Plivo's V3)
 
     h = run_node(body, app=app)
     no_faults(h)
@@ -506,17 +509,13 @@ def test_start_conference_on_enter_false_waits_with_music_until_a_starter_comes(
         assert not h.engine.calls[g].muted and h.engine.calls[g].overlay is None
         await h.wait_until(lambda: h.engine.room_sounds_played, what="the enter beep")
         assert h.engine.room_sounds_played == [(key, 1.0)]  # beep:2 = 2 x 0.5 s
-        for u in (g, host):  # (stopping the node with them in the room: see the xfail below)
+        for u in (g, host):  # (stopping the node with them in the room: see the test below)
             h.engine.hang_up(u)
             await h.ended(u)
 
     no_faults(run_node(body, app=app))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: on stop, a member leaving starts another member's "
-                   "wait music / exit sound in the room run's closed nursery (RuntimeError "
-                   "'Nursery is closed to new arrivals' in RoomRuns.spawn, rooms.py), counted "
-                   "as a call fault, and the leaving call's action is never reported")
 def test_stopping_the_node_with_a_room_that_has_wait_music_is_not_a_fault():
     # Whether the host's task or the guest's runs its clean-up first is trio's scheduling
     # order (random): several runs with fixed seeds make the failure certain.
@@ -636,10 +635,6 @@ def _seeded_runs(seeds, scenario):
     return problems
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the first member's enterSound is often skipped: the "
-                   "sound task calls engine.play_to_room before the room task has run the "
-                   "member's engine.join, so the mixer room does not exist yet ('the mixer took "
-                   "no more sounds: one skipped')")
 def test_the_first_members_enter_sound_is_played():
     app = WebApp(answer={"r": conf("solo", 'enterSound="beep:1"')})
 
@@ -655,11 +650,6 @@ def test_the_first_members_enter_sound_is_played():
     assert _seeded_runs(range(8), scenario) == []
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a call that joins a room while the room's run task "
-                   "is still starting (RoomRuns.join awaits nursery.start after putting the "
-                   "RoomRun in node.rooms) has its Deadline, PlaySound, Music and record events "
-                   "dropped (run.nursery is None): its timeLimit is never armed, its enterSound "
-                   "never played")
 def test_two_callers_arriving_together_each_get_their_time_limit_and_enter_sound():
     app = WebApp(answer={"a": conf("team", 'timeLimit="50" enterSound="beep:1"'),
                          "b": conf("team", 'timeLimit="100" enterSound="beep:1"')})
@@ -723,10 +713,6 @@ def test_a_caller_who_hangs_up_while_the_answer_url_is_fetched_gets_nothing_more
     no_faults(run_node(body, app=app))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a control-API sound for one member runs in the room "
-                   "run's nursery (RoomRuns.clip_to_member -> calls.overlay), not tied to "
-                   "membership: after the member is kicked it still plays over, then stops "
-                   "(stop_call_sound), the <Play> the call's document goes on with")
 def test_a_sound_played_to_a_member_does_not_cut_the_document_after_a_kick():
     """API play to member 1 (a 0.5 s clip), kick it at once: the call goes on with its own
     <Play>, which the clip's end must not silence."""
@@ -864,12 +850,6 @@ def test_a_call_gone_just_before_a_command_is_no_fault(command):
     no_faults(h)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: leaving a room queues engine.leave(call) on the old "
-                   "run's command queue (RoomRuns._member_left), while the call goes straight on "
-                   "to its next <Conference>, whose engine.join runs on the new run's queue: the "
-                   "two room tasks race, and when the join runs first the leave (which is not "
-                   "scoped to a room) takes the call out of its new room: the node counts it "
-                   "as a member, the mixer has it nowhere (silence)")
 def test_going_from_one_room_to_the_next_ends_up_in_the_next_room():
     # the time limit takes three members out at once: the old run's queue holds three
     # leaves, and the last member's next <Conference> starts a new run meanwhile
@@ -894,13 +874,6 @@ def test_going_from_one_room_to_the_next_ends_up_in_the_next_room():
     assert _seeded_runs(range(8), scenario) == []
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: RoomRuns.join puts the member in the room state "
-                   "(run.state.join) and the RoomRun in node.rooms before awaiting "
-                   "nursery.start(room task), and sets s.room only after: a call cancelled in "
-                   "that await (its caller hung up, the node stopping) leaves a zombie member "
-                   "in a zombie room for good (node.rooms, /v1/rooms, metrics); every later "
-                   "caller of that room joins the dead run and faults ('Nursery is closed to "
-                   "new arrivals' in RoomRuns.spawn): the room name is unusable until a restart")
 def test_a_caller_hanging_up_as_its_conference_starts_leaves_no_room_behind():
     app = WebApp(answer={"r": conf("zombie", CB, before="<Play>/s.wav</Play>"),
                          "next": conf("zombie")})

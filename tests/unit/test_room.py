@@ -155,10 +155,10 @@ def test_time_limit_is_restarted_by_each_joiner_and_ends_the_room():
 def test_enter_and_exit_sounds_play_to_the_room():
     room = make_room()
     ev = room.join("a", Conference("r", enter_sound="beep:1", exit_sound="beep:2"))
-    assert kinds(ev, PlaySound) == [PlaySound("beep:1", "run-1")]
+    assert kinds(ev, PlaySound) == [PlaySound("beep:1", "run-1", "a")]
     room.join("b", Conference("r"))
     ev = room.leave("a")
-    assert kinds(ev, PlaySound) == [PlaySound("beep:2", "run-1")]
+    assert kinds(ev, PlaySound) == [PlaySound("beep:2", "run-1", "a")]
     ev = room.leave("b")  # nobody left to hear it
     assert kinds(ev, PlaySound) == []
 

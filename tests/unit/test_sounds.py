@@ -135,3 +135,44 @@ def test_a_huge_wait_in_a_sound_document_is_cut_not_allocated(answer_server):
     doc = answer_server.route("/w.xml", '<Response><Wait length="99999999999"/></Response>')
     clip = run(lambda lib: lib.resolve(doc))
     assert clip.duration == pytest.approx(600, abs=0.1)  # max_sound_seconds, not 3000 years
+
+
+@pytest.mark.parametrize("head, body, message", [
+    # says 30 MB: refused on its Content-Length, nothing of the body read
+    ("Content-Length: 31457280\r\n", b"RIFF", "larger than"),
+    # a WAV whose header says 700 s: refused once the header is in, the rest never read
+    ("", b"RIFF\xff\xff\xff\xffWAVEfmt \x10\x00\x00\x00\x01\x00\x01\x00\x40\x1f\x00\x00"
+         b"\x80\x3e\x00\x00\x02\x00\x10\x00data\x00\xe6\xaa\x00" + b"\0" * 8192,
+     "700 s of audio"),
+])
+def test_a_file_to_be_refused_is_refused_before_the_rest_of_it_arrives(head, body, message):
+    """The server sends the start and then stalls: what the start already shows to be past a
+    limit is refused at once (SoundLimit), not after the fetch timeout."""
+    import socket
+    import threading
+
+    from sipconf.media.sounds import SoundLimit
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    stop = threading.Event()
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        conn.recv(65536)
+        conn.sendall(f"HTTP/1.1 200 OK\r\nContent-Type: audio/wav\r\n{head}\r\n".encode() + body)
+        stop.wait(10)  # the rest never comes
+        conn.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    url = f"http://127.0.0.1:{srv.getsockname()[1]}/x.wav"
+    try:
+        with pytest.raises(SoundLimit) as err:
+            run(lambda lib: lib.audio(url))  # fetch_timeout 2 s: a timeout would be SoundError
+        assert message in str(err.value)
+    finally:
+        stop.set()
+        t.join(5)
+        srv.close()

@@ -1,0 +1,293 @@
+"""The SIP edge answers like a well-behaved UA (issue 15, part 3): every request it can parse
+gets a final response, stateless, sent to the packet's source; nothing it does not serve
+(presence, MESSAGE, REFER, registrations) is taken. Raw UDP, so what goes on the wire is
+exactly what is checked."""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+import uuid
+
+import pytest
+from support.waiting import wait_until
+
+pytestmark = pytest.mark.e2e
+
+SDP = ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+       "m=audio {port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n"
+       "a=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n")
+
+
+class RawUA:
+    """One UDP socket speaking just enough SIP to make a call and send requests in it."""
+
+    def __init__(self, node_port: int):
+        self.node = ("127.0.0.1", node_port)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:  # room for a flood's answers (SO_RCVBUFFORCE as root, else what rmem_max allows)
+            self.sock.setsockopt(socket.SOL_SOCKET, 33, 4 << 20)
+        except OSError:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.cseq = 1
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def request(self, method: str, uri: str, call_id: str, to_tag: str = "",
+                headers: str = "", body: str = "", ctype: str = "",
+                cseq: int | None = None) -> None:
+        if cseq is None:
+            self.cseq += 1
+        to = f"<sip:edge@127.0.0.1>{';tag=' + to_tag if to_tag else ''}"
+        msg = (f"{method} {uri} SIP/2.0\r\n"
+               f"Via: SIP/2.0/UDP 127.0.0.1:{self.port};branch=z9hG4bK{uuid.uuid4().hex};rport\r\n"
+               f"From: <sip:raw@127.0.0.1>;tag=raw1\r\nTo: {to}\r\nCall-ID: {call_id}\r\n"
+               f"CSeq: {cseq or self.cseq} {method}\r\nMax-Forwards: 70\r\n"
+               f"Contact: <sip:raw@127.0.0.1:{self.port}>\r\n{headers}"
+               + (f"Content-Type: {ctype}\r\n" if ctype else "")
+               + f"Content-Length: {len(body)}\r\n\r\n{body}")
+        self.sock.sendto(msg.encode(), self.node)
+
+    def final(self, method: str, timeout: float = 3.0) -> str:
+        """The first final response to ``method`` (provisional ones and other traffic skipped)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                data = self.sock.recv(65535).decode(errors="replace")
+            except TimeoutError:
+                break
+            if data.startswith("SIP/2.0 1"):
+                continue
+            if data.startswith("SIP/2.0 ") and re.search(rf"^CSeq: *\d+ {method}\r$", data,
+                                                          re.M | re.I):
+                return data
+        return ""
+
+    def others(self, seconds: float) -> list[str]:
+        """Whatever else reaches the socket in ``seconds`` (first lines)."""
+        out, deadline = [], time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                out.append(self.sock.recv(65535).decode(errors="replace").split("\r\n")[0])
+            except TimeoutError:
+                break
+        return out
+
+
+def _code(resp: str) -> int:
+    return int(resp.split(" ", 2)[1]) if resp else 0
+
+
+def _header(resp: str, name: str) -> str:
+    m = re.search(rf"^{name}: *(.*)\r$", resp, re.M | re.I)
+    return m.group(1) if m else ""
+
+
+@pytest.fixture
+def ua(node_factory):
+    node = node_factory()
+    ua = RawUA(node.sip_port)
+    yield node, ua
+    ua.close()
+
+
+def test_out_of_dialog_requests_get_final_answers_and_nothing_else(ua):
+    node, ua = ua
+    uri = f"sip:edge@127.0.0.1:{node.sip_port}"
+    expect = {
+        "REGISTER": (405, ""), "SUBSCRIBE": (405, "Event: presence\r\nExpires: 60\r\n"),
+        "PUBLISH": (405, "Event: presence\r\n"), "MESSAGE": (405, ""),
+        "NOTIFY": (405, "Event: dialog\r\n"), "REFER": (405, "Refer-To: <sip:x@127.0.0.1>\r\n"),
+        "FROBNICATE": (501, ""), "INFO": (481, ""), "UPDATE": (481, ""), "OPTIONS": (200, ""),
+    }
+    for method, (code, headers) in expect.items():
+        ua.request(method, uri, f"{uuid.uuid4().hex}@raw", headers=headers)
+        resp = ua.final(method)
+        assert _code(resp) == code, (method, resp[:300])
+        if code in (405, 501):
+            allow = _header(resp, "Allow")
+            assert "INVITE" in allow and "SUBSCRIBE" not in allow and "REGISTER" not in allow
+    # no NOTIFY storm, no retransmitted final answers: the node sent nothing else
+    assert ua.others(1.5) == []
+    refused = {k: v for k, v in node.metrics().items()
+               if k.startswith("sipconf_sip_requests_refused_total")}
+    assert refused['sipconf_sip_requests_refused_total{reason="method_not_allowed"}'] == 6
+    assert refused['sipconf_sip_requests_refused_total{reason="unknown_method"}'] == 1
+    assert refused['sipconf_sip_requests_refused_total{reason="no_dialog"}'] == 2
+    assert node.alive()
+
+
+def test_malformed_request_is_answered_to_its_source_not_its_via(ua):
+    node, ua = ua
+    # a socket where the Via claims the sender is: it must get nothing (no reflection)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as victim:
+        victim.bind(("127.0.0.1", 0))
+        victim.settimeout(1.0)
+        vport = victim.getsockname()[1]
+        bad = (f"INVITE sip:edge@127.0.0.1:{node.sip_port} SIP/2.0\r\n"
+               f"Via: SIP/2.0/UDP 127.0.0.1:{vport};branch=z9hG4bK-reflect\r\n"
+               "From: <sip:x@127.0.0.1>;tag=1\r\nTo: <sip:edge@127.0.0.1>\r\n"
+               "Call-ID: reflect-1@127.0.0.1\r\nCSeq: banana INVITE\r\nMax-Forwards: 70\r\n"
+               "Content-Length: 0\r\n\r\n")
+        ua.sock.sendto(bad.encode(), ua.node)
+        ua.sock.settimeout(3.0)
+        reply = ua.sock.recv(65535)
+        assert reply.startswith(b"SIP/2.0 400") and b"reflect-1@127.0.0.1" in reply
+        with pytest.raises(TimeoutError):
+            victim.recv(65535)
+    assert node.alive()
+
+
+def test_requests_inside_a_call_get_the_right_refusals(ua):
+    node, ua = ua
+    uri = f"sip:edge@127.0.0.1:{node.sip_port}"
+    call_id = f"{uuid.uuid4().hex}@raw"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rtp:
+        rtp.bind(("127.0.0.1", 0))
+        ua.request("INVITE", uri, call_id, body=SDP.format(port=rtp.getsockname()[1]),
+                   ctype="application/sdp")
+        ok = ua.final("INVITE", timeout=10)
+        assert _code(ok) == 200, ok[:400]
+        tag = re.search(r"^To:.*;tag=([^;\r]+)", ok, re.M | re.I).group(1)
+        contact = re.search(r"^(?:Contact|m): *<([^>]+)>", ok, re.M | re.I).group(1)
+        ua.request("ACK", contact, call_id, to_tag=tag, cseq=ua.cseq)  # the INVITE's CSeq
+        cases = [
+            ("INFO", 415, "", "call me maybe", "text/plain"),
+            ("SUBSCRIBE", 489, "Event: dialog\r\n", "", ""),
+            ("NOTIFY", 489, "Event: talk\r\nSubscription-State: active\r\n", "", ""),
+            ("REFER", 405, "Refer-To: <sip:elsewhere@127.0.0.1>\r\n", "", ""),
+            ("FROBNICATE", 501, "", "", ""),
+            ("INFO", 200, "", "Signal=5\r\nDuration=160\r\n", "application/dtmf-relay"),
+        ]
+        for method, code, headers, body, ctype in cases:
+            ua.request(method, contact, call_id, to_tag=tag, headers=headers, body=body,
+                       ctype=ctype)
+            resp = ua.final(method)
+            assert _code(resp) == code, (method, ctype, resp[:300])
+            if code == 415:
+                assert "application/dtmf-relay" in _header(resp, "Accept")
+        # the call is still up after all that: a BYE ends it with 200
+        ua.request("BYE", contact, call_id, to_tag=tag)
+        assert _code(ua.final("BYE")) == 200
+    assert node.alive()
+
+
+def _invite_flood(ua: RawUA, uri: str, n: int, rtp_port: int) -> list[str]:
+    """``n`` new INVITEs as fast as the socket takes them; their Call-IDs."""
+    ids = []
+    for _ in range(n):
+        call_id = f"{uuid.uuid4().hex}@flood"
+        ids.append(call_id)
+        ua.request("INVITE", uri, call_id, body=SDP.format(port=rtp_port),
+                   ctype="application/sdp")
+    return ids
+
+
+def _answers(ua: RawUA, seconds: float) -> dict[str, list[str]]:
+    """Every response that arrives in ``seconds``, by Call-ID."""
+    out: dict[str, list[str]] = {}
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        ua.sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            data = ua.sock.recv(65535).decode(errors="replace")
+        except TimeoutError:
+            break
+        out.setdefault(_header(data, "Call-ID"), []).append(data)
+    return out
+
+
+def test_an_invite_flood_is_refused_early_cheaply_and_quietly(node_factory):
+    """300 INVITEs from one source at once, against a node that lets a source start 5 calls a
+    second (burst 5): the first 5 ring, the rest get a stateless 503 with Retry-After (one
+    each: no retransmissions), OPTIONS stay fast, and the log gets a summary line, not one
+    line per INVITE."""
+    node = node_factory(extra=["--source-call-rate", "5", "--source-call-burst", "5",
+                               "--retry-after", "7"])
+    ua = RawUA(node.sip_port)
+    uri = f"sip:flood@127.0.0.1:{node.sip_port}"
+    log_before = len(node.log().splitlines())
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rtp:
+        rtp.bind(("127.0.0.1", 0))
+        t0 = time.monotonic()
+        ids = _invite_flood(ua, uri, 300, rtp.getsockname()[1])
+        options_ms = []
+        for _ in range(5):
+            t = time.monotonic()
+            assert node.options_ok(timeout=1.0)
+            options_ms.append((time.monotonic() - t) * 1000)
+        answers = _answers(ua, 4.0)
+        elapsed = time.monotonic() - t0
+    finals = {cid: [r for r in answers.get(cid, []) if not r.startswith("SIP/2.0 1")]
+              for cid in ids}
+    refused = [cid for cid, rs in finals.items() if rs and _code(rs[0]) == 503]
+    admitted = [cid for cid, rs in finals.items()
+                if any(r.startswith("SIP/2.0 1") for r in answers.get(cid, []))]
+    print(f"flood: 300 INVITEs, {len(admitted)} admitted, {len(refused)} refused with 503 "
+          f"in {elapsed:.1f} s; OPTIONS during it {max(options_ms):.1f} ms at most")
+    assert 5 <= len(admitted) <= 8, len(admitted)  # the burst (and what 5/s refills meanwhile)
+    assert len(refused) + len(admitted) == 300
+    for cid in refused:
+        assert len(finals[cid]) == 1  # stateless: never retransmitted
+        assert _header(finals[cid][0], "Retry-After") == "7"
+        assert "too many new calls" in _header(finals[cid][0], "Warning")
+    assert max(options_ms) < 500
+    m = node.metrics()
+    assert m['sipconf_calls_total{outcome="rate-limited"}'] == len(refused)
+    # one summary line per source and interval, not 295 lines
+    assert wait_until(lambda: "refused new calls from 127.0.0.1" in node.log(), 5)
+    new_lines = node.log().splitlines()[log_before:]
+    assert len(new_lines) < 60, "\n".join(new_lines[-80:])
+    assert sum("refused new calls" in ln for ln in new_lines) == 1
+    ua.close()
+    assert node.alive()
+
+
+def test_untrusted_invite_is_refused_before_pjsua_opens_anything(node_factory):
+    node = node_factory(extra=["--trust", "10.0.0.0/8"])
+    ua = RawUA(node.sip_port)
+    uri = f"sip:edge@127.0.0.1:{node.sip_port}"
+    ua.request("INVITE", uri, f"{uuid.uuid4().hex}@raw", body=SDP.format(port=9),
+               ctype="application/sdp")
+    resp = ua.final("INVITE")
+    assert _code(resp) == 403 and "source not trusted" in _header(resp, "Warning")
+    assert "Retry-After" not in resp
+    assert ua.others(1.0) == []  # one answer, no retransmission
+    # nothing got as far as pjsua: no call was created (no "incoming call" in the log), and
+    # the refusal is logged once by the SIP thread
+    assert wait_until(lambda: "not a trusted source" in node.log(), 5)
+    assert node.metrics()['sipconf_calls_total{outcome="forbidden"}'] == 1
+    ua.close()
+
+
+def test_a_full_node_answers_503_with_retry_after(node_factory):
+    """Two calls' worth of RTP ports (4): the third INVITE gets 503 + Retry-After up front,
+    and RTP never goes past --rtp-ports."""
+    node = node_factory(rtp_ports=4)
+    ua = RawUA(node.sip_port)
+    uri = f"sip:full@127.0.0.1:{node.sip_port}"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rtp:
+        rtp.bind(("127.0.0.1", 0))
+        oks = []
+        for _ in range(2):
+            cid = f"{uuid.uuid4().hex}@raw"
+            ua.request("INVITE", uri, cid, body=SDP.format(port=rtp.getsockname()[1]),
+                       ctype="application/sdp")
+            ok = ua.final("INVITE", timeout=10)
+            assert _code(ok) == 200, ok[:300]
+            port = int(re.search(r"^m=audio (\d+)", ok, re.M).group(1))
+            assert node.rtp[0] <= port and port + 1 <= node.rtp[1], (port, node.rtp)
+            oks.append(ok)
+        ua.request("INVITE", uri, f"{uuid.uuid4().hex}@raw",
+                   body=SDP.format(port=rtp.getsockname()[1]), ctype="application/sdp")
+        busy = ua.final("INVITE")
+        assert _code(busy) == 503 and _header(busy, "Retry-After") == "5", busy[:300]
+        assert "capacity" in _header(busy, "Warning")
+    ua.close()
+    assert node.alive()
