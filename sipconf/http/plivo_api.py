@@ -80,25 +80,16 @@ class PlivoApi:
 
     async def __call__(self, scope, receive, send) -> None:
         api_id = str(uuid.uuid4())
-        started = False
-
-        async def tracked(msg) -> None:
-            nonlocal started
-            started = started or msg["type"] == "http.response.start"
-            await send(msg)
-
-        try:
+        try:  # (_handle only decides: nothing is sent before _reply)
             status, body, headers = await self._handle(scope, receive, api_id)
         except BadRequest as exc:
             status, body, headers = exc.status, {"api_id": api_id, "error": exc.error}, \
                 exc.headers
         except Exception as exc:  # noqa: BLE001 - the boundary of one request
             self.faults.record("api", exc)
-            if started:
-                return
             status, headers = 500, []
             body = {"api_id": api_id, "error": "internal error (see the node's log)"}
-        await _reply(tracked, status, body, headers)
+        await _reply(send, status, body, headers)
 
     async def _handle(self, scope, receive, api_id: str) -> tuple[int, Any, list]:
         headers = dict(scope.get("headers") or [])
