@@ -70,9 +70,9 @@ if os.environ.get("SIPCONF_MIXER_ONLY") != "1":
     extensions += [
         Extension(
             "mixer_ext.streams",
-            ["mixer_ext/streams.pyx", *ENGINE_SOURCES],
+            ["mixer_ext/streams.pyx", *ENGINE_SOURCES, "mixer_ext/rtpguard.c"],
             extra_compile_args=COPTS,
-            depends=MIX_DEPENDS + ENGINE_HEADERS,
+            depends=MIX_DEPENDS + ENGINE_HEADERS + ["mixer_ext/rtpguard.h"],
             **dict(pj, libraries=["sipconf_mix", *pj["libraries"]]),
         ),
         Extension(

@@ -289,3 +289,32 @@ cdef class Tap:
         with nogil:
             d = eng_tap_dropped(self.tap)  # under the lock the tick's tap hook takes
         return d
+
+
+# Strict media (rtpguard.h): each call's media transport wrapped in a guard that takes RTP and
+# RTCP only from the call's source.
+from mixer_ext._rtpguard cimport *
+
+
+def rtpguard_settings(double relatch_seconds, unsigned learn_packets=3):
+    """Node-wide: a latched source is replaced only after ``relatch_seconds`` of its silence
+    (by one with its SSRC); a source the SDP did not name is learned after ``learn_packets``
+    packets in sequence."""
+    rtpguard_configure(<unsigned>(relatch_seconds * 1000), learn_packets)
+
+
+def rtpguard_wrap_transport(uintptr_t base, bint close_member) -> int:
+    """The guard wrapped around the pjmedia transport at ``base`` (pjsua2's
+    OnCreateMediaTransportParam.mediaTp), or ``base`` itself when out of memory."""
+    cdef pjmedia_transport *tp
+    with nogil:
+        tp = rtpguard_wrap(<pjmedia_transport *>base, close_member)
+    return <uintptr_t>tp if tp != NULL else base
+
+
+def rtpguard_counts() -> dict:
+    """Node-wide: packets dropped (foreign RTP, RTCP), sources learned and relatched."""
+    return {"foreign_rtp": rtpguard_count(RTPGUARD_FOREIGN_RTP),
+            "foreign_rtcp": rtpguard_count(RTPGUARD_FOREIGN_RTCP),
+            "learned": rtpguard_count(RTPGUARD_LEARNED),
+            "relatched": rtpguard_count(RTPGUARD_RELATCHED)}

@@ -62,6 +62,13 @@ class NodeConfig:
                                          "(default 500); past it 503 with Retry-After")
     retry_after: int = opt(5, "seconds a caller refused for load is told to wait (Retry-After, "
                               "default 5)")
+    strict_rtp: str = opt("on", "take a call's RTP/RTCP only from its caller: the address "
+                                "the SDP named or, behind NAT, the source learned from the "
+                                "call's first packets (default on; off: pjmedia's own switch "
+                                "after 10 packets from anywhere)", choices=("on", "off"))
+    rtp_relatch_seconds: float = opt(5.0, "with strict_rtp, seconds the call's RTP source must "
+                                          "be silent before another one carrying its SSRC is "
+                                          "taken instead (default 5)")
     log_level: str = opt("info", "default info", choices=LOG_LEVELS)
     mixer_clocks: int = opt(max(1, min(4, os.cpu_count() or 1)),
                             "mixer clock threads (default: cores, at most 4)")
@@ -162,6 +169,8 @@ class NodeConfig:
                 and self.max_calls_per_source >= 1 and 0 < self.retry_after <= 3600):
             raise ValueError("source_call_rate, source_call_burst and max_calls_per_source must "
                              "be positive, retry_after 1-3600")
+        if self.strict_rtp not in ("on", "off") or not 0 <= self.rtp_relatch_seconds <= 3600:
+            raise ValueError("strict_rtp must be on or off, rtp_relatch_seconds 0-3600")
         if self.answer_timeout <= 0:
             raise ValueError("answer timeout must be positive")
         if self.log_format not in ("text", "json"):

@@ -140,6 +140,15 @@ def render(m: Metrics, *, calls: int, rooms: int, legs: int, engine: dict,
            "no_dialog (481).",
            [(f'{{reason="{_label(k)}"}}', v)
             for k, v in sorted(engine.get("sip_refused", {}).items())])
+    guard = engine.get("rtp_guard", {})
+    metric("sipconf_rtp_foreign_packets_total", "counter",
+           "RTP and RTCP packets dropped because they did not come from the call's source "
+           "(strict_rtp).",
+           [(f'{{kind="{k}"}}', guard.get(f"foreign_{k}", 0)) for k in ("rtp", "rtcp")])
+    metric("sipconf_rtp_source_changes_total", "counter",
+           "Calls' RTP sources taken other than the SDP's: learned (NAT, from the first "
+           "packets) and relatched (after the old source's silence, same SSRC).",
+           [(f'{{how="{k}"}}', guard.get(k, 0)) for k in ("learned", "relatched")])
     metric("sipconf_log_lines_dropped_total", "counter",
            "pjlib log lines dropped because the log ring was full.",
            [("", engine.get("log_dropped", 0))])

@@ -142,6 +142,13 @@ def stream_destroyed(t: SipThread, rec: CallRec) -> None:
     t.media.detach(rec)
 
 
+def media_transport(t: SipThread, prm) -> None:
+    """With strict_rtp, the call's media transport (SRTP over UDP) is wrapped in rtpguard.c:
+    RTP and RTCP taken only from the call's source (README, "Strict media")."""
+    if t.config.strict_rtp == "on":
+        prm.mediaTp = t.media.streams.rtpguard_wrap_transport(prm.mediaTp, prm.flags & 1)
+
+
 def account_class(pj):
     """pjsua2's Account, reporting to the SIP thread (the class is made once pjsua2 is
     imported, on that thread)."""
@@ -188,6 +195,12 @@ def call_class(pj):
                     stream_created(self.sip, self.rec, prm)
                 except Exception:  # noqa: BLE001
                     log.exception("stream handler failed")
+
+        def onCreateMediaTransport(self, prm):  # noqa: N802
+            try:
+                media_transport(self.sip, prm)
+            except Exception:  # noqa: BLE001
+                log.exception("media transport handler failed")
 
         def onStreamDestroyed(self, prm):  # noqa: N802
             if self.rec is not None:

@@ -240,6 +240,7 @@ def _stats(t: SipThread, c: Stats) -> dict:
     out = {"calls": len(t.calls), **t.media.stats(t.calls),
            "refused": _refused(t),
            "log_dropped": pjlog.dropped(),
+           "rtp_guard": t.media.streams.rtpguard_counts(),
            "sip_refused": {**sipguard.refused(), "malformed": sipguard.answered()},
            "registration": None if t.reg is None else {
                "registered": t.registrar.registered,

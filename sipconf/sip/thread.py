@@ -126,6 +126,7 @@ class SipThread:
                        cfg.source_call_burst, cfg.retry_after)
         self.media = Media(streams, self.emit)
         streams.start(cfg.mixer_clocks)
+        streams.rtpguard_settings(cfg.rtp_relatch_seconds)
 
         acfg = pjsua.account_config(pj, cfg)
         self.call_cls = callbacks.call_class(pj)

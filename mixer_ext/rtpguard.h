@@ -1,0 +1,45 @@
+/* Strict media: a pjmedia transport adapter that takes a call's RTP and RTCP only from its
+ * caller (issue 15, "RTP bleed").
+ *
+ * Wrapped around each call's media transport (pjsua's on_create_media_transport), it sits
+ * between the stream and the transport below it (SRTP over UDP) and decides, per packet, in the
+ * transport's receive callback, with no lock and no Python:
+ *
+ *   - until the call's source is known (after each attach: the call's start, a re-INVITE that
+ *     recreates the stream) it is learned: a packet from the address the SDP named (or from the
+ *     source already latched before the re-INVITE) latches at once; any other source latches
+ *     after `learn` packets in sequence (same SSRC, consecutive sequence numbers) with no
+ *     other source in between (symmetric RTP, for callers behind NAT);
+ *   - then only that source is taken. Another is taken (and the node's RTP goes there) only
+ *     once the latched one has been silent for `relatch_ms` and the new one carries the SSRC
+ *     last seen from the latched one;
+ *   - RTCP is taken from the latched source's IP (or the SDP's RTCP address); the node's own
+ *     RTCP goes to the first RTCP source taken since the latch, else to the latched RTP
+ *     address's port + 1 (the RTP port itself with rtcp-mux), never where pjmedia's own 3-packet
+ *     RTCP switch would send it;
+ *   - everything else is dropped and counted.
+ * pjmedia's stream never sees a packet's source (so its own 10-packet NAT switch never runs);
+ * the UDP transport switches its RTP destination only when this adapter says so (rem_switch). */
+#ifndef SIPCONF_RTPGUARD_H
+#define SIPCONF_RTPGUARD_H
+
+#include <pjmedia.h>
+
+enum rtpguard_counter {
+    RTPGUARD_FOREIGN_RTP,    /* RTP packets dropped: not from the call's source */
+    RTPGUARD_FOREIGN_RTCP,   /* RTCP packets dropped: not from the call's source */
+    RTPGUARD_LEARNED,        /* latches onto a source the SDP did not name (NAT) */
+    RTPGUARD_RELATCHED,      /* changes of source after the old one went silent */
+    RTPGUARD_COUNTERS
+};
+
+/* Node-wide settings, read by every guard on each decision (atomics; any thread). */
+void rtpguard_configure(unsigned relatch_ms, unsigned learn);
+
+/* `base` wrapped in a guard (closing `base` with it when close_member), or NULL when out of
+ * memory. Called on the SIP thread, from on_create_media_transport. */
+pjmedia_transport *rtpguard_wrap(pjmedia_transport *base, int close_member);
+
+unsigned long rtpguard_count(int which);
+
+#endif
