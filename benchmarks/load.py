@@ -1,6 +1,6 @@
 """Node under SIPp load, and node-added latency, measured on the wire.
 
-    .venv/bin/python benchmarks/load.py [--calls 20 100 200] [--hold 20]
+    .venv/bin/python benchmarks/load.py [--calls 20 100 200] [--hold 20] [--node-arg=--OPTION=V]
 
 Load: N SIPp calls in rooms of 20, each streaming speech (espeak-ng, PCMU). Over a 10 s window
 with every call up: the node's CPU (% of one core, /proc), its RSS, how many legs get RTP back
@@ -107,9 +107,13 @@ def rtp_window(work: Path, node: NodeProcess, window: float, tag: str) -> dict:
     }
 
 
+NODE_ARGS: list[str] = []  # --node-arg: the same load against the node with other options
+
+
 def start_load_node(work: Path, calls: int, media: str = "mixer_ext") -> NodeProcess:
     node = NodeProcess(work, rtp_ports=max(200, calls * 2 + 20),
-                       extra=["--log-level", "warning", "--max-calls", str(max(calls, 20))])
+                       extra=["--log-level", "warning", "--max-calls", str(max(calls, 20)),
+                              *NODE_ARGS])
     if media == "pyport":  # the baseline: same SIP stack, rooms mixed in Python media ports
         node.args[1:4] = [str(Path(__file__).with_name("pyport_node.py"))]
     return node.start()
@@ -210,7 +214,10 @@ def main() -> None:
     ap.add_argument("--no-latency", action="store_true")
     ap.add_argument("--media", choices=("mixer_ext", "pyport"), default="mixer_ext",
                     help="pyport: the baseline, pjsua2's bridge with Python media ports")
+    ap.add_argument("--node-arg", action="append", default=[], metavar="OPTION",
+                    help="an option for the node, repeatable (e.g. --node-arg=--strict-rtp=off)")
     args = ap.parse_args()
+    NODE_ARGS[:] = args.node_arg
     with tempfile.TemporaryDirectory(prefix="sipconf-load-") as d:
         work = Path(d)
         if not args.no_latency:
