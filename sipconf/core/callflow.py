@@ -21,6 +21,9 @@ over (``flow.done``). Whatever ends the driver's run (the flow is done, the call
 node is stopping, a fault), it then feeds :class:`Stopped`; the commands that returns are the
 call's last: leave the room, report the action, :class:`End`, then a final hang-up if the call
 is still up.
+
+Long (~500 lines) on purpose, like h11's ``_state.py``: every decision about a call is in this
+one state machine, so each transition can be read beside the others.
 """
 
 from __future__ import annotations
