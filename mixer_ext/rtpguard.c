@@ -6,7 +6,10 @@
  * receive callback runs on one ioqueue thread at a time (the UDP transport has one pending read
  * per socket) and alone writes the RTP state; likewise the RTCP callback and the RTCP state.
  * What one side publishes for another (the latched source, the learned RTCP destination) goes
- * through a single-writer seqlock: readers retry, nobody waits, nothing is locked. */
+ * through a single-writer seqlock: readers retry, nobody waits, nothing is locked.
+ *
+ * Long (~500 lines) because a pjmedia transport adapter must forward every transport op; the
+ * decisions themselves are rtp_admit and guard_rtcp_cb. */
 #define _GNU_SOURCE
 #include "rtpguard.h"
 

@@ -1,7 +1,9 @@
 """The Plivo-shaped Conference API (``sipconf/http/plivo_api.py``) on a real node with the fake
 engine: paths, Basic auth, Plivo's reply shapes and status codes, member ids (one, a comma list,
 ``all``), what each action does to the calls, hostile requests (never a 5xx), and the official
-``plivo`` SDK's ``RestClient`` pointed at the node the way the README says."""
+``plivo`` SDK's ``RestClient`` pointed at the node the way the README says.
+
+Long on purpose: one case per endpoint and method of Plivo's Conference API."""
 
 from __future__ import annotations
 

@@ -1,7 +1,10 @@
 """Plivo apps' XML (issue 16, part 1): every attribute the official SDK's ``plivoxml`` emits is
 accepted (unknown ones logged, never a refusal), ``sendDigits``/``recordWhenAlone``, Speak
 voices by Plivo's names, ``GetDigits`` (the sans-I/O gather, then through the real node),
-``PreAnswer``, ``DTMF``, ``Hangup schedule``."""
+``PreAnswer``, ``DTMF``, ``Hangup schedule``.
+
+Long on purpose: one case per SDK element and attribute, so the table in the README can be
+checked against one file."""
 
 from __future__ import annotations
 
