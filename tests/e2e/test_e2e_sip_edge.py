@@ -5,89 +5,17 @@ exactly what is checked."""
 
 from __future__ import annotations
 
-import re
 import socket
 import time
 import uuid
 
 import pytest
+from support.rawsip import SDP, RawUA
+from support.rawsip import code as _code
+from support.rawsip import header as _header
 from support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
-
-SDP = ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-       "m=audio {port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n"
-       "a=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n")
-
-
-class RawUA:
-    """One UDP socket speaking just enough SIP to make a call and send requests in it."""
-
-    def __init__(self, node_port: int):
-        self.node = ("127.0.0.1", node_port)
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:  # room for a flood's answers (SO_RCVBUFFORCE as root, else what rmem_max allows)
-            self.sock.setsockopt(socket.SOL_SOCKET, 33, 4 << 20)
-        except OSError:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.cseq = 1
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def request(self, method: str, uri: str, call_id: str, to_tag: str = "",
-                headers: str = "", body: str = "", ctype: str = "",
-                cseq: int | None = None) -> None:
-        if cseq is None:
-            self.cseq += 1
-        to = f"<sip:edge@127.0.0.1>{';tag=' + to_tag if to_tag else ''}"
-        msg = (f"{method} {uri} SIP/2.0\r\n"
-               f"Via: SIP/2.0/UDP 127.0.0.1:{self.port};branch=z9hG4bK{uuid.uuid4().hex};rport\r\n"
-               f"From: <sip:raw@127.0.0.1>;tag=raw1\r\nTo: {to}\r\nCall-ID: {call_id}\r\n"
-               f"CSeq: {cseq or self.cseq} {method}\r\nMax-Forwards: 70\r\n"
-               f"Contact: <sip:raw@127.0.0.1:{self.port}>\r\n{headers}"
-               + (f"Content-Type: {ctype}\r\n" if ctype else "")
-               + f"Content-Length: {len(body)}\r\n\r\n{body}")
-        self.sock.sendto(msg.encode(), self.node)
-
-    def final(self, method: str, timeout: float = 3.0) -> str:
-        """The first final response to ``method`` (provisional ones and other traffic skipped)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
-            try:
-                data = self.sock.recv(65535).decode(errors="replace")
-            except TimeoutError:
-                break
-            if data.startswith("SIP/2.0 1"):
-                continue
-            if data.startswith("SIP/2.0 ") and re.search(rf"^CSeq: *\d+ {method}\r$", data,
-                                                          re.M | re.I):
-                return data
-        return ""
-
-    def others(self, seconds: float) -> list[str]:
-        """Whatever else reaches the socket in ``seconds`` (first lines)."""
-        out, deadline = [], time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
-            try:
-                out.append(self.sock.recv(65535).decode(errors="replace").split("\r\n")[0])
-            except TimeoutError:
-                break
-        return out
-
-
-def _code(resp: str) -> int:
-    return int(resp.split(" ", 2)[1]) if resp else 0
-
-
-def _header(resp: str, name: str) -> str:
-    m = re.search(rf"^{name}: *(.*)\r$", resp, re.M | re.I)
-    return m.group(1) if m else ""
-
 
 @pytest.fixture
 def ua(node_factory):
@@ -147,16 +75,10 @@ def test_malformed_request_is_answered_to_its_source_not_its_via(ua):
 def test_requests_inside_a_call_get_the_right_refusals(ua):
     node, ua = ua
     uri = f"sip:edge@127.0.0.1:{node.sip_port}"
-    call_id = f"{uuid.uuid4().hex}@raw"
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rtp:
         rtp.bind(("127.0.0.1", 0))
-        ua.request("INVITE", uri, call_id, body=SDP.format(port=rtp.getsockname()[1]),
-                   ctype="application/sdp")
-        ok = ua.final("INVITE", timeout=10)
-        assert _code(ok) == 200, ok[:400]
-        tag = re.search(r"^To:.*;tag=([^;\r]+)", ok, re.M | re.I).group(1)
-        contact = re.search(r"^(?:Contact|m): *<([^>]+)>", ok, re.M | re.I).group(1)
-        ua.request("ACK", contact, call_id, to_tag=tag, cseq=ua.cseq)  # the INVITE's CSeq
+        dlg = ua.call(uri, rtp.getsockname()[1])
+        call_id, tag, contact = dlg.call_id, dlg.tag, dlg.contact
         cases = [
             ("INFO", 415, "", "call me maybe", "text/plain"),
             ("SUBSCRIBE", 489, "Event: dialog\r\n", "", ""),
@@ -192,13 +114,7 @@ def _invite_flood(ua: RawUA, uri: str, n: int, rtp_port: int) -> list[str]:
 def _answers(ua: RawUA, seconds: float) -> dict[str, list[str]]:
     """Every response that arrives in ``seconds``, by Call-ID."""
     out: dict[str, list[str]] = {}
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        ua.sock.settimeout(max(0.01, deadline - time.monotonic()))
-        try:
-            data = ua.sock.recv(65535).decode(errors="replace")
-        except TimeoutError:
-            break
+    for data in ua.messages(seconds):
         out.setdefault(_header(data, "Call-ID"), []).append(data)
     return out
 
@@ -274,16 +190,9 @@ def test_a_full_node_answers_503_with_retry_after(node_factory):
     uri = f"sip:full@127.0.0.1:{node.sip_port}"
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rtp:
         rtp.bind(("127.0.0.1", 0))
-        oks = []
         for _ in range(2):
-            cid = f"{uuid.uuid4().hex}@raw"
-            ua.request("INVITE", uri, cid, body=SDP.format(port=rtp.getsockname()[1]),
-                       ctype="application/sdp")
-            ok = ua.final("INVITE", timeout=10)
-            assert _code(ok) == 200, ok[:300]
-            port = int(re.search(r"^m=audio (\d+)", ok, re.M).group(1))
+            port = ua.call(uri, rtp.getsockname()[1]).node_rtp[1]  # 200, ACKed
             assert node.rtp[0] <= port and port + 1 <= node.rtp[1], (port, node.rtp)
-            oks.append(ok)
         ua.request("INVITE", uri, f"{uuid.uuid4().hex}@raw",
                    body=SDP.format(port=rtp.getsockname()[1]), ctype="application/sdp")
         busy = ua.final("INVITE")

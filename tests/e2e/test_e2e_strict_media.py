@@ -13,17 +13,16 @@ taken, and the room's audio follows it."""
 from __future__ import annotations
 
 import random
-import re
 import socket
 import struct
 import threading
 import time
-import uuid
 
 import numpy as np
 import pytest
 from support.audio import band_levels, timeline, ulaw_decode
-from test_e2e_sip_edge import SDP, RawUA, _code
+from support.rawsip import SDP, RawUA
+from support.rawsip import code as _code
 
 pytestmark = pytest.mark.e2e
 
@@ -125,15 +124,7 @@ def test_rtp_from_a_stranger_never_takes_over_a_call(node_factory, uas):
     listeners = [Receiver(s) for s in (legit, moved, rogue, rogue_rtcp)]
     try:
         uri = f"sip:bleed@127.0.0.1:{node.sip_port}"
-        call_id = f"{uuid.uuid4().hex}@raw"
-        ua.request("INVITE", uri, call_id, body=SDP.format(port=legit.getsockname()[1]),
-                   ctype="application/sdp")
-        ok = ua.final("INVITE", timeout=10)
-        assert _code(ok) == 200, ok[:400]
-        tag = re.search(r"^To:.*;tag=([^;\r]+)", ok, re.M | re.I).group(1)
-        contact = re.search(r"^(?:Contact|m): *<([^>]+)>", ok, re.M | re.I).group(1)
-        ua.request("ACK", contact, call_id, to_tag=tag, cseq=ua.cseq)
-        node_rtp = ("127.0.0.1", int(re.search(r"^m=audio (\d+)", ok, re.M).group(1)))
+        node_rtp = ua.call(uri, legit.getsockname()[1]).node_rtp
         node_rtcp = (node_rtp[0], node_rtp[1] + 1)
         for r in listeners:
             r.start()
@@ -217,15 +208,8 @@ def test_a_caller_behind_nat_is_learned_and_a_reinvite_moves_it(node_factory, ua
     listeners = [Receiver(s) for s in (advertised, natted, renewed)]
     try:
         uri = f"sip:nat@127.0.0.1:{node.sip_port}"
-        call_id = f"{uuid.uuid4().hex}@raw"
-        ua.request("INVITE", uri, call_id, body=SDP.format(port=advertised.getsockname()[1]),
-                   ctype="application/sdp")
-        ok = ua.final("INVITE", timeout=10)
-        assert _code(ok) == 200, ok[:400]
-        tag = re.search(r"^To:.*;tag=([^;\r]+)", ok, re.M | re.I).group(1)
-        contact = re.search(r"^(?:Contact|m): *<([^>]+)>", ok, re.M | re.I).group(1)
-        ua.request("ACK", contact, call_id, to_tag=tag, cseq=ua.cseq)
-        node_rtp = ("127.0.0.1", int(re.search(r"^m=audio (\d+)", ok, re.M).group(1)))
+        dlg = ua.call(uri, advertised.getsockname()[1])
+        call_id, tag, contact, node_rtp = dlg.call_id, dlg.tag, dlg.contact, dlg.node_rtp
         for r in listeners:
             r.start()
         caller = RtpSender(random.randrange(1 << 32))
