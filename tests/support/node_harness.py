@@ -231,16 +231,15 @@ class Harness:
         await self.wait_until(lambda: self.engine.calls[uuid].ended
                               and uuid not in self.node.calls, timeout, what=f"{uuid} ended")
 
-    async def api(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
-                  token: str | None = API_TOKEN, query: bytes = b"") -> tuple[int, Any]:
-        """One request to the node's HTTP app (ASGI, in-process); (status, JSON or text)."""
-        data = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
-        headers = [(b"host", b"node.test"), (b"content-type", b"application/json")]
-        if token is not None:
-            headers.append((b"authorization", f"Bearer {token}".encode()))
+    async def asgi(self, method: str, path: str, data: bytes, headers: list[tuple[bytes, bytes]],
+                   *, raw_path: bytes | None = None,
+                   query: bytes = b"") -> tuple[int, bytes, dict[str, str]]:
+        """One request to the node's HTTP app (ASGI, in-process); (status, body, headers)."""
         scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-                 "method": method, "scheme": "http", "path": path, "raw_path": path.encode(),
-                 "query_string": query, "root_path": "", "headers": headers,
+                 "method": method, "scheme": "http", "path": path,
+                 "raw_path": path.encode() if raw_path is None else raw_path,
+                 "query_string": query, "root_path": "",
+                 "headers": [(b"host", b"node.test"), *headers],
                  "client": ("127.0.0.1", 1234), "server": ("127.0.0.1", 8080)}
         pending = [{"type": "http.request", "body": data, "more_body": False}]
         sent: list[dict] = []
@@ -254,8 +253,18 @@ class Harness:
             sent.append(msg)
 
         await self.http_app(scope, receive, send)
-        status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+        start = next(m for m in sent if m["type"] == "http.response.start")
         content = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+        return start["status"], content, {k.decode(): v.decode() for k, v in start["headers"]}
+
+    async def api(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
+                  token: str | None = API_TOKEN, query: bytes = b"") -> tuple[int, Any]:
+        """One request to the node's own API (Bearer token); (status, JSON or text)."""
+        data = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
+        headers = [(b"content-type", b"application/json")]
+        if token is not None:
+            headers.append((b"authorization", f"Bearer {token}".encode()))
+        status, content, _ = await self.asgi(method, path, data, headers, query=query)
         try:
             return status, json.loads(content)
         except ValueError:

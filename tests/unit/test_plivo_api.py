@@ -31,32 +31,12 @@ async def call_api(h: Harness, method: str, path: str, body: Any = None, *,
                    raw_path: bytes | None = None) -> tuple[int, Any, dict]:
     """One request to the node's HTTP app; (status, JSON or raw body, headers)."""
     data = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
-    headers = [(b"host", b"node.test"), (b"content-type", ctype),
-               (b"authorization", basic() if auth is None else auth)]
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-             "method": method, "scheme": "http", "path": path,
-             "raw_path": raw_path if raw_path is not None else path.encode(),
-             "query_string": b"", "root_path": "", "headers": headers,
-             "client": ("127.0.0.1", 1234), "server": ("127.0.0.1", 8080)}
-    pending = [{"type": "http.request", "body": data, "more_body": False}]
-    sent: list[dict] = []
-
-    async def receive():
-        if pending:
-            return pending.pop(0)
-        await trio.sleep_forever()
-
-    async def send(msg):
-        sent.append(msg)
-
-    await h.http_app(scope, receive, send)
-    start = next(m for m in sent if m["type"] == "http.response.start")
-    content = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
-    hdrs = {k.decode(): v.decode() for k, v in start["headers"]}
+    headers = [(b"content-type", ctype), (b"authorization", basic() if auth is None else auth)]
+    status, content, hdrs = await h.asgi(method, path, data, headers, raw_path=raw_path)
     try:
-        return start["status"], json.loads(content), hdrs
+        return status, json.loads(content), hdrs
     except ValueError:
-        return start["status"], content, hdrs
+        return status, content, hdrs
 
 
 async def two_members(h: Harness, room: str = "team") -> tuple[str, str]:
