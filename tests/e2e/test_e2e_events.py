@@ -9,9 +9,9 @@ import time
 
 import numpy as np
 import pytest
-from mixer_ext.mixer import detect_dtmf, dtmf_tone
+from mixer_ext.mixer import detect_dtmf
 from support import sipp
-from support.audio import tone_pcm, ulaw_decode, write_wav
+from support.audio import dtmf_wav, tone_pcm, ulaw_decode, write_wav
 from support.pcap import Capture
 from support.waiting import wait_until
 
@@ -24,17 +24,6 @@ TOKEN = "test-token"
 def _events(server, path="/cb", call=None):
     return [r for r in server.requests_to(path, delivered=True)
             if call is None or r.params.get("CallUUID") == call]
-
-
-def _dtmf_mic(path, digits: str, start_s: float, seconds: float, rate: int = 8000):
-    pcm = np.zeros(int(seconds * rate), np.int16)
-    pos = int(start_s * rate)
-    for d in digits:
-        tone = dtmf_tone(d, rate, 120, 5000)
-        pcm[pos:pos + len(tone)] = tone
-        pos += len(tone) + int(0.25 * rate)
-    write_wav(path, pcm, rate)
-    return path
 
 
 def test_digits_from_rfc2833_sip_info_and_inband_tones(answer_server, node_factory, uas,
@@ -51,7 +40,7 @@ def test_digits_from_rfc2833_sip_info_and_inband_tones(answer_server, node_facto
     with Capture(tmp_path / "relay.pcap", "udp") as cap:
         alice.dial(node.uri("keys"), 40)
         assert alice.wait_for("Call established", 10), alice.output()[-2000:]
-        bob = uas("bob", mic_wav=_dtmf_mic(tmp_path / "bob-mic.wav", "789", 7.0, 40))
+        bob = uas("bob", mic_wav=dtmf_wav(tmp_path / "bob-mic.wav", "789", 7.0, 40))
         bob.dial(node.uri("keys"), 40)
         assert bob.wait_for("Call established", 10)
 

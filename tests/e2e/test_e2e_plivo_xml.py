@@ -10,9 +10,8 @@ import time
 
 import numpy as np
 import pytest
-from mixer_ext.mixer import dtmf_tone
 from support import sipp
-from support.audio import timeline, write_wav
+from support.audio import dtmf_wav, timeline
 from support.pcap import Capture
 from support.waiting import wait_until
 
@@ -28,17 +27,6 @@ def _doc(*elements) -> str:
     for e in elements:
         r.add(e)
     return r.to_string(False)
-
-
-def _dtmf_mic(path, digits: str, start_s: float, seconds: float, rate: int = 8000):
-    pcm = np.zeros(int(seconds * rate), np.int16)
-    pos = int(start_s * rate)
-    for d in digits:
-        tone = dtmf_tone(d, rate, 120, 5000)
-        pcm[pos:pos + len(tone)] = tone
-        pos += len(tone) + int(0.3 * rate)
-    write_wav(path, pcm, rate)
-    return path
 
 
 def _serve(server) -> str:
@@ -75,7 +63,7 @@ def test_pin_prompt_then_conference_with_send_digits(how, answer_server, node_fa
     assert wait_until(lambda: answer_server.requests_to("/cb", delivered=True), 10)
 
     if how == "inband":  # the PIN as tones in alice's microphone, 3 s into the call
-        alice = uas("alice", mic_wav=_dtmf_mic(tmp_path / "pin.wav", "1234", 3.0, 40))
+        alice = uas("alice", mic_wav=dtmf_wav(tmp_path / "pin.wav", "1234", 3.0, 40, gap_s=0.3))
     else:
         alice = uas("alice")
     with Capture(tmp_path / "digits.pcap", "udp") as cap:

@@ -139,3 +139,19 @@ def ulaw_decode(payload: bytes) -> np.ndarray:
     mantissa = u & 0x0F
     mag = ((mantissa.astype(np.int32) << 3) + 0x84) << exponent
     return np.where(sign != 0, -(mag - 0x84), mag - 0x84).astype(np.int32)
+
+
+def dtmf_wav(path: Path, digits: str, start_s: float, seconds: float, gap_s: float = 0.25,
+             rate: int = 8000) -> Path:
+    """A microphone file for a softphone: silence with in-band DTMF ``digits`` (120 ms each,
+    ``gap_s`` apart) from ``start_s``."""
+    from mixer_ext.mixer import dtmf_tone
+
+    pcm = np.zeros(int(seconds * rate), np.int16)
+    pos = int(start_s * rate)
+    for d in digits:
+        tone = dtmf_tone(d, rate, 120, 5000)
+        pcm[pos:pos + len(tone)] = tone
+        pos += len(tone) + int(gap_s * rate)
+    write_wav(path, pcm, rate)
+    return path
