@@ -147,6 +147,8 @@ class NodeConfig:
     document_concurrency: int = opt(64, "answer/Redirect/action requests at once (default 64)")
     webhook_concurrency: int = opt(32, "event deliveries at once (default 32)")
     sound_concurrency: int = opt(8, "sound file and sound document fetches at once (default 8)")
+    api_concurrency: int = opt(8, "control API requests handled at once; the rest wait their "
+                                  "turn, so a burst of them cannot delay calls (default 8)")
 
     def __post_init__(self) -> None:
         if not (0 < self.sip_port < 65536):
@@ -227,8 +229,8 @@ class NodeConfig:
 LIMITS = ("max_wait_seconds", "max_play_loops", "max_sound_seconds", "max_sound_bytes",
           "max_speak_chars", "max_tts_processes", "max_document_bytes", "max_document_elements",
           "max_documents_per_call", "max_room_sounds", "document_concurrency",
-          "webhook_concurrency", "sound_concurrency", "webhook_timeout", "sound_fetch_timeout",
-          "sound_cache_bytes")
+          "webhook_concurrency", "sound_concurrency", "api_concurrency", "webhook_timeout",
+          "sound_fetch_timeout", "sound_cache_bytes")
 
 
 def option_fields() -> list:

@@ -153,7 +153,7 @@ class Node:
                         app = web.NodeApp(web.RecordingsApp(rec_dir),
                                           ControlApi(self.control, cfg.api_token, self.faults),
                                           PlivoApi(self.control, cfg.auth_id, cfg.auth_token,
-                                                   self.faults))
+                                                   self.faults), cfg.api_concurrency)
                         await nursery.start(web.serve, app, cfg.http_bind, cfg.http_port)
                         with self._calls_scope:
                             async with trio.open_nursery() as calls:

@@ -175,11 +175,11 @@ class RoomRuns:
         scope = run.music.pop(call_uuid, None)
         if scope is not None:
             scope.cancel()
+        self.callback(run, ev.member, "exit")  # spooled before the line that says so
         log.info("call %s left room %s (%s)", call_uuid, run.state.name, ev.reason,
                  extra={"call_uuid": call_uuid, "room": run.state.name, "event": "exit"})
         if run.floor == call_uuid:
             run.floor = None
-        self.callback(run, ev.member, "exit")
         session = self.node.calls.get(call_uuid)
         if session is None:
             return

@@ -79,12 +79,18 @@ class RecordingsApp:
 
 class NodeApp:
     """/recordings/... to the recordings, /v1/Account/... to the Plivo-shaped Conference API
-    (plivo_api.py, if given), everything else to the control API."""
+    (plivo_api.py, if given), everything else to the control API.
 
-    def __init__(self, recordings: RecordingsApp, api, plivo=None):
+    API requests take turns, ``concurrency`` at a time: the node's calls share its one trio
+    thread with them, and a burst of fifty at once would otherwise put every new call's
+    events behind fifty handlers in each round of the scheduler. Recording downloads wait on
+    the disk, not the CPU, and go past the queue."""
+
+    def __init__(self, recordings: RecordingsApp, api, plivo=None, concurrency: int = 8):
         self.recordings = recordings
         self.api = api
         self.plivo = plivo
+        self._turns = trio.CapacityLimiter(concurrency)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "lifespan":
@@ -99,10 +105,12 @@ class NodeApp:
             return
         if scope["path"].startswith("/recordings/"):
             await self.recordings(scope, receive, send)
-        elif self.plivo is not None and scope["path"].startswith("/v1/Account/"):
-            await self.plivo(scope, receive, send)
-        else:
-            await self.api(scope, receive, send)
+            return
+        async with self._turns:
+            if self.plivo is not None and scope["path"].startswith("/v1/Account/"):
+                await self.plivo(scope, receive, send)
+            else:
+                await self.api(scope, receive, send)
 
 
 async def _reply(send, status: int, body: bytes, headers: list | None = None) -> None:

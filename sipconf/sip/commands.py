@@ -8,6 +8,7 @@ answer (False/None), not an error.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,9 @@ from sipconf.sip import pjlog
 if TYPE_CHECKING:
     from sipconf.sip.records import CallRec
     from sipconf.sip.thread import SipThread
+
+log = logging.getLogger("sipconf.sip")
+PJMEDIA_RTP_EREMNORFC2833 = 220107  # pjmedia/errno.h: the peer did not offer telephone-event
 
 
 @dataclass(frozen=True)
@@ -191,19 +195,27 @@ def _stop_room_sound(t: SipThread, c: StopRoomSound) -> bool:
 
 
 def _send_digits(t: SipThread, c: SendDigits) -> bool:
-    """RFC 2833 events while the peer takes them; otherwise (if asked) in-band tones."""
+    """RFC 2833 events while the peer takes them; otherwise (if asked) in-band tones.
+    Only "no telephone-event negotiated" turns a call to tones for good: any other refusal
+    (a full digit queue, media being renegotiated) costs this send alone."""
     rec = _live(t, c.call_uuid)
     if rec is None or rec.leg is None:
+        log.warning("call %s: digits %s not sent: the call has no media", c.call_uuid, c.digits)
         return False
     if rec.rfc2833 is not False:
         try:
             rec.call.dialDtmf(c.digits)
             rec.rfc2833 = True
+            log.info("call %s: sent digits %s as RFC 2833 events", c.call_uuid, c.digits)
             return True
-        except t.pj.Error:
-            rec.rfc2833 = False  # no telephone-event negotiated: tones instead
+        except t.pj.Error as exc:
+            if exc.status == PJMEDIA_RTP_EREMNORFC2833:
+                rec.rfc2833 = False
+            log.info("call %s: digits %s not sent as RFC 2833 events (%s)", c.call_uuid,
+                     c.digits, exc.reason)
     if c.tones:
         t.media.relay_tones(rec, c.digits)
+        log.info("call %s: sent digits %s as in-band tones", c.call_uuid, c.digits)
     return True
 
 
