@@ -78,10 +78,10 @@ if os.environ.get("SIPCONF_MIXER_ONLY") != "1":
         Extension(
             "mixer_ext.sipguard",
             ["mixer_ext/sipguard.pyx", "mixer_ext/badsip.c", "mixer_ext/dtmfinfo.c",
-             "mixer_ext/methods.c", "mixer_ext/admission.c"],
+             "mixer_ext/methods.c", "mixer_ext/admission.c", "mixer_ext/tlsreload.c"],
             extra_compile_args=COPTS,
             depends=["mixer_ext/badsip.h", "mixer_ext/dtmfinfo.h", "mixer_ext/methods.h",
-                     "mixer_ext/admission.h"],
+                     "mixer_ext/admission.h", "mixer_ext/tlsreload.h"],
             **pj,
         ),
         # pjlib's log lines into a lock-free ring (its one copy: only this module links it).

@@ -1,5 +1,5 @@
-# C-level interface of the pjsip guards (badsip.h, dtmfinfo.h, methods.h, admission.h),
-# cimported by sipguard.pyx.
+# C-level interface of the pjsip guards (badsip.h, dtmfinfo.h, methods.h, admission.h) and of
+# the TLS listener's certificate reload (tlsreload.h), cimported by sipguard.pyx.
 
 cdef extern from "badsip.h" nogil:
     # 0, or -1 without a pjsip endpoint or when the transport hook could not be set
@@ -30,10 +30,17 @@ cdef extern from "admission.h" nogil:
         ADMISSION_FORBIDDEN
         ADMISSION_RATE
         ADMISSION_CAPACITY
+        ADMISSION_NO_SRTP
         ADMISSION_REASONS
     int admission_install()
     int admission_trust(int family, const unsigned char *addr, int prefix)
-    void admission_limits(unsigned max_calls, double rate, double burst, int retry_after)
+    void admission_limits(unsigned max_calls, double rate, double burst, int retry_after,
+                          int srtp_required)
     unsigned long admission_refused(int why)
     int admission_report(double interval, int *family, unsigned char *addr,
                          unsigned long *counts)
+
+cdef extern from "tlsreload.h" nogil:
+    # a pj_status_t: 0, or why the listener could not take the new certificate
+    int tlsreload_restart(int tp_id, const char *host, int port, const char *cert,
+                          const char *key)

@@ -8,7 +8,10 @@
  *   - its source started more calls than its token bucket allows (calls per second, burst):
  *     503 with Retry-After;
  *   - the node has no room for another call (--max-calls, or two RTP ports a call from
- *     --rtp-ports): 503 with Retry-After.
+ *     --rtp-ports): 503 with Retry-After;
+ *   - SRTP is required (--srtp required) and its offer is plain RTP: 488 with a Warning that
+ *     says what to offer (pjsua would refuse it too, later, after opening media, and with
+ *     no word why).
  * A retransmission of an INVITE that already has its transaction passes. Refusals are counted
  * per reason and, per source, kept for the SIP thread to log as one summary line per interval
  * (admission_report): no logging here, no Python, no allocation. Everything runs on the SIP
@@ -43,6 +46,7 @@ typedef struct {
 } source_t;
 
 static pj_bool_t on_rx_request(pjsip_rx_data *rdata);
+static int plain_offer(pjsip_rx_data *rdata);
 
 static pjsip_module g_mod = {
     NULL, NULL,
@@ -60,9 +64,15 @@ static source_t g_src[SLOTS];
 static unsigned g_max_calls = 1;
 static double g_rate = 10.0, g_burst = 20.0;
 static int g_retry_after = 5;
+static int g_srtp_required;
 static volatile unsigned long g_refused[ADMISSION_REASONS];
 static const char *const g_warning[ADMISSION_REASONS] = {
     "source not trusted", "too many new calls from this source", "node at capacity",
+    "SRTP required: offer RTP/SAVP with a=crypto (SDES)",
+};
+static const int g_code[ADMISSION_REASONS] = {
+    PJSIP_SC_FORBIDDEN, PJSIP_SC_SERVICE_UNAVAILABLE, PJSIP_SC_SERVICE_UNAVAILABLE,
+    PJSIP_SC_NOT_ACCEPTABLE_HERE,
 };
 
 static double now_s(void)
@@ -150,13 +160,12 @@ static pj_bool_t refuse(pjsip_rx_data *rdata, source_t *s, enum admission_reason
     pjsip_generic_string_hdr *w = pjsip_generic_string_hdr_create(pool, &wn, &wv);
     if (w)
         pj_list_push_back(&hdrs, w);
-    if (why != ADMISSION_FORBIDDEN) {
+    if (g_code[why] == PJSIP_SC_SERVICE_UNAVAILABLE) {
         pjsip_retry_after_hdr *ra = pjsip_retry_after_hdr_create(pool, g_retry_after);
         if (ra)
             pj_list_push_back(&hdrs, ra);
     }
-    int code = why == ADMISSION_FORBIDDEN ? PJSIP_SC_FORBIDDEN : PJSIP_SC_SERVICE_UNAVAILABLE;
-    pjsip_endpt_respond_stateless(endpt, rdata, code, NULL, &hdrs, NULL);
+    pjsip_endpt_respond_stateless(endpt, rdata, g_code[why], NULL, &hdrs, NULL);
     g_refused[why]++;
     if (s)
         s->unreported[why]++;
@@ -193,7 +202,30 @@ static pj_bool_t on_rx_request(pjsip_rx_data *rdata)
     if (pjsua_call_get_count() >= g_max_calls)
         return refuse(rdata, s, ADMISSION_CAPACITY);
     s->tokens -= 1.0;
+    if (g_srtp_required && plain_offer(rdata))
+        return refuse(rdata, s, ADMISSION_NO_SRTP);
     return PJ_FALSE;
+}
+
+/* An SDP offer (the body, or the SDP part of a multipart body) whose audio is not RTP/SAVP(F)
+ * with SDES keys. No offer (a late offer in the ACK) is not plain: pjsua then offers SRTP. An
+ * offer pjsip cannot parse is left to pjsua, which answers it. */
+static int plain_offer(pjsip_rx_data *rdata)
+{
+    pjsip_rdata_sdp_info *info = pjsip_rdata_get_sdp_info(rdata);
+    if (info == NULL || info->sdp == NULL)
+        return 0;
+    for (unsigned i = 0; i < info->sdp->media_count; i++) {
+        const pjmedia_sdp_media *m = info->sdp->media[i];
+        if (pj_strcmp2(&m->desc.media, "audio") != 0 || m->desc.port == 0)
+            continue;
+        if ((pj_stricmp2(&m->desc.transport, "RTP/SAVP") == 0 ||
+             pj_stricmp2(&m->desc.transport, "RTP/SAVPF") == 0) &&
+            pjmedia_sdp_media_find_attr2(m, "crypto", NULL) != NULL)
+            return 0;
+        return 1;
+    }
+    return 0;
 }
 
 /* A burst of requests larger than the kernel's default UDP receive buffer (~200 kB, about a
@@ -250,8 +282,10 @@ int admission_trust(int family, const unsigned char *addr, int prefix)
     return 0;
 }
 
-void admission_limits(unsigned max_calls, double rate, double burst, int retry_after)
+void admission_limits(unsigned max_calls, double rate, double burst, int retry_after,
+                      int srtp_required)
 {
+    g_srtp_required = srtp_required;
     g_max_calls = max_calls;
     g_rate = rate;
     g_burst = burst < 1.0 ? 1.0 : burst;

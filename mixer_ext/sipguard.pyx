@@ -36,16 +36,18 @@ def install(str host="sipconf") -> None:
         raise RuntimeError("could not install the admission handler")
 
 
-def admit(networks, unsigned max_calls, double rate, double burst, int retry_after) -> None:
+def admit(networks, unsigned max_calls, double rate, double burst, int retry_after,
+          bint srtp_required=False) -> None:
     """What admission.c lets in: ``networks`` (ipaddress networks) may call, each source at
-    most ``rate`` new calls a second (``burst`` at once), the node at most ``max_calls``.
+    most ``rate`` new calls a second (``burst`` at once), the node at most ``max_calls``;
+    with ``srtp_required`` only offers of RTP/SAVP with SDES keys.
     Call once, on the SIP thread, after ``install``."""
     cdef bytes packed
     for net in networks:
         packed = net.network_address.packed
         if admission_trust(net.version, packed, net.prefixlen) != 0:
             raise ValueError(f"trust: too many networks (at most 64), at {net}")
-    admission_limits(max_calls, rate, burst, retry_after)
+    admission_limits(max_calls, rate, burst, retry_after, srtp_required)
 
 
 def answered() -> int:
@@ -54,7 +56,7 @@ def answered() -> int:
 
 
 ADMISSION = {"forbidden": ADMISSION_FORBIDDEN, "rate": ADMISSION_RATE,
-             "capacity": ADMISSION_CAPACITY}
+             "capacity": ADMISSION_CAPACITY, "no_srtp": ADMISSION_NO_SRTP}
 
 
 def admission_counts() -> dict:
@@ -68,7 +70,7 @@ def admission_reports(double interval) -> list:
     import ipaddress
     cdef int family = 0
     cdef unsigned char addr[16]
-    cdef unsigned long counts[3]
+    cdef unsigned long counts[ADMISSION_REASONS]
     out = []
     while admission_report(interval, &family, addr, counts):
         ip = ipaddress.ip_address(bytes(addr[:4] if family == 4 else addr[:16]))
@@ -85,3 +87,16 @@ REFUSED = {"method_not_allowed": METHODS_NOT_ALLOWED, "unknown_method": METHODS_
 def refused() -> dict:
     """Requests answered by methods.c, by reason (counters of the SIP thread)."""
     return {name: methods_refused(why) for name, why in REFUSED.items()}
+
+
+def tls_reload(int tp_id, str host, int port, str cert, str key) -> int:
+    """Restart the TLS listener ``tp_id`` with the certificate and key read again from their
+    files (tlsreload.c); a pj_status_t, 0 when it took them. On the SIP thread."""
+    bh, bc, bk = host.encode(), cert.encode(), key.encode()
+    cdef const char *h = bh
+    cdef const char *c = bc
+    cdef const char *k = bk
+    cdef int rc
+    with nogil:  # pjsip's transport manager lock
+        rc = tlsreload_restart(tp_id, h, port, c, k)
+    return rc

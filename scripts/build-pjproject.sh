@@ -20,7 +20,7 @@ PREFIX=$VENV/pjproject
 JOBS=${PJ_JOBS:-$(nproc)}
 MIN_VERSION=2.14
 # Bump when the flags, config_site.h or patches below change: it invalidates the stamp.
-RECIPE=3
+RECIPE=4
 
 die() { echo "build-pjproject: $*" >&2; exit 1; }
 log() { echo "build-pjproject: $*" >&2; }
@@ -145,6 +145,15 @@ if ! grep -q 'PyLong_AsVoidPtr' "$SWIG_I"; then
     awk '{print} /\$result = PyLong_FromVoidPtr\(\$1\);/ {want=1} want && /^ *}/ {print "  %typemap(in) void* { $1 = PyLong_AsVoidPtr($input); if (PyErr_Occurred()) SWIG_fail; }"; want=0}' \
         "$SWIG_I" > "$SWIG_I.new" && mv "$SWIG_I.new" "$SWIG_I"
     grep -q 'PyLong_AsVoidPtr' "$SWIG_I" || die "could not patch $SWIG_I (pjsua2.i layout changed?)"
+fi
+
+# A re-INVITE whose offer has no codec in common gets 500 from pjsip's invite session; RFC 3261
+# (14.2, 21.4.26) asks for 488 Not Acceptable Here, which tells the peer to offer again.
+INV_C=$SRC/pjsip/src/pjsip-ua/sip_inv.c
+if ! grep -q 'SIPCONF: 488' "$INV_C"; then
+    [ "$(grep -c 'pjsip_dlg_create_response(dlg, rdata, 500, &reason,' "$INV_C")" = 1 ] \
+        || die "could not patch $INV_C (the re-INVITE answer changed?)"
+    sed -i 's|pjsip_dlg_create_response(dlg, rdata, 500, &reason,|pjsip_dlg_create_response(dlg, rdata, /* SIPCONF: 488 */ PJSIP_SC_NOT_ACCEPTABLE_HERE, \&reason,|' "$INV_C"
 fi
 
 cd "$SRC"

@@ -142,6 +142,7 @@ class CallSession:
     answered_at: float | None = None
     caller_hung_up: bool = False  # the call ended before the node hung it up
     hangup_code: int = 0  # the final response the node ended an unanswered call with
+    media_timeout: bool = False  # the engine hung up: no RTP for rtp_timeout seconds
 
     @property
     def uuid(self) -> str:
@@ -159,9 +160,11 @@ class CallSession:
     def outcome(self) -> str:
         return self.flow.outcome
 
-    def gone(self) -> None:
-        """The call ended (BYE, CANCEL, failure): stop whatever it is doing."""
-        if not self.flow.ended:
+    def gone(self, media_timeout: bool = False) -> None:
+        """The call ended (BYE, CANCEL, failure, or the node's BYE for want of RTP): stop
+        whatever it is doing."""
+        self.media_timeout = media_timeout
+        if not self.flow.ended and not media_timeout:
             self.caller_hung_up = True
         self.flow.handle(CallGone(), trio.current_time())
         self.scope.cancel()
@@ -292,7 +295,7 @@ class CallDriver:
         code = next((c.code for c in final if isinstance(c, (Answer, Hangup)) and c.code),
                     s.hangup_code)
         cause, source = hangup_cause(s.answered, s.caller_hung_up, s.outcome, code,
-                                     self.node.stopping)
+                                     self.node.stopping, s.media_timeout)
         c = s.flow.call
         self.node.webhooks.submit(s.uuid, cfg.hangup_url, cfg.hangup_method, hangup_params(
             c.uuid, c.from_uri, c.to, c.caller_name, started=s.started_at,

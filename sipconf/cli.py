@@ -61,7 +61,7 @@ async def _serve(config: NodeConfig) -> None:
     log = logging.getLogger("sipconf")
     node = Node(config)
     async with trio.open_nursery() as nursery:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
 
             async def run_node(task_status=trio.TASK_STATUS_IGNORED) -> None:
                 await node.run(task_status=task_status)
@@ -74,6 +74,9 @@ async def _serve(config: NodeConfig) -> None:
             stopping = False
             async for signum in signals:
                 name = signal.Signals(signum).name
+                if signum == signal.SIGHUP:
+                    nursery.start_soon(node.reload_tls)
+                    continue
                 if stopping:  # a second signal: stop now
                     log.warning("%s again: stopping at once", name)
                     nursery.cancel_scope.cancel()

@@ -40,6 +40,15 @@ class NodeConfig:
     sip_host: str = opt("127.0.0.1", "address for SIP and RTP (default 127.0.0.1)")
     sip_port: int = opt(5080, "SIP UDP port (default 5080)")
     sip_tcp: bool = opt(False, "also listen for SIP over TCP")
+    sip_tls_port: int = opt(0, "also listen for SIP over TLS on this port (default 0: off); "
+                               "needs tls_cert and tls_key")
+    tls_cert: str | None = opt(None, "PEM certificate (chain) for SIP over TLS; read again on "
+                                     "SIGHUP", metavar="PATH")
+    tls_key: str | None = opt(None, "PEM private key for tls_cert; read again on SIGHUP",
+                              metavar="PATH")
+    srtp: str = opt("optional", "SRTP (SDES keys, RFC 4568): off, optional (default: taken "
+                                "when a caller offers it) or required (plain RTP offers get "
+                                "488)", choices=("off", "optional", "required"))
     user_agent: str = opt("sipconf", "the node's User-Agent/Server header (default \"sipconf\", "
                                      "no version: nothing for a scanner to match)")
     answer_url: str | None = opt(None, "URL returning answer XML; without it every call joins "
@@ -66,6 +75,12 @@ class NodeConfig:
                                 "the SDP named or, behind NAT, the source learned from the "
                                 "call's first packets (default on; off: pjmedia's own switch "
                                 "after 10 packets from anywhere)", choices=("on", "off"))
+    rtp_timeout: float = opt(30.0, "hang up (BYE with a Reason) a call that sent no RTP for "
+                                   "this many seconds while not on hold, or never had media "
+                                   "(default 30; 0: never)")
+    session_expires: int = opt(1800, "RFC 4028 session timer on every call: the caller "
+                                     "refreshes it if it can, else the node does; a call "
+                                     "whose refresh fails is ended (default 1800 s, 90-86400)")
     rtp_relatch_seconds: float = opt(5.0, "with strict_rtp, seconds the call's RTP source must "
                                           "be silent before another one carrying its SSRC is "
                                           "taken instead (default 5)")
@@ -171,6 +186,17 @@ class NodeConfig:
                 and self.max_calls_per_source >= 1 and 0 < self.retry_after <= 3600):
             raise ValueError("source_call_rate, source_call_burst and max_calls_per_source must "
                              "be positive, retry_after 1-3600")
+        if self.sip_tls_port:
+            if not 0 < self.sip_tls_port < 65536 or self.sip_tls_port == self.sip_port:
+                raise ValueError(f"SIP TLS port {self.sip_tls_port} out of range or the same "
+                                 "as the SIP port")
+            why = tls_files_problem(self.tls_cert, self.tls_key)
+            if why:
+                raise ValueError(f"sip_tls_port: {why}")
+        if self.rtp_timeout and not 2 <= self.rtp_timeout <= 86400:
+            raise ValueError("rtp_timeout must be 0 (never) or 2-86400 seconds")
+        if not 90 <= self.session_expires <= 86400:
+            raise ValueError("session_expires must be 90-86400 seconds (RFC 4028's Min-SE)")
         if not 0 <= self.rtp_relatch_seconds <= 3600:
             raise ValueError("rtp_relatch_seconds must be 0-3600")
         if self.answer_timeout <= 0:
@@ -231,6 +257,22 @@ LIMITS = ("max_wait_seconds", "max_play_loops", "max_sound_seconds", "max_sound_
           "max_documents_per_call", "max_room_sounds", "document_concurrency",
           "webhook_concurrency", "sound_concurrency", "api_concurrency", "webhook_timeout",
           "sound_fetch_timeout", "sound_cache_bytes")
+
+
+def tls_files_problem(cert: str | None, key: str | None) -> str | None:
+    """Why ``cert`` and ``key`` cannot serve TLS (missing, unreadable, not PEM, a key that is
+    not the certificate's), or None. pjsip reads them only when its listener (re)starts and
+    then fails every handshake without a word; this says it first."""
+    import ssl
+
+    for what, path in (("tls_cert", cert), ("tls_key", key)):
+        if not path or not os.access(path, os.R_OK):
+            return f"{what} must name a readable PEM file, not {path!r}"
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as exc:
+        return f"{cert} and {key} are not a certificate and its key ({exc})"
+    return None
 
 
 def option_fields() -> list:

@@ -32,6 +32,7 @@ class CallEnded:
     uuid: str
     status: int
     reason: str
+    media_timeout: bool = False  # the node hung up: no RTP for rtp_timeout seconds
 
 
 @dataclass(frozen=True)
@@ -98,3 +99,6 @@ class Engine(Protocol):
     async def tap_room(self, room_key: str) -> Any: ...
     async def untap(self, tap: Any) -> None: ...
     async def stats(self, rtp: bool = False) -> dict: ...
+    async def reload_tls(self, cert: str, key: str) -> str | None:
+        """The SIP TLS listener takes ``cert`` and ``key`` (read again from disk): None if
+        taken, else why not."""

@@ -26,7 +26,7 @@ import httpx
 import trio
 
 from sipconf.calls import CallDriver, CallSession, new_session
-from sipconf.config import NodeConfig
+from sipconf.config import NodeConfig, tls_files_problem
 from sipconf.control import Control
 from sipconf.core.answer import Limits
 from sipconf.engine import CallEnded, Dtmf, Emit, Engine, Floor, IncomingCall, MediaError, MediaUp
@@ -87,6 +87,28 @@ class Node:
         (what does not stays in the spool), then ``run`` returns."""
         self._stopping = True
         self._calls_scope.cancel()
+
+    async def reload_tls(self) -> None:
+        """SIGHUP: the SIP TLS listener reads its certificate and key files again (a renewed
+        certificate without dropping a call); the outcome is logged."""
+        if not self.config.sip_tls_port:
+            log.info("SIGHUP: no SIP TLS listener, nothing to reload")
+            return
+        why = await trio.to_thread.run_sync(tls_files_problem, self.config.tls_cert,
+                                            self.config.tls_key)
+        if why:
+            log.error("SIP TLS certificate not reloaded (the listener keeps the one it has): "
+                      "%s", why)
+            return
+        try:
+            why = await self.engine.reload_tls(self.config.tls_cert, self.config.tls_key)
+        except Exception as exc:  # noqa: BLE001 - a reload must never stop the node
+            why = f"{type(exc).__name__}: {exc}"
+        if why is None:
+            log.info("SIP TLS listener on %d took %s and %s again", self.config.sip_tls_port,
+                     self.config.tls_cert, self.config.tls_key)
+        else:
+            log.error("SIP TLS certificate reload failed: %s", why)
 
     def health(self) -> str | None:
         """None while the node can take calls; otherwise why not."""
@@ -231,7 +253,7 @@ class Node:
         if session is None:
             return
         if isinstance(ev, CallEnded):
-            session.gone()
+            session.gone(ev.media_timeout)
             log.info("call %s ended (%s %s)", session.uuid, ev.status, ev.reason,
                      extra={"call_uuid": session.uuid, "event": "call-ended"})
         elif isinstance(ev, MediaUp):

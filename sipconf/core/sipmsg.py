@@ -119,6 +119,29 @@ def message_body(msg: str) -> str:
     return ""
 
 
+def session_description(msg: str) -> str:
+    """The SDP a request carries: its body, or with a multipart body (RFC 5621: an SDP part
+    beside, say, ISUP or a location object) the first application/sdp part; "" if none."""
+    body = message_body(msg)
+    ctype = header(msg, "content-type") or ""
+    if not ctype.lower().lstrip().startswith("multipart/"):
+        return body
+    m = re.search(r';\s*boundary\s*=\s*(?:"([^"]+)"|([^;\s]+))', ctype, re.I)
+    if not m:
+        raise ValueError("multipart body without a boundary")
+    delimiter = "--" + (m.group(1) or m.group(2))
+    for part in body.split(delimiter)[1:]:
+        if part.startswith("--"):  # the closing delimiter
+            break
+        part = part.replace("\r\n", "\n").split("\n", 1)[-1]  # past the delimiter's line
+        head, _, content = ("\n" + part).partition("\n\n")  # a part may have no headers
+        part_type = next((ln.split(":", 1)[1].strip().lower() for ln in head.split("\n")
+                          if ln.lower().startswith("content-type:")), "text/plain")
+        if part_type.startswith("application/sdp"):
+            return content.rstrip("\n") + "\n"
+    return ""
+
+
 @dataclass(frozen=True)
 class Offer:
     """What an SDP offer proposes for audio."""

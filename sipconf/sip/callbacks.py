@@ -64,7 +64,7 @@ def incoming(t: SipThread, acc, prm) -> None:
         # is not printed by default), and the web app gets the caller's address whole
         from_hdr = sipmsg.header(msg, "from") or info.remoteUri
         custom = sipmsg.custom_headers(msg)
-        body = sipmsg.message_body(msg)
+        body = sipmsg.session_description(msg)
         if body.strip():
             offer = sipmsg.parse_offer(body)
             if not offer.has_audio or not offer.supported:
@@ -124,7 +124,7 @@ def call_state(t: SipThread, rec: CallRec) -> None:
     t.calls.pop(rec.uuid, None)
     t.drop_call(rec)
     if rec.offer_ok:
-        t.emit(CallEnded(rec.uuid, info.lastStatusCode, info.lastReason))
+        t.emit(CallEnded(rec.uuid, info.lastStatusCode, info.lastReason, rec.media_timeout))
 
 
 def stream_created(t: SipThread, rec: CallRec, prm) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -108,6 +109,14 @@ class Stats:
 
 
 @dataclass(frozen=True)
+class ReloadTls:
+    """The TLS listener takes these certificate and key files (read again: SIGHUP)."""
+
+    cert: str
+    key: str
+
+
+@dataclass(frozen=True)
 class Stop:
     """Not a command with an answer: the SIP thread hangs up every call and ends its loop."""
 
@@ -115,7 +124,7 @@ class Stop:
 
 
 Command = (Answer | Hangup | Join | Leave | SetMember | PlayToCall | StopCallSound | PlayToRoom
-           | StopRoomSound | SendDigits | TapRoom | Untap | Stats)
+           | StopRoomSound | SendDigits | TapRoom | Untap | Stats | ReloadTls)
 
 
 def name(cmd: object) -> str:
@@ -138,6 +147,7 @@ def _answer(t: SipThread, c: Answer) -> bool:
     rec.call.answer(t.op(c.code, c.reason, c.warning))
     if c.code == 200:
         rec.answered = True
+        rec.rx_at = time.monotonic()
         t.media.place(rec)
     return True
 
@@ -242,7 +252,7 @@ def _refused(t: SipThread) -> dict[str, int]:
     """Calls refused, by outcome: by the callbacks, and before pjsua by admission.c."""
     out = dict(t.refused)
     for why, n in sipguard.admission_counts().items():
-        key = {"rate": "rate-limited"}.get(why, why)
+        key = {"rate": "rate-limited", "no_srtp": "no-srtp"}.get(why, why)
         out[key] = out.get(key, 0) + n
     return out
 
@@ -266,6 +276,16 @@ def _stats(t: SipThread, c: Stats) -> dict:
     return out
 
 
+def _reload_tls(t: SipThread, c: ReloadTls) -> str | None:
+    """None when the TLS listener took the files again, else why not (it keeps listening
+    with the old ones when pjsip could not close it yet)."""
+    cfg = t.config
+    if t.tls_id is None:
+        return "the node has no SIP TLS listener (sip_tls_port)"
+    status = sipguard.tls_reload(t.tls_id, cfg.sip_host, cfg.sip_tls_port, c.cert, c.key)
+    return None if status == 0 else f"{t.ep.utilStrError(status)} (status {status})"
+
+
 HANDLERS: dict[type, Callable[[SipThread, Any], Any]] = {
     Answer: _answer,
     Hangup: _hangup,
@@ -280,6 +300,7 @@ HANDLERS: dict[type, Callable[[SipThread, Any], Any]] = {
     TapRoom: _tap_room,
     Untap: _untap,
     Stats: _stats,
+    ReloadTls: _reload_tls,
 }
 
 

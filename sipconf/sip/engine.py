@@ -160,3 +160,8 @@ class SipEngine:
     async def stats(self, rtp: bool = False) -> dict:
         """The mixer's figures; with ``rtp``, each leg's RTP statistics from pjsua too."""
         return await self._run(c.Stats(rtp))
+
+    async def reload_tls(self, cert: str, key: str) -> str | None:
+        """The SIP TLS listener takes ``cert`` and ``key`` (read again from disk): None if
+        taken, else why not."""
+        return await self._run(c.ReloadTls(cert, key))

@@ -57,21 +57,35 @@ def endpoint_config(pj, cfg: NodeConfig, log_writer):
     return epc
 
 
-def create_transports(pj, ep, cfg: NodeConfig) -> None:
-    """Listen for SIP on UDP (and TCP if asked); EngineError if the address is taken."""
-    tc = pj.TransportConfig()
-    tc.port = cfg.sip_port
-    tc.boundAddress = cfg.sip_host
-    kinds = [("udp", pj.PJSIP_TRANSPORT_UDP)]
+def create_transports(pj, ep, cfg: NodeConfig) -> int | None:
+    """Listen for SIP on UDP (and TCP, TLS if asked); EngineError if an address is taken or
+    the certificate cannot be used. Returns the TLS transport's id (for reloads), if any."""
+    kinds = [("udp", pj.PJSIP_TRANSPORT_UDP, cfg.sip_port)]
     if cfg.sip_tcp:
-        kinds.append(("tcp", pj.PJSIP_TRANSPORT_TCP))
-    for name, kind in kinds:
+        kinds.append(("tcp", pj.PJSIP_TRANSPORT_TCP, cfg.sip_port))
+    if cfg.sip_tls_port:
+        kinds.append(("tls", pj.PJSIP_TRANSPORT_TLS, cfg.sip_tls_port))
+    tls_id = None
+    for name, kind, port in kinds:
+        tc = pj.TransportConfig()
+        tc.port = port
+        tc.boundAddress = cfg.sip_host
+        if name == "tls":
+            tls = tc.tlsConfig
+            tls.certFile = cfg.tls_cert
+            tls.privKeyFile = cfg.tls_key
+            # TLS 1.2 and 1.3, nothing older (tlsreload.c asks the same)
+            tls.proto = pj.PJ_SSL_SOCK_PROTO_TLS1_2 | pj.PJ_SSL_SOCK_PROTO_TLS1_3
+            tls.verifyClient = False  # callers are admitted by address and limits, not certs
         try:
-            ep.transportCreate(kind, tc)
+            tid = ep.transportCreate(kind, tc)
         except pj.Error as exc:
             raise EngineError(
-                f"cannot listen for SIP on {name} {cfg.sip_host}:{cfg.sip_port}: {exc.reason}"
+                f"cannot listen for SIP on {name} {cfg.sip_host}:{port}: {exc.reason}"
             ) from None
+        if name == "tls":
+            tls_id = tid
+    return tls_id
 
 
 def set_codecs(pj, ep, cfg: NodeConfig) -> None:
@@ -105,6 +119,17 @@ def account_config(pj, cfg: NodeConfig):
     mt.boundAddress = cfg.sip_host
     mt.publicAddress = cfg.sip_host
     acfg.mediaConfig.rtcpMuxEnabled = False
+    # Session timers (RFC 4028) on every call, also with callers that do not offer them (the
+    # node refreshes then): a call whose other end is gone without a BYE ends, even on hold.
+    acfg.callConfig.timerUse = pj.PJSUA_SIP_TIMER_ALWAYS
+    acfg.callConfig.timerSessExpiresSec = cfg.session_expires
+    acfg.callConfig.timerMinSESec = 90
+    acfg.mediaConfig.srtpUse = {"off": pj.PJMEDIA_SRTP_DISABLED,
+                                "optional": pj.PJMEDIA_SRTP_OPTIONAL,
+                                "required": pj.PJMEDIA_SRTP_MANDATORY}[cfg.srtp]
+    # SDES keys are taken over any transport, as callers offer them; over UDP or TCP they
+    # cross in clear, which the README says (TLS keeps them private).
+    acfg.mediaConfig.srtpSecureSignaling = 0
     return acfg
 
 

@@ -24,6 +24,9 @@ class CallRec:
     ended: bool = False
     offer_ok: bool = True
     src_ip: str = ""  # where the INVITE came from (calls per source)
+    rx_packets: int = -1  # RTP packets received when last looked (media.check_rtp)
+    rx_at: float = 0.0  # when that count last moved (or the call was answered, or held)
+    media_timeout: bool = False  # hung up by the node for want of RTP
 
 
 @dataclass

@@ -34,7 +34,8 @@ POLL_MS = 5
 REPORT_S = 10.0  # refusals of new calls: one log line per source per this many seconds
 ADMISSION_WHY = {"forbidden": "not a trusted source (--trust) -> 403",
                  "rate": "past --source-call-rate -> 503",
-                 "capacity": "the node at capacity (--max-calls, --rtp-ports) -> 503"}
+                 "capacity": "the node at capacity (--max-calls, --rtp-ports) -> 503",
+                 "no_srtp": "plain RTP offered, SRTP required (--srtp) -> 488"}
 
 
 class SipThread:
@@ -65,6 +66,7 @@ class SipThread:
         self.reg_retry_at: float | None = None
         self.own_users = {"sipconf"}
         self.unregistering = False
+        self.tls_id: int | None = None  # the SIP TLS listener's pjsua transport
 
     def emit(self, event: object) -> None:
         """An event for the node: queued into its channel on the trio thread (the callback
@@ -112,7 +114,7 @@ class SipThread:
         pjlog.install(cfg.pj_log_level, pj.PJ_LOG_HAS_SENDER)
         # No sound device: nothing clocks the conference bridge (our mixer clocks the streams).
         ep.audDevManager().setNoDev()
-        pjsua.create_transports(pj, ep, cfg)
+        self.tls_id = pjsua.create_transports(pj, ep, cfg)
         pjsua.set_codecs(pj, ep, cfg)
         ep.libStart()
 
@@ -123,7 +125,7 @@ class SipThread:
         self.guard = sipguard
         sipguard.install(cfg.sip_host)
         sipguard.admit(self.trust.networks, cfg.call_capacity, cfg.source_call_rate,
-                       cfg.source_call_burst, cfg.retry_after)
+                       cfg.source_call_burst, cfg.retry_after, cfg.srtp == "required")
         self.media = Media(streams, self.emit)
         streams.start(cfg.mixer_clocks)
         streams.rtpguard_settings(cfg.rtp_relatch_seconds)
@@ -132,8 +134,10 @@ class SipThread:
         self.call_cls = callbacks.call_class(pj)
         self.acc = callbacks.account_class(pj)(self)
         self.acc.create(acfg, True)
-        log.info("SIP listening on udp %s:%d, RTP %d-%d; calls taken from %s", cfg.sip_host,
-                 cfg.sip_port, cfg.rtp_port_min, cfg.rtp_port_max,
+        log.info("SIP listening on udp%s %s:%d%s, RTP %d-%d (SRTP %s); calls taken from %s",
+                 "+tcp" if cfg.sip_tcp else "", cfg.sip_host, cfg.sip_port,
+                 f", tls {cfg.sip_host}:{cfg.sip_tls_port}" if cfg.sip_tls_port else "",
+                 cfg.rtp_port_min, cfg.rtp_port_max, cfg.srtp,
                  ", ".join(str(n) for n in self.trust.networks))
         if target is not None:
             racfg = pjsua.registration_config(pj, cfg, acfg.mediaConfig)
@@ -171,9 +175,60 @@ class SipThread:
             if self.heartbeat >= self.report_at:
                 self.report_at = self.heartbeat + 1.0
                 self.report_refusals()
+                self.check_rtp(self.heartbeat)
             if self.reg_retry_at is not None and time.monotonic() >= self.reg_retry_at:
                 self.reg_retry_at = None
                 self.register(True)
+
+    def check_rtp(self, now: float) -> None:
+        """Hang up answered calls that sent no RTP for ``rtp_timeout`` seconds (a caller gone
+        without a BYE, a NAT binding lost, an INVITE whose ACK never brought an answer), with
+        a Reason header; a call the caller holds (its SDP sends us nothing) is not timed."""
+        timeout = self.config.rtp_timeout
+        if not timeout:
+            return
+        pj = self.pj
+        for rec in list(self.calls.values()):
+            if not rec.answered or rec.ended:
+                continue
+            packets = -1
+            if rec.leg is not None:
+                try:
+                    packets = rec.call.getStreamStat(0).rtcp.rxStat.pkt
+                except pj.Error:
+                    pass
+            if packets != rec.rx_packets:
+                rec.rx_packets, rec.rx_at = packets, now
+                continue
+            if now - rec.rx_at < timeout:
+                continue
+            if self.held(rec):
+                rec.rx_at = now
+                continue
+            log.warning("call %s: no RTP for %.0f s -> BYE (rtp_timeout)", rec.uuid,
+                        now - rec.rx_at)
+            rec.media_timeout = True
+            prm = self.op(200)
+            h = pj.SipHeader()
+            h.hName = "Reason"
+            h.hValue = f'Q.850;cause=102;text="no RTP for {now - rec.rx_at:.0f} s"'
+            prm.txOption.headers.append(h)
+            self.media.detach(rec)
+            try:
+                rec.call.hangup(prm)
+            except pj.Error as exc:
+                log.warning("call %s: hangup after the RTP timeout failed: %s", rec.uuid,
+                            exc.reason)
+
+    def held(self, rec: CallRec) -> bool:
+        """The caller's SDP asks for no RTP to us (a=sendonly from us / inactive: on hold)."""
+        pj = self.pj
+        try:
+            info = rec.call.getInfo()
+        except pj.Error:
+            return False
+        audio = [m for m in info.media if m.type == pj.PJMEDIA_TYPE_AUDIO]
+        return bool(audio) and not any(m.dir & pj.PJMEDIA_DIR_DECODING for m in audio)
 
     def report_refusals(self) -> None:
         """One line per source per REPORT_S about the INVITEs admission.c refused from it (a

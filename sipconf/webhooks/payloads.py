@@ -70,16 +70,18 @@ def plivo_time(t: float | None) -> str:
 
 
 def hangup_cause(answered: bool, by_caller: bool, outcome: str, code: int = 0,
-                 stopping: bool = False) -> tuple[str, str]:
+                 stopping: bool = False, media_timeout: bool = False) -> tuple[str, str]:
     """(HangupCause, HangupSource) of a call that ended: the standard telephony cause names
     Plivo passes (Q.850 style, as FreeSWITCH spells them). ``outcome`` is the call flow's
     (``answer-url-failed``, ``error`` or ''), ``code`` the SIP code the node refused or hung
     up an unanswered call with (486 busy, 603 rejected), ``by_caller``: the caller hung up
-    first."""
+    first, ``media_timeout``: the node hung up because no RTP came (rtp_timeout)."""
     if outcome == "answer-url-failed":
         return "NORMAL_TEMPORARY_FAILURE", ERROR
     if outcome == "error":
         return "NORMAL_TEMPORARY_FAILURE", ERROR
+    if media_timeout:
+        return "MEDIA_TIMEOUT", PLATFORM
     if by_caller:
         return ("NORMAL_CLEARING" if answered else "ORIGINATOR_CANCEL"), CALLER
     if stopping:

@@ -100,6 +100,40 @@ def test_requests_inside_a_call_get_the_right_refusals(ua):
     assert node.alive()
 
 
+def test_multipart_invite_is_taken_and_a_reinvite_without_a_common_codec_gets_488(ua):
+    node, ua = ua
+    uri = f"sip:edge@127.0.0.1:{node.sip_port}"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rtp:
+        rtp.bind(("127.0.0.1", 0))
+        port = rtp.getsockname()[1]
+        sdp = SDP.format(port=port)
+        # an INVITE from a PSTN gateway: the SDP beside an ISUP part (RFC 3204, RFC 5621)
+        body = ("--b1\r\nContent-Type: application/sdp\r\n\r\n" + sdp + "\r\n--b1\r\n"
+                "Content-Type: application/isup;version=itu-t92+\r\n"
+                "Content-Disposition: signal;handling=optional\r\n\r\n\x01\x00\x49\r\n--b1--\r\n")
+        dlg = ua.call(uri, port, body=body, ctype="multipart/mixed;boundary=b1")
+        assert "PCMU" in dlg.ok
+        call_id, tag, contact = dlg.call_id, dlg.tag, dlg.contact
+        rtp.settimeout(5)
+        assert rtp.recv(2048)  # the room reaches us
+
+        g729 = (sdp.replace("o=- 1 1", "o=- 1 2").replace("RTP/AVP 0 101", "RTP/AVP 18")
+                .replace("a=rtpmap:0 PCMU/8000", "a=rtpmap:18 G729/8000"))
+        ua.request("INVITE", contact, call_id, to_tag=tag, body=g729, ctype="application/sdp")
+        no = ua.final("INVITE", timeout=5)
+        assert _code(no) == 488, no[:400]
+        ua.request("ACK", contact, call_id, to_tag=tag, cseq=ua.cseq)
+        # the call goes on with what it had; a new offer it can take is answered
+        again = sdp.replace("o=- 1 1", "o=- 1 3")
+        ua.request("INVITE", contact, call_id, to_tag=tag, body=again, ctype="application/sdp")
+        ok2 = ua.final("INVITE", timeout=5)
+        assert _code(ok2) == 200 and "PCMU" in ok2, ok2[:400]
+        ua.request("ACK", contact, call_id, to_tag=tag, cseq=ua.cseq)
+        ua.request("BYE", contact, call_id, to_tag=tag)
+        assert _code(ua.final("BYE")) == 200
+    assert node.alive()
+
+
 def _invite_flood(ua: RawUA, uri: str, n: int, rtp_port: int) -> list[str]:
     """``n`` new INVITEs as fast as the socket takes them; their Call-IDs."""
     ids = []

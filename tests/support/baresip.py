@@ -20,7 +20,11 @@ MODULES = "/usr/lib/baresip/modules"
 class BaresipUA:
     def __init__(self, workdir: Path, name: str, tone_hz: float | None = None,
                  codecs: str = "PCMU,PCMA", mic_seconds: float = 60.0,
-                 mic_wav: Path | None = None):
+                 mic_wav: Path | None = None, tls_ca: Path | None = None,
+                 mediaenc: str | None = None):
+        """``tls_ca``: SIP over TLS (dial a ``;transport=tls`` URI), trusting that CA file;
+        ``mediaenc``: baresip's media encryption, e.g. ``srtp-mand`` (RTP/SAVP with SDES
+        keys) or ``srtp`` (RTP/AVP with keys offered)."""
         self.name = name
         self.dir = workdir / f"ua-{name}"
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -47,6 +51,8 @@ class BaresipUA:
         if "OPUS" in wanted:
             mods.append("opus.so")
         mods += ["aufile.so", "sndfile.so", "cons.so"]
+        if mediaenc:
+            mods.append("srtp.so")
         conf = [
             "poll_method epoll",
             f"sip_listen 127.0.0.1:{self.sip_port}",
@@ -65,10 +71,12 @@ class BaresipUA:
             f"cons_listen 127.0.0.1:{self.cons_port}",
             "opus_stereo no",
             "opus_sprop_stereo no",
+            *([f"sip_cafile {tls_ca}"] if tls_ca else []),
         ]
         (self.dir / "config").write_text("\n".join(conf) + "\n")
         (self.dir / "accounts").write_text(
-            f"<sip:{name}@127.0.0.1:{self.sip_port}>;regint=0;audio_codecs={codecs}\n"
+            f"<sip:{name}@127.0.0.1:{self.sip_port}{';transport=tls' if tls_ca else ''}>"
+            f";regint=0;audio_codecs={codecs}{f';mediaenc={mediaenc}' if mediaenc else ''}\n"
         )
 
     def dial(self, uri: str, seconds: float = 30.0) -> BaresipUA:

@@ -324,6 +324,10 @@ class FakeEngine:
         await self._command("untap", tap.room_key)
         tap.closed_at = trio.current_time()
 
+    async def reload_tls(self, cert: str, key: str) -> str | None:
+        await self._command("reload_tls", cert, key)
+        return "the fake engine has no TLS listener"
+
     async def stats(self, rtp: bool = False) -> dict:
         await self._command("stats", rtp)
         legs = {u: {"talking": False, "rx_empty": 0, "rate": 16000}

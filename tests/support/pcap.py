@@ -1,4 +1,5 @@
-"""Loopback captures with dumpcap, and a small reader for the UDP packets in them."""
+"""Loopback captures with dumpcap, and a small reader for the UDP packets (and TCP segments)
+in them."""
 
 from __future__ import annotations
 
@@ -54,6 +55,15 @@ class Capture:
 
 
 def read_udp(path: Path) -> Iterator[UdpPacket]:
+    return _read(path, 17)
+
+
+def read_tcp(path: Path) -> Iterator[UdpPacket]:
+    """The TCP segments with data (the same record: addresses and the segment's payload)."""
+    return (p for p in _read(path, 6) if p.payload)
+
+
+def _read(path: Path, proto: int) -> Iterator[UdpPacket]:
     data = path.read_bytes()
     if len(data) < 24:
         return
@@ -81,13 +91,15 @@ def read_udp(path: Path) -> Iterator[UdpPacket]:
             ip = pkt[16:]
         else:
             ip = pkt
-        if len(ip) < 20 or ip[0] >> 4 != 4 or ip[9] != 17:
+        if len(ip) < 20 or ip[0] >> 4 != 4 or ip[9] != proto:
             continue
         ihl = (ip[0] & 0x0F) * 4
-        udp = ip[ihl:]
-        if len(udp) < 8:
+        total = struct.unpack("!H", ip[2:4])[0]
+        seg = ip[ihl:total]
+        head = 8 if proto == 17 else (seg[12] >> 4) * 4 if len(seg) >= 13 else 20
+        if len(seg) < head:
             continue
-        sport, dport = struct.unpack("!HH", udp[:4])
+        sport, dport = struct.unpack("!HH", seg[:4])
         src = ".".join(str(b) for b in ip[12:16])
         dst = ".".join(str(b) for b in ip[16:20])
-        yield UdpPacket(t, (src, sport), (dst, dport), bytes(udp[8:]))
+        yield UdpPacket(t, (src, sport), (dst, dport), bytes(seg[head:]))

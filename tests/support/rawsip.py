@@ -68,6 +68,21 @@ class RawUA:
                + f"Content-Length: {len(body)}\r\n\r\n{body}")
         self.sock.sendto(msg.encode(), self.node)
 
+    def respond(self, req: str, status: str = "200 OK") -> None:
+        """Answer a request the node sent (its BYE, say), to the address it came from."""
+        hdrs = "".join(f"{name}: {header(req, name)}\r\n"
+                       for name in ("Via", "From", "To", "Call-ID", "CSeq"))
+        self.sock.sendto(f"SIP/2.0 {status}\r\n{hdrs}Content-Length: 0\r\n\r\n".encode(),
+                         self.node)
+
+    def request_from_node(self, method: str, seconds: float) -> str:
+        """The first ``method`` request the node sends in ``seconds`` (answered 200), or ""."""
+        for data in self.messages(seconds):
+            if data.startswith(f"{method} "):
+                self.respond(data)
+                return data
+        return ""
+
     def messages(self, seconds: float) -> Iterator[str]:
         """Whatever reaches the socket until ``seconds`` have passed (or the caller stops)."""
         deadline = time.monotonic() + seconds
@@ -92,11 +107,13 @@ class RawUA:
         """Whatever else reaches the socket in ``seconds`` (first lines)."""
         return [data.split("\r\n")[0] for data in self.messages(seconds)]
 
-    def call(self, uri: str, rtp_port: int) -> Dialog:
-        """INVITE ``uri`` offering PCMU at ``rtp_port``, expect 200, ACK it."""
+    def call(self, uri: str, rtp_port: int, body: str | None = None,
+             ctype: str = "application/sdp") -> Dialog:
+        """INVITE ``uri`` offering PCMU at ``rtp_port`` (or with ``body``), expect 200, ACK
+        it."""
         call_id = f"{uuid.uuid4().hex}@raw"
-        self.request("INVITE", uri, call_id, body=SDP.format(port=rtp_port),
-                     ctype="application/sdp")
+        self.request("INVITE", uri, call_id, body=body or SDP.format(port=rtp_port),
+                     ctype=ctype)
         ok = self.final("INVITE", timeout=10)
         assert code(ok) == 200, ok[:400]
         tag = re.search(r"^To:.*;tag=([^;\r]+)", ok, re.M | re.I).group(1)

@@ -79,3 +79,27 @@ def test_json_log_lines_carry_call_and_room():
     out = json.loads(JsonFormatter().format(rec))
     assert out["msg"] == "call c1 joined" and out["level"] == "info"
     assert (out["call_uuid"], out["room"], out["event"]) == ("c1", "r", "enter")
+
+
+def test_tls_needs_a_certificate_and_its_key(tmp_path):
+    from sipconf.config import NodeConfig, tls_files_problem
+
+    def cert(name):
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days",
+                        "1", "-keyout", str(tmp_path / f"{name}.key"), "-out",
+                        str(tmp_path / f"{name}.crt"), "-subj", f"/CN={name}"],
+                       check=True, capture_output=True, timeout=30)
+        return str(tmp_path / f"{name}.crt"), str(tmp_path / f"{name}.key")
+
+    a_crt, a_key = cert("a")
+    _, b_key = cert("b")
+    assert tls_files_problem(a_crt, a_key) is None
+    assert NodeConfig(sip_tls_port=5061, tls_cert=a_crt, tls_key=a_key).sip_tls_port == 5061
+    assert "not a certificate and its key" in tls_files_problem(a_crt, b_key)
+    assert "readable PEM file" in tls_files_problem(a_crt, str(tmp_path / "missing.key"))
+    with pytest.raises(ValueError, match="sip_tls_port: tls_cert"):
+        NodeConfig(sip_tls_port=5061)
+    with pytest.raises(ValueError, match="same as the SIP port"):
+        NodeConfig(sip_port=5061, sip_tls_port=5061, tls_cert=a_crt, tls_key=a_key)
+    with pytest.raises(ValueError, match="srtp must be off, optional or required"):
+        NodeConfig(srtp="sometimes")

@@ -47,3 +47,26 @@ def test_offer_codecs():
     assert not video_only.has_audio
     with pytest.raises(ValueError):
         sipmsg.parse_offer("this is not SDP")
+
+
+def _multipart(boundary_param: str, delimiter: str, parts: list[tuple[str | None, str]]) -> str:
+    body = "".join(f"--{delimiter}\r\n" + (f"Content-Type: {ct}\r\n" if ct else "") + "\r\n"
+                   + content + "\r\n" for ct, content in parts) + f"--{delimiter}--\r\n"
+    return ("INVITE sip:room@10.0.0.1 SIP/2.0\r\n"
+            f"Content-Type: multipart/mixed;{boundary_param}\r\n\r\n" + body)
+
+
+def test_the_sdp_part_of_a_multipart_invite():
+    sdp = sipmsg.message_body(INVITE)
+    isup = "\x01\x00\x49\x00\x00\x03\x02\x00\x07\x04\x10\x00\x33\x63\x21\x43\x00\x00\x03"
+    msg = _multipart("boundary=unique-boundary-1", "unique-boundary-1",
+                     [("application/isup;version=itu-t92+", isup), ("application/sdp", sdp)])
+    got = sipmsg.session_description(msg)
+    assert sipmsg.parse_offer(got).codecs == ("g729", "g722", "telephone-event")
+    quoted = _multipart('boundary="a b"', "a b", [("Application/SDP", sdp)])
+    assert sipmsg.parse_offer(sipmsg.session_description(quoted)).supported == ("g722",)
+    # no SDP part (a part without headers is text/plain): no offer; a plain body is the body
+    assert sipmsg.session_description(_multipart("boundary=q", "q", [(None, sdp)])) == ""
+    assert sipmsg.session_description(INVITE) == sdp
+    with pytest.raises(ValueError):
+        sipmsg.session_description(INVITE.replace("application/sdp", "multipart/mixed"))
