@@ -26,7 +26,7 @@ if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
 BUILD_PKGS=(build-essential pkg-config swig python3-dev python3-venv ca-certificates xz-utils
             libsrtp2-dev libspeex-dev libspeexdsp-dev libgsm1-dev libopus-dev libssl-dev
             uuid-dev espeak-ng)
-TEST_PKGS=(baresip-core sip-tester sox libsox-fmt-mp3 tshark kamailio)
+TEST_PKGS=(baresip-core sip-tester sox libsox-fmt-mp3 tshark kamailio sipsak sipvicious)
 
 want=("${BUILD_PKGS[@]}")
 [ "$WITH_TEST" = 1 ] && want+=("${TEST_PKGS[@]}")

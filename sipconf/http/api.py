@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from urllib.parse import unquote
 
 from sipconf.faults import Faults
+from sipconf.http import plivo_api
 
 log = logging.getLogger("sipconf.api")
 
@@ -107,9 +108,10 @@ def openapi() -> dict[str, Any]:
         "openapi": "3.0.3",
         "info": {"title": "sipconf control API", "version": "1"},
         "components": {"schemas": {"Member": member, "Room": room},
-                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
+                                           "basic": {"type": "http", "scheme": "basic"}}},
         "security": [{"bearer": []}],
-        "paths": paths,
+        "paths": {**paths, **plivo_api.openapi_paths()},  # Plivo's shape: with --auth-id
     }
 
 

@@ -313,3 +313,50 @@ async def _reply(send, status: int, body: Any, headers: list) -> None:
         base.insert(0, (b"content-type", b"application/json"))
     await send({"type": "http.response.start", "status": status, "headers": base + headers})
     await send({"type": "http.response.body", "body": data})
+
+
+def openapi_paths() -> dict[str, Any]:
+    """This API's paths for the node's /openapi.json (HTTP Basic: auth id, auth token), made
+    from the same tables the router uses."""
+    basic = [{"basic": []}]
+    p = {n: {"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
+         for n in ("auth_id", "name", "member_id")}
+    done = {"200": {"description": "done (JSON with api_id)"},
+            "202": {"description": "accepted (JSON with api_id, message)"},
+            "204": {"description": "done, no body"},
+            "401": {"description": "Basic auth missing or wrong"},
+            "404": {"description": "no such conference or member"}}
+
+    def ops(methods: str, summary: str, params: list, body: dict | None = None) -> dict:
+        out = {}
+        for m in methods.split(", "):
+            op = {"summary": summary, "security": basic, "parameters": params,
+                  "responses": done}
+            if body and m == "POST":
+                op["requestBody"] = {"content": {"application/x-www-form-urlencoded": {
+                    "schema": {"type": "object", "properties": body}}}}
+            out[m.lower()] = op
+        return out
+
+    base = f"{PREFIX}{{auth_id}}/Conference/"
+    room, member = [p["auth_id"], p["name"]], [p["auth_id"], p["name"], p["member_id"]]
+    text = {"type": "string"}
+    paths = {
+        base: ops(_ALLOWED["list"], "Conferences (GET: names; DELETE: hang up all)",
+                  [p["auth_id"]]),
+        f"{base}{{name}}/": ops(_ALLOWED["conference"], "One conference (GET: its members; "
+                                "DELETE: every member leaves)", room),
+        f"{base}{{name}}/Record/": ops(_ALLOWED["Record"], "Start (POST) or stop (DELETE) "
+                                       "recording", room, {"file_format": text}),
+        f"{base}{{name}}/Member/{{member_id}}/": ops(_ALLOWED[""], "Hang up the member(s) "
+                                                    "(ids comma-separated, or all)", member),
+    }
+    bodies = {"Play": {"url": text}, "Speak": {"text": text, "voice": text, "language": text}}
+    for action, summary in (("Mute", "Mute (POST) or unmute (DELETE)"),
+                            ("Deaf", "Deafen (POST) or undeafen (DELETE)"),
+                            ("Kick", "Take out of the conference (it goes on with its action)"),
+                            ("Play", "Play a sound URL to (POST), or stop it for (DELETE)"),
+                            ("Speak", "Speak text to (POST), or stop it for (DELETE)")):
+        paths[f"{base}{{name}}/Member/{{member_id}}/{action}/"] = ops(
+            _ALLOWED[action], f"{summary} the member(s)", member, bodies.get(action))
+    return paths

@@ -11,6 +11,8 @@ validates them, so an app written for Plivo checks them unchanged:
   signature, params)``); for a POST the URL's sorted query (``?k=v&...``, if any), then the form
   parameters as ``keyvalue`` in key order with no separators, after ``.`` (a query) or ``?`` (no
   query). Values are not percent-encoded.
+- ``X-Plivo-Signature-Ma-V3``: hosted Plivo signs with the main account's token too (same
+  nonce); a node has one account, so it is the V3 signature again, for apps that check it.
 - ``X-Plivo-Signature-V2`` / ``X-Plivo-Signature-V2-Nonce``: base64 of HMAC-SHA256(token,
   ``scheme://netloc/path`` + nonce), the query and the parameters not covered
   (``plivo.utils.validate_signature(uri, nonce, signature, token)``).
@@ -43,6 +45,7 @@ from urllib.parse import parse_qs, urlencode, urlparse, urlunparse
 PLIVO, SIPCONF, BOTH = "plivo", "sipconf", "both"
 SCHEMES = (PLIVO, SIPCONF, BOTH)
 V3, V3_NONCE = "X-Plivo-Signature-V3", "X-Plivo-Signature-V3-Nonce"
+MA_V3 = "X-Plivo-Signature-Ma-V3"  # hosted Plivo: keyed by the main account's token
 V2, V2_NONCE = "X-Plivo-Signature-V2", "X-Plivo-Signature-V2-Nonce"
 
 # --- Plivo V3 / V2 ----------------------------------------------------------------------------
@@ -139,6 +142,7 @@ def sign_headers(token: str | None, url: str, params: Mapping[str, str],
         n3, n2 = plivo_nonce(), plivo_nonce()
         headers[V3] = plivo_v3(token, "GET" if method == "GET" else "POST", target, params, n3)
         headers[V3_NONCE] = n3
+        headers[MA_V3] = headers[V3]  # one account on a node: it is its own main account
         headers[V2] = plivo_v2(token, target, n2)
         headers[V2_NONCE] = n2
     if scheme in (SIPCONF, BOTH):

@@ -98,8 +98,8 @@ class RawUA:
         for data in self.messages(timeout):
             if data.startswith("SIP/2.0 1"):
                 continue
-            if data.startswith("SIP/2.0 ") and re.search(rf"^CSeq: *\d+ {method}\r$", data,
-                                                          re.M | re.I):
+            cseq = rf"^CSeq: *\d+ {re.escape(method)}\r$"
+            if data.startswith("SIP/2.0 ") and re.search(cseq, data, re.M | re.I):
                 return data
         return ""
 

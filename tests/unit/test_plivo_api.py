@@ -437,3 +437,16 @@ def test_a_second_sound_to_a_member_replaces_the_first_and_is_not_cut_by_its_end
         assert h.engine.calls[a].overlay is None  # taken off at its own end
 
     node(body)
+
+
+def test_the_conference_api_is_in_the_openapi_document():
+    from sipconf.http.api import openapi
+
+    spec = openapi()
+    base = "/v1/Account/{auth_id}/Conference/"
+    mute = spec["paths"][base + "{name}/Member/{member_id}/Mute/"]
+    assert set(mute) == {"post", "delete"} and mute["post"]["security"] == [{"basic": []}]
+    assert set(spec["paths"][base]) == {"get", "delete"}
+    assert "text" in spec["paths"][base + "{name}/Member/{member_id}/Speak/"]["post"][
+        "requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"]["properties"]
+    assert spec["components"]["securitySchemes"]["basic"]["scheme"] == "basic"

@@ -53,9 +53,13 @@ def test_sign_headers_validate_with_the_sdk(method, url):
     sent = str(req.url)
     h = sign_headers(TOKEN, url, params, method=method, scheme="plivo", sent_url=sent)
     assert set(h) == {"X-Plivo-Signature-V3", "X-Plivo-Signature-V3-Nonce",
-                      "X-Plivo-Signature-V2", "X-Plivo-Signature-V2-Nonce"}
+                      "X-Plivo-Signature-Ma-V3", "X-Plivo-Signature-V2",
+                      "X-Plivo-Signature-V2-Nonce"}
     assert h["X-Plivo-Signature-V3-Nonce"] != h["X-Plivo-Signature-V2-Nonce"]
     form = params if method == "POST" else {}
+    # the main account's signature (the same nonce) validates like V3: one account per node
+    assert validate_v3_signature(method, sent, h["X-Plivo-Signature-V3-Nonce"], TOKEN,
+                                 h["X-Plivo-Signature-Ma-V3"], form or None)
     assert plivo_valid(method, sent, form, h, TOKEN)
     if method == "GET":  # an app may also hand the query parameters over separately
         assert validate_v3_signature("GET", sent, h["X-Plivo-Signature-V3-Nonce"], TOKEN,
@@ -148,6 +152,11 @@ def test_hangup_params_are_plivos():
 ])
 def test_hangup_cause(answered, by_caller, outcome, code, stopping, want):
     assert hangup_cause(answered, by_caller, outcome, code, stopping) == want
+
+
+def test_hangup_cause_of_a_call_without_rtp():
+    assert hangup_cause(True, False, "", 0, False, media_timeout=True) == ("MEDIA_TIMEOUT",
+                                                                           "Plivo")
 
 
 INVITE = ("INVITE sip:team@10.0.0.2 SIP/2.0\r\n"
