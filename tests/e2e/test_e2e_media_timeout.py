@@ -10,7 +10,6 @@ import socket
 import struct
 import threading
 import time
-import uuid
 
 import pytest
 from support.rawsip import SDP, RawUA, header
@@ -67,15 +66,9 @@ def test_a_caller_whose_rtp_stops_is_hung_up_with_a_reason(timed_node):
 
 def test_a_call_that_never_had_media_is_hung_up(timed_node):
     node, ua, _ = timed_node
-    call_id = f"{uuid.uuid4().hex}@raw"
-    uri = f"sip:nomedia@127.0.0.1:{node.sip_port}"
-    ua.request("INVITE", uri, call_id)  # no offer: the node offers in its 200
-    ok = ua.final("INVITE", timeout=10)
-    assert _code(ok) == 200 and "m=audio" in ok, ok[:400]
-    tag = ok.split("To: ", 1)[1].split(";tag=", 1)[1].split("\r\n", 1)[0]
-    contact = header(ok, "Contact").strip("<>")
-    t0 = time.monotonic()
-    ua.request("ACK", contact, call_id, to_tag=tag, cseq=ua.cseq)  # and no answer in it
+    # no offer: the node offers in its 200, and the ACK brings no answer
+    ua.call(f"sip:nomedia@127.0.0.1:{node.sip_port}", 0, body="", ctype="")
+    t0 = time.monotonic()  # the ACK has gone
     bye = ua.request_from_node("BYE", 4 * TIMEOUT_S)
     assert bye, node.log()[-2000:]
     assert time.monotonic() - t0 <= TIMEOUT_S + 2.5
@@ -91,11 +84,8 @@ def test_a_held_call_is_not_timed(timed_node):
         send_rtp(rtp, dlg.node_rtp, 1.0)
         hold = SDP.format(port=port).replace("o=- 1 1", "o=- 1 2").replace("a=sendrecv",
                                                                            "a=inactive")
-        ua.request("INVITE", dlg.contact, dlg.call_id, to_tag=dlg.tag, body=hold,
-                   ctype="application/sdp")
-        ok = ua.final("INVITE", timeout=5)
+        ok = ua.reinvite(dlg, hold)
         assert _code(ok) == 200 and "a=inactive" in ok, ok[:600]
-        ua.request("ACK", dlg.contact, dlg.call_id, to_tag=dlg.tag, cseq=ua.cseq)
         assert ua.request_from_node("BYE", 2 * TIMEOUT_S + 1) == "", node.log()[-2000:]
         ua.request("BYE", dlg.contact, dlg.call_id, to_tag=dlg.tag)
         assert _code(ua.final("BYE")) == 200
@@ -114,20 +104,14 @@ def test_session_timers_are_negotiated_with_and_without_the_callers_help(node_fa
             # one that does not: the node keeps the timer (and refreshes) itself
             ("", "600;refresher=uas"),
         ]:
-            call_id = f"{uuid.uuid4().hex}@raw"
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rtp:
                 rtp.bind(("127.0.0.1", 0))
-                ua.request("INVITE", uri, call_id, headers=headers,
-                           body=SDP.format(port=rtp.getsockname()[1]), ctype="application/sdp")
-                ok = ua.final("INVITE", timeout=10)
-                assert _code(ok) == 200, ok[:400]
+                dlg = ua.call(uri, rtp.getsockname()[1], headers=headers)
+                ok = dlg.ok
                 assert header(ok, "Session-Expires").replace(" ", "") == want, ok[:800]
                 if headers:
                     assert "timer" in header(ok, "Require"), ok[:800]
-                tag = ok.split("To: ", 1)[1].split(";tag=", 1)[1].split("\r\n", 1)[0]
-                contact = header(ok, "Contact").strip("<>")
-                ua.request("ACK", contact, call_id, to_tag=tag, cseq=ua.cseq)
-                ua.request("BYE", contact, call_id, to_tag=tag)
+                ua.request("BYE", dlg.contact, dlg.call_id, to_tag=dlg.tag)
                 assert _code(ua.final("BYE")) == 200
     finally:
         ua.close()

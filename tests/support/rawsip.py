@@ -108,12 +108,12 @@ class RawUA:
         return [data.split("\r\n")[0] for data in self.messages(seconds)]
 
     def call(self, uri: str, rtp_port: int, body: str | None = None,
-             ctype: str = "application/sdp") -> Dialog:
-        """INVITE ``uri`` offering PCMU at ``rtp_port`` (or with ``body``), expect 200, ACK
-        it."""
+             ctype: str = "application/sdp", headers: str = "") -> Dialog:
+        """INVITE ``uri`` offering PCMU at ``rtp_port`` (or with ``body``; "" for no offer),
+        expect 200, ACK it."""
         call_id = f"{uuid.uuid4().hex}@raw"
-        self.request("INVITE", uri, call_id, body=body or SDP.format(port=rtp_port),
-                     ctype=ctype)
+        self.request("INVITE", uri, call_id, headers=headers, ctype=ctype,
+                     body=SDP.format(port=rtp_port) if body is None else body)
         ok = self.final("INVITE", timeout=10)
         assert code(ok) == 200, ok[:400]
         tag = re.search(r"^To:.*;tag=([^;\r]+)", ok, re.M | re.I).group(1)
@@ -121,3 +121,12 @@ class RawUA:
         self.request("ACK", contact, call_id, to_tag=tag, cseq=self.cseq)  # the INVITE's CSeq
         port = int(re.search(r"^m=audio (\d+)", ok, re.M).group(1))
         return Dialog(call_id, tag, contact, ("127.0.0.1", port), ok)
+
+    def reinvite(self, dlg: Dialog, sdp: str) -> str:
+        """A re-INVITE in ``dlg`` offering ``sdp``; its final response (ACKed), or ""."""
+        self.request("INVITE", dlg.contact, dlg.call_id, to_tag=dlg.tag, body=sdp,
+                     ctype="application/sdp")
+        resp = self.final("INVITE", timeout=5)
+        if resp:
+            self.request("ACK", dlg.contact, dlg.call_id, to_tag=dlg.tag, cseq=self.cseq)
+        return resp
