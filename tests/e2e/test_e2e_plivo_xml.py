@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from support import sipp
 from support.audio import dtmf_wav, timeline
-from support.pcap import Capture
+from support.pcap import Capture, telephone_events
 from support.waiting import wait_until
 
 plivo = pytest.importorskip("plivo")
@@ -87,13 +87,9 @@ def test_pin_prompt_then_conference_with_send_digits(how, answer_server, node_fa
     bob.stop()
 
     # sendDigits="9" reached alice on the wire, as a telephone-event
-    events = set()
-    for p in cap.packets():
-        if alice.rtp[0] <= p.dst[1] <= alice.rtp[1] and len(p.payload) == 16 \
-                and (p.payload[1] & 0x7F) not in (0, 8):
-            code = p.payload[12]
-            events.add("0123456789*#"[code] if code < 12 else "?")
-    assert events == {"9"}, events
+    events, summary = telephone_events(cap.packets(), alice.rtp)
+    assert events == {"9"}, (summary, [ln for ln in node.log().splitlines()
+                                       if "digits" in ln][-8:])
 
     # in the room, alice hears bob; before it (the prompt), she did not
     levels, rest, frame_s = timeline(alice.heard(), [BOB_HZ])

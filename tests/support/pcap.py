@@ -103,3 +103,29 @@ def _read(path: Path, proto: int) -> Iterator[UdpPacket]:
         src = ".".join(str(b) for b in ip[12:16])
         dst = ".".join(str(b) for b in ip[16:20])
         yield UdpPacket(t, (src, sport), (dst, dport), bytes(seg[head:]))
+
+
+def telephone_events(packets: Iterator[UdpPacket], ports: tuple[int, int]) -> tuple[set[str], str]:
+    """The RFC 4733 digits sent to a UDP port range, and a summary of everything the capture
+    holds (packets per port range and payload type, digits seen anywhere) for a failure to
+    show where the digits went instead."""
+    lo, hi = ports
+    digits: set[str] = set()
+    elsewhere: dict[int, set[str]] = {}
+    to_range: dict[tuple[int, int], int] = {}
+    total = 0
+    for p in packets:
+        total += 1
+        if len(p.payload) < 12:
+            continue
+        pt = p.payload[1] & 0x7F
+        inside = lo <= p.dst[1] <= hi
+        if inside:
+            to_range[(pt, len(p.payload))] = to_range.get((pt, len(p.payload)), 0) + 1
+        if len(p.payload) == 16 and 96 <= pt <= 127:
+            code = p.payload[12]
+            d = "0123456789*#ABCD"[code] if code < 16 else "?"
+            (digits if inside else elsewhere.setdefault(p.dst[1], set())).add(d)
+    summary = (f"{total} UDP packets captured; to ports {lo}-{hi} by (payload type, size): "
+               f"{dict(sorted(to_range.items()))}; digits to other ports: {elsewhere}")
+    return digits, summary
