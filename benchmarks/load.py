@@ -13,12 +13,18 @@ the first loud sample), giving the node-added delay: jitter buffer, mixer tick, 
 
 Targets (issue 3): latency <= 25 ms median; 100 legs < 30 % of one core; 200 legs with
 p99 gap <= 25 ms.
+
+SRTP (``--srtp``): SIPp cannot do SRTP, so the same N legs are placed twice by baresip (25
+calls per process, PCMU, a tone as microphone): once as plain RTP/AVP, once as RTP/SAVP with
+SDES keys (``mediaenc=srtp-mand``), against one node each, in the same run. The difference in
+the node's CPU over a 10 s window, divided by N, is the cost of SRTP per leg.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -31,8 +37,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from support import sipp  # noqa: E402
-from support.audio import ulaw_decode  # noqa: E402
+from support import ports, sipp  # noqa: E402
+from support.audio import ulaw_decode, write_tone_wav  # noqa: E402
 from support.node import NodeProcess  # noqa: E402
 from support.pcap import Capture  # noqa: E402
 
@@ -207,6 +213,71 @@ def latency(work: Path, media: str = "mixer_ext", bursts: int = 40) -> dict:
         node.terminate()
 
 
+def baresip_caller(work: Path, name: str, node: NodeProcess, calls: int, first: int,
+                   mediaenc: str | None) -> tuple[subprocess.Popen, Path]:
+    """One baresip process placing ``calls`` calls (rooms of 20 by call number)."""
+    d = work / name
+    d.mkdir(exist_ok=True)
+    base = ports.block(4 + 4 * calls)
+    mic = write_tone_wav(d / "mic.wav", 440.0, 120, 8000)
+    mods = ["g711.so", "aufile.so", "cons.so", *(["srtp.so"] if mediaenc else [])]
+    conf = ["poll_method epoll", f"sip_listen 127.0.0.1:{base}", "net_interface 127.0.0.1",
+            f"rtp_ports {base + 4}-{base + 3 + 4 * calls}", "rtp_timeout 0",
+            "jitter_buffer_delay 1-10", f"audio_source aufile,{mic}", "audio_player",
+            f"call_max_calls {calls + 2}", "module_path /usr/lib/baresip/modules",
+            *[f"module {m}" for m in mods], "module_app account.so", "module_app menu.so",
+            f"cons_listen 127.0.0.1:{base + 2}"]
+    (d / "config").write_text("\n".join(conf) + "\n")
+    enc = f";mediaenc={mediaenc}" if mediaenc else ""
+    (d / "accounts").write_text(f"<sip:{name}@127.0.0.1:{base}>;regint=0;"
+                                f"audio_codecs=PCMU{enc}\n")
+    log = d / "baresip.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(["baresip", "-4", "-f", str(d), "-t", "300"], stdout=out,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=d)
+    time.sleep(1.0)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for i in range(first, first + calls):
+            s.sendto(f"/dial {node.uri(f'srtp{i // 20}')}\n".encode(), ("127.0.0.1", base + 2))
+            time.sleep(0.05)
+    return proc, log
+
+
+def srtp_load(work: Path, calls: int, mediaenc: str | None) -> dict:
+    """The node's CPU with ``calls`` baresip legs, plain or SRTP."""
+    node = start_load_node(work, calls)
+    callers: list[tuple[subprocess.Popen, Path]] = []
+    try:
+        idle0 = cpu_seconds(node.proc.pid)
+        time.sleep(3)
+        idle_pct = (cpu_seconds(node.proc.pid) - idle0) / 3 * 100
+        for k in range(0, calls, 25):
+            callers.append(baresip_caller(work, f"{mediaenc or 'plain'}{k}", node,
+                                          min(25, calls - k), k, mediaenc))
+        deadline = time.monotonic() + 30
+        up = 0
+        while time.monotonic() < deadline:
+            up = sum(log.read_text(errors="replace").count("Call established")
+                     for _, log in callers)
+            if up >= calls:
+                break
+            time.sleep(0.5)
+        time.sleep(2)
+        c0, b0, t0 = (cpu_seconds(node.proc.pid),
+                      sum(cpu_seconds(p.pid) for p, _ in callers), time.monotonic())
+        time.sleep(10)
+        c1, b1, t1 = (cpu_seconds(node.proc.pid),
+                      sum(cpu_seconds(p.pid) for p, _ in callers), time.monotonic())
+        srtp_calls = sum(log.read_text(errors="replace").count("SRTP") > 0 for _, log in callers)
+        return {"up": up, "cpu_pct": (c1 - c0) / (t1 - t0) * 100, "idle_cpu_pct": idle_pct,
+                "callers_cpu_pct": (b1 - b0) / (t1 - t0) * 100, "srtp_logs": srtp_calls}
+    finally:
+        for proc, _ in callers:
+            proc.kill()
+            proc.wait(10)
+        node.terminate()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--calls", type=int, nargs="*", default=[20, 100, 200, 300])
@@ -216,10 +287,25 @@ def main() -> None:
                     help="pyport: the baseline, pjsua2's bridge with Python media ports")
     ap.add_argument("--node-arg", action="append", default=[], metavar="OPTION",
                     help="an option for the node, repeatable (e.g. --node-arg=--strict-rtp=off)")
+    ap.add_argument("--srtp", type=int, nargs="?", const=100, metavar="LEGS",
+                    help="only the SRTP cost: LEGS baresip legs (default 100), plain then SRTP")
     args = ap.parse_args()
     NODE_ARGS[:] = args.node_arg
     with tempfile.TemporaryDirectory(prefix="sipconf-load-") as d:
         work = Path(d)
+        if args.srtp:
+            n = args.srtp
+            plain = srtp_load(work, n, None)
+            srtp = srtp_load(work, n, "srtp-mand")
+            for tag, r in (("RTP/AVP", plain), ("RTP/SAVP (SRTP, SDES)", srtp)):
+                print(f"{tag:>22}: {r['up']}/{n} legs up, node {r['cpu_pct']:.1f} % of a core "
+                      f"(idle {r['idle_cpu_pct']:.1f} %), {r['cpu_pct'] / n:.3f} %/leg; "
+                      f"baresip callers {r['callers_cpu_pct']:.1f} %", flush=True)
+            extra = (srtp["cpu_pct"] - plain["cpu_pct"]) / n
+            print(f"SRTP costs {extra:.3f} % of a core per leg more than plain RTP "
+                  f"(x{srtp['cpu_pct'] / plain['cpu_pct']:.2f}); baresip logs naming SRTP: "
+                  f"{srtp['srtp_logs']}/{len(range(0, n, 25))}")
+            return
         if not args.no_latency:
             lat = latency(work, args.media)
             print(f"node-added latency (RTP in -> RTP out, {lat['matched']}/{lat['bursts_in']} "

@@ -37,6 +37,9 @@ cdef extern from "admission.h" nogil:
     void admission_limits(unsigned max_calls, double rate, double burst, int retry_after,
                           int srtp_required)
     unsigned long admission_refused(int why)
+    # pjsua's call slots in use: every INVITE dialog from its 100 Trying to its last
+    # retransmission, what admission compares with --max-calls
+    unsigned admission_calls()
     int admission_report(double interval, int *family, unsigned char *addr,
                          unsigned long *counts)
 

@@ -319,3 +319,8 @@ int admission_report(double interval, int *family, unsigned char addr[16],
     }
     return 0;
 }
+
+unsigned admission_calls(void)
+{
+    return pjsua_call_get_count();
+}

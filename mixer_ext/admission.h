@@ -15,6 +15,7 @@ int admission_trust(int family, const unsigned char *addr, int prefix);
 void admission_limits(unsigned max_calls, double rate, double burst, int retry_after,
                       int srtp_required);
 unsigned long admission_refused(int why);
+unsigned admission_calls(void);
 /* One source with refusals not reported for ``interval`` seconds: 1 and its figures (then
  * reset), or 0 if there is none. */
 int admission_report(double interval, int *family, unsigned char addr[16],

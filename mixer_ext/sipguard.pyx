@@ -59,6 +59,11 @@ ADMISSION = {"forbidden": ADMISSION_FORBIDDEN, "rate": ADMISSION_RATE,
              "capacity": ADMISSION_CAPACITY, "no_srtp": ADMISSION_NO_SRTP}
 
 
+def sip_calls() -> int:
+    """pjsua's call slots in use (also calls still being set up or torn down)."""
+    return admission_calls()
+
+
 def admission_counts() -> dict:
     """New INVITEs refused by admission.c, by reason."""
     return {name: admission_refused(why) for name, why in ADMISSION.items()}

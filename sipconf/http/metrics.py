@@ -62,6 +62,9 @@ def render(m: Metrics, *, calls: int, rooms: int, legs: int, engine: dict,
                     f"{name}_count {n:g}"])
 
     metric("sipconf_calls_active", "gauge", "Calls the node has now.", [("", calls)])
+    metric("sipconf_sip_calls", "gauge",
+           "pjsua's call slots in use (also calls being set up or torn down); --max-calls "
+           "caps this one.", [("", engine.get("sip_calls", 0))])
     metric("sipconf_rooms_active", "gauge", "Conference rooms with members.", [("", rooms)])
     metric("sipconf_legs_active", "gauge", "Members in conference rooms.", [("", legs)])
     outcomes = m.calls_total + Counter(engine.get("refused", {}))

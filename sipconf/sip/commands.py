@@ -259,7 +259,7 @@ def _refused(t: SipThread) -> dict[str, int]:
 
 def _stats(t: SipThread, c: Stats) -> dict:
     """The mixer's figures; with ``rtp``, each leg's RTP statistics from pjsua too."""
-    out = {"calls": len(t.calls), **t.media.stats(t.calls),
+    out = {"calls": len(t.calls), "sip_calls": sipguard.sip_calls(), **t.media.stats(t.calls),
            "refused": _refused(t),
            "log_dropped": pjlog.dropped(),
            "rtp_guard": t.media.streams.rtpguard_counts(),

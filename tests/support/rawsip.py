@@ -55,14 +55,14 @@ class RawUA:
 
     def request(self, method: str, uri: str, call_id: str, to_tag: str = "",
                 headers: str = "", body: str = "", ctype: str = "",
-                cseq: int | None = None) -> None:
+                cseq: int | None = None, from_tag: str = "raw1") -> None:
         if cseq is None:
             self.cseq += 1
         to = f"<sip:edge@127.0.0.1>{';tag=' + to_tag if to_tag else ''}"
         msg = (f"{method} {uri} SIP/2.0\r\n"
                f"Via: SIP/2.0/UDP 127.0.0.1:{self.port};branch=z9hG4bK{uuid.uuid4().hex};rport\r\n"
-               f"From: <sip:raw@127.0.0.1>;tag=raw1\r\nTo: {to}\r\nCall-ID: {call_id}\r\n"
-               f"CSeq: {cseq or self.cseq} {method}\r\nMax-Forwards: 70\r\n"
+               f"From: <sip:raw@127.0.0.1>;tag={from_tag}\r\nTo: {to}\r\nCall-ID: {call_id}\r\n"
+               f"CSeq: {self.cseq if cseq is None else cseq} {method}\r\nMax-Forwards: 70\r\n"
                f"Contact: <sip:raw@127.0.0.1:{self.port}>\r\n{headers}"
                + (f"Content-Type: {ctype}\r\n" if ctype else "")
                + f"Content-Length: {len(body)}\r\n\r\n{body}")
@@ -93,13 +93,16 @@ class RawUA:
             except TimeoutError:
                 return
 
-    def final(self, method: str, timeout: float = 3.0) -> str:
-        """The first final response to ``method`` (provisional ones and other traffic skipped)."""
+    def final(self, method: str, timeout: float = 3.0, call_id: str | None = None) -> str:
+        """The first final response to ``method`` (in the dialog ``call_id`` if given;
+        provisional ones and other traffic skipped: a late retransmission of an earlier
+        request's answer is not taken for this one's)."""
         for data in self.messages(timeout):
             if data.startswith("SIP/2.0 1"):
                 continue
             cseq = rf"^CSeq: *\d+ {re.escape(method)}\r$"
-            if data.startswith("SIP/2.0 ") and re.search(cseq, data, re.M | re.I):
+            if data.startswith("SIP/2.0 ") and re.search(cseq, data, re.M | re.I) and (
+                    call_id is None or header(data, "Call-ID") == call_id):
                 return data
         return ""
 
