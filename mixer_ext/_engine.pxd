@@ -12,6 +12,7 @@ cdef extern from "engine.h" nogil:
     enum:
         ENG_EV_DIGIT
         ENG_EV_FLOOR
+        ENG_EV_TALK
     # why eng_leg_attach refused a stream (*err)
     enum:
         ENG_ERR_NO_PORT

@@ -28,6 +28,7 @@ cdef extern from "mixcore.h" nogil:
         uint64_t energy
         float talk_score
         int talking
+        int speaking
         void *user
 
     ctypedef struct mix_room:

@@ -36,7 +36,7 @@ typedef struct eng_leg_stats {
     uint64_t tx;           /* frames handed to the encoder */
     uint64_t errors;
     uint64_t energy;       /* last frame's talker energy */
-    int talking;           /* the floor detector's talking state */
+    int talking;           /* speaking (floor.c): what talk events and the API report */
 } eng_leg_stats;
 
 typedef struct eng_room_stats {
@@ -66,6 +66,7 @@ typedef struct eng_clock_stats {
 /* What the ticks detect, for the control plane to poll (eng_poll_events). */
 #define ENG_EV_DIGIT 1   /* leg_id pressed `digit` (in-band tones) */
 #define ENG_EV_FLOOR 2   /* leg_id took the floor of room_id */
+#define ENG_EV_TALK 3    /* leg_id started (digit 'T') or stopped ('S') talking in room_id */
 #define ENG_EVENT_QUEUE 1024
 
 typedef struct eng_event {

@@ -49,7 +49,7 @@ struct eng_leg {
     eng_room *room;
     pj_timestamp ts;
     uint64_t rx_audio, rx_empty, tx, errors;
-    uint64_t energy;            /* m.energy and m.talking as of the last tick, for stats */
+    uint64_t energy;            /* m.energy and m.speaking as of the last tick, for stats */
     int talking;
     uint64_t id;
     dtmf_detector dtmf;

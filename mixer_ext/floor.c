@@ -9,6 +9,7 @@
 #define TAKE_FREE_FRAMES 5      /* 100 ms */
 #define TAKE_BUSY_FRAMES 25     /* 500 ms */
 #define TAKE_BUSY_DB 6.0f
+#define SPEAK_HANGOVER_FRAMES 5 /* 100 ms below FLOOR_OFF_DB ends a member's speaking */
 
 void floor_init(floor_state *f)
 {
@@ -27,6 +28,8 @@ void floor_forget(floor_state *f, mix_leg *leg)
     }
     leg->talk_score = 0.0f;
     leg->talking = 0;
+    leg->speaking = 0;
+    leg->quiet_frames = 0;
 }
 
 int floor_update(floor_state *f, mix_room *room)
@@ -42,6 +45,18 @@ int floor_update(floor_state *f, mix_room *room)
             leg->talking = leg->talk_score >= FLOOR_OFF_DB;
         else
             leg->talking = leg->talk_score >= FLOOR_ON_DB;
+        /* speaking (talk events): starts with talking; ends after SPEAK_HANGOVER_FRAMES of
+         * frames below the off threshold, not when the slow score decays into a noise floor
+         * just under it (which took 260 ms from a -50 dBFS floor); it starts again only on a
+         * loud frame, not on the score's slow tail */
+        if (leg->speaking) {
+            leg->quiet_frames = level < FLOOR_OFF_DB ? leg->quiet_frames + 1 : 0;
+            if (leg->quiet_frames >= SPEAK_HANGOVER_FRAMES)
+                leg->speaking = 0;
+        } else if (leg->talking && level >= FLOOR_ON_DB) {  /* not the score's tail */
+            leg->speaking = 1;
+            leg->quiet_frames = 0;
+        }
         if (leg->talking && (!loudest || leg->talk_score > loudest->talk_score))
             loudest = leg;
     }

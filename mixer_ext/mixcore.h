@@ -49,6 +49,8 @@ struct mix_leg {
     uint64_t energy;             /* sum of squares of the last contribution (talker energy) */
     float talk_score;            /* smoothed speaking level, dB (floor.c) */
     int talking;                 /* talk_score crossed the floor's thresholds (floor.c) */
+    int speaking;                /* talk events: on with talking, off after a quiet spell */
+    int quiet_frames;            /* frames below the off threshold while speaking */
     mix_input_hook on_input;     /* e.g. in-band DTMF detection */
     void *on_input_user;
     void *user;                  /* owner's pointer (the stream driver) */

@@ -139,6 +139,10 @@ cdef class Room:
     def talking(self, int idx) -> bool:
         return bool(self._leg(idx).talking)
 
+    def speaking(self, int idx) -> bool:
+        """What talk events report (on with talking, off after 100 ms quiet)."""
+        return bool(self._leg(idx).speaking)
+
     def tick_n(self, int n):
         """Mix ``n`` frames with the inputs left as they are (for benchmarks); like the live
         tick, each frame also updates the floor."""

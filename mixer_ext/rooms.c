@@ -49,7 +49,9 @@ uint64_t rooms_tick(eng_room *r)
     for (int i = 0; i < m->nlegs; i++) {
         eng_leg *leg = (eng_leg *)m->legs[i];
         STORE(leg->energy, leg->m.energy);
-        STORE(leg->talking, leg->m.talking);
+        if (leg->talking != leg->m.speaking && !(leg->m.flags & MIX_LEG_SOURCE))
+            events_push(ENG_EV_TALK, leg->m.speaking ? 'T' : 'S', leg->id, r->id);
+        STORE(leg->talking, leg->m.speaking);
         if ((leg->m.flags & MIX_LEG_SOURCE) || !leg->port)
             continue;
         legs_player_fill(&leg->player, leg->m.out, leg->m.spf, 1);  /* private sound, if any */

@@ -40,6 +40,7 @@ def stop():
 
 DIGIT = ENG_EV_DIGIT
 FLOOR = ENG_EV_FLOOR
+TALK = ENG_EV_TALK
 
 # Leg flags for ``set_flags`` (mixcore.h), so the node needs no other module for them.
 from mixer_ext._mixcore cimport MIX_LEG_MUTED, MIX_LEG_DEAF

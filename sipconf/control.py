@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -55,7 +55,8 @@ class Control:
                 "from": s.incoming.from_uri if s else "",
                 "to": s.incoming.to_user if s else "",
                 "caller_name": s.incoming.caller_name if s else "", "muted": m.muted,
-                "deaf": m.deaf, "waiting": m.waiting,
+                "deaf": m.deaf, "held": m.held, "volume_in": m.volume_in,
+                "volume_out": m.volume_out, "waiting": m.waiting,
                 "talking": legs.get(m.call_uuid, {}).get("talking", False),
                 "floor": run.floor == m.call_uuid,
                 "joined_at": round(now_wall - (now - m.joined_at), 3)})
@@ -64,10 +65,16 @@ class Control:
                 "started_at": round(now_wall - (now - started), 3) if started is not None
                 else None}
 
-    async def member_action(self, room: str, member_id: str, action: str) -> bool:
+    def _member(self, room: str, member_id: str) -> tuple[Any, Any]:
+        """(the room's run, the member), or (None, None)."""
         run = self.node.rooms.get(room)
         member = next((m for m in run.state.members.values() if m.member_id == member_id),
                       None) if run else None
+        return (run, member) if member is not None else (None, None)
+
+    async def member_action(self, room: str, member_id: str, action: str,
+                            music: str = "") -> bool:
+        run, member = self._member(room, member_id)
         if member is None:
             return False
         log.info("control API: %s member %s of room %s", action, member_id, room)
@@ -76,10 +83,23 @@ class Control:
             return await self.node.engine.hangup(uuid)
         if action == "kick":
             self.node.room_runs.apply(run, run.state.leave(uuid, roomstate.KICKED))
+        elif action in ("hold", "unhold"):
+            self.node.room_runs.apply(run, run.state.hold(uuid, action == "hold", music))
         else:
             flag = {"mute": ("muted", True), "unmute": ("muted", False),
                     "deaf": ("deaf", True), "undeaf": ("deaf", False)}[action]
             self.node.room_runs.apply(run, run.state.control(uuid, **{flag[0]: flag[1]}))
+        return True
+
+    async def member_volume(self, room: str, member_id: str, volume_in: float | None,
+                            volume_out: float | None) -> bool:
+        run, member = self._member(room, member_id)
+        if member is None:
+            return False
+        log.info("control API: volume of member %s of room %s: in %s, out %s", member_id,
+                 room, volume_in, volume_out)
+        self.node.room_runs.apply(run, run.state.control(
+            member.call_uuid, volume_in=volume_in, volume_out=volume_out))
         return True
 
     async def metrics_text(self) -> str:

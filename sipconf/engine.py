@@ -58,6 +58,17 @@ class Floor:
 
 
 @dataclass(frozen=True)
+class Talk:
+    """The mixer's talker detection: this call started (on) or stopped talking in a
+    conference room (a smoothed level with hysteresis: no flapping on noise)."""
+
+    room_key: str
+    uuid: str
+    on: bool
+    at: float = 0.0  # time.monotonic() when the SIP thread saw it
+
+
+@dataclass(frozen=True)
 class MediaError:
     uuid: str
     reason: str
@@ -90,7 +101,10 @@ class Engine(Protocol):
     async def leave(self, call_uuid: str, room_key: str) -> bool:
         """Take the call out of conference room ``room_key``; nothing (False) if the call is
         not in it (any more: it went on to another room meanwhile)."""
-    async def set_member(self, call_uuid: str, muted: bool, deaf: bool = False) -> bool: ...
+    async def set_member(self, call_uuid: str, muted: bool, deaf: bool = False,
+                         volume_in: float = 0.0, volume_out: float = 0.0) -> bool:
+        """The member's mixer state: muted, deaf, and its volumes in dB (in: what the room
+        hears of it; out: what it hears)."""
     async def play_to_call(self, call_uuid: str, clip: Any, loops: int = 1) -> bool: ...
     async def stop_call_sound(self, call_uuid: str) -> bool: ...
     async def play_to_room(self, room_key: str, clip: Any, loops: int = 1) -> int | None: ...

@@ -29,7 +29,17 @@ from sipconf.calls import CallDriver, CallSession, new_session
 from sipconf.config import NodeConfig, tls_files_problem
 from sipconf.control import Control
 from sipconf.core.answer import Limits
-from sipconf.engine import CallEnded, Dtmf, Emit, Engine, Floor, IncomingCall, MediaError, MediaUp
+from sipconf.engine import (
+    CallEnded,
+    Dtmf,
+    Emit,
+    Engine,
+    Floor,
+    IncomingCall,
+    MediaError,
+    MediaUp,
+    Talk,
+)
 from sipconf.faults import Faults
 from sipconf.http import server as web
 from sipconf.http.api import ControlApi
@@ -240,6 +250,9 @@ class Node:
     def _on_engine_event(self, ev: object) -> None:
         if isinstance(ev, Floor):
             self.room_runs.on_floor(ev)
+            return
+        if isinstance(ev, Talk):
+            self.room_runs.on_talk(ev)
             return
         if isinstance(ev, IncomingCall):
             if self.nursery is None:

@@ -23,7 +23,7 @@ from sipconf.calls import CallSession, send_digits
 from sipconf.core import room as roomstate
 from sipconf.core.answer import Conference
 from sipconf.core.digits import DigitCollector
-from sipconf.engine import Dtmf, Floor
+from sipconf.engine import Dtmf, Floor, Talk
 from sipconf.media.sounds import SoundError, SoundLimit
 from sipconf.room_run import RoomRun
 from sipconf.webhooks import conference_params
@@ -71,6 +71,16 @@ class RoomRuns:
         if run is not None:
             self.give_floor(run, ev.uuid)
 
+    def on_talk(self, ev: Talk) -> None:
+        """A member started or stopped talking: a callback when its Conference asked for
+        them (talkEvent)."""
+        run = next((r for r in self.node.rooms.values() if r.key == ev.room_key), None)
+        member = run.state.members.get(ev.uuid) if run is not None else None
+        if member is None:
+            return
+        if member.conference.talk_event:
+            self.callback(run, member, "talking" if ev.on else "stopped-talking")
+
     def callback(self, run: RoomRun, member: roomstate.Member, action: str,
                   **extra: str) -> None:
         """A callbackUrl event for a member, spooled and sent in the call's order."""
@@ -82,7 +92,7 @@ class RoomRuns:
 
     def give_floor(self, run: RoomRun, call_uuid: str) -> None:
         member = run.state.members.get(call_uuid)
-        if member is None or run.floor == call_uuid or member.muted:
+        if member is None or run.floor == call_uuid or member.silenced:
             return
         run.floor = call_uuid
         log.info("room %s: member %s has the floor", run.state.name, member.member_id)
@@ -142,14 +152,19 @@ class RoomRuns:
                 m = ev.member
                 if not ev.waiting:
                     log.info("room %s: member %s is live", name, m.member_id)
-                run.do(self.node.engine.set_member, m.call_uuid, m.muted or ev.waiting,
-                       m.deaf or ev.waiting)
+                run.do(self.node.engine.set_member, m.call_uuid, m.silenced, m.unhearing,
+                       m.volume_in, m.volume_out)
             elif isinstance(ev, roomstate.Controls):
                 m = ev.member
-                log.info("room %s: member %s %s, %s", name, m.member_id,
-                         "muted" if m.muted else "unmuted", "deaf" if m.deaf else "hearing")
-                run.do(self.node.engine.set_member, m.call_uuid, m.muted or m.waiting,
-                       m.deaf or m.waiting)
+                log.info("room %s: member %s %s, %s, volume in %+.1f dB, out %+.1f dB", name,
+                         m.member_id, "muted" if m.muted else "unmuted",
+                         "deaf" if m.deaf else "hearing", m.volume_in, m.volume_out)
+                run.do(self.node.engine.set_member, m.call_uuid, m.silenced, m.unhearing,
+                       m.volume_in, m.volume_out)
+            elif isinstance(ev, roomstate.Hold):
+                log.info("room %s: member %s %s", name, ev.member.member_id,
+                         "on hold" if ev.on else "off hold")
+                self.callback(run, ev.member, "hold" if ev.on else "unhold")
             elif isinstance(ev, roomstate.Record):
                 self.start_recording(run, ev.member.conference.record_file_format, ev.member)
             elif isinstance(ev, roomstate.Music):
@@ -251,12 +266,16 @@ class RoomRuns:
                            scope: trio.CancelScope) -> None:
         with scope:
             try:
-                clip = await self.node.sounds.resolve(member.conference.wait_sound,
-                                                      self.sound_params(member.call_uuid))
+                if member.held:  # the API's hold music: a wav/mp3 file
+                    clip = await self.node.sounds.audio(member.hold_sound)
+                else:  # waitSound: a sound document, requested with the call's parameters
+                    clip = await self.node.sounds.resolve(member.conference.wait_sound,
+                                                          self.sound_params(member.call_uuid))
             except SoundError as exc:
                 if isinstance(exc, SoundLimit):
                     self.node.faults.limit(exc.option)
-                log.warning("room %s: wait sound skipped: %s", run.state.name, exc)
+                log.warning("room %s: %s skipped: %s", run.state.name,
+                            "hold music" if member.held else "wait sound", exc)
                 return
             run.do(self.node.engine.play_to_call, member.call_uuid, clip, 0)
 

@@ -96,6 +96,7 @@ class Conference:
     redirect: bool = True
     digits_match: tuple[str, ...] = ()
     floor_event: bool = False
+    talk_event: bool = False  # sipconf's own: talking / stopped-talking callbacks
     relay_dtmf: bool = True
     send_digits: str = ""  # sent to the member right after it joins (w/W wait)
     # None: the node's behaviour (the recording starts with the run); True: the same; False:
@@ -312,6 +313,7 @@ _CONFERENCE_ATTRS = {
     "redirect": ("redirect", lambda n, v, c: _bool(n, v)),
     "digitsMatch": ("digits_match", lambda n, v, c: _digits_match(n, v)),
     "floorEvent": ("floor_event", lambda n, v, c: _bool(n, v)),
+    "talkEvent": ("talk_event", lambda n, v, c: _bool(n, v)),
     "relayDTMF": ("relay_dtmf", lambda n, v, c: _bool(n, v)),
     "sendDigits": ("send_digits", lambda n, v, c: _send_digits(n, v)),
     # the SDK writes this one with str(): "True"/"False" (_bool takes any case)

@@ -13,6 +13,11 @@ an answer, 500 + Warning when the call faulted unanswered), ``GetDigits`` (one
 ``sipconf/calls.py`` is the thin driver that carries the commands out and feeds the results
 back.
 
+Long (~500 lines) because it is the one place a call's decisions live, as h11 keeps every
+state decision in ``_state.py``; the gatherer (``gather.py``) and the messages
+(``callmessages.py``) are already apart, and the next split would be the post-Conference
+action handling.
+
 The events and commands are in ``callmessages.py``. The protocol:
 :meth:`CallFlow.start` and :meth:`CallFlow.handle` return a list of commands to
 run in order. At most the last one has a result (see each command), which the driver feeds

@@ -28,6 +28,9 @@ KICKED = "kicked"  # removed through the control API
 ENDED = "ended"  # the room was ended through the control API
 
 
+VOLUME_MIN_DB, VOLUME_MAX_DB = -24.0, 12.0  # a member's volumes, as FreeSWITCH's -4..4 steps
+
+
 @dataclass
 class Member:
     call_uuid: str
@@ -38,6 +41,20 @@ class Member:
     music: bool = False  # hears its waitSound
     muted: bool = False  # heard by nobody (the XML's muted, or the control API)
     deaf: bool = False  # hears nobody (the control API)
+    volume_in: float = 0.0  # dB on what the room hears of this member (the control API)
+    volume_out: float = 0.0  # dB on what this member hears of the room
+    held: bool = False  # on hold: neither heard nor hearing, hears hold_sound (control API)
+    hold_sound: str = ""
+
+    @property
+    def silenced(self) -> bool:
+        """Nobody hears it: muted, waiting or held."""
+        return self.muted or self.waiting or self.held
+
+    @property
+    def unhearing(self) -> bool:
+        """It hears nobody: deaf, waiting or held."""
+        return self.deaf or self.waiting or self.held
 
 
 @dataclass(frozen=True)
@@ -66,9 +83,17 @@ class Left:
 
 @dataclass(frozen=True)
 class Controls:
-    """A member's muted/deaf changed (control API)."""
+    """A member's muted/deaf or volume changed (control API)."""
 
     member: Member
+
+
+@dataclass(frozen=True)
+class Hold:
+    """A member was put on hold (on) or taken off it (control API)."""
+
+    member: Member
+    on: bool
 
 
 @dataclass(frozen=True)
@@ -117,7 +142,7 @@ class Record:
 
 
 RoomEvent = (RunStarted | Joined | Refused | Left | RunEnded | MemberState | Music | PlaySound
-             | Deadline | Controls | Record)
+             | Deadline | Controls | Record | Hold)
 
 
 @dataclass
@@ -209,8 +234,10 @@ class Room:
         return events
 
     def control(self, call_uuid: str, *, muted: bool | None = None,
-                deaf: bool | None = None) -> list[RoomEvent]:
-        """Mute/unmute, deafen/undeafen a member."""
+                deaf: bool | None = None, volume_in: float | None = None,
+                volume_out: float | None = None) -> list[RoomEvent]:
+        """Mute/unmute, deafen/undeafen a member, set its volumes (dB, clamped to
+        VOLUME_MIN_DB..VOLUME_MAX_DB)."""
         m = self.members.get(call_uuid)
         if m is None:
             return []
@@ -219,7 +246,27 @@ class Room:
             m.muted, changed = muted, True
         if deaf is not None and deaf != m.deaf:
             m.deaf, changed = deaf, True
+        for attr, value in (("volume_in", volume_in), ("volume_out", volume_out)):
+            if value is not None:
+                value = min(VOLUME_MAX_DB, max(VOLUME_MIN_DB, float(value)))
+                if value != getattr(m, attr):
+                    setattr(m, attr, value)
+                    changed = True
         return [Controls(m)] if changed else []
+
+    def hold(self, call_uuid: str, on: bool, sound: str = "") -> list[RoomEvent]:
+        """Put a member on hold (``sound``: what it hears meanwhile, looped; "" silence) or
+        take it off: while held it is neither heard nor hears the room."""
+        m = self.members.get(call_uuid)
+        if m is None or (m.held == on and (not on or m.hold_sound == sound)):
+            return []
+        events: list[RoomEvent] = []
+        if m.music:  # whatever plays now (wait or hold music) stops; _sync starts the next
+            m.music = False
+            events.append(Music(m, False))
+        m.held, m.hold_sound = on, sound if on else ""
+        events += [Controls(m), Hold(m, on)]
+        return events + self._sync()
 
     def end(self) -> list[RoomEvent]:
         """Everyone leaves now (control API)."""
@@ -261,7 +308,10 @@ class Room:
                 m.waiting = False
                 events.append(MemberState(m, False))
             alone = not m.waiting and len(live) == 1
-            music = bool(m.conference.wait_sound) and (m.waiting or alone)
+            if m.held:
+                music = bool(m.hold_sound)
+            else:
+                music = bool(m.conference.wait_sound) and (m.waiting or alone)
             if music != m.music:
                 m.music = music
                 events.append(Music(m, music))

@@ -13,12 +13,14 @@ import re
 from typing import Any, Protocol
 from urllib.parse import unquote
 
+from sipconf.core.room import VOLUME_MAX_DB, VOLUME_MIN_DB
 from sipconf.faults import Faults
 from sipconf.http import plivo_api
 
 log = logging.getLogger("sipconf.api")
 
-MEMBER_ACTIONS = ("mute", "unmute", "deaf", "undeaf", "kick", "hangup")
+MEMBER_ACTIONS = ("mute", "unmute", "deaf", "undeaf", "hold", "unhold", "kick", "hangup")
+MAX_URL = 2048
 
 
 class Controls(Protocol):
@@ -26,7 +28,10 @@ class Controls(Protocol):
 
     async def rooms_info(self) -> list[dict[str, Any]]: ...
     async def room_info(self, name: str) -> dict[str, Any] | None: ...
-    async def member_action(self, room: str, member_id: str, action: str) -> bool: ...
+    async def member_action(self, room: str, member_id: str, action: str,
+                            music: str = "") -> bool: ...
+    async def member_volume(self, room: str, member_id: str, volume_in: float | None,
+                            volume_out: float | None) -> bool: ...
     def end_room(self, room: str) -> bool: ...
     async def metrics_text(self) -> str: ...
     async def room_command(self, room: str, command: str, body: dict) -> dict | None: ...
@@ -41,7 +46,9 @@ def openapi() -> dict[str, Any]:
         "from": {"type": "string"}, "to": {"type": "string", "description": "the user "
                                             "part of the URI the caller dialled"},
         "caller_name": {"type": "string"}, "muted": {"type": "boolean"},
-        "deaf": {"type": "boolean"},
+        "deaf": {"type": "boolean"}, "held": {"type": "boolean"},
+        "volume_in": {"type": "number", "description": "dB on what the room hears of it"},
+        "volume_out": {"type": "number", "description": "dB on what it hears"},
         "waiting": {"type": "boolean"}, "talking": {"type": "boolean"},
         "floor": {"type": "boolean"}, "joined_at": {"type": "number",
                                                    "description": "Unix time, seconds"}}}
@@ -101,9 +108,23 @@ def openapi() -> dict[str, Any]:
         paths[f"/v1/rooms/{{room}}/members/{{member_id}}/{action}"] = {"post": {
             "summary": {"mute": "Nobody hears the member", "unmute": "Undo mute",
                         "deaf": "The member hears nobody", "undeaf": "Undo deaf",
+                        "hold": "Nobody hears the member and it hears nobody; it hears the "
+                                "sound at the body's \"music\" URL (wav/mp3, looped) or "
+                                "silence. callbackUrl event ConferenceAction=hold",
+                        "unhold": "Undo hold (ConferenceAction=unhold)",
                         "kick": "The member leaves the room and goes on with its action or "
                                 "next element", "hangup": "End the member's call"}[action],
             "parameters": [_p("room"), _p("member_id")], "responses": ok}}
+    paths["/v1/rooms/{room}/members/{member_id}/volume"] = {"post": {
+        "summary": "Set a member's volumes: in (what the room hears of it) and out (what it "
+                   "hears), each in dB from -24 to +12; an absent one is left as it is",
+        "parameters": [_p("room"), _p("member_id")],
+        "requestBody": {"content": {"application/json": {"schema": {
+            "type": "object", "properties": {
+                "in": {"type": "number", "minimum": VOLUME_MIN_DB, "maximum": VOLUME_MAX_DB},
+                "out": {"type": "number", "minimum": VOLUME_MIN_DB,
+                        "maximum": VOLUME_MAX_DB}}}}}},
+        "responses": {**ok, "400": {"description": "not a number in range"}}}}
     return {
         "openapi": "3.0.3",
         "info": {"title": "sipconf control API", "version": "1"},
@@ -124,6 +145,7 @@ _END = re.compile(r"^/v1/rooms/([^/]+)/end$")
 _COMMAND = re.compile(r"^/v1/rooms/([^/]+)/(play|speak|record/start|record/stop)$")
 MAX_BODY = 64 * 1024
 _DEAD = re.compile(r"^/v1/dead-letters/([0-9]{1,18})$")
+_VOLUME = re.compile(r"^/v1/rooms/([^/]+)/members/([^/]+)/volume$")
 _MEMBER = re.compile(r"^/v1/rooms/([^/]+)/members/([^/]+)/(" + "|".join(MEMBER_ACTIONS) + r")$")
 
 
@@ -200,9 +222,30 @@ class ControlApi:
             status = 200 if result.get("ok") else result.pop("status", 400)
             result.pop("status", None)
             return await _json(send, status, result)
+        if (m := _VOLUME.match(path)) and method == "POST":
+            try:
+                body = await _read_json(receive)
+                levels = {k: _volume(body, k) for k in ("in", "out")}
+            except ValueError as exc:
+                return await _json(send, 400, {"ok": False, "error": str(exc)})
+            if levels["in"] is None and levels["out"] is None:
+                return await _json(send, 400, {"ok": False, "error": "give in and/or out"})
+            ok = await self.node.member_volume(unquote(m.group(1)), unquote(m.group(2)),
+                                               levels["in"], levels["out"])
+            return await _json(send, 200 if ok else 404, {"ok": ok})
         if (m := _MEMBER.match(path)) and method == "POST":
+            music = ""
+            if m.group(3) == "hold":
+                try:
+                    music = (await _read_json(receive)).get("music") or ""
+                except ValueError as exc:
+                    return await _json(send, 400, {"ok": False, "error": str(exc)})
+                if not isinstance(music, str) or len(music) > MAX_URL or (
+                        music and not re.match(r"https?://[^\s]+$", music)):
+                    return await _json(send, 400, {"ok": False, "error": "music must be an "
+                                                   f"http(s) URL of at most {MAX_URL} chars"})
             ok = await self.node.member_action(unquote(m.group(1)), unquote(m.group(2)),
-                                               m.group(3))
+                                               m.group(3), music)
             return await _json(send, 200 if ok else 404, {"ok": ok})
         return await _json(send, 404 if method in ("GET", "POST", "DELETE") else 405,
                            {"error": "no such endpoint"})
@@ -211,6 +254,17 @@ class ControlApi:
         if not self.token or not header.startswith(b"Bearer "):
             return False
         return hmac.compare_digest(header[7:].strip(), self.token.encode())
+
+
+def _volume(body: dict, key: str) -> float | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) \
+            or not VOLUME_MIN_DB <= value <= VOLUME_MAX_DB:
+        raise ValueError(f"{key} must be a number of dB from {VOLUME_MIN_DB:g} to "
+                         f"{VOLUME_MAX_DB:g}")
+    return float(value)
 
 
 async def _read_json(receive) -> dict:

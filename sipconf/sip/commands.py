@@ -60,6 +60,8 @@ class SetMember:
     call_uuid: str
     muted: bool
     deaf: bool = False
+    volume_in: float = 0.0  # dB
+    volume_out: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -181,7 +183,7 @@ def _set_member(t: SipThread, c: SetMember) -> bool:
     rec = t.calls.get(c.call_uuid)
     if rec is None:
         return False
-    t.media.set_member(rec, c.muted, c.deaf)
+    t.media.set_member(rec, c.muted, c.deaf, c.volume_in, c.volume_out)
     return True
 
 

@@ -128,8 +128,9 @@ class SipEngine:
         room); nothing if it is in another room by now."""
         return await self._run(c.Leave(call_uuid, room_key))
 
-    async def set_member(self, call_uuid: str, muted: bool, deaf: bool = False) -> bool:
-        return await self._run(c.SetMember(call_uuid, muted, deaf))
+    async def set_member(self, call_uuid: str, muted: bool, deaf: bool = False,
+                         volume_in: float = 0.0, volume_out: float = 0.0) -> bool:
+        return await self._run(c.SetMember(call_uuid, muted, deaf, volume_in, volume_out))
 
     async def play_to_call(self, call_uuid: str, clip: Any, loops: int = 1) -> bool:
         """Play a clip (sounds.Clip) to this caller alone; loops < 1 = until stopped."""

@@ -13,7 +13,7 @@ import logging
 import time
 from typing import Any
 
-from sipconf.engine import Dtmf, Emit, Floor, MediaError
+from sipconf.engine import Dtmf, Emit, Floor, MediaError, Talk
 from sipconf.media.tones import relay_tones
 from sipconf.sip.records import CallRec, MixRoomRec
 
@@ -21,6 +21,12 @@ log = logging.getLogger("sipconf.sip")
 
 FREE_DELAY_S = 2.0  # a detached leg is released this long after its stream went away
 ROOM_RATE = 16000  # the mixer rooms' rate: room sounds are rendered at it
+Q12 = 4096  # the mixer's unity gain (mixcore.h MIX_GAIN_UNITY)
+
+
+def q12(db: float) -> int:
+    """A gain in dB as the mixer's Q12 factor."""
+    return max(0, min(32767, round(Q12 * 10 ** (db / 20))))
 
 
 class Media:
@@ -114,6 +120,7 @@ class Media:
         if rec.leg is None:
             return
         rec.leg.set_flags(rec.flags)
+        rec.leg.set_gain(*rec.gains)
         if rec.overlay is not None:
             clip, loops = rec.overlay
             rec.leg.play(clip.at_rate(rec.leg.rate), loops)
@@ -136,13 +143,17 @@ class Media:
     def leave(self, rec: CallRec) -> None:
         rec.room_key = None
         rec.flags = 0
+        rec.gains = (Q12, Q12)
         rec.overlay = None
         self.place(rec)
 
-    def set_member(self, rec: CallRec, muted: bool, deaf: bool) -> None:
+    def set_member(self, rec: CallRec, muted: bool, deaf: bool, volume_in: float = 0.0,
+                   volume_out: float = 0.0) -> None:
         rec.flags = self.flags(muted, deaf)
+        rec.gains = (q12(volume_in), q12(volume_out))
         if rec.leg is not None:
             rec.leg.set_flags(rec.flags)
+            rec.leg.set_gain(*rec.gains)
 
     # --- sounds, tones, taps ---------------------------------------------------------------
 
@@ -200,7 +211,7 @@ class Media:
     # --- what the ticks saw, figures, teardown ---------------------------------------------
 
     def poll_events(self) -> None:
-        """What the mixer ticks detected: in-band digits and floor changes, as events."""
+        """What the mixer ticks detected: in-band digits, floor and talk changes, as events."""
         streams = self.streams
         for kind, leg_id, digit, room_id in streams.poll_events():
             call_uuid = self._leg_calls.get(leg_id)
@@ -208,10 +219,14 @@ class Media:
                 continue
             if kind == streams.DIGIT:
                 self._emit(Dtmf(call_uuid, digit, "inband", time.monotonic()))
-            elif kind == streams.FLOOR:
+            elif kind in (streams.FLOOR, streams.TALK):
                 key = self._room_keys.get(room_id)
-                if key is not None and not key.startswith("solo:"):
+                if key is None or key.startswith("solo:"):
+                    continue
+                if kind == streams.FLOOR:
                     self._emit(Floor(key, call_uuid))
+                else:
+                    self._emit(Talk(key, call_uuid, digit == "T", time.monotonic()))
 
     def stats(self, calls: dict[str, CallRec]) -> dict:
         return {"rooms": {k: rr.mix.stats() for k, rr in self.rooms.items()},

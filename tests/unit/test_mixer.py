@@ -209,3 +209,24 @@ def test_floor_resists_a_cough_and_ignores_muted_members():
     assert not room.talking(m)
     room.remove_leg(b)
     assert room.floor_holder is None
+
+
+def test_speaking_ends_100_ms_into_a_pause_over_a_noise_floor_and_never_flaps_on_it():
+    """Talk events: the floor's smoothed score decays slowly into a noise floor just under its
+    off threshold; speaking ends after five quiet frames instead, and noise alone (about
+    -52 dBFS, a hair under the off threshold) never starts it."""
+    rng = np.random.default_rng(3)
+    room = mixer.Room()
+    a, _b = room.add_leg(), room.add_leg()
+    states = []
+    for frame in range(150):
+        noise = rng.normal(0, 30, 160)
+        tone = _tone_frame(440, 9000, 160, 8000, frame * 160) if 25 <= frame < 75 else 0
+        room.put(a, np.clip(noise + tone, -32768, 32767).astype(np.int16))
+        room.tick()
+        states.append(room.speaking(a))
+    on = [i for i in range(1, 150) if states[i] and not states[i - 1]]
+    off = [i for i in range(1, 150) if not states[i] and states[i - 1]]
+    assert on == [on[0]] and 25 <= on[0] <= 28, on  # within 60 ms of the onset, once
+    assert off == [80] or off == [79], off  # 100 ms into the pause, once
+    assert not any(states[:25]) and not any(states[85:])

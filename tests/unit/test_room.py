@@ -12,6 +12,7 @@ from sipconf.core.room import (
     TIME_LIMIT,
     Controls,
     Deadline,
+    Hold,
     Joined,
     Left,
     MemberState,
@@ -185,3 +186,34 @@ def test_control_mutes_and_deafens_and_end_clears_the_room():
     ev = room.end()
     assert [e.reason for e in kinds(ev, Left)] == [ENDED, ENDED]
     assert kinds(ev, RunEnded) and room.empty and room.end() == []
+
+
+def test_control_sets_volumes_clamped_and_only_reports_changes():
+    room = make_room()
+    room.join("c1", Conference("r"))
+    m = room.members["c1"]
+    assert (m.volume_in, m.volume_out) == (0.0, 0.0)
+    assert room.control("c1", volume_in=-12) == [Controls(m)] and m.volume_in == -12.0
+    assert room.control("c1", volume_in=-12.0) == []  # the same: no event
+    room.control("c1", volume_out=40, volume_in=-99)  # the API refuses these; clamped here
+    assert (m.volume_in, m.volume_out) == (-24.0, 12.0)
+    assert not m.muted and not m.deaf
+
+
+def test_hold_silences_both_ways_swaps_music_and_unhold_restores():
+    room = make_room()
+    room.join("a", Conference("r", wait_sound="http://x/wait.mp3"))  # alone: wait music
+    m = room.members["a"]
+    assert m.music and not m.silenced
+    ev = room.hold("a", True, "http://x/hold.mp3")
+    assert ev[0] == Music(m, False) and Controls(m) in ev and Hold(m, True) in ev
+    assert ev[-1] == Music(m, True) and m.held and m.hold_sound.endswith("hold.mp3")
+    assert m.silenced and m.unhearing and not m.muted and not m.deaf
+    assert room.hold("a", True, "http://x/hold.mp3") == []  # no change
+    ev = room.hold("a", False)
+    assert Hold(m, False) in ev and ev[-1] == Music(m, True)  # the wait music again
+    assert not m.held and not m.silenced and m.hold_sound == ""
+    room.join("b", Conference("r"))
+    ev = room.hold("b", True)  # no music: silence
+    assert not [e for e in ev if isinstance(e, Music) and e.member is room.members["b"]]
+    assert room.hold("nobody", True) == []

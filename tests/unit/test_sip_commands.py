@@ -69,3 +69,13 @@ def test_production_code_never_imports_the_mixer_test_harness():
             if any(m == "mixer_ext.mixer" for m in mods):
                 offenders.append(str(path.relative_to(ROOT)))
     assert offenders == []
+
+
+def test_volume_in_db_becomes_the_mixers_q12_gain():
+    from sipconf.sip.media import q12
+
+    assert q12(0) == 4096
+    assert q12(-6.0206) == 2048
+    assert abs(q12(-12) - 4096 * 10 ** (-12 / 20)) <= 0.5
+    assert q12(12) == round(4096 * 10 ** 0.6) and q12(12) < 32768
+    assert q12(-200) == 0
