@@ -56,6 +56,7 @@ cdef extern from "engine.h" nogil:
     void eng_leg_free(eng_leg *leg)
     void eng_leg_set_flags(eng_leg *leg, int flags)
     void eng_leg_set_gain(eng_leg *leg, int gain_in, int gain_out)
+    int eng_leg_relate(eng_leg *listener, eng_leg *src, int hear)
     void eng_leg_get_stats(eng_leg *leg, eng_leg_stats *st)
     eng_leg *eng_source_create(int rate)
     void eng_leg_play(eng_leg *leg, const int16_t *pcm, int n, int loops)

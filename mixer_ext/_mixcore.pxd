@@ -15,6 +15,7 @@ cdef extern from "mixcore.h" nogil:
         MIX_LEG_MUTED
         MIX_LEG_DEAF
         MIX_LEG_SOURCE
+        MIX_LEG_PRIVATE
 
     ctypedef struct mix_leg:
         int rate
@@ -38,6 +39,7 @@ cdef extern from "mixcore.h" nogil:
         uint64_t frames
 
     void mix_leg_init(mix_leg *leg, int rate)
+    int mix_room_relate(mix_room *room, mix_leg *listener, mix_leg *src, int hear)
     void mix_room_init(mix_room *room)
     int mix_room_add(mix_room *room, mix_leg *leg)
     int mix_room_remove(mix_room *room, mix_leg *leg)

@@ -94,6 +94,9 @@ eng_leg *eng_leg_attach(void *stream, void **placeholder, int *err);
 void eng_leg_free(eng_leg *leg);
 void eng_leg_set_flags(eng_leg *leg, int flags);
 void eng_leg_set_gain(eng_leg *leg, int gain_in, int gain_out);
+/* listener hears the private (MIX_LEG_PRIVATE) leg src, or no longer (hear 0): both in one
+ * room; 0 on success, -1 otherwise. Leaving the room ends the relation. */
+int eng_leg_relate(eng_leg *listener, eng_leg *src, int hear);
 void eng_leg_get_stats(eng_leg *leg, eng_leg_stats *st);
 
 /* Sounds. A player walks a PCM clip (at the leg's rate) frame by frame; loops < 0 = forever.

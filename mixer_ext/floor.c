@@ -57,7 +57,8 @@ int floor_update(floor_state *f, mix_room *room)
             leg->speaking = 1;
             leg->quiet_frames = 0;
         }
-        if (leg->talking && (!loudest || leg->talk_score > loudest->talk_score))
+        if (leg->talking && !(leg->flags & MIX_LEG_PRIVATE)  /* a coach is not the room's */
+                && (!loudest || leg->talk_score > loudest->talk_score))
             loudest = leg;
     }
     if (!loudest || loudest == f->holder) {

@@ -227,6 +227,17 @@ void eng_leg_set_gain(eng_leg *leg, int gain_in, int gain_out)
     if (r) pthread_mutex_unlock(&r->lock);
 }
 
+int eng_leg_relate(eng_leg *listener, eng_leg *src, int hear)
+{
+    eng_room *r = listener->room;
+    if (!r || src->room != r)
+        return -1;
+    pthread_mutex_lock(&r->lock);
+    int rc = mix_room_relate(&r->m, &listener->m, &src->m, hear);
+    pthread_mutex_unlock(&r->lock);
+    return rc;
+}
+
 void eng_leg_get_stats(eng_leg *leg, eng_leg_stats *st)
 {
     /* No lock: the tick publishes these with relaxed stores (a stats reader never waits for a

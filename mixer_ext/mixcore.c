@@ -186,10 +186,46 @@ int mix_room_add(mix_room *room, mix_leg *leg)
     return 0;
 }
 
+static int in_room(mix_room *room, mix_leg *leg)
+{
+    for (int i = 0; i < room->nlegs; i++)
+        if (room->legs[i] == leg)
+            return 1;
+    return 0;
+}
+
+static void unhear(mix_leg *listener, mix_leg *src)
+{
+    for (int i = 0; i < listener->nhears; i++) {
+        if (listener->hears[i] == src) {
+            listener->hears[i] = listener->hears[--listener->nhears];
+            listener->hears[listener->nhears] = 0;
+            return;
+        }
+    }
+}
+
+int mix_room_relate(mix_room *room, mix_leg *listener, mix_leg *src, int hear)
+{
+    if (listener == src || !in_room(room, listener) || !in_room(room, src))
+        return -1;
+    unhear(listener, src);
+    if (!hear)
+        return 0;
+    if (listener->nhears >= MIX_MAX_HEARS)
+        return -1;
+    listener->hears[listener->nhears++] = src;
+    return 0;
+}
+
 int mix_room_remove(mix_room *room, mix_leg *leg)
 {
     for (int i = 0; i < room->nlegs; i++) {
         if (room->legs[i] == leg) {
+            for (int j = 0; j < room->nlegs; j++)  /* no one hears it here any more */
+                unhear(room->legs[j], leg);
+            memset(leg->hears, 0, sizeof(leg->hears));
+            leg->nhears = 0;
             room->legs[i] = room->legs[--room->nlegs];
             room->legs[room->nlegs] = 0;
             room_counts_update(room);
@@ -209,6 +245,25 @@ static void add_rounded(int32_t *dst, const float *src, int n)
 {
     for (int i = 0; i < n; i++)
         dst[i] += (int32_t)lrintf(src[i]);
+}
+
+/* out[n] += a private leg's voice of ns samples: the same rate, or 8 <-> 16 kHz by linear
+ * interpolation / pair averages (a whisper's quality, not the room's half-band filters). */
+static void add_voice(int16_t *out, int n, const int16_t *v, int ns)
+{
+    if (ns == n) {
+        for (int i = 0; i < n; i++)
+            out[i] = sat16((int64_t)out[i] + v[i]);
+    } else if (ns * 2 == n) {
+        for (int i = 0; i < ns; i++) {
+            int32_t next = i + 1 < ns ? v[i + 1] : v[i];
+            out[2 * i] = sat16((int64_t)out[2 * i] + v[i]);
+            out[2 * i + 1] = sat16((int64_t)out[2 * i + 1] + ((v[i] + next) >> 1));
+        }
+    } else if (n * 2 == ns) {
+        for (int i = 0; i < n; i++)
+            out[i] = sat16((int64_t)out[i] + ((v[2 * i] + v[2 * i + 1]) >> 1));
+    }
 }
 
 void mix_room_tick(mix_room *room)
@@ -240,7 +295,8 @@ void mix_room_tick(mix_room *room)
                 leg->scaled[i] = sat16(((int32_t)leg->in[i] * g) >> 12);
             x = leg->scaled;
         }
-        acc_add(leg->rate == 16000 ? room->acc_wb : room->acc_nb, x, n);
+        if (!(leg->flags & MIX_LEG_PRIVATE))
+            acc_add(leg->rate == 16000 ? room->acc_wb : room->acc_nb, x, n);
         leg->energy = energy16(x, n);
         leg->contrib = x;
     }
@@ -275,7 +331,10 @@ void mix_room_tick(mix_room *room)
             continue;
         }
         const int32_t *total = leg->rate == 16000 ? room->acc_wb : room->acc_nb;
-        n_minus_one(leg->out, total, leg->contrib, n);
+        n_minus_one(leg->out, total, (leg->flags & MIX_LEG_PRIVATE) ? 0 : leg->contrib, n);
+        for (int h = 0; h < leg->nhears; h++)
+            if (leg->hears[h]->contrib)
+                add_voice(leg->out, n, leg->hears[h]->contrib, leg->hears[h]->spf);
         if (leg->gain_out != MIX_GAIN_UNITY) {
             const int32_t g = leg->gain_out;
             for (int i = 0; i < n; i++)

@@ -6,6 +6,9 @@
  * then hears the total at its own rate minus its own contribution (N-1), saturated to int16.
  * So resampling costs two filter runs per room tick however many legs there are, and a leg's
  * own voice is removed exactly, in its own domain.
+ * Who hears whom beyond that: a private leg (a coach) is left out of the totals, and each
+ * listener that names it in its hears[] gets its voice added (converted 8 <-> 16 kHz when the
+ * rates differ); everyone else, and the recording, never hear it.
  * Nothing here allocates: every buffer lives in the structs, sized for the largest frame.
  */
 #ifndef SIPCONF_MIXCORE_H
@@ -28,6 +31,8 @@
 #define MIX_LEG_MUTED   0x1      /* contributes nothing */
 #define MIX_LEG_DEAF    0x2      /* hears nothing (gets silence), e.g. a member still waiting */
 #define MIX_LEG_SOURCE  0x4      /* a room sound: contributes, never listens */
+#define MIX_LEG_PRIVATE 0x8      /* heard only by the legs naming it in hears[] (a coach) */
+#define MIX_MAX_HEARS 4          /* private legs one listener may hear */
 
 typedef struct mix_leg mix_leg;
 typedef struct mix_room mix_room;
@@ -50,6 +55,8 @@ struct mix_leg {
     float talk_score;            /* smoothed speaking level, dB (floor.c) */
     int talking;                 /* talk_score crossed the floor's thresholds (floor.c) */
     int speaking;                /* talk events: on with talking, off after a quiet spell */
+    mix_leg *hears[MIX_MAX_HEARS]; /* private legs of this room this leg hears */
+    int nhears;
     int quiet_frames;            /* frames below the off threshold while speaking */
     mix_input_hook on_input;     /* e.g. in-band DTMF detection */
     void *on_input_user;
@@ -83,6 +90,10 @@ void mix_room_init(mix_room *room);
 int mix_room_add(mix_room *room, mix_leg *leg);
 /* 0 on success, -1 if the leg is not in the room. */
 int mix_room_remove(mix_room *room, mix_leg *leg);
+/* Listener hears the private leg src (hear 1) or no longer (0). Both must be in the room;
+ * 0 on success, -1 otherwise (or when listener already hears MIX_MAX_HEARS legs). A leg
+ * leaving the room leaves every relation it is part of. */
+int mix_room_relate(mix_room *room, mix_leg *listener, mix_leg *src, int hear);
 /* One 20 ms frame: reads every leg's in[] (where has_audio), writes every leg's out[]. */
 void mix_room_tick(mix_room *room);
 

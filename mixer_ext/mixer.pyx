@@ -19,6 +19,7 @@ GAIN_UNITY = MIX_GAIN_UNITY
 MUTED = MIX_LEG_MUTED
 DEAF = MIX_LEG_DEAF
 SOURCE = MIX_LEG_SOURCE
+PRIVATE = MIX_LEG_PRIVATE
 
 
 cdef class Room:
@@ -91,6 +92,11 @@ cdef class Room:
 
     def set_flags(self, int idx, int flags):
         self._leg(idx).flags = flags
+
+    def relate(self, int listener, int src, bint hear=True):
+        """``listener`` hears the private leg ``src`` (or no longer)."""
+        if mix_room_relate(self.room, self._leg(listener), self._leg(src), hear) != 0:
+            raise ValueError("cannot relate these legs")
 
     def set_gain(self, int idx, int gain_in=MIX_GAIN_UNITY, int gain_out=MIX_GAIN_UNITY):
         cdef mix_leg *leg = self._leg(idx)

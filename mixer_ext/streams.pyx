@@ -43,9 +43,10 @@ FLOOR = ENG_EV_FLOOR
 TALK = ENG_EV_TALK
 
 # Leg flags for ``set_flags`` (mixcore.h), so the node needs no other module for them.
-from mixer_ext._mixcore cimport MIX_LEG_MUTED, MIX_LEG_DEAF
+from mixer_ext._mixcore cimport MIX_LEG_MUTED, MIX_LEG_DEAF, MIX_LEG_PRIVATE
 MUTED = MIX_LEG_MUTED
 DEAF = MIX_LEG_DEAF
+PRIVATE = MIX_LEG_PRIVATE
 
 
 def poll_events() -> list:
@@ -129,6 +130,16 @@ cdef class _Leg:
         cdef eng_leg *leg = self._get()
         with nogil:
             eng_leg_set_gain(leg, gain_in, gain_out)
+
+    def relate(self, _Leg src, bint hear=True) -> bool:
+        """This leg hears the private leg ``src`` (or no longer); False unless both are in
+        one room."""
+        cdef eng_leg *leg = self._get()
+        cdef eng_leg *other = src._get()
+        cdef int rc
+        with nogil:
+            rc = eng_leg_relate(leg, other, hear)
+        return rc == 0
 
     def leave(self):
         cdef eng_leg *leg = self._get()

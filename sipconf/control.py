@@ -48,6 +48,7 @@ class Control:
     def _room_dict(self, run: RoomRun, legs: dict) -> dict:
         now_wall, now = time.time(), trio.current_time()
         members = []
+        coached = {m.call_uuid: m.member_id for m in run.state.members.values()}
         for m in run.state.members.values():
             s = self.node.calls.get(m.call_uuid)
             members.append({
@@ -55,7 +56,9 @@ class Control:
                 "from": s.incoming.from_uri if s else "",
                 "to": s.incoming.to_user if s else "",
                 "caller_name": s.incoming.caller_name if s else "", "muted": m.muted,
-                "deaf": m.deaf, "held": m.held, "volume_in": m.volume_in,
+                "deaf": m.deaf, "held": m.held, "coach": m.coach,
+                "coaching": coached.get(m.coaching),
+                "volume_in": m.volume_in,
                 "volume_out": m.volume_out, "waiting": m.waiting,
                 "talking": legs.get(m.call_uuid, {}).get("talking", False),
                 "floor": run.floor == m.call_uuid,
@@ -90,6 +93,26 @@ class Control:
                     "deaf": ("deaf", True), "undeaf": ("deaf", False)}[action]
             self.node.room_runs.apply(run, run.state.control(uuid, **{flag[0]: flag[1]}))
         return True
+
+    async def member_coach(self, room: str, member_id: str, target: str | None) -> int:
+        """200, 404 (no such room, member or target) or 409 (the target's coaches are
+        full)."""
+        run, member = self._member(room, member_id)
+        if member is None:
+            return 404
+        target_uuid = None
+        if target is not None:
+            _run, coached = self._member(room, target)
+            if coached is None:
+                return 404
+            target_uuid = coached.call_uuid
+        log.info("control API: member %s of room %s coaches %s", member_id, room,
+                 target or "no one")
+        events = run.state.coach(member.call_uuid, target_uuid)
+        if events is None:
+            return 409
+        self.node.room_runs.apply(run, events)
+        return 200
 
     async def member_volume(self, room: str, member_id: str, volume_in: float | None,
                             volume_out: float | None) -> bool:

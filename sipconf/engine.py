@@ -105,6 +105,9 @@ class Engine(Protocol):
                          volume_in: float = 0.0, volume_out: float = 0.0) -> bool:
         """The member's mixer state: muted, deaf, and its volumes in dB (in: what the room
         hears of it; out: what it hears)."""
+    async def set_coach(self, call_uuid: str, private: bool, target: str | None) -> bool:
+        """The call coaches ``target``: heard by it alone (``private`` without a target:
+        by nobody); neither flag: an ordinary member."""
     async def play_to_call(self, call_uuid: str, clip: Any, loops: int = 1) -> bool: ...
     async def stop_call_sound(self, call_uuid: str) -> bool: ...
     async def play_to_room(self, room_key: str, clip: Any, loops: int = 1) -> int | None: ...

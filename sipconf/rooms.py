@@ -161,6 +161,13 @@ class RoomRuns:
                          "deaf" if m.deaf else "hearing", m.volume_in, m.volume_out)
                 run.do(self.node.engine.set_member, m.call_uuid, m.silenced, m.unhearing,
                        m.volume_in, m.volume_out)
+            elif isinstance(ev, roomstate.Coach):
+                m = ev.member
+                target = run.state.members.get(m.coaching) if m.coaching else None
+                log.info("room %s: member %s %s", name, m.member_id,
+                         f"coaches member {target.member_id}" if target else
+                         "coaches nobody (its member left)" if m.coach else "coaches no more")
+                run.do(self.node.engine.set_coach, m.call_uuid, m.coach, m.coaching or None)
             elif isinstance(ev, roomstate.Hold):
                 log.info("room %s: member %s %s", name, ev.member.member_id,
                          "on hold" if ev.on else "off hold")

@@ -28,6 +28,7 @@ KICKED = "kicked"  # removed through the control API
 ENDED = "ended"  # the room was ended through the control API
 
 
+MAX_COACHES = 4  # coaches one member may hear at once (the mixer's MIX_MAX_HEARS)
 VOLUME_MIN_DB, VOLUME_MAX_DB = -24.0, 12.0  # a member's volumes, as FreeSWITCH's -4..4 steps
 
 
@@ -43,6 +44,8 @@ class Member:
     deaf: bool = False  # hears nobody (the control API)
     volume_in: float = 0.0  # dB on what the room hears of this member (the control API)
     volume_out: float = 0.0  # dB on what this member hears of the room
+    coach: bool = False  # heard only by the member it coaches (control API)
+    coaching: str = ""  # that member's call UUID; "" when it left (then nobody hears the coach)
     held: bool = False  # on hold: neither heard nor hearing, hears hold_sound (control API)
     hold_sound: str = ""
 
@@ -97,6 +100,14 @@ class Hold:
 
 
 @dataclass(frozen=True)
+class Coach:
+    """A member started coaching another (``member.coaching``), stopped (``member.coach``
+    False), or the member it coached left."""
+
+    member: Member
+
+
+@dataclass(frozen=True)
 class RunEnded:
     room_uuid: str
 
@@ -142,7 +153,7 @@ class Record:
 
 
 RoomEvent = (RunStarted | Joined | Refused | Left | RunEnded | MemberState | Music | PlaySound
-             | Deadline | Controls | Record | Hold)
+             | Deadline | Controls | Record | Hold | Coach)
 
 
 @dataclass
@@ -218,6 +229,10 @@ class Room:
         if self.record_pending is member:
             self.record_pending = None
         events: list[RoomEvent] = [Left(member, run, reason)]
+        for m in self.members.values():  # its coaches now whisper to nobody
+            if m.coaching == call_uuid:
+                m.coaching = ""
+                events.append(Coach(m))
         if member.conference.end_conference_on_exit:
             events += self._clear(END_CONFERENCE)
         elif (len(self.members) == 1 and self.peak >= 2
@@ -267,6 +282,27 @@ class Room:
         m.held, m.hold_sound = on, sound if on else ""
         events += [Controls(m), Hold(m, on)]
         return events + self._sync()
+
+    def coach(self, call_uuid: str, target: str | None) -> list[RoomEvent] | None:
+        """``call_uuid`` coaches ``target`` (None: stops coaching): heard by that member
+        alone, hearing the whole room. None when it cannot be: no such member, itself, or
+        the target already hears MAX_COACHES coaches."""
+        m = self.members.get(call_uuid)
+        if m is None:
+            return None
+        if target is None:
+            if not m.coach:
+                return []
+            m.coach, m.coaching = False, ""
+            return [Coach(m)]
+        if target == call_uuid or target not in self.members:
+            return None
+        if m.coaching == target:
+            return []
+        if sum(1 for o in self.members.values() if o.coaching == target) >= MAX_COACHES:
+            return None
+        m.coach, m.coaching = True, target
+        return [Coach(m)]
 
     def end(self) -> list[RoomEvent]:
         """Everyone leaves now (control API)."""

@@ -32,6 +32,7 @@ class Controls(Protocol):
                             music: str = "") -> bool: ...
     async def member_volume(self, room: str, member_id: str, volume_in: float | None,
                             volume_out: float | None) -> bool: ...
+    async def member_coach(self, room: str, member_id: str, target: str | None) -> int: ...
     def end_room(self, room: str) -> bool: ...
     async def metrics_text(self) -> str: ...
     async def room_command(self, room: str, command: str, body: dict) -> dict | None: ...
@@ -47,6 +48,9 @@ def openapi() -> dict[str, Any]:
                                             "part of the URI the caller dialled"},
         "caller_name": {"type": "string"}, "muted": {"type": "boolean"},
         "deaf": {"type": "boolean"}, "held": {"type": "boolean"},
+        "coach": {"type": "boolean", "description": "heard only by the member it coaches"},
+        "coaching": {"type": "string", "nullable": True,
+                     "description": "member_id of the member it coaches"},
         "volume_in": {"type": "number", "description": "dB on what the room hears of it"},
         "volume_out": {"type": "number", "description": "dB on what it hears"},
         "waiting": {"type": "boolean"}, "talking": {"type": "boolean"},
@@ -115,6 +119,18 @@ def openapi() -> dict[str, Any]:
                         "kick": "The member leaves the room and goes on with its action or "
                                 "next element", "hangup": "End the member's call"}[action],
             "parameters": [_p("room"), _p("member_id")], "responses": ok}}
+    paths["/v1/rooms/{room}/members/{member_id}/coach"] = {"post": {
+        "summary": "The member coaches another: only that member hears it (the rest of the "
+                   "room does not, nor the recording); it hears the whole room",
+        "parameters": [_p("room"), _p("member_id")],
+        "requestBody": {"content": {"application/json": {"schema": {
+            "type": "object", "required": ["member_id"],
+            "properties": {"member_id": {"type": "string", "description": "who is coached"}}}}}},
+        "responses": {**ok, "400": {"description": "no member_id, or the member itself"},
+                      "409": {"description": "that member hears 4 coaches already"}}}}
+    paths["/v1/rooms/{room}/members/{member_id}/uncoach"] = {"post": {
+        "summary": "The member stops coaching: the whole room hears it again",
+        "parameters": [_p("room"), _p("member_id")], "responses": ok}}
     paths["/v1/rooms/{room}/members/{member_id}/volume"] = {"post": {
         "summary": "Set a member's volumes: in (what the room hears of it) and out (what it "
                    "hears), each in dB from -24 to +12; an absent one is left as it is",
@@ -146,6 +162,7 @@ _COMMAND = re.compile(r"^/v1/rooms/([^/]+)/(play|speak|record/start|record/stop)
 MAX_BODY = 64 * 1024
 _DEAD = re.compile(r"^/v1/dead-letters/([0-9]{1,18})$")
 _VOLUME = re.compile(r"^/v1/rooms/([^/]+)/members/([^/]+)/volume$")
+_COACH = re.compile(r"^/v1/rooms/([^/]+)/members/([^/]+)/(coach|uncoach)$")
 _MEMBER = re.compile(r"^/v1/rooms/([^/]+)/members/([^/]+)/(" + "|".join(MEMBER_ACTIONS) + r")$")
 
 
@@ -222,6 +239,23 @@ class ControlApi:
             status = 200 if result.get("ok") else result.pop("status", 400)
             result.pop("status", None)
             return await _json(send, status, result)
+        if (m := _COACH.match(path)) and method == "POST":
+            target = None
+            if m.group(3) == "coach":
+                try:
+                    target = (await _read_json(receive)).get("member_id")
+                except ValueError as exc:
+                    return await _json(send, 400, {"ok": False, "error": str(exc)})
+                if isinstance(target, int) and not isinstance(target, bool):
+                    target = str(target)
+                if not isinstance(target, str) or not target or target == unquote(m.group(2)):
+                    return await _json(send, 400, {"ok": False, "error": "member_id must name "
+                                                   "another member of the room"})
+            status = await self.node.member_coach(unquote(m.group(1)), unquote(m.group(2)),
+                                                  target)
+            errors = {404: "no such room or member", 409: "that member hears 4 coaches already"}
+            return await _json(send, status, {"ok": status == 200} | (
+                {"error": errors[status]} if status in errors else {}))
         if (m := _VOLUME.match(path)) and method == "POST":
             try:
                 body = await _read_json(receive)

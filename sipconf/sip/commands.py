@@ -65,6 +65,13 @@ class SetMember:
 
 
 @dataclass(frozen=True)
+class SetCoach:
+    call_uuid: str
+    private: bool  # heard by nobody but target
+    target: str | None
+
+
+@dataclass(frozen=True)
 class PlayToCall:
     call_uuid: str
     clip: Any  # sounds.Clip
@@ -125,8 +132,8 @@ class Stop:
     grace: float
 
 
-Command = (Answer | Hangup | Join | Leave | SetMember | PlayToCall | StopCallSound | PlayToRoom
-           | StopRoomSound | SendDigits | TapRoom | Untap | Stats | ReloadTls)
+Command = (Answer | Hangup | Join | Leave | SetMember | SetCoach | PlayToCall | StopCallSound
+           | PlayToRoom | StopRoomSound | SendDigits | TapRoom | Untap | Stats | ReloadTls)
 
 
 def name(cmd: object) -> str:
@@ -184,6 +191,14 @@ def _set_member(t: SipThread, c: SetMember) -> bool:
     if rec is None:
         return False
     t.media.set_member(rec, c.muted, c.deaf, c.volume_in, c.volume_out)
+    return True
+
+
+def _set_coach(t: SipThread, c: SetCoach) -> bool:
+    rec = t.calls.get(c.call_uuid)
+    if rec is None:
+        return False
+    t.media.set_coach(rec, c.private, c.target)
     return True
 
 
@@ -294,6 +309,7 @@ HANDLERS: dict[type, Callable[[SipThread, Any], Any]] = {
     Join: _join,
     Leave: _leave,
     SetMember: _set_member,
+    SetCoach: _set_coach,
     PlayToCall: _play_to_call,
     StopCallSound: _play_to_call,
     PlayToRoom: _play_to_room,

@@ -132,6 +132,9 @@ class SipEngine:
                          volume_in: float = 0.0, volume_out: float = 0.0) -> bool:
         return await self._run(c.SetMember(call_uuid, muted, deaf, volume_in, volume_out))
 
+    async def set_coach(self, call_uuid: str, private: bool, target: str | None) -> bool:
+        return await self._run(c.SetCoach(call_uuid, private, target))
+
     async def play_to_call(self, call_uuid: str, clip: Any, loops: int = 1) -> bool:
         """Play a clip (sounds.Clip) to this caller alone; loops < 1 = until stopped."""
         return await self._run(c.PlayToCall(call_uuid, clip, loops))

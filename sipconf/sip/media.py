@@ -32,9 +32,10 @@ def q12(db: float) -> int:
 class Media:
     """The mixer side of the SIP thread: rooms by key, and which leg/room id is whose."""
 
-    def __init__(self, streams: Any, emit: Emit):
+    def __init__(self, streams: Any, emit: Emit, calls: dict[str, CallRec] | None = None):
         self.streams = streams  # mixer_ext.streams
         self._emit = emit
+        self._calls = calls if calls is not None else {}  # the SIP thread's calls (coaches)
         self.rooms: dict[str, MixRoomRec] = {}
         self._graveyard: list[tuple[float, Any]] = []  # (detached at, leg) waiting to be freed
         self._sounds: dict[int, tuple[Any, str]] = {}  # room sound id -> (Source, room key)
@@ -42,8 +43,9 @@ class Media:
         self._leg_calls: dict[int, str] = {}  # mixer leg id -> call uuid
         self._room_keys: dict[int, str] = {}  # mixer room id -> room key
 
-    def flags(self, muted: bool, deaf: bool) -> int:
-        return (self.streams.MUTED if muted else 0) | (self.streams.DEAF if deaf else 0)
+    def flags(self, muted: bool, deaf: bool, private: bool = False) -> int:
+        return ((self.streams.MUTED if muted else 0) | (self.streams.DEAF if deaf else 0)
+                | (self.streams.PRIVATE if private else 0))
 
     # --- legs ------------------------------------------------------------------------------
 
@@ -121,12 +123,14 @@ class Media:
             return
         rec.leg.set_flags(rec.flags)
         rec.leg.set_gain(*rec.gains)
+        self._relate(rec)
         if rec.overlay is not None:
             clip, loops = rec.overlay
             rec.leg.play(clip.at_rate(rec.leg.rate), loops)
         else:
             rec.leg.stop()
         self.rooms[key].mix.add(rec.leg)
+        self._relate(rec)
 
     def unplace(self, rec: CallRec) -> None:
         if rec.mix_key is not None:
@@ -137,23 +141,50 @@ class Media:
 
     def join(self, rec: CallRec, room_key: str, muted: bool, deaf: bool) -> None:
         rec.room_key = room_key
-        rec.flags = self.flags(muted, deaf)
+        rec.flags = self.flags(muted, deaf, rec.private)
         self.place(rec)
 
     def leave(self, rec: CallRec) -> None:
         rec.room_key = None
         rec.flags = 0
         rec.gains = (Q12, Q12)
+        rec.private, rec.coach_of = False, None
         rec.overlay = None
         self.place(rec)
 
     def set_member(self, rec: CallRec, muted: bool, deaf: bool, volume_in: float = 0.0,
                    volume_out: float = 0.0) -> None:
-        rec.flags = self.flags(muted, deaf)
+        rec.flags = self.flags(muted, deaf, rec.private)
         rec.gains = (q12(volume_in), q12(volume_out))
         if rec.leg is not None:
             rec.leg.set_flags(rec.flags)
             rec.leg.set_gain(*rec.gains)
+
+    def set_coach(self, rec: CallRec, private: bool, target: str | None) -> None:
+        """The call coaches ``target`` (heard by it alone) or, ``private`` without a target,
+        is heard by nobody; neither: an ordinary member again."""
+        old = self._calls.get(rec.coach_of) if rec.coach_of else None
+        if old is not None and old.leg is not None and rec.leg is not None:
+            old.leg.relate(rec.leg, False)
+        rec.private, rec.coach_of = private, target if private else None
+        priv = self.streams.PRIVATE
+        rec.flags = (rec.flags | priv) if private else (rec.flags & ~priv)
+        if rec.leg is not None:
+            rec.leg.set_flags(rec.flags)
+            self._relate(rec)
+
+    def _relate(self, rec: CallRec) -> None:
+        """Coaching relations of a placed leg, both ways, with members of its mixer room
+        (the mixer forgets them when a leg leaves a room)."""
+        if rec.leg is None or rec.mix_key is None:
+            return
+        target = self._calls.get(rec.coach_of) if rec.coach_of else None
+        if target is not None and target.leg is not None and target.mix_key == rec.mix_key:
+            target.leg.relate(rec.leg, True)
+        for other in self._calls.values():
+            if other.coach_of == rec.uuid and other.leg is not None \
+                    and other.mix_key == rec.mix_key:
+                rec.leg.relate(other.leg, True)
 
     # --- sounds, tones, taps ---------------------------------------------------------------
 

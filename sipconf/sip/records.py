@@ -18,7 +18,9 @@ class CallRec:
     room_key: str | None = None  # the conference room's mixer, None = the call's own solo room
     mix_key: str | None = None  # the mixer room the leg is in now
     flags: int = 0
-    gains: tuple[int, int] = (4096, 4096)  # the mixer's Q12 gains: (in, out), 4096 = 0 dB
+    gains: tuple[int, int] = (4096, 4096)
+    private: bool = False  # a coach: heard only by coach_of's leg (or, without it, nobody)
+    coach_of: str | None = None  # the mixer's Q12 gains: (in, out), 4096 = 0 dB
     overlay: tuple[Any, int] | None = None  # (clip, loops) played to this caller alone
     rfc2833: bool | None = None  # the peer takes telephone-events (None: not tried yet)
     answered: bool = False

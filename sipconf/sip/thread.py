@@ -126,7 +126,7 @@ class SipThread:
         sipguard.install(cfg.sip_host)
         sipguard.admit(self.trust.networks, cfg.call_capacity, cfg.source_call_rate,
                        cfg.source_call_burst, cfg.retry_after, cfg.srtp == "required")
-        self.media = Media(streams, self.emit)
+        self.media = Media(streams, self.emit, self.calls)
         streams.start(cfg.mixer_clocks)
         streams.rtpguard_settings(cfg.rtp_relatch_seconds)
 

@@ -151,3 +151,57 @@ def test_talk_events_follow_a_scripted_talker(answer_server, node_factory, uas, 
     for got, want in zip(spans, (1.5, 1.5, 1.0), strict=True):
         assert abs(got - want) <= 0.1, (spans, at)
     assert 1.9 <= at[0] <= 2.6, at  # the mic starts with the call; detection takes ~80 ms
+
+
+def test_a_coach_is_heard_by_the_coached_member_alone(answer_server, node_factory, uas):
+    C = 1700.0
+    url = answer_server.conference("/answer", "desk")
+    node = node_factory(url, extra=["--api-token", TOKEN])
+    api = httpx.Client(base_url=node.http_url, headers={"Authorization": f"Bearer {TOKEN}"},
+                       timeout=10)
+    uas_ = {}
+    started = {}
+    for name, hz in (("alice", A), ("bob", B), ("carol", C)):  # carol: the supervisor
+        uas_[name] = uas(name, tone_hz=hz).dial(node.uri("desk"), 40)
+        assert uas_[name].wait_for("Call established", 10)
+        started[name] = time.monotonic()
+    t0 = time.monotonic()
+    for bad in ({}, {"member_id": "3"}, {"member_id": ""}, {"member_id": [2]}):
+        r = api.post("/v1/rooms/desk/members/3/coach", json=bad)
+        assert r.status_code == 400, (bad, r.text)
+    assert api.post("/v1/rooms/desk/members/3/coach", json={"member_id": "9"}).status_code == 404
+    time.sleep(3.0)
+    r = api.post("/v1/rooms/desk/members/3/coach", json={"member_id": 2})
+    assert r.status_code == 200 and r.json() == {"ok": True}, r.text
+    t_coach = time.monotonic() - t0
+    carol = next(m for m in api.get("/v1/rooms/desk").json()["members"] if m["member_id"] == "3")
+    assert carol["coach"] and carol["coaching"] == "2"
+    time.sleep(4.0)
+    assert api.post("/v1/rooms/desk/members/3/uncoach").status_code == 200
+    t_uncoach = time.monotonic() - t0
+    time.sleep(3.0)
+    t_end = time.monotonic() - t0
+    for ua in uas_.values():
+        ua.stop()
+
+    def phases(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        levels, _rest, frame_s = timeline(uas_[name].heard(), [A, B, C])
+        off = t0 - started[name]
+
+        def level(start: float, end: float) -> np.ndarray:
+            return np.median(levels[int((off + start + 0.5) / frame_s):
+                                    int((off + end - 0.3) / frame_s)], axis=0)
+
+        return level(0.0, t_coach), level(t_coach, t_uncoach), level(t_uncoach, t_end)
+
+    (a0, a1, a2), (b0, b1, _b2), (c0, c1, _c2) = (phases("alice"), phases("bob"),
+                                                  phases("carol"))
+    print(f"FIGURE coach: carol (coach of bob) in alice's ear {a1[2] - a0[2]:+.1f} dB while "
+          f"coaching, in bob's {b1[2] - b0[2]:+.1f} dB; carol heard alice {c1[0] - c0[0]:+.1f} "
+          f"dB and bob {c1[1] - c0[1]:+.1f} dB; after uncoach alice hears carol "
+          f"{a2[2] - a0[2]:+.1f} dB")
+    assert a0[2] - a1[2] > 30, (a0, a1)  # alice does not hear the coach ...
+    assert abs(a1[1] - a0[1]) <= 1.5  # ... but still bob
+    assert abs(b1[2] - b0[2]) <= 1.5 and abs(b1[0] - b0[0]) <= 1.5, (b0, b1)  # bob: all
+    assert abs(c1[0] - c0[0]) <= 1.5 and abs(c1[1] - c0[1]) <= 1.5, (c0, c1)  # carol: all
+    assert abs(a2[2] - a0[2]) <= 1.5, (a0, a2)  # heard by everyone again

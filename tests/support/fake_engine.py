@@ -261,6 +261,10 @@ class FakeEngine:
         call.overlay = None
         return True
 
+    async def set_coach(self, call_uuid: str, private: bool, target: str | None) -> bool:
+        await self._command("set_coach", call_uuid, private, target)
+        return True
+
     async def set_member(self, call_uuid: str, muted: bool, deaf: bool = False,
                          volume_in: float = 0.0, volume_out: float = 0.0) -> bool:
         await self._command("set_member", call_uuid, muted, deaf)

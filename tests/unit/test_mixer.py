@@ -230,3 +230,52 @@ def test_speaking_ends_100_ms_into_a_pause_over_a_noise_floor_and_never_flaps_on
     assert on == [on[0]] and 25 <= on[0] <= 28, on  # within 60 ms of the onset, once
     assert off == [80] or off == [79], off  # 100 ms into the pause, once
     assert not any(states[:25]) and not any(states[85:])
+
+
+def test_a_private_leg_is_heard_only_by_the_legs_that_relate_to_it():
+    """A coach: left out of the totals; the coached leg hears it, nobody else; the coach hears
+    the whole room; relations end when either leaves."""
+    room = mixer.Room()
+    a, b = room.add_leg(8000), room.add_leg(8000)
+    coach = room.add_leg(8000, flags=mixer.PRIVATE)
+    room.relate(b, coach)
+    for leg, v in ((a, 100), (b, 200), (coach, 1000)):
+        room.put(leg, const(v, 160))
+    room.tick()
+    assert room.get(a)[0] == 200  # not the coach
+    assert room.get(b)[0] == 1100  # a and the coach
+    assert room.get(coach)[0] == 300  # the whole room
+    assert room.floor_holder != coach
+    room.relate(b, coach, False)
+    for leg, v in ((a, 100), (b, 200), (coach, 1000)):
+        room.put(leg, const(v, 160))
+    room.tick()
+    assert room.get(b)[0] == 100
+    with pytest.raises(ValueError):
+        room.relate(b, b)
+    room.relate(b, coach)
+    room.remove_leg(coach)  # b's relation goes with it: nothing dangles
+    room.put(a, const(100, 160))
+    room.tick()
+    assert room.get(b)[0] == 100
+
+
+def test_a_narrowband_coach_whispers_to_a_wideband_member():
+    room = mixer.Room()
+    wb = room.add_leg(16000)
+    other = room.add_leg(16000)
+    coach = room.add_leg(8000, flags=mixer.PRIVATE)
+    room.relate(wb, coach)
+    heard, heard_other = [], []
+    for k in range(50):
+        room.put(coach, tone(1000, 160, 8000, phase=k * 160))
+        room.put(wb, const(0, 320))
+        room.put(other, const(0, 320))
+        room.tick()
+        heard.append(room.get(wb))
+        heard_other.append(room.get(other))
+    h = np.concatenate(heard)[1600:].astype(float)
+    assert abs(np.sqrt(np.mean(h ** 2)) - 8000 / np.sqrt(2)) < 400
+    # linear interpolation: the 7 kHz image ~28 dB down (a whisper's quality, not the room's)
+    assert _tone_level(h, 16000, 1000) - _tone_level(h, 16000, 7000) > 25
+    assert not np.concatenate(heard_other).any()

@@ -10,6 +10,7 @@ from sipconf.core.room import (
     STAR,
     STAY_ALONE,
     TIME_LIMIT,
+    Coach,
     Controls,
     Deadline,
     Hold,
@@ -217,3 +218,23 @@ def test_hold_silences_both_ways_swaps_music_and_unhold_restores():
     ev = room.hold("b", True)  # no music: silence
     assert not [e for e in ev if isinstance(e, Music) and e.member is room.members["b"]]
     assert room.hold("nobody", True) == []
+
+
+def test_coach_relations_limits_and_the_coached_member_leaving():
+    room = make_room()
+    for c in ("a", "b", "c", "d", "e", "f"):
+        room.join(c, Conference("r"))
+    a = room.members["a"]
+    assert room.coach("a", "b") == [Coach(a)] and a.coach and a.coaching == "b"
+    assert room.coach("a", "b") == []  # already
+    assert room.coach("a", "a") is None and room.coach("a", "zz") is None
+    assert room.coach("nobody", "b") is None
+    for c in ("c", "d", "e"):
+        assert room.coach(c, "b") == [Coach(room.members[c])]
+    assert room.coach("f", "b") is None  # b hears four coaches already
+    ev = room.leave("b")
+    coaches = [e.member.call_uuid for e in ev if isinstance(e, Coach)]
+    assert sorted(coaches) == ["a", "c", "d", "e"]
+    assert a.coach and a.coaching == ""  # whispers to nobody until uncoached
+    assert room.coach("a", None) == [Coach(a)] and not a.coach
+    assert room.coach("a", None) == []
