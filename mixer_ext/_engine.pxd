@@ -78,4 +78,6 @@ cdef extern from "engine.h" nogil:
     void eng_tap_detach(eng_tap *tap)
     int eng_tap_read(eng_tap *tap, int16_t *out, int max)
     uint64_t eng_tap_dropped(eng_tap *tap)
+    eng_tap *eng_tap_create_tracks(int seconds, int ntracks)
+    int eng_tap_read_track(eng_tap *tap, int slot, int16_t *out, int max, uint64_t *leg_id)
     void eng_tap_free(eng_tap *tap)

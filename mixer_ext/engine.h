@@ -129,6 +129,13 @@ void eng_tap_detach(eng_tap *tap);
 /* Up to max samples, oldest first; returns how many. */
 int eng_tap_read(eng_tap *tap, int16_t *out, int max);
 uint64_t eng_tap_dropped(eng_tap *tap);
+/* A tap that also keeps one track per member: ntracks slots (at most ENG_MAX_TRACKS), each
+ * the 16 kHz contribution of the first leg seen in it (a member who left: silence), fed every
+ * tick with the mix, so a track's sample i is the mix's sample i. */
+#define ENG_MAX_TRACKS 32
+eng_tap *eng_tap_create_tracks(int seconds, int ntracks);
+/* Up to max samples of slot's track; *leg_id gets its leg (0: the slot is free). */
+int eng_tap_read_track(eng_tap *tap, int slot, int16_t *out, int max, uint64_t *leg_id);
 void eng_tap_free(eng_tap *tap);
 
 eng_room *eng_room_create(void);

@@ -178,7 +178,8 @@ cdef class _Leg:
         cdef eng_leg *leg = self._get()
         with nogil:
             eng_leg_get_stats(leg, &st)
-        return {"rate": st.rate, "rx_audio": st.rx_audio, "rx_empty": st.rx_empty,
+        return {"id": eng_leg_id(leg), "rate": st.rate, "rx_audio": st.rx_audio,
+                "rx_empty": st.rx_empty,
                 "tx": st.tx, "errors": st.errors, "energy": st.energy,
                 "talking": bool(st.talking)}
 
@@ -258,12 +259,18 @@ cdef class MixRoom:
 
 
 cdef class Tap:
-    """A recording tap on a room: its full mix at 16 kHz, buffered for ``seconds``.
+    """A recording tap on a room: its full mix at 16 kHz, buffered for ``seconds``; with
+    ``tracks``, also that many per-member tracks aligned to it (``read_tracks``).
     Attach and detach on the SIP thread (which owns rooms); ``read`` from any thread."""
     cdef eng_tap *tap
+    cdef readonly int tracks
 
-    def __cinit__(self, int seconds=10):
-        self.tap = eng_tap_create(seconds)
+    def __cinit__(self, int seconds=10, int tracks=0):
+        self.tracks = tracks
+        if tracks:
+            self.tap = eng_tap_create_tracks(seconds, tracks)
+        else:
+            self.tap = eng_tap_create(seconds)
         if self.tap == NULL:
             raise MemoryError()
 
@@ -294,6 +301,21 @@ cdef class Tap:
         with nogil:
             n = eng_tap_read(self.tap, &v[0], max_samples)
         return out[:n]
+
+    def read_tracks(self, int max_samples=16000 * 10) -> list:
+        """Each track's samples since the last read: [(leg id or 0, int16 array)] per slot,
+        every array as long as what ``read`` gave for the same ticks (give or take a tick)."""
+        out = []
+        cdef int16_t[::1] v
+        cdef int n, slot
+        cdef uint64_t leg_id
+        for slot in range(self.tracks):
+            arr = np.empty(max_samples, dtype=np.int16)
+            v = arr
+            with nogil:
+                n = eng_tap_read_track(self.tap, slot, &v[0], max_samples, &leg_id)
+            out.append((leg_id, arr[:n]))
+        return out
 
     @property
     def dropped(self) -> int:

@@ -171,7 +171,10 @@ class Control:
             fmt = body.get("format", "mp3")
             if not isinstance(fmt, str) or fmt not in recording.FORMATS:
                 return {"ok": False, "error": "format must be mp3 or wav", "status": 400}
-            ok = self.node.room_runs.start_recording(run, fmt, owner)
+            tracks = body.get("tracks", False)
+            if not isinstance(tracks, bool):
+                return {"ok": False, "error": "tracks must be true or false", "status": 400}
+            ok = self.node.room_runs.start_recording(run, fmt, owner, tracks)
             return {"ok": ok, **(run.record_params if ok else
                                  {"error": "already recording", "status": 409})}
         if command == "record/stop":

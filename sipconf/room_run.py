@@ -30,6 +30,7 @@ class RoomRun:
     floor: str | None = None  # call uuid of the member holding the floor
     recording: recording.Recording | None = None
     record_params: dict[str, str] = field(default_factory=dict)  # RecordUrl, RecordingID
+    record_tracks: bool = False  # also one file per member (the control API's "tracks")
     record_scope: trio.CancelScope | None = None
     sounds: int = 0  # room sounds playing or being fetched (max_room_sounds)
     clips: dict[str, set[trio.CancelScope]] = field(default_factory=dict)  # API clips, by call

@@ -416,6 +416,6 @@ class RoomRuns:
                 done.set()
 
     def start_recording(self, run: RoomRun, fmt: str,
-                        owner: roomstate.Member | None = None) -> bool:
+                        owner: roomstate.Member | None = None, tracks: bool = False) -> bool:
         """Record the run from now (see ``room_recording``); False if it is recording."""
-        return room_recording.start(self, run, fmt, owner)
+        return room_recording.start(self, run, fmt, owner, tracks)

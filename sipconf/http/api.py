@@ -97,7 +97,9 @@ def openapi() -> dict[str, Any]:
         "voice": {"type": "string"}, "language": {"type": "string"},
         "member_id": {"type": "string", "description": "only this member hears it"},
         "format": {"type": "string", "enum": ["mp3", "wav"],
-                   "description": "record/start"}}}
+                   "description": "record/start"},
+        "tracks": {"type": "boolean", "description": "record/start: also one file per member "
+                   "(its own voice, aligned to the mix), listed in RecordTracks"}}}
     for cmd, summary in (("play", "Play a sound URL to the room or one member"),
                          ("speak", "Speak text to the room or one member"),
                          ("record/start", "Start recording the room (RecordUrl in the reply)"),

@@ -105,6 +105,7 @@ class SendDigits:
 @dataclass(frozen=True)
 class TapRoom:
     room_key: str
+    tracks: int = 0  # per-member tracks too (at most ENG_MAX_TRACKS)
 
 
 @dataclass(frozen=True)
@@ -247,7 +248,7 @@ def _send_digits(t: SipThread, c: SendDigits) -> bool:
 
 
 def _tap_room(t: SipThread, c: TapRoom) -> Any:
-    return t.media.tap_room(c.room_key)
+    return t.media.tap_room(c.room_key, c.tracks)
 
 
 def _untap(t: SipThread, c: Untap) -> None:

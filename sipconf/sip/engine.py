@@ -154,9 +154,10 @@ class SipEngine:
         has none."""
         return await self._run(c.SendDigits(call_uuid, digits, tones))
 
-    async def tap_room(self, room_key: str) -> Any:
-        """A recording tap on a conference room's mix (None if the room has no mixer yet)."""
-        return await self._run(c.TapRoom(room_key))
+    async def tap_room(self, room_key: str, tracks: int = 0) -> Any:
+        """A recording tap on a conference room's mix (None if the room has no mixer yet);
+        with ``tracks``, that many per-member tracks aligned to it."""
+        return await self._run(c.TapRoom(room_key, tracks))
 
     async def untap(self, tap: Any) -> None:
         await self._run(c.Untap(tap))

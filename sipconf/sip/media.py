@@ -231,11 +231,12 @@ class Media:
             rr.sources.discard(sound_id)
         return True
 
-    def tap_room(self, room_key: str) -> Any:
+    def tap_room(self, room_key: str, tracks: int = 0) -> Any:
+        """A tap on the room's mix; with ``tracks``, that many per-member tracks too."""
         rr = self.rooms.get(room_key)
         if rr is None:
             return None
-        tap = self.streams.Tap(10)
+        tap = self.streams.Tap(5 if tracks else 10, tracks)
         tap.attach(rr.mix)
         return tap
 

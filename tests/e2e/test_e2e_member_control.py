@@ -205,3 +205,72 @@ def test_a_coach_is_heard_by_the_coached_member_alone(answer_server, node_factor
     assert abs(b1[2] - b0[2]) <= 1.5 and abs(b1[0] - b0[0]) <= 1.5, (b0, b1)  # bob: all
     assert abs(c1[0] - c0[0]) <= 1.5 and abs(c1[1] - c0[1]) <= 1.5, (c0, c1)  # carol: all
     assert abs(a2[2] - a0[2]) <= 1.5, (a0, a2)  # heard by everyone again
+
+
+def test_per_member_tracks_are_aligned_and_each_holds_its_own_voice(
+        answer_server, node_factory, uas, tmp_path):
+    import json
+
+    from support.audio import band_levels, read_wav
+
+    C = 1700.0
+    cb = answer_server.route("/cb", "ok", content_type="text/plain")
+    url = answer_server.conference("/answer", "rec", callbackUrl=cb)
+    node = node_factory(url, extra=["--api-token", TOKEN])
+    api = httpx.Client(base_url=node.http_url, headers={"Authorization": f"Bearer {TOKEN}"},
+                       timeout=10)
+    a = uas("alice", tone_hz=A).dial(node.uri("rec"), 30)
+    assert a.wait_for("Call established", 10)
+    b = uas("bob", tone_hz=B).dial(node.uri("rec"), 30)
+    assert b.wait_for("Call established", 10)
+    assert api.post("/v1/rooms/rec/record/start",
+                    json={"format": "wav", "tracks": "yes"}).status_code == 400
+    r = api.post("/v1/rooms/rec/record/start", json={"format": "wav", "tracks": True})
+    assert r.status_code == 200, r.text
+    t_start = time.monotonic()
+    time.sleep(2.0)
+    c = uas("carol", tone_hz=C).dial(node.uri("rec"), 30)  # joins late: silence first
+    assert c.wait_for("Call established", 10)
+    t_carol = time.monotonic() - t_start
+    time.sleep(3.0)
+    stop = api.post("/v1/rooms/rec/record/stop", json={})
+    assert stop.status_code == 200, stop.text
+
+    def record_event():
+        return next((q for q in answer_server.requests_to("/cb")
+                     if q.params["ConferenceAction"] == "record"), None)
+
+    assert wait_until(record_event, 10)
+    for ua in (a, b, c):
+        ua.stop()
+    ev = record_event().params
+    tracks = json.loads(ev["RecordTracks"])
+    assert sorted(t["member_id"] for t in tracks) == ["1", "2", "3"], tracks
+
+    def fetch(url: str, name: str) -> np.ndarray:
+        got = httpx.get(url, timeout=10)
+        assert got.status_code == 200 and got.content[:4] == b"RIFF", url
+        (tmp_path / name).write_bytes(got.content)
+        pcm, rate = read_wav(tmp_path / name)
+        assert rate == 16000
+        return pcm
+
+    mix = fetch(ev["RecordUrl"], "mix.wav")
+    tones = {"1": A, "2": B, "3": C}
+    report = []
+    for t in tracks:
+        pcm = fetch(t["RecordUrl"], f"track{t['member_id']}.wav")
+        assert abs(len(pcm) - len(mix)) <= 16000 * 0.1, (len(pcm), len(mix))  # aligned
+        levels, _rest = band_levels(pcm, 16000, [A, B, C])
+        own = list(tones).index(t["member_id"])
+        start = int((t_carol + 1.0) * 10) if t["member_id"] == "3" else 5
+        body = np.median(levels[start:-3], axis=0)
+        others = [body[j] for j in range(3) if j != own]
+        report.append(f"member {t['member_id']}: own {body[own] - max(others):.0f} dB over "
+                      f"the others")
+        assert body[own] - max(others) >= 40, (t["member_id"], body)
+        if t["member_id"] == "3":  # carol's track is silent until she joined
+            lead = np.median(levels[: int((t_carol - 0.5) * 10)], axis=0)
+            assert body[own] - lead[own] > 40, (lead, body)
+    print(f"FIGURE tracks: {'; '.join(report)}; mix {len(mix) / 16000:.2f} s, tracks within "
+          f"0.1 s of it; carol joined {t_carol:.1f} s in, silent before")

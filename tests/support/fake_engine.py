@@ -317,7 +317,7 @@ class FakeEngine:
         call.digits_sent.append((digits, tones))
         return True
 
-    async def tap_room(self, room_key: str) -> Any:
+    async def tap_room(self, room_key: str, tracks: int = 0) -> Any:
         await self._command("tap_room", room_key)
         if room_key not in self.rooms:
             return None
