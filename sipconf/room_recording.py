@@ -102,6 +102,7 @@ class _Tracks:
         self.runs, self.run, self.fmt = runs, run, fmt
         self.files: dict[int, recording.Recording] = {}  # slot -> file
         self.read: dict[int, int] = {}  # slot -> samples read while it had no leg
+        self.unnamed: set[int] = set()  # slots whose leg left before it could be named
         self.listed: list[dict[str, str]] = []
 
     async def drain(self, tap) -> None:
@@ -111,6 +112,8 @@ class _Tracks:
                 continue
             f = self.files.get(slot)
             if f is None:
+                if slot in self.unnamed:
+                    continue
                 f = await self._open(slot, leg_id)
                 if f is None:
                     continue
@@ -121,8 +124,9 @@ class _Tracks:
         legs = (await self.runs.node.engine.stats())["legs"]
         uuid = next((u for u, st in legs.items() if st.get("id") == leg_id), None)
         member = self.run.state.members.get(uuid) if uuid else None
-        if member is None:
-            return None  # gone before it could be named: its voice is in the mix only
+        if member is None:  # gone before it could be named: its voice is in the mix only
+            self.unnamed.add(slot)
+            return None
         f = recording.Recording.create(self.runs.node.recordings_dir, self.fmt)
         self.files[slot] = f
         lead = self.read.pop(slot, 0)
