@@ -12,7 +12,7 @@ import pytest
 from mixer_ext.mixer import detect_dtmf
 from support import sipp
 from support.audio import dtmf_wav, tone_pcm, ulaw_decode, write_wav
-from support.pcap import Capture, rtp_misdirected, telephone_events
+from support.pcap import Capture, telephone_events
 from support.waiting import wait_until
 
 from sipconf.webhooks import verify
@@ -93,8 +93,6 @@ def test_digits_from_rfc2833_sip_info_and_inband_tones(answer_server, node_facto
     # relayed: alice's leg got telephone-events for the others' digits, on the wire ...
     packets = list(cap.packets())
     events, summary = telephone_events(iter(packets), alice.rtp)
-    if not set("456789") <= events:
-        rtp_misdirected(iter(packets), alice.rtp, summary)
     to_sipp = [ulaw_decode(p.payload[12:]) for p in packets
                if p.dst[1] == res.media_port and len(p.payload) == 172
                and p.payload[1] & 0x7F == 0]

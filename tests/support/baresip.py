@@ -31,7 +31,10 @@ class BaresipUA:
         base = ports.block(20)
         self.sip_port = base  # baresip also takes base + 1 (SIP over TLS)
         self.cons_port = base + 2
-        self.rtp = (base + 4, base + 19)
+        # the ports baresip's RTP and RTCP may use: `rtp_ports` says base+4..base+19, but it
+        # can put RTP one below (seen in CI: RTP on base+3, RTCP on base+4), and a capture
+        # filtered on the configured range alone then missed every RTP packet to this UA
+        self.rtp = (base + 3, base + 19)
         if mic_wav is None:
             # baresip 1.0's aufile does not resample: the WAV runs at the codec's rate.
             first = codecs.split(",")[0].strip().upper()
@@ -57,7 +60,7 @@ class BaresipUA:
             "poll_method epoll",
             f"sip_listen 127.0.0.1:{self.sip_port}",
             "net_interface 127.0.0.1",
-            f"rtp_ports {self.rtp[0]}-{self.rtp[1]}",
+            f"rtp_ports {base + 4}-{base + 19}",
             "rtp_timeout 0",
             "jitter_buffer_delay 1-10",
             "audio_buffer 20-160",

@@ -130,17 +130,3 @@ def telephone_events(packets: Iterator[UdpPacket], ports: tuple[int, int]) -> tu
                f"{dict(sorted(to_range.items()))}; digits to other ports: {elsewhere}")
     return digits, summary
 
-
-def rtp_misdirected(packets: Iterator[UdpPacket], ports: tuple[int, int], summary: str) -> None:
-    """Known open bug (seen in CI about one run in three, never locally): the node's RTP for a
-    baresip leg went to another port than the leg's, while its RTCP reached the leg. A digit
-    test that finds no RTP at all to the leg prints what the capture held and is marked xfail
-    with that reason (any other failure stays a failure) until the cause is found."""
-    lo, hi = ports
-    rtp = sum(1 for p in packets if lo <= p.dst[1] <= hi and len(p.payload) >= 12
-              and not 72 <= (p.payload[1] & 0x7F) <= 76)
-    if rtp == 0:
-        import pytest
-
-        print("RTP MISDIRECTED:", summary)
-        pytest.xfail("no RTP from the node reached the leg's ports (open bug: " + summary + ")")
