@@ -53,6 +53,17 @@ static void ring_put(int16_t *buf, int cap, int head, int *count, const int16_t 
     }
 }
 
+/* Up to max of the oldest samples out of a ring; returns how many. */
+static int ring_take(const int16_t *buf, int cap, int *head, int *count, int16_t *out, int max)
+{
+    int n = *count < max ? *count : max;
+    for (int i = 0; i < n; i++)
+        out[i] = buf[(*head + i) % cap];
+    *head = (*head + n) % cap;
+    *count -= n;
+    return n;
+}
+
 /* Under the room lock and the tap's lock: each slot's 16 kHz frame for this tick. */
 static void tracks_push(eng_tap *t, eng_room *r, int n16)
 {
@@ -166,11 +177,7 @@ int eng_tap_read_track(eng_tap *t, int slot, int16_t *out, int max, uint64_t *le
         return 0;
     pthread_mutex_lock(&t->lock);
     tap_track *tr = &t->tracks[slot];
-    int n = tr->count < max ? tr->count : max;
-    for (int i = 0; i < n; i++)
-        out[i] = tr->buf[(tr->head + i) % t->cap];
-    tr->head = (tr->head + n) % t->cap;
-    tr->count -= n;
+    int n = ring_take(tr->buf, t->cap, &tr->head, &tr->count, out, max);
     *leg_id = tr->leg_id;
     pthread_mutex_unlock(&t->lock);
     return n;
@@ -220,11 +227,7 @@ void taps_room_gone(eng_room *r)
 int eng_tap_read(eng_tap *t, int16_t *out, int max)
 {
     pthread_mutex_lock(&t->lock);
-    int n = t->count < max ? t->count : max;
-    for (int i = 0; i < n; i++)
-        out[i] = t->buf[(t->head + i) % t->cap];
-    t->head = (t->head + n) % t->cap;
-    t->count -= n;
+    int n = ring_take(t->buf, t->cap, &t->head, &t->count, out, max);
     pthread_mutex_unlock(&t->lock);
     return n;
 }
