@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from sipconf.core import room as roomstate
-from sipconf.core.answer import Play, Speak
+from sipconf.core.answer import Document, Play, Speak
 from sipconf.core.callflow import (
     CLOSED,
     CallFlow,
@@ -173,7 +173,7 @@ class CallSession:
         """The call's parameters (Plivo's), e.g. for the sound documents of its room."""
         c = self.flow.call
         return call_params(c.uuid, c.from_uri, c.to, c.caller_name, status, event,
-                           c.sip_headers)
+                           c.sip_headers, c.outbound)
 
     def key(self, ev: Dtmf) -> bool:
         """A key press for the call's GetDigits, if one runs (else False: the room's)."""
@@ -196,10 +196,12 @@ def flow_settings(node: Node) -> FlowSettings:
                         max_documents_per_call=cfg.max_documents_per_call, limits=node.limits)
 
 
-def new_session(node: Node, inc: IncomingCall) -> CallSession:
+def new_session(node: Node, inc: IncomingCall, document: Document | None = None
+                ) -> CallSession:
+    """A taken call's session; with ``document``, a dial-out's (answered, running it)."""
     info = CallInfo(inc.uuid, inc.from_uri, inc.to_user, inc.to_uri, inc.caller_name,
-                    inc.sip_headers)
-    return CallSession(inc, CallFlow(info, flow_settings(node)))
+                    inc.sip_headers, outbound=document is not None)
+    return CallSession(inc, CallFlow(info, flow_settings(node), document))
 
 
 async def overlay(node: Node, s: CallSession, clip, loops: int) -> None:
@@ -300,7 +302,7 @@ class CallDriver:
         self.node.webhooks.submit(s.uuid, cfg.hangup_url, cfg.hangup_method, hangup_params(
             c.uuid, c.from_uri, c.to, c.caller_name, started=s.started_at,
             answered=s.answered_at, ended=time.time(), cause=cause, source=source,
-            headers=c.sip_headers))
+            headers=c.sip_headers, outbound=c.outbound))
 
     async def _do(self, s: CallSession, cmd: Command) -> object | None:
         node = self.node

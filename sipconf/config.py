@@ -142,6 +142,16 @@ class NodeConfig:
                                                 "registrar is always trusted); calls from "
                                                 "anywhere else get 403; 0.0.0.0/0 takes calls "
                                                 "from anyone", metavar="CIDR")
+    # Dial-out (POST /v1/rooms/{room}/dial): nowhere unless allowed, a few at a time.
+    dial_allow: tuple[str, ...] = opt((), "a destination the control API may dial into a "
+                                          "room, as a glob on the whole SIP URI (e.g. "
+                                          "'sip:*@pbx.example.com'), repeatable; default "
+                                          "none: dial-out is off (no toll fraud)",
+                                      metavar="PATTERN")
+    max_dials: int = opt(10, "dial-outs ringing at once; the API answers 429 past it "
+                             "(default 10)")
+    dial_rate: float = opt(2.0, "dial-outs a second the API may start (a token bucket of "
+                                "max_dials; default 2); past it 429 with Retry-After")
     # Limits on what a document or an API request controls (each hit is logged and counted).
     max_wait_seconds: int = opt(3600, "longest <Wait>; longer ones are cut to it (default 3600)")
     max_play_loops: int = opt(100, "most times a <Play>/<Speak> loops; more is cut to it "
@@ -213,6 +223,10 @@ class NodeConfig:
                 raise ValueError("register needs auth_password (or $SIPCONF_AUTH_PASSWORD)")
         if not (10 <= self.register_expires <= 86400):
             raise ValueError("register expires must be 10-86400 seconds")
+        if not (1 <= self.max_dials <= 1000 and 0 < self.dial_rate <= 1000):
+            raise ValueError("max_dials must be 1-1000 and dial_rate 0-1000 a second")
+        if len(self.dial_allow) > 100 or any(len(p) > 256 for p in self.dial_allow):
+            raise ValueError("dial_allow: at most 100 patterns of at most 256 characters")
         if len(parse_networks(self.trust)) > 48:  # the SIP guard's table holds 64, registrar too
             raise ValueError("trust: at most 48 networks")
         for name in LIMITS:
@@ -314,13 +328,14 @@ def build(options: dict) -> NodeConfig:
             opts["rtp_port_min"], opts["rtp_port_max"] = int(lo), int(hi)
         except (TypeError, ValueError):
             raise ValueError(f"rtp_ports must be LOW-HIGH, not {ports!r}") from None
-    trust = opts.get("trust")
-    if isinstance(trust, str):
-        opts["trust"] = tuple(t.strip() for t in trust.split(",") if t.strip())
-    elif isinstance(trust, list | tuple):
-        if not all(isinstance(t, str) for t in trust):
-            raise ValueError(f"trust must be a list of CIDR strings, not {trust!r}")
-        opts["trust"] = tuple(trust)
+    for key in ("trust", "dial_allow"):  # the repeatable options: a list, or comma-separated
+        value = opts.get(key)
+        if isinstance(value, str):
+            opts[key] = tuple(t.strip() for t in value.split(",") if t.strip())
+        elif isinstance(value, list | tuple):
+            if not all(isinstance(t, str) for t in value):
+                raise ValueError(f"{key} must be a list of strings, not {value!r}")
+            opts[key] = tuple(value)
     for key, env in (("auth_id", "SIPCONF_AUTH_ID"), ("auth_token", "SIPCONF_AUTH_TOKEN"),
                      ("api_token", "SIPCONF_API_TOKEN"),
                      ("auth_password", "SIPCONF_AUTH_PASSWORD")):

@@ -142,7 +142,7 @@ class Control:
                       webhooks={"depth": w.depth, "delivered": w.delivered,
                                 "retries": w.retries, "failed": w.failed,
                                 "dead_letters": w.spool.dead_count()},
-                      faults=self.node.faults)
+                      faults=self.node.faults, dials=self.node.dials.outcomes)
 
     def dead_letters(self, limit: int = 100) -> list[dict]:
         return self.node.webhooks.spool.dead_letters(limit)
@@ -261,6 +261,15 @@ class Control:
             if session is not None:
                 runs.spawn(run, "sound", runs.clip_to_member, run, session, target, clip)
         return {"ok": True, "seconds": round(clip.duration, 3)}
+
+    async def dial(self, room: str, body: dict) -> tuple[int, dict, list]:
+        return await self.node.dials.start(room, body)
+
+    async def cancel_dial(self, call_uuid: str) -> bool:
+        return await self.node.dials.cancel(call_uuid)
+
+    def dials_info(self) -> list[dict]:
+        return self.node.dials.info()
 
     def end_room(self, room: str) -> bool:
         run = self.node.rooms.get(room)

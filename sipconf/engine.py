@@ -28,6 +28,16 @@ class IncomingCall:
 
 
 @dataclass(frozen=True)
+class DialProgress:
+    """A dial-out's INVITE got a provisional answer (``ringing``) or was answered."""
+
+    uuid: str
+    status: str  # "ringing" or "answered"
+    code: int
+    sip_call_id: str = ""
+
+
+@dataclass(frozen=True)
 class CallEnded:
     uuid: str
     status: int
@@ -108,6 +118,12 @@ class Engine(Protocol):
     async def set_coach(self, call_uuid: str, private: bool, target: str | None) -> bool:
         """The call coaches ``target``: heard by it alone (``private`` without a target:
         by nobody); neither flag: an ordinary member."""
+    async def dial(self, call_uuid: str, to_uri: str, local_uri: str = "",
+                   caller_name: str = "", headers: tuple[tuple[str, str], ...] = ()
+                   ) -> str | None:
+        """Place an outbound call (through the registered PBX's account when there is one):
+        None once the INVITE is on its way, else why it could not be sent. Progress comes
+        as DialProgress events, the end as CallEnded."""
     async def play_to_call(self, call_uuid: str, clip: Any, loops: int = 1) -> bool: ...
     async def stop_call_sound(self, call_uuid: str) -> bool: ...
     async def play_to_room(self, room_key: str, clip: Any, loops: int = 1) -> int | None: ...

@@ -29,6 +29,7 @@ from sipconf.calls import CallDriver, CallSession, new_session
 from sipconf.config import NodeConfig, tls_files_problem
 from sipconf.control import Control
 from sipconf.core.answer import Limits
+from sipconf.dialout import Dials
 from sipconf.engine import (
     CallEnded,
     Dtmf,
@@ -79,6 +80,7 @@ class Node:
         self.nursery: trio.Nursery | None = None  # the calls' nursery, while taking calls
         self.call_driver = CallDriver(self)
         self.room_runs = RoomRuns(self)
+        self.dials = Dials(self)  # dial-outs ringing
         self.control = Control(self)  # the control API's backend
         self.webhooks: WebhookWorker | None = None
         self._calls_scope = trio.CancelScope()
@@ -261,6 +263,8 @@ class Node:
             session = new_session(self, ev)
             self.calls[ev.uuid] = session
             self.nursery.start_soon(self.call_driver.main, session, name=f"call-{ev.uuid}")
+            return
+        if self.dials.on_event(ev):
             return
         session = self.calls.get(getattr(ev, "uuid", ""))
         if session is None:

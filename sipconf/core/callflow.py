@@ -104,6 +104,7 @@ class CallInfo:
     to_uri: str = ""
     caller_name: str = ""
     sip_headers: tuple[tuple[str, str], ...] = ()  # the INVITE's X-PH-* headers
+    outbound: bool = False  # a dial-out: answered by the callee, its document given
 
     @property
     def to(self) -> str:
@@ -131,8 +132,9 @@ GATHERING, SENDING = "gathering", "sending"  # a GetDigits runs; a <DTMF async="
 class CallFlow:
     """One call's verb interpreter. See the module docstring for the protocol."""
 
-    def __init__(self, call: CallInfo, settings: FlowSettings):
+    def __init__(self, call: CallInfo, settings: FlowSettings, document: Document | None = None):
         self.call = call
+        self.document = document  # runs instead of the answer URL's (a dial-out's Conference)
         self.settings = settings
         self.state = IDLE
         self.answered = False
@@ -162,6 +164,9 @@ class CallFlow:
     def start(self, now: float) -> list[Command]:
         """The call arrived: fetch its answer document (or run the built-in one)."""
         assert self.state == IDLE, self.state
+        if self.document is not None:
+            self.answered = self.call.outbound  # the callee answered a dial-out
+            return self._run(self.document, now)
         url = self.settings.answer_url
         if not url:
             return self._run(builtin_document(self.call.to_user or self.settings.default_room), now)
@@ -230,7 +235,8 @@ class CallFlow:
         """The call's parameters (``webhooks.call_params``: Plivo's), with ``event``."""
         c = self.call
         return call_params(c.uuid, c.from_uri, c.to, c.caller_name,
-                           "in-progress" if self.answered else "ringing", event, c.sip_headers)
+                           "in-progress" if self.answered else "ringing", event, c.sip_headers,
+                           c.outbound)
 
     def _fetch(self, url: str, method: str, purpose: str, now: float) -> list[Command]:
         refused = self._count_document(url)

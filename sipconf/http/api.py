@@ -13,6 +13,7 @@ import re
 from typing import Any, Protocol
 from urllib.parse import unquote
 
+from sipconf.core.dialout import MAX_TIMEOUT_S
 from sipconf.core.room import VOLUME_MAX_DB, VOLUME_MIN_DB
 from sipconf.faults import Faults
 from sipconf.http import plivo_api
@@ -39,6 +40,9 @@ class Controls(Protocol):
     def health(self) -> str | None: ...
     def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]: ...
     def forget_dead_letter(self, dead_id: int) -> bool: ...
+    async def dial(self, room: str, body: dict) -> tuple[int, dict, list]: ...
+    async def cancel_dial(self, call_uuid: str) -> bool: ...
+    def dials_info(self) -> list[dict[str, Any]]: ...
 
 
 def openapi() -> dict[str, Any]:
@@ -143,6 +147,40 @@ def openapi() -> dict[str, Any]:
                 "out": {"type": "number", "minimum": VOLUME_MIN_DB,
                         "maximum": VOLUME_MAX_DB}}}}}},
         "responses": {**ok, "400": {"description": "not a number in range"}}}}
+    paths["/v1/rooms/{room}/dial"] = {"post": {
+        "summary": "Call a SIP URI (or, with --register, a number at the PBX) and put the "
+                   "callee in the room once it answers, as a member like any other. Only "
+                   "destinations matching a --dial-allow pattern. Progress (DialStatus "
+                   "ringing, answered, busy, no-answer, failed, canceled; SIPResponseCode) "
+                   "goes to callbackUrl",
+        "parameters": [_p("room")],
+        "requestBody": {"content": {"application/json": {"schema": {
+            "type": "object", "required": ["to"], "properties": {
+                "to": {"type": "string", "description": "sip:user@host[:port] or a number"},
+                "from": {"type": "string", "description": "caller ID: From's user part"},
+                "callerName": {"type": "string", "description": "From's display name"},
+                "timeout": {"type": "number", "minimum": 1, "maximum": MAX_TIMEOUT_S,
+                            "description": "seconds it may ring (default 30)"},
+                "attrs": {"type": "object", "description": "<Conference> attributes for "
+                          "the callee (e.g. muted, callbackUrl, coach), as in answer XML"},
+                "headers": {"type": "object", "description": "X-PH-* headers for the INVITE"},
+                "callbackUrl": {"type": "string"},
+                "callbackMethod": {"type": "string", "enum": ["GET", "POST"]}}}}}},
+        "responses": {"200": {"description": "{ok, call_uuid, to, from, ignored}: ringing"},
+                      "400": {"description": "bad request"},
+                      "401": ok["401"],
+                      "403": {"description": "not an allowed destination (--dial-allow)"},
+                      "429": {"description": "max_dials ringing or dial_rate passed "
+                                             "(Retry-After)"},
+                      "502": {"description": "the INVITE could not be sent"},
+                      "503": {"description": "at capacity or stopping"}}}}
+    paths["/v1/dials"] = {"get": {"summary": "Dial-outs still ringing",
+                                  "responses": {"200": {"description": "{\"dials\": [...]}"},
+                                                "401": ok["401"]}}}
+    paths["/v1/dials/{call_uuid}"] = {"delete": {
+        "summary": "Cancel a dial-out that is still ringing (DialStatus canceled)",
+        "parameters": [_p("call_uuid")], "responses": {**ok, "404": {
+            "description": "no such dial-out ringing"}}}}
     return {
         "openapi": "3.0.3",
         "info": {"title": "sipconf control API", "version": "1"},
@@ -164,6 +202,8 @@ _COMMAND = re.compile(r"^/v1/rooms/([^/]+)/(play|speak|record/start|record/stop)
 MAX_BODY = 64 * 1024
 _DEAD = re.compile(r"^/v1/dead-letters/([0-9]{1,18})$")
 _VOLUME = re.compile(r"^/v1/rooms/([^/]+)/members/([^/]+)/volume$")
+_DIAL = re.compile(r"^/v1/rooms/([^/]+)/dial$")
+_DIALING = re.compile(r"^/v1/dials/([0-9a-f\-]{36})$")
 _COACH = re.compile(r"^/v1/rooms/([^/]+)/members/([^/]+)/(coach|uncoach)$")
 _MEMBER = re.compile(r"^/v1/rooms/([^/]+)/members/([^/]+)/(" + "|".join(MEMBER_ACTIONS) + r")$")
 
@@ -241,6 +281,19 @@ class ControlApi:
             status = 200 if result.get("ok") else result.pop("status", 400)
             result.pop("status", None)
             return await _json(send, status, result)
+        if (m := _DIAL.match(path)) and method == "POST":
+            try:
+                body = await _read_json(receive)
+            except ValueError as exc:
+                return await _json(send, 400, {"ok": False, "error": str(exc)})
+            status, reply, headers = await self.node.dial(unquote(m.group(1)), body)
+            return await _json(send, status, {"ok": False, **reply} if status != 200 else reply,
+                               headers)
+        if path == "/v1/dials" and method == "GET":
+            return await _json(send, 200, {"dials": self.node.dials_info()})
+        if (m := _DIALING.match(path)) and method == "DELETE":
+            ok = await self.node.cancel_dial(m.group(1))
+            return await _json(send, 200 if ok else 404, {"ok": ok})
         if (m := _COACH.match(path)) and method == "POST":
             target = None
             if m.group(3) == "coach":

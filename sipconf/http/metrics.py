@@ -42,7 +42,7 @@ def _label(value: str) -> str:
 
 
 def render(m: Metrics, *, calls: int, rooms: int, legs: int, engine: dict,
-           webhooks: dict, faults=None) -> str:
+           webhooks: dict, faults=None, dials: dict | None = None) -> str:
     out: list[str] = []
 
     def metric(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
@@ -71,6 +71,9 @@ def render(m: Metrics, *, calls: int, rooms: int, legs: int, engine: dict,
     metric("sipconf_calls_total", "counter",
            "Calls ended, by outcome (forbidden, no-codec and bad-request: refused by SIP).",
            [(f'{{outcome="{k}"}}', v) for k, v in sorted(outcomes.items())])
+    metric("sipconf_dials_total", "counter",
+           "Dial-outs ended ringing, by outcome (answered, busy, no-answer, failed, canceled).",
+           [(f'{{outcome="{k}"}}', v) for k, v in sorted((dials or {}).items())])
     h = m.answer_latency
     histogram("sipconf_answer_url_seconds", "Answer URL request time.", h.buckets, h.counts,
               h.total, h.n)

@@ -17,7 +17,7 @@ from sipconf.core import sipmsg
 from sipconf.core.access import source_ip
 from sipconf.core.codecs import no_common_codec_warning
 from sipconf.core.registration import dialled_user
-from sipconf.engine import CallEnded, Dtmf, IncomingCall, MediaUp
+from sipconf.engine import CallEnded, DialProgress, Dtmf, IncomingCall, MediaUp
 from sipconf.sip.records import CallRec
 
 if TYPE_CHECKING:
@@ -110,12 +110,14 @@ def reg_state(t: SipThread, code: int, reason: str, expires: int) -> None:
 
 
 def call_state(t: SipThread, rec: CallRec) -> None:
-    """Only the end matters here: take the call out of the mixer and report CallEnded."""
+    """A taken call's end (out of the mixer, CallEnded); a dial-out's progress too."""
     pj = t.pj
     try:
         info = rec.call.getInfo()
     except pj.Error:
         return
+    if rec.outbound and not rec.ended:
+        dial_progress(t, rec, info)
     if info.state != pj.PJSIP_INV_STATE_DISCONNECTED or rec.ended:
         return
     rec.ended = True
@@ -125,6 +127,20 @@ def call_state(t: SipThread, rec: CallRec) -> None:
     t.drop_call(rec)
     if rec.offer_ok:
         t.emit(CallEnded(rec.uuid, info.lastStatusCode, info.lastReason, rec.media_timeout))
+
+
+def dial_progress(t: SipThread, rec: CallRec, info) -> None:
+    """A dial-out rings (180/183, reported once) or is answered: then it is placed in the
+    mixer like an answered call and timed for RTP."""
+    pj = t.pj
+    if info.state == pj.PJSIP_INV_STATE_EARLY and not rec.rang:
+        rec.rang = True
+        t.emit(DialProgress(rec.uuid, "ringing", info.lastStatusCode, info.callIdString))
+    elif info.state == pj.PJSIP_INV_STATE_CONFIRMED and not rec.answered:
+        rec.answered = True
+        rec.rx_at = time.monotonic()
+        t.media.place(rec)
+        t.emit(DialProgress(rec.uuid, "answered", info.lastStatusCode, info.callIdString))
 
 
 def stream_created(t: SipThread, rec: CallRec, prm) -> None:

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from mixer_ext import sipguard
 from sipconf.sip import pjlog
+from sipconf.sip.records import CallRec
 
 if TYPE_CHECKING:
-    from sipconf.sip.records import CallRec
     from sipconf.sip.thread import SipThread
 
 log = logging.getLogger("sipconf.sip")
@@ -39,6 +39,15 @@ class Hangup:
     call_uuid: str
     code: int = 0
     reason: str = ""
+
+
+@dataclass(frozen=True)
+class Dial:
+    call_uuid: str
+    to_uri: str
+    local_uri: str = ""  # From (the account's own when empty)
+    caller_name: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -133,7 +142,7 @@ class Stop:
     grace: float
 
 
-Command = (Answer | Hangup | Join | Leave | SetMember | SetCoach | PlayToCall | StopCallSound
+Command = (Answer | Hangup | Dial | Join | Leave | SetMember | SetCoach | PlayToCall | StopCallSound
            | PlayToRoom | StopRoomSound | SendDigits | TapRoom | Untap | Stats | ReloadTls)
 
 
@@ -169,6 +178,37 @@ def _hangup(t: SipThread, c: Hangup) -> bool:
     t.media.detach(rec)
     rec.call.hangup(t.op(c.code, c.reason))
     return True
+
+
+def _dial(t: SipThread, c: Dial) -> str | None:
+    """An outbound INVITE from the registered account (its digest credentials answer the
+    PBX's challenge) or, without ``--register``, the local one. None: sent; else why not."""
+    pj = t.pj
+    call = t.call_cls(t, t.reg if t.reg is not None else t.acc, pj.PJSUA_INVALID_ID)
+    rec = CallRec(uuid=c.call_uuid, call=call, outbound=True)
+    call.rec = rec
+    prm = pj.CallOpParam(True)
+    prm.opt.audioCount = 1
+    prm.opt.videoCount = 0
+    if c.local_uri:
+        prm.txOption.localUri = f'"{c.caller_name}" <{c.local_uri}>' if c.caller_name \
+            else c.local_uri
+    for hname, value in c.headers:
+        h = pj.SipHeader()
+        h.hName, h.hValue = hname, value
+        prm.txOption.headers.append(h)
+    t.calls[rec.uuid] = rec
+    try:
+        call.makeCall(c.to_uri, prm)
+    except pj.Error as exc:
+        rec.ended = True
+        t.calls.pop(rec.uuid, None)
+        t.drop_call(rec)
+        log.warning("dial-out %s to %s not sent: %s", c.call_uuid, c.to_uri, exc.reason)
+        return exc.reason
+    log.info("dial-out %s: INVITE to %s%s", c.call_uuid, c.to_uri,
+             " through the registered account" if t.reg is not None else "")
+    return None
 
 
 def _join(t: SipThread, c: Join) -> bool:
@@ -307,6 +347,7 @@ def _reload_tls(t: SipThread, c: ReloadTls) -> str | None:
 HANDLERS: dict[type, Callable[[SipThread, Any], Any]] = {
     Answer: _answer,
     Hangup: _hangup,
+    Dial: _dial,
     Join: _join,
     Leave: _leave,
     SetMember: _set_member,

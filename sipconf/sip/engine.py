@@ -118,6 +118,12 @@ class SipEngine:
     async def hangup(self, call_uuid: str, code: int = 0, reason: str = "") -> bool:
         return await self._run(c.Hangup(call_uuid, code, reason))
 
+    async def dial(self, call_uuid: str, to_uri: str, local_uri: str = "",
+                   caller_name: str = "", headers: tuple[tuple[str, str], ...] = ()
+                   ) -> str | None:
+        """An outbound INVITE: None once sent, else why not (DialProgress/CallEnded follow)."""
+        return await self._run(c.Dial(call_uuid, to_uri, local_uri, caller_name, headers))
+
     async def join(self, call_uuid: str, room_key: str, muted: bool = False,
                    deaf: bool = False) -> bool:
         """Put the call's audio in a mixer room (now, or as soon as its stream exists)."""

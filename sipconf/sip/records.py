@@ -24,6 +24,8 @@ class CallRec:
     overlay: tuple[Any, int] | None = None  # (clip, loops) played to this caller alone
     rfc2833: bool | None = None  # the peer takes telephone-events (None: not tried yet)
     answered: bool = False
+    outbound: bool = False  # placed by the node (a dial-out), not taken
+    rang: bool = False  # a dial-out's ringing was reported
     ended: bool = False
     offer_ok: bool = True
     src_ip: str = ""  # where the INVITE came from (calls per source)

@@ -30,13 +30,15 @@ def sip_header_params(headers: Sequence[tuple[str, str]]) -> dict[str, str]:
 
 def call_params(call_uuid: str, from_uri: str, to: str, caller_name: str,
                 status: str = "ringing", event: str | None = "StartApp",
-                headers: Sequence[tuple[str, str]] = ()) -> dict[str, str]:
-    """The parameters of a request about an inbound call (by default: its answer request)."""
+                headers: Sequence[tuple[str, str]] = (), outbound: bool = False
+                ) -> dict[str, str]:
+    """The parameters of a request about a call (by default: an inbound call's answer
+    request)."""
     params = {
         "CallUUID": call_uuid,
         "From": from_uri,
         "To": to,
-        "Direction": "inbound",
+        "Direction": "outbound" if outbound else "inbound",
         "CallStatus": status,
         "CallerName": caller_name,
         "BillRate": BILL_RATE,
@@ -93,14 +95,16 @@ def hangup_cause(answered: bool, by_caller: bool, outcome: str, code: int = 0,
 
 def hangup_params(call_uuid: str, from_uri: str, to: str, caller_name: str, *,
                   started: float, answered: float | None, ended: float, cause: str,
-                  source: str, headers: Sequence[tuple[str, str]] = ()) -> dict[str, str]:
+                  source: str, headers: Sequence[tuple[str, str]] = (),
+                  outbound: bool = False) -> dict[str, str]:
     """The ``hangup_url`` request: the call's parameters with ``Event=Hangup``,
     ``CallStatus=completed`` (an inbound call that ended, answered or not), ``HangupCause``,
     ``HangupSource``, ``Duration`` and ``BillDuration`` (whole seconds from the answer, rounded
     up; 0 unanswered: the node bills nothing else), ``StartTime`` / ``AnswerTime`` /
     ``EndTime`` (UTC, Plivo's format; ``AnswerTime`` '' unanswered) and ``TotalCost`` 0."""
     duration = max(0, math.ceil(ended - answered - 1e-6)) if answered is not None else 0
-    params = call_params(call_uuid, from_uri, to, caller_name, "completed", "Hangup", headers)
+    params = call_params(call_uuid, from_uri, to, caller_name, "completed", "Hangup", headers,
+                         outbound)
     params.update({
         "HangupCause": cause,
         "HangupSource": source,

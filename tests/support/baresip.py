@@ -83,10 +83,24 @@ class BaresipUA:
         )
 
     def dial(self, uri: str, seconds: float = 30.0) -> BaresipUA:
+        return self._start(["-e", f"/dial {uri}"], seconds)
+
+    def listen(self, seconds: float = 30.0) -> BaresipUA:
+        """Wait for a call (at ``uri``) and answer it at once (account answermode=auto)."""
+        accounts = self.dir / "accounts"
+        line = accounts.read_text().strip()
+        if "answermode=auto" not in line:
+            accounts.write_text(line + ";answermode=auto\n")
+        return self._start([], seconds)
+
+    @property
+    def uri(self) -> str:
+        return f"sip:{self.name}@127.0.0.1:{self.sip_port}"
+
+    def _start(self, args: list[str], seconds: float) -> BaresipUA:
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            ["baresip", "-4", "-s", "-f", str(self.dir), "-e", f"/dial {uri}",
-             "-t", str(int(seconds))],
+            ["baresip", "-4", "-s", "-f", str(self.dir), *args, "-t", str(int(seconds))],
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             cwd=self.dir,
         )

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import trio
 
-from sipconf.engine import CallEnded, Dtmf, Floor, IncomingCall, MediaUp
+from sipconf.engine import CallEnded, DialProgress, Dtmf, Floor, IncomingCall, MediaUp
 
 
 class InjectedFault(RuntimeError):
@@ -44,6 +44,7 @@ class FakeCall:
     overlay: tuple[Any, int] | None = None  # (clip, loops) played to this caller alone
     played: list[tuple[float, int]] = field(default_factory=list)  # (seconds, loops)
     digits_sent: list[tuple[str, bool]] = field(default_factory=list)
+    outbound: bool = False  # a dial-out
 
     @property
     def warning(self) -> str:
@@ -125,6 +126,19 @@ class FakeEngine:
         if call.final is None:
             call.final = 487  # CANCEL: the INVITE ends with 487 Request Terminated
         self._end(call, "caller", status, reason)
+
+    def dial_progress(self, uuid: str, status: str, code: int = 180) -> None:
+        """The callee of a dial-out rings (``ringing``) or answers (``answered``)."""
+        if status == "answered":
+            self.calls[uuid].answered = True
+            self.calls[uuid].final = code
+        self.emit(DialProgress(uuid, status, code, f"sip-{uuid}"))
+
+    def dial_fails(self, uuid: str, status: int, reason: str = "Busy Here") -> None:
+        """The callee of a dial-out ends the INVITE with this final response."""
+        call = self.calls[uuid]
+        call.final = status
+        self._end(call, "callee", status, reason)
 
     def digit(self, uuid: str, digit: str, source: str = "rfc2833",
               at: float | None = None) -> None:
@@ -225,12 +239,23 @@ class FakeEngine:
             self._end(call, "node", code, reason)
         return True
 
+    async def dial(self, call_uuid: str, to_uri: str, local_uri: str = "",
+                   caller_name: str = "", headers: tuple[tuple[str, str], ...] = ()
+                   ) -> str | None:
+        await self._command("dial", call_uuid, to_uri, local_uri, caller_name, headers)
+        self.calls[call_uuid] = FakeCall(call_uuid, to_uri, local_uri, outbound=True)
+        return None
+
     async def hangup(self, call_uuid: str, code: int = 0, reason: str = "") -> bool:
         await self._command("hangup", call_uuid, code, reason)
         call = self._live(call_uuid, "hangup")
         if call is None:
             return False
         call.hangup = (code, reason)
+        if call.final is None and call.outbound:
+            call.final = 487  # a dial-out's CANCEL: its INVITE ends with 487
+            self._end(call, "node", 487, "Request Terminated")
+            return True
         if call.final is None:
             # pjsua: hangup() of an unanswered INVITE sends its final response (603 if none given)
             call.final = code if code >= 300 else 603

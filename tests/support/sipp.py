@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,31 +39,76 @@ def scenario(workdir: Path, name: str, subs: dict[str, str]) -> Path:
     return path
 
 
+def _args(workdir: Path, base: int, sf: Path, timeout: float) -> list[str]:
+    """SIPp's options common to every run: addresses, bounds, the files it writes."""
+    return [
+        "-sf", str(sf), "-i", "127.0.0.1", "-p", str(base), "-mi", "127.0.0.1",
+        "-mp", str(base + 2), "-timeout", f"{int(timeout)}s", "-timeout_error", "-nostdin",
+        "-nd", "-trace_err", "-error_file", str(workdir / f"sipp-{base}-errors.log"),
+        "-trace_logs", "-log_file", str(workdir / f"sipp-{base}-logs.log"),
+        "-trace_stat", "-stf", str(workdir / f"sipp-{base}-stat.csv"),
+    ]
+
+
+def _result(workdir: Path, base: int, returncode: int, out: str) -> SippResult:
+    for name in (f"sipp-{base}-errors.log", f"sipp-{base}-logs.log"):
+        p = workdir / name
+        if p.exists():
+            out += f"\n--- {name}\n" + p.read_text(errors="replace")[-4000:]
+    ok, failed = _counts(workdir / f"sipp-{base}-stat.csv")
+    return SippResult(returncode, ok, failed, out, base + 2)
+
+
 def run(workdir: Path, target: str, scenario_name: str, rows: list[list[str]], calls: int,
         subs: dict[str, str] | None = None, concurrent: int | None = None, rate: int = 10,
         timeout: float = 60.0, extra: list[str] | None = None) -> SippResult:
     base = ports.block(4)
     csv = write_csv(workdir / f"sipp-{base}.csv", rows)
     sf = scenario(workdir, scenario_name, subs or {})
-    cmd = [
-        "sipp", target, "-sf", str(sf), "-inf", str(csv),
-        "-i", "127.0.0.1", "-p", str(base), "-mi", "127.0.0.1", "-mp", str(base + 2),
-        "-m", str(calls), "-l", str(concurrent or calls), "-r", str(rate),
-        "-timeout", f"{int(timeout)}s", "-timeout_error", "-nostdin", "-nd",
-        "-trace_err", "-error_file", str(workdir / f"sipp-{base}-errors.log"),
-        "-trace_logs", "-log_file", str(workdir / f"sipp-{base}-logs.log"),
-        "-trace_stat", "-stf", str(workdir / f"sipp-{base}-stat.csv"),
-    ]
+    cmd = ["sipp", target, "-inf", str(csv), *_args(workdir, base, sf, timeout),
+           "-m", str(calls), "-l", str(concurrent or calls), "-r", str(rate)]
     cmd += extra or []
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 30,
                           cwd=workdir)
-    out = proc.stdout + proc.stderr
-    for name in (f"sipp-{base}-errors.log", f"sipp-{base}-logs.log"):
-        p = workdir / name
-        if p.exists():
-            out += f"\n--- {name}\n" + p.read_text(errors="replace")[-4000:]
-    ok, failed = _counts(workdir / f"sipp-{base}-stat.csv")
-    return SippResult(proc.returncode, ok, failed, out, base + 2)
+    return _result(workdir, base, proc.returncode, proc.stdout + proc.stderr)
+
+
+class Uas:
+    """SIPp as a callee, in the background: INVITEs to ``uri(user)`` run the scenario (at
+    most ``calls`` of them; it exits after them, or after ``timeout`` seconds)."""
+
+    def __init__(self, workdir: Path, scenario_name: str, subs: dict[str, str] | None = None,
+                 calls: int = 1, timeout: float = 60.0):
+        self.workdir, self.base, self.timeout = workdir, ports.block(4), timeout
+        self.media_port = self.base + 2
+        sf = scenario(workdir, scenario_name, subs or {})
+        self._out = open(workdir / f"sipp-{self.base}-out.txt", "w+")
+        self.proc = subprocess.Popen(["sipp", *_args(workdir, self.base, sf, timeout),
+                                      "-m", str(calls)], stdout=self._out,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     cwd=workdir)
+        time.sleep(0.3)  # listening
+
+    def uri(self, user: str = "callee") -> str:
+        return f"sip:{user}@127.0.0.1:{self.base}"
+
+    def wait(self, timeout: float | None = None) -> SippResult:
+        """Its result once it has run its calls (killed past ``timeout``)."""
+        try:
+            self.proc.wait(self.timeout + 10 if timeout is None else timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+        self._out.seek(0)
+        return _result(self.workdir, self.base, self.proc.returncode or 0, self._out.read())
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
 
 
 def _counts(stat: Path) -> tuple[int, int]:
