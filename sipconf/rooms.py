@@ -173,7 +173,8 @@ class RoomRuns:
                          "on hold" if ev.on else "off hold")
                 self.callback(run, ev.member, "hold" if ev.on else "unhold")
             elif isinstance(ev, roomstate.Record):
-                self.start_recording(run, ev.member.conference.record_file_format, ev.member)
+                conf = ev.member.conference
+                self.start_recording(run, conf.record_file_format, ev.member, conf.record_tracks)
             elif isinstance(ev, roomstate.Music):
                 self.music(run, ev.member, ev.on)
             elif isinstance(ev, roomstate.PlaySound):

@@ -102,6 +102,8 @@ class Conference:
     # None: the node's behaviour (the recording starts with the run); True: the same; False:
     # the recording starts once two members are live (Plivo's default, FreeSWITCH's)
     record_when_alone: bool | None = None
+    record_tracks: bool = False  # sipconf's own: with record, one file per member too
+    coach: str = ""  # sipconf's own: the member (ID or CallUUID) this one coaches on joining
 
 
 @dataclass(frozen=True)
@@ -318,6 +320,8 @@ _CONFERENCE_ATTRS = {
     "sendDigits": ("send_digits", lambda n, v, c: _send_digits(n, v)),
     # the SDK writes this one with str(): "True"/"False" (_bool takes any case)
     "recordWhenAlone": ("record_when_alone", lambda n, v, c: _bool(n, v)),
+    "recordTracks": ("record_tracks", lambda n, v, c: _bool(n, v)),
+    "coach": ("coach", lambda n, v, c: _member_ref(n, v)),
 }
 
 # Attributes the official SDK can emit that the node accepts without acting on them: why.
@@ -352,6 +356,14 @@ def _text(el: Element) -> str:
 def _no_children(el: Element) -> None:
     if len(el):
         raise AnswerError(f"<{el.tag}> must not contain elements (found <{el[0].tag}>)")
+
+
+def _member_ref(n: str, v: str) -> str:
+    """A member of the room named by its ConferenceMemberID or its CallUUID."""
+    v = v.strip()
+    if not re.fullmatch(r"[A-Za-z0-9\-]{1,64}", v):
+        raise AnswerError(f"{n}={_show(v)}: expected a ConferenceMemberID or CallUUID")
+    return v
 
 
 def _conference(el: Element, ctx: _Ctx) -> Conference:

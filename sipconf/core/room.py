@@ -11,12 +11,15 @@ own ConferenceUUID and counts member IDs up from 1. Behaviour follows shared/beh
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sipconf.core.answer import Conference
+
+log = logging.getLogger("sipconf.node")
 
 # Why a member left the room.
 HANGUP = "hangup"  # the call ended
@@ -204,6 +207,8 @@ class Room:
         if conf.enter_sound:
             events.append(PlaySound(conf.enter_sound, self.run_uuid, call_uuid))
         events += self._sync()
+        if conf.coach:
+            events += self._coach_on_join(member, conf.coach)
         if conf.record:
             if conf.record_when_alone is False:
                 self.record_pending = self.record_pending or member
@@ -282,6 +287,21 @@ class Room:
         m.held, m.hold_sound = on, sound if on else ""
         events += [Controls(m), Hold(m, on)]
         return events + self._sync()
+
+    def _coach_on_join(self, member: Member, ref: str) -> list[RoomEvent]:
+        """``coach="..."``: the joiner coaches the member with that ID or CallUUID. If there is
+        none (or it hears MAX_COACHES already) the joiner is still a coach, heard by nobody:
+        a whisper meant for one member is never heard by the room."""
+        target = next((m.call_uuid for m in self.members.values()
+                       if ref in (m.member_id, m.call_uuid) and m is not member), None)
+        events = self.coach(member.call_uuid, target) if target is not None else None
+        if events is not None:
+            return events
+        log.warning("room %s: member %s joins as a coach heard by nobody: no member %s to "
+                    "coach%s", self.name, member.member_id, ref,
+                    "" if target is None else f" (it hears {MAX_COACHES} coaches already)")
+        member.coach, member.coaching = True, ""
+        return [Coach(member)]
 
     def coach(self, call_uuid: str, target: str | None) -> list[RoomEvent] | None:
         """``call_uuid`` coaches ``target`` (None: stops coaching): heard by that member

@@ -185,3 +185,51 @@ def test_dial_out_through_the_registered_pbx_with_digest(tmp_path, pbx, node_fac
     print(f"FIGURE dial-out through Kamailio (407 digest): alice hears carol "
           f"{a[1000.0] - a['rest']:.1f} dB, carol hears alice {c[440.0] - c['rest']:.1f} dB "
           "over the rest")
+
+
+def test_a_supervisor_dialled_in_with_coach_whispers_to_the_agent_alone(tmp_path, node_factory,
+                                                                         uas):
+    """The support-desk pattern: agent and customer talk; the supervisor is dialled in with
+    attrs {"coach": agent's member ID}: the agent hears the supervisor, the customer does not,
+    and the supervisor hears both."""
+    node = node_factory(None, extra=["--api-token", TOKEN, "--dial-allow", "sip:*@127.0.0.1:*"])
+    api = _api(node)
+    agent = uas("agent", tone_hz=440.0)
+    customer = uas("customer", tone_hz=1000.0)
+    agent.dial(node.uri("desk"), seconds=60)
+    assert agent.wait_for("Call established", 10), agent.output()[-2000:]
+    assert wait_until(lambda: len(_members(api, "desk")) == 1, 5)
+    customer.dial(node.uri("desk"), seconds=60)
+    assert customer.wait_for("Call established", 10), customer.output()[-2000:]
+    agent_id = next(m["member_id"] for m in _members(api, "desk")
+                    if m["from"].startswith("sip:agent@"))
+    boss = sipp.Uas(tmp_path, "uas_answer.xml",
+                    {"RTPFILE": _tone_ulaw(tmp_path / "t1700.ulaw", 1700.0), "RING_MS": 0})
+    with Capture(tmp_path / "boss.pcap", f"udp and dst port {boss.media_port}") as cap:
+        r = api.post("/v1/rooms/desk/dial", json={"to": boss.uri("boss"),
+                                                  "attrs": {"coach": agent_id}})
+        assert r.status_code == 200, r.text
+        assert wait_until(lambda: len(_members(api, "desk")) == 3, 10), node.log()[-3000:]
+        (sup,) = [m for m in _members(api, "desk") if m["call_uuid"] == r.json()["call_uuid"]]
+        assert sup["coach"] and sup["coaching"] == agent_id
+        time.sleep(TALK_S)
+        api.post(f"/v1/rooms/desk/members/{sup['member_id']}/hangup")
+        boss.wait(15)
+    agent.stop()
+    customer.stop()
+    freqs = [440.0, 1000.0, 1700.0]
+    a = tone_report(agent.heard(), freqs)
+    c = tone_report(customer.heard(), freqs)
+    pcm = np.concatenate([ulaw_decode(p.payload[12:]) for p in cap.packets()
+                          if len(p.payload) == 172 and p.payload[1] & 0x7F == 0][50:])
+    levels, rest = band_levels(pcm, 8000, freqs)
+    s = {f: float(np.median(levels[:, i])) for i, f in enumerate(freqs)}
+    assert a[1700.0] - a["rest"] >= 20.0, a  # the agent hears the supervisor ...
+    assert c[1700.0] - c["rest"] <= 3.0, c  # ... the customer does not
+    assert c[440.0] - c["rest"] >= 20.0, c
+    assert min(s[440.0], s[1000.0]) - float(np.median(rest)) >= 20.0, s  # it hears both
+    print(f"FIGURE coach by dial-out attribute: agent hears supervisor "
+          f"{a[1700.0] - a['rest']:.1f} dB over the rest, customer "
+          f"{c[1700.0] - c['rest']:.1f} dB (nothing); supervisor hears agent "
+          f"{s[440.0] - float(np.median(rest)):.1f} dB and customer "
+          f"{s[1000.0] - float(np.median(rest)):.1f} dB")

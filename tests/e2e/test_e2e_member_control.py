@@ -276,3 +276,49 @@ def test_per_member_tracks_are_aligned_and_each_holds_its_own_voice(
             assert body[own] - lead[own] > 40, (lead, body)
     print(f"FIGURE tracks: {'; '.join(report)}; mix {len(mix) / 16000:.2f} s, tracks within "
           f"0.1 s of it; carol joined {t_carol:.1f} s in, silent before")
+
+
+def test_record_tracks_attribute_writes_mp3_tracks_from_the_document(answer_server,
+                                                                      node_factory, uas):
+    """``<Conference record="true" recordTracks="true" recordFileFormat="mp3">``: the room's
+    recording starts with the run and also writes one mp3 per member, listed in the record
+    event (the same tracks as the API's record/start {"tracks": true})."""
+    import json
+
+    import miniaudio
+    from support.audio import band_levels
+
+    cb = answer_server.route("/cb", "ok", content_type="text/plain")
+    url = answer_server.conference("/answer", "mp3rec", callbackUrl=cb, record="true",
+                                   recordTracks="true", recordFileFormat="mp3")
+    node = node_factory(url, extra=["--api-token", TOKEN])
+    a = uas("alice", tone_hz=A).dial(node.uri("mp3rec"), 30)
+    assert a.wait_for("Call established", 10)
+    b = uas("bob", tone_hz=B).dial(node.uri("mp3rec"), 30)
+    assert b.wait_for("Call established", 10)
+    time.sleep(4.0)
+    a.stop()
+    b.stop()
+
+    def record_event():
+        return next((q for q in answer_server.requests_to("/cb")
+                     if q.params["ConferenceAction"] == "record"), None)
+
+    assert wait_until(record_event, 15), [q.params for q in answer_server.requests_to("/cb")]
+    ev = record_event().params
+    assert ev["RecordUrl"].endswith(".mp3")
+    tracks = json.loads(ev["RecordTracks"])
+    assert sorted(t["member_id"] for t in tracks) == ["1", "2"], tracks
+    report = []
+    for t in tracks:
+        got = httpx.get(t["RecordUrl"], timeout=10)
+        assert got.status_code == 200 and t["RecordUrl"].endswith(".mp3"), t
+        snd = miniaudio.decode(got.content, output_format=miniaudio.SampleFormat.SIGNED16,
+                               nchannels=1, sample_rate=16000)
+        pcm = np.frombuffer(snd.samples, dtype=np.int16)
+        levels, _rest = band_levels(pcm, 16000, [A, B])
+        own = 0 if t["member_id"] == "1" else 1
+        body = np.median(levels[15:-5], axis=0)  # from 1.5 s: bob dialled after alice
+        report.append(f"member {t['member_id']}: own {body[own] - body[1 - own]:.0f} dB")
+        assert body[own] - body[1 - own] >= 40, (t, body)
+    print(f"FIGURE mp3 tracks from recordTracks=\"true\": {'; '.join(report)} over the other")

@@ -238,3 +238,19 @@ def test_coach_relations_limits_and_the_coached_member_leaving():
     assert a.coach and a.coaching == ""  # whispers to nobody until uncoached
     assert room.coach("a", None) == [Coach(a)] and not a.coach
     assert room.coach("a", None) == []
+
+
+def test_coach_attribute_coaches_on_joining_by_member_id_or_call_uuid():
+    room = make_room()
+    room.join("agent", Conference("r"))  # member 1
+    ev = room.join("boss", Conference("r", coach="1"))
+    boss = room.members["boss"]
+    assert Coach(boss) in ev and boss.coach and boss.coaching == "agent"
+    ev = room.join("boss2", Conference("r", coach="agent"))  # by CallUUID
+    assert room.members["boss2"].coaching == "agent"
+    # nobody to coach: still a coach, heard by nobody (a whisper never reaches the room)
+    ev = room.join("lost", Conference("r", coach="99"))
+    lost = room.members["lost"]
+    assert Coach(lost) in ev and lost.coach and lost.coaching == ""
+    ev = room.join("self", Conference("r", coach="5"))  # its own member ID: nobody
+    assert room.members["self"].coach and room.members["self"].coaching == ""
