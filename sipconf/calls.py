@@ -47,6 +47,7 @@ from sipconf.core.callmessages import (
     LimitHit,
     Listen,
     PlayToCall,
+    RingDial,
     RoomRefused,
     ScheduleHangup,
     SendDigits,
@@ -143,6 +144,7 @@ class CallSession:
     caller_hung_up: bool = False  # the call ended before the node hung it up
     hangup_code: int = 0  # the final response the node ended an unanswered call with
     media_timeout: bool = False  # the engine hung up: no RTP for rtp_timeout seconds
+    bridged: str = ""  # the callee of its last <Dial>: hung up when this call ends
 
     @property
     def uuid(self) -> str:
@@ -241,6 +243,10 @@ class CallDriver:
         if final and node.accepting:
             with trio.CancelScope(shield=True), trio.move_on_after(FINAL_HANGUP_S):
                 await node.faults.guard("call", self._commands, s, final, call_uuid=s.uuid)
+        if s.bridged in node.calls and node.accepting:  # its <Dial> callee goes with it
+            with trio.CancelScope(shield=True), trio.move_on_after(FINAL_HANGUP_S):
+                await node.faults.guard("call", node.engine.hangup, s.bridged,
+                                        call_uuid=s.bridged)
 
     async def _run(self, s: CallSession) -> None:
         with s.scope:
@@ -331,6 +337,8 @@ class CallDriver:
             return SoundFinished()
         elif isinstance(cmd, Listen):
             return await self._listen(s, cmd)
+        elif isinstance(cmd, RingDial):
+            return await node.dials.ring(s, cmd.dial)
         elif isinstance(cmd, CollectKeys):
             s.keypad = Keypad() if cmd.on else None
         elif isinstance(cmd, SendDigits):

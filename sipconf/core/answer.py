@@ -21,6 +21,7 @@ from xml.etree.ElementTree import Element
 import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
 
+from sipconf.core.sipmsg import DIAL_NUMBER, DIAL_URI, MAX_DIAL_URI
 from sipconf.core.urls import BadUrl, check_url
 
 MAX_ROOM_NAME = 256
@@ -176,7 +177,38 @@ class Dtmf:
     async_: bool = True  # Plivo: go on at once; False: after the digits have been sent
 
 
-Verb = Conference | Play | Speak | Wait | Redirect | Hangup | GetDigits | PreAnswer | Dtmf
+@dataclass(frozen=True)
+class DialTarget:
+    """A ``<User>`` (a SIP URI) or ``<Number>`` (a number at the PBX the node registers with)
+    of a ``<Dial>``; ``send_digits`` go to the callee once it answers."""
+
+    to: str
+    send_digits: str = ""
+    headers: tuple[tuple[str, str], ...] = ()  # X-PH-* for its INVITE
+
+
+@dataclass(frozen=True)
+class Dial:
+    """`<Dial>`: call the targets at once, bridge the first to answer to the caller until
+    either hangs up (or ``time_limit``); then ``action`` gets DialStatus. Defaults are
+    Plivo's; ``timeout`` (Plivo: none) is the node's dial-out default, at most 120 s."""
+
+    targets: tuple[DialTarget, ...]
+    action: str | None = None
+    method: str = "POST"
+    redirect: bool = True
+    timeout: int = 30
+    time_limit: int = 14400
+    hangup_on_star: bool = False
+    caller_id: str = ""
+    caller_name: str = ""
+    callback_url: str | None = None
+    callback_method: str = "POST"
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+Verb = (Conference | Play | Speak | Wait | Redirect | Hangup | GetDigits | PreAnswer | Dtmf
+        | Dial)
 
 
 @dataclass(frozen=True)
@@ -330,6 +362,15 @@ NOT_ACTED_ON = {
              "minSilence": "silence detection is not implemented",
              "beep": "answering-machine beep detection is not implemented"},
     "Conference": {"beep": "legacy attribute: use enterSound/exitSound"},
+    "Dial": {"confirmSound": "call screening is not implemented: the callee is bridged when it "
+                             "answers",
+             "confirmKey": "call screening is not implemented",
+             "confirmTimeout": "call screening is not implemented",
+             "dialMusic": "the caller hears silence while the callee rings",
+             "digitsMatch": "digit events during a Dial are not implemented",
+             "digitsMatchBLeg": "digit events during a Dial are not implemented"},
+    "Number": {"sendOnPreanswer": "digits are sent once the callee answers"},
+    "User": {"sendOnPreanswer": "digits are sent once the callee answers"},
 }
 
 
@@ -548,7 +589,93 @@ def _dtmf(el: Element, ctx: _Ctx) -> Dtmf:
     return Dtmf(digits=digits, **_attrs(el, table, ctx))
 
 
+MAX_DIAL_TARGETS = 10
+MAX_DIAL_TIMEOUT = 120  # seconds a Dial may ring (the control API's dial-out limit too)
+MAX_SIP_HEADERS = 8
+
+
+def _sip_headers(n: str, v: str, c: _Ctx) -> tuple[tuple[str, str], ...]:
+    """Plivo's ``sipHeaders="k1=v1,k2=v2"``: sent as ``X-PH-k1: v1`` and so on."""
+    out = []
+    for part in (p for p in v.split(",") if p.strip()):
+        key, sep, value = part.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not re.fullmatch(r"[A-Za-z0-9\-]{1,40}", key) \
+                or not re.fullmatch(r"[\x21-\x7e]{0,128}", value):
+            raise AnswerError(f"{n}: {_show(part)} is not name=value (letters, digits, '-'; "
+                              "a printable value without spaces)")
+        out.append((f"X-PH-{key}", value))
+    if len(out) > MAX_SIP_HEADERS:
+        raise AnswerError(f"{n}: more than {MAX_SIP_HEADERS} headers")
+    return tuple(out)
+
+
+def _caller_id(n: str, v: str) -> str:
+    v = v.strip()
+    if v and not DIAL_NUMBER.match(v):
+        raise AnswerError(f"{n}={_show(v)}: expected a number or user name (letters, digits, "
+                          "+ . - _ * #)")
+    return v
+
+
+def _caller_name(n: str, v: str) -> str:
+    v = v.strip()
+    if len(v) > 50 or any(ord(c) < 32 or c in '"\\' for c in v):
+        raise AnswerError(f"{n}: at most 50 characters, no quotes or control characters")
+    return v
+
+
+def _dial_target(el: Element, ctx: _Ctx) -> DialTarget:
+    _no_children(el)
+    to = _text(el)
+    ok = (DIAL_URI.match(to) and len(to) <= MAX_DIAL_URI) if el.tag == "User" \
+        else DIAL_NUMBER.match(to)
+    if not ok:
+        raise AnswerError(f"<Dial><{el.tag}>{_show(to)}: expected "
+                          + ("a SIP URI (sip:user@host[:port])" if el.tag == "User"
+                             else "a number (digits, +, *, #)"))
+    table = {"sendDigits": ("send_digits", lambda n, v, c: _send_digits(n, v)),
+             "sipHeaders": ("headers", _sip_headers)}
+    return DialTarget(to=to, **_attrs(el, table, ctx))
+
+
+def _dial(el: Element, ctx: _Ctx) -> Dial:
+    if el.text and el.text.strip():
+        raise AnswerError("<Dial>: put the number in a nested <Number> or the SIP URI in a "
+                          "<User>")
+    targets = []
+    for child in el:
+        if child.tag not in ("User", "Number"):
+            ctx.ignore(f"Dial.<{_show(str(child.tag))[1:-1]}> (not allowed here: skipped)")
+            continue
+        targets.append(_dial_target(child, ctx))
+    if not targets:
+        raise AnswerError("<Dial>: no <User> or <Number> to dial")
+    if len(targets) > MAX_DIAL_TARGETS:
+        raise AnswerError(f"<Dial>: more than {MAX_DIAL_TARGETS} numbers/users")
+
+    def secs(n: str, v: str, c: _Ctx) -> int:
+        return c.clamp(n, _int(n, v, 1), MAX_DIAL_TIMEOUT, "timeout")
+
+    table = {
+        "action": ("action", _url),
+        "method": ("method", lambda n, v, c: _method(n, v)),
+        "redirect": ("redirect", lambda n, v, c: _bool(n, v)),
+        "timeout": ("timeout", secs),
+        "timeLimit": ("time_limit",
+                      lambda n, v, c: c.clamp(n, _int(n, v, 1), MAX_TIME_LIMIT, "timeLimit")),
+        "hangupOnStar": ("hangup_on_star", lambda n, v, c: _bool(n, v)),
+        "callerId": ("caller_id", lambda n, v, c: _caller_id(n, v)),
+        "callerName": ("caller_name", lambda n, v, c: _caller_name(n, v)),
+        "callbackUrl": ("callback_url", _url),
+        "callbackMethod": ("callback_method", lambda n, v, c: _method(n, v)),
+        "sipHeaders": ("headers", _sip_headers),
+    }
+    return Dial(targets=tuple(targets), **_attrs(el, table, ctx))
+
+
 _VERBS = {
+    "Dial": _dial,
     "Conference": _conference,
     "Play": _play,
     "Speak": _speak,

@@ -36,6 +36,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from sipconf.core import dialout
 from sipconf.core.answer import (
     AnswerError,
     Conference,
@@ -49,6 +50,7 @@ from sipconf.core.answer import (
     builtin_document,
     parse_document,
 )
+from sipconf.core.answer import Dial as DialVerb
 from sipconf.core.answer import Dtmf as DtmfVerb
 from sipconf.core.answer import Hangup as HangupVerb
 from sipconf.core.callmessages import (
@@ -58,6 +60,8 @@ from sipconf.core.callmessages import (
     CallGone,
     CollectKeys,
     Command,
+    DialAnswered,
+    DialFailed,
     DigitsSent,
     Drained,
     End,
@@ -72,6 +76,7 @@ from sipconf.core.callmessages import (
     LeftRoom,
     LimitHit,
     PlayToCall,
+    RingDial,
     RoomRefused,
     ScheduleHangup,
     SendDigits,
@@ -90,6 +95,7 @@ log = logging.getLogger("sipconf.node")
 DEFAULT_ROOM = "default"
 FETCH_EVENTS = {"answer": "StartApp", "redirect": "Redirect"}  # Plivo's Event parameter
 HANGUP_CODES = {"busy": 486, "rejected": 603}
+VERB_OF = {"digits": "GetDigits", "dial": "Dial"}  # whose action a fetch is
 TOO_MANY_DOCUMENTS = "too many documents for one call (max_documents_per_call)"
 INTERNAL_ERROR_WARNING = "internal error: see the node's log for this call"
 
@@ -127,6 +133,7 @@ IDLE, ANSWERING, FETCHING, PLAYING, WAITING, IN_ROOM, DRAINING, LEAVING, DONE, C
     "idle", "answering", "fetching", "playing", "waiting", "in-room", "draining", "leaving",
     "done", "closed")
 GATHERING, SENDING = "gathering", "sending"  # a GetDigits runs; a <DTMF async="false"> is sent
+RINGING = "ringing"  # a <Dial>'s callees ring
 
 
 class CallFlow:
@@ -151,6 +158,7 @@ class CallFlow:
         self._fetching: tuple[str, str] | None = None  # (purpose, url)
         self._action: tuple[Conference, dict[str, str]] | None = None  # waiting for its reply
         self._gather: Gather | None = None  # the GetDigits running
+        self._dial: tuple[DialVerb, str] | None = None  # the <Dial> running, its callee's UUID
         self._early = 0  # verbs at the front of the document that play as early media (183)
         self.early_media = False  # a 183 went out
 
@@ -204,6 +212,12 @@ class CallFlow:
             return self._gathering(event, now)
         if isinstance(event, DigitsSent) and self.state == SENDING:
             return self._next(now)
+        if isinstance(event, (DialAnswered, DialFailed)) and self.state == RINGING:
+            return self._dialled(event, now)
+        if isinstance(event, RoomRefused) and self.state == IN_ROOM and self._dial:
+            self.conference = None
+            log.warning("call %s: <Dial> bridge refused: %s", self.call.uuid, event.reason)
+            return self._bridge_over(dialout.FAILED, now)
         if isinstance(event, RoomRefused) and self.state == IN_ROOM:
             conf, self.conference = self.conference, None
             log.info("call %s refused by room %s: %s", self.call.uuid, conf.room, event.reason)
@@ -266,9 +280,9 @@ class CallFlow:
         if isinstance(event, FetchFailed):
             if purpose == "action":
                 return self._action_failed(event, now)
-            if purpose == "digits":
-                log.error("GetDigits action URL %s failed for call %s: %s; going on with the "
-                          "document", url, self.call.uuid, event.reason)
+            if purpose in ("digits", "dial"):
+                log.error("%s action URL %s failed for call %s: %s; going on with the "
+                          "document", VERB_OF[purpose], url, self.call.uuid, event.reason)
                 return self._limit(event.option) + self._next(now)
             return self._limit(event.option) + self._fetch_failed(purpose, url, event.reason,
                                                                   now)
@@ -282,9 +296,9 @@ class CallFlow:
                 log.error("action URL %s for call %s: bad XML, going on with the document: %s",
                           conf.action, self.call.uuid, exc)
                 return cmds + self._next(now)
-            if purpose == "digits":
-                log.error("GetDigits action URL %s for call %s: bad XML, going on with the "
-                          "document: %s", url, self.call.uuid, exc)
+            if purpose in ("digits", "dial"):
+                log.error("%s action URL %s for call %s: bad XML, going on with the "
+                          "document: %s", VERB_OF[purpose], url, self.call.uuid, exc)
                 return cmds + self._next(now)
             reason = f"bad answer XML: {exc}" if purpose == "answer" else str(exc)
             return cmds + self._fetch_failed(purpose, url, reason, now)
@@ -361,6 +375,10 @@ class CallFlow:
             self.conference = verb
             self.state = IN_ROOM
             return [JoinRoom(verb)]
+        if isinstance(verb, DialVerb):
+            self._dial = (verb, "")
+            self.state = RINGING
+            return [RingDial(verb)]
         if isinstance(verb, GetDigits):
             self._gather = Gather(verb)
             self.state = GATHERING
@@ -424,6 +442,57 @@ class CallFlow:
         self.state = FETCHING
         return cmds + [Fetch(verb.action, verb.method, params, "digits")]
 
+    # --- Dial ----------------------------------------------------------------------------------
+
+    def _dialled(self, event: DialAnswered | DialFailed, now: float) -> list[Command]:
+        verb, _ = self._dial
+        if isinstance(event, DialFailed):
+            log.info("call %s: <Dial> not answered: %s", self.call.uuid, event.status)
+            self._dial = None
+            return self._dial_action(verb, dialout.dial_action_params(
+                self.call.uuid, "", event.status, event.code, event.rang), now)
+        self._dial = (verb, event.b_uuid)
+        cmds: list[Command] = []
+        if verb.callback_url:
+            cmds.append(Submit(verb.callback_url, verb.callback_method, {
+                **self._params(), **dialout.dial_callback_params(
+                    "answer", self.call.uuid, event.b_uuid)}))
+        self.conference = dialout.bridge_conference(self.call.uuid, verb)
+        self.state = IN_ROOM
+        return cmds + [JoinRoom(self.conference)]
+
+    def _bridge_over(self, status: str, now: float) -> list[Command]:
+        """The caller is out of the bridge (either side hung up, hangupOnStar, timeLimit):
+        the callback's hangup event, then the action (only reported if the call is over)."""
+        (verb, b_uuid), self._dial = self._dial, None
+        cmds: list[Command] = []
+        if verb.callback_url:
+            cmds.append(Submit(verb.callback_url, verb.callback_method, {
+                **self._params(), **dialout.dial_callback_params(
+                    "hangup", self.call.uuid, b_uuid, dialout.hangup_cause(status, 0))}))
+        params = dialout.dial_action_params(self.call.uuid, b_uuid, status, 0, True)
+        if self.state == LEAVING:
+            if verb.action:
+                cmds.append(Submit(verb.action, verb.method, {**self._params(), **params}))
+            return cmds + self._final()
+        return cmds + self._dial_action(verb, params, now)
+
+    def _dial_action(self, verb: DialVerb, params: dict[str, str], now: float
+                     ) -> list[Command]:
+        """<Dial action>: with ``redirect`` its reply is the next document; else only
+        reported; without one, the next element."""
+        if not verb.action:
+            return self._next(now)
+        params = {**self._params(), **params}
+        if not verb.redirect or self.ended:
+            return [Submit(verb.action, verb.method, params)] + self._next(now)
+        refused = self._count_document(verb.action)
+        if refused is not None:
+            return refused + [Submit(verb.action, verb.method, params)] + self._next(now)
+        self._fetching = ("dial", verb.action)
+        self.state = FETCHING
+        return [Fetch(verb.action, verb.method, params, "dial")]
+
     # --- after the room: the action URL -------------------------------------------------------
 
     def _action_params(self, conf: Conference, member_id: str, room_uuid: str,
@@ -440,6 +509,9 @@ class CallFlow:
         }
 
     def _left(self, event: LeftRoom, now: float) -> list[Command]:
+        if self._dial is not None:  # a <Dial> bridge ended
+            self.conference = None
+            return self._bridge_over(dialout.ANSWERED, now)
         conf, self.conference = self.conference, None
         if event.record_params is not None:
             self.record_params = dict(event.record_params)

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sipconf.core.answer import Conference, Play, Speak
+from sipconf.core.answer import Dial as DialVerb
 
 # --- events (driver -> flow) ----------------------------------------------------------------------
 
@@ -106,8 +107,26 @@ class Stopped:
     fault: bool = False
 
 
+@dataclass(frozen=True)
+class DialAnswered:
+    """A callee of :class:`RingDial` answered (it is on its way into the bridge room)."""
+
+    b_uuid: str
+
+
+@dataclass(frozen=True)
+class DialFailed:
+    """No callee of :class:`RingDial` answered: how the dial-outs ended (the most telling
+    of them: busy over no-answer over failed), the SIP code, whether any rang."""
+
+    status: str  # core.dialout outcome: busy, no-answer, failed, canceled
+    code: int = 0
+    rang: bool = False
+
+
 Event = (Fetched | FetchFailed | Answered | CallGone | SoundFinished | SoundFailed | WaitOver
-         | RoomRefused | LeftRoom | Drained | KeyPressed | DigitsSent | Stopped)
+         | RoomRefused | LeftRoom | Drained | KeyPressed | DigitsSent | DialAnswered
+         | DialFailed | Stopped)
 
 # --- commands (flow -> driver) --------------------------------------------------------------------
 
@@ -241,11 +260,21 @@ class ScheduleHangup:
     at: float
 
 
+@dataclass(frozen=True)
+class RingDial:
+    """``<Dial>``: call its targets at once (within the node's dial-out limits and
+    ``--dial-allow``), the first to answer goes into the bridge room, the others are
+    cancelled. Result: :class:`DialAnswered` or :class:`DialFailed`."""
+
+    dial: DialVerb
+
+
 Command = (Fetch | Answer | Hangup | PlayToCall | Sleep | JoinRoom | LeaveRoom | AwaitDrained
-           | Submit | LimitHit | End | CollectKeys | Listen | SendDigits | ScheduleHangup)
+           | Submit | LimitHit | End | CollectKeys | Listen | SendDigits | ScheduleHangup
+           | RingDial)
 
 #: commands the driver feeds a result back for
-WITH_RESULT = (Fetch, PlayToCall, Sleep, JoinRoom, LeaveRoom, AwaitDrained, Listen)
+WITH_RESULT = (Fetch, PlayToCall, Sleep, JoinRoom, LeaveRoom, AwaitDrained, Listen, RingDial)
 
 
 def has_result(cmd: Command) -> bool:

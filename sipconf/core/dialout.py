@@ -14,21 +14,24 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from xml.sax.saxutils import escape, quoteattr
 
-from sipconf.core.answer import AnswerError, Conference, Document, Limits, parse_document
+from sipconf.core.answer import (
+    AnswerError,
+    Conference,
+    Dial,
+    DialTarget,
+    Document,
+    Limits,
+    parse_document,
+)
+from sipconf.core.sipmsg import DIAL_NUMBER, DIAL_URI, MAX_DIAL_URI
 from sipconf.core.urls import BadUrl, check_url
 
 DEFAULT_TIMEOUT_S = 30
 MAX_TIMEOUT_S = 120  # how long a dial-out may ring
 MAX_ATTRS = 40
 MAX_ATTR_VALUE = 4096
-MAX_URI = 256
 MAX_CALLER_NAME = 64
 MAX_HEADERS = 8
-# a SIP(S) URI the node can put in a Request-URI: user@host[:port][;params], no spaces/quotes
-_URI = re.compile(r"^sips?:(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/%#]{1,64}@)?"
-                  r"(?:[A-Za-z0-9.\-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?"
-                  r"(?:;[A-Za-z0-9\-_.!~*'()%=]{1,64}){0,8}$")
-_NUMBER = re.compile(r"^[+A-Za-z0-9_.\-*#]{1,64}$")  # a bare number/extension (via the PBX)
 _ATTR = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,39}$")
 _HEADER = re.compile(r"^X-PH-[A-Za-z0-9\-]{1,40}$")
 _HEADER_VALUE = re.compile(r"^[\x20-\x7e]{0,256}$")
@@ -72,11 +75,11 @@ def target_uri(to: str, registrar_hostport: str | None) -> str:
     """The Request-URI for ``to``: a SIP URI as given, or a bare number/extension at the PBX
     the node registers with (``--register``)."""
     if to.lower().startswith(("sip:", "sips:")):
-        if len(to) > MAX_URI or not _URI.match(to):
+        if len(to) > MAX_DIAL_URI or not DIAL_URI.match(to):
             raise ValueError(f"to: not a SIP URI the node can dial (sip:user@host[:port], at "
-                             f"most {MAX_URI} characters)")
+                             f"most {MAX_DIAL_URI} characters)")
         return to
-    if not _NUMBER.match(to):
+    if not DIAL_NUMBER.match(to):
         raise ValueError("to must be a SIP URI (sip:user@host) or a number/extension")
     if registrar_hostport is None:
         raise ValueError("to: a bare number needs --register (the PBX that routes it); give "
@@ -121,7 +124,7 @@ def parse_request(room: str, body: dict, *, registrar_hostport: str | None,
     if not isinstance(to, str) or not to.strip():
         raise ValueError("to is required: a SIP URI (sip:user@host) or a number")
     uri = target_uri(to.strip(), registrar_hostport)
-    from_user = _text(body, "from", _NUMBER, "a caller ID (digits, letters, + . - _ * #)", 64)
+    from_user = _text(body, "from", DIAL_NUMBER, "a caller ID (digits, letters, + . - _ * #)", 64)
     name = _text(body, "callerName", None, f"text of at most {MAX_CALLER_NAME} characters",
                  MAX_CALLER_NAME).replace('"', "").replace("\\", "")
     timeout = body.get("timeout", DEFAULT_TIMEOUT_S)
@@ -195,3 +198,55 @@ def progress_params(call_uuid: str, req: DialRequest, from_uri: str, status: str
     if reason:
         params["SIPResponseReason"] = reason
     return params
+
+
+# --- <Dial>: the caller bridged to the first callee to answer ----------------------------------
+
+# DialStatus of <Dial>'s action (Plivo's values) for each way a dial-out ends
+DIAL_STATUS = {ANSWERED: "completed", BUSY: "busy", NO_ANSWER: "no-answer", FAILED: "failed",
+               CANCELED: "failed"}
+_CAUSES = {486: "USER_BUSY", 600: "USER_BUSY", 603: "CALL_REJECTED", 404: "UNALLOCATED_NUMBER",
+           604: "UNALLOCATED_NUMBER", 408: "NO_ANSWER", 480: "NO_USER_RESPONSE",
+           487: "NO_ANSWER", 403: "CALL_REJECTED", 488: "INCOMPATIBLE_DESTINATION"}
+
+
+def hangup_cause(status: str, code: int) -> str:
+    """The telephony cause name (Plivo's DialHangupCause) of a dial-out's end."""
+    if status == ANSWERED:
+        return "NORMAL_CLEARING"
+    if status == NO_ANSWER and code in (0, 487):
+        return "NO_ANSWER"
+    return _CAUSES.get(code, "NORMAL_TEMPORARY_FAILURE")
+
+
+def bridge_room(a_uuid: str) -> str:
+    """The private room a <Dial> bridges its caller and callee in (listed like any room)."""
+    return f"dial:{a_uuid}"
+
+
+def bridge_conference(a_uuid: str, dial: Dial, target: DialTarget | None = None) -> Conference:
+    """The caller's (``target`` None) or a callee's side of a <Dial> bridge: a room of two in
+    which either leaving ends it, for at most ``timeLimit``; ``hangupOnStar`` takes the caller
+    out (it goes on with the document), a callee gets its ``sendDigits`` once in."""
+    return Conference(room=bridge_room(a_uuid), max_members=2, end_conference_on_exit=True,
+                      time_limit=dial.time_limit,
+                      hangup_on_star=dial.hangup_on_star and target is None,
+                      send_digits=target.send_digits if target is not None else "")
+
+
+def dial_callback_params(action: str, a_uuid: str, b_uuid: str, cause: str = ""
+                         ) -> dict[str, str]:
+    """<Dial callbackUrl>'s event: the callee answered (``answer``) or hung up (``hangup``)."""
+    params = {"DialAction": action, "DialBLegStatus": action, "DialALegUUID": a_uuid,
+              "DialBLegUUID": b_uuid}
+    if cause:
+        params["DialBLegHangupCause"] = cause
+    return params
+
+
+def dial_action_params(a_uuid: str, b_uuid: str, status: str, code: int, rang: bool
+                       ) -> dict[str, str]:
+    """<Dial action>'s parameters once the dial is over (besides the call's own)."""
+    return {"DialStatus": DIAL_STATUS[status], "DialRingStatus": "true" if rang else "false",
+            "DialHangupCause": hangup_cause(status, code), "DialALegUUID": a_uuid,
+            "DialBLegUUID": b_uuid}

@@ -63,6 +63,14 @@ def bare_uri(name_addr: str) -> str:
     return name_addr.split(";", 1)[0].strip()
 
 
+# what the node may put in a dial-out's Request-URI: a SIP(S) URI user@host[:port][;params] (no
+# spaces, quotes or brackets), or a bare number/extension for the PBX it registers with
+DIAL_URI = re.compile(r"^sips?:(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/%#]{1,64}@)?"
+                      r"(?:[A-Za-z0-9.\-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?"
+                      r"(?:;[A-Za-z0-9\-_.!~*'()%=]{1,64}){0,8}$")
+DIAL_NUMBER = re.compile(r"^[+A-Za-z0-9_.\-*#]{1,64}$")
+MAX_DIAL_URI = 256
+
 _COMPACT = {"f": "from", "t": "to", "m": "contact", "i": "call-id", "v": "via"}
 MAX_CUSTOM_HEADERS = 20  # X-PH-* headers passed on to the web app, at most
 MAX_CUSTOM_NAME = 64

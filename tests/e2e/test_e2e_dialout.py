@@ -233,3 +233,46 @@ def test_a_supervisor_dialled_in_with_coach_whispers_to_the_agent_alone(tmp_path
           f"{c[1700.0] - c['rest']:.1f} dB (nothing); supervisor hears agent "
           f"{s[440.0] - float(np.median(rest)):.1f} dB and customer "
           f"{s[1000.0] - float(np.median(rest)):.1f} dB")
+
+
+def test_dial_element_bridges_the_caller_to_a_sip_callee(tmp_path, node_factory, uas,
+                                                         answer_server):
+    """``<Dial><User>sip:...</User></Dial>`` from the answer document: the caller talks with
+    the callee (both directions measured); when the caller hangs up the bridge ends, the
+    callee gets a BYE, and the action gets DialStatus=completed."""
+    callee = sipp.Uas(tmp_path, "uas_answer.xml",
+                      {"RTPFILE": _tone_ulaw(tmp_path / "t1000.ulaw", 1000.0), "RING_MS": 300})
+    act = answer_server.route("/dialed", "<Response/>")
+    cb = answer_server.route("/dialcb", "ok", content_type="text/plain")
+    url = answer_server.route(
+        "/answer", f'<Response><Dial action="{act}" callbackUrl="{cb}" callerId="+4420">'
+        f'<User>{callee.uri("bob")}</User></Dial></Response>')
+    node = node_factory(url, extra=["--api-token", TOKEN, "--dial-allow", "sip:*@127.0.0.1:*"])
+    api = _api(node)
+    alice = uas("alice", tone_hz=440.0)
+    with Capture(tmp_path / "callee.pcap", f"udp and dst port {callee.media_port}") as cap:
+        alice.dial(node.uri("support"), seconds=60)
+        assert alice.wait_for("Call established", 10), alice.output()[-2000:]
+        assert wait_until(lambda: any(len(r["members"]) == 2 for r in
+                                      api.get("/v1/rooms").json()), 10), node.log()[-3000:]
+        (room,) = api.get("/v1/rooms").json()
+        assert room["name"].startswith("dial:")
+        time.sleep(TALK_S)
+        alice.stop()  # the caller hangs up: the bridge ends and the callee gets its BYE
+        res = callee.wait(15)
+    assert res.successful == 1, res.output[-3000:]
+    heard = tone_report(alice.heard(), [440.0, 1000.0])
+    assert heard[1000.0] - heard["rest"] >= 20.0, heard
+    rtp = [p for p in cap.packets() if len(p.payload) == 172 and p.payload[1] & 0x7F == 0]
+    pcm = np.concatenate([ulaw_decode(p.payload[12:]) for p in rtp[50:]])
+    levels, rest = band_levels(pcm, 8000, [440.0, 1000.0])
+    to_callee = float(np.median(levels[:, 0]) - np.median(rest))
+    assert to_callee >= 20.0, to_callee
+    assert wait_until(lambda: answer_server.requests_to("/dialed"), 5)
+    a = answer_server.requests_to("/dialed")[0].params
+    assert a["DialStatus"] == "completed" and a["DialRingStatus"] == "true", a
+    assert a["DialBLegUUID"] and a["DialALegUUID"] == a["CallUUID"]
+    assert [r.params["DialAction"] for r in answer_server.requests_to("/dialcb")] == [
+        "answer", "hangup"]
+    print(f"FIGURE <Dial>: caller hears callee {heard[1000.0] - heard['rest']:.1f} dB over the "
+          f"rest, callee hears caller {to_callee:.1f} dB; action DialStatus=completed")

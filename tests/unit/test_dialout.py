@@ -178,3 +178,97 @@ def test_nothing_may_be_dialled_by_default():
         assert h.engine.commands("dial") == []
 
     run_node(body)
+
+
+# --- <Dial> in a document ----------------------------------------------------------------------
+
+DIAL = ('<Response><Dial action="/dialed" callbackUrl="/dialcb" timeout="10" '
+        'callerId="+4420" sipHeaders="Ticket=42"><User sendDigits="12">sip:bob@127.0.0.1:5090'
+        '</User><User>sip:carol@127.0.0.1:5091</User></Dial><Speak>after</Speak></Response>')
+
+
+def test_dial_bridges_the_first_callee_to_answer_and_reports_to_action_and_callback():
+    app = WebApp(answer={"sales": DIAL}, routes={"/dialed": (200, "<Response/>"),
+                                                 "/dialcb": (200, "ok")})
+
+    async def body(h: Harness):
+        a = await h.call("sales")
+        await h.wait_until(lambda: len(h.engine.commands("dial")) == 2, what="both rung")
+        (bob, *_), (carol, *_) = [c[1:] for c in h.engine.commands("dial")]
+        assert h.engine.commands("dial")[0][2:5] == (
+            "sip:bob@127.0.0.1:5090", "sip:+4420@127.0.0.1:5080", "")
+        assert ("X-PH-Ticket", "42") in h.engine.commands("dial")[0][5]
+        h.engine.dial_progress(carol, "ringing")
+        h.engine.dial_progress(bob, "answered", 200)
+        key = await h.joined(a)
+        assert await h.joined(bob) == key and h.node.rooms[f"dial:{a}"].key == key
+        await h.wait_until(lambda: h.engine.calls[carol].ended, what="carol cancelled")
+        assert h.engine.calls[bob].digits_sent, "sendDigits went to the callee"
+        h.engine.hang_up(bob)  # the callee hangs up: the caller goes on with the action
+        await h.wait_until(lambda: len(h.app.to("/dialed")) == 1, what="the action")
+        act = h.app.to("/dialed")[0].params
+        assert (act["DialStatus"], act["DialBLegUUID"], act["DialALegUUID"],
+                act["DialRingStatus"], act["DialHangupCause"]) == (
+            "completed", bob, a, "true", "NORMAL_CLEARING")
+        await h.ended(a)  # the action's empty reply replaced the rest: the call ends
+        cb = [(r.params["DialAction"], r.params["DialBLegUUID"]) for r in h.app.to("/dialcb")]
+        assert cb == [("answer", bob), ("hangup", bob)]
+
+    h = run_node(body, app=app, dial_allow=ALLOW)
+    assert dict(h.node.faults.counts) == {}
+    assert h.node.dials.outcomes == {"answered": 1, "canceled": 1}
+
+
+def test_dial_busy_goes_on_with_the_document_and_the_caller_leaving_cancels_it():
+    app = WebApp(answer={"b": DIAL.replace(' action="/dialed"', ""), "gone": DIAL},
+                 routes={"/dialed": (200, "<Response/>"), "/dialcb": (200, "ok")})
+
+    async def body(h: Harness):
+        a = await h.call("b")
+        await h.wait_until(lambda: len(h.engine.commands("dial")) == 2, what="both rung")
+        for c in h.engine.commands("dial"):
+            h.engine.dial_fails(c[1], 486)
+        await h.wait_until(lambda: h.engine.calls[a].played, what="the Speak after Dial")
+        h.engine.hang_up(a)
+        await h.ended(a)
+        g = await h.call("gone")
+        await h.wait_until(lambda: len(h.engine.commands("dial")) == 4, what="rung")
+        h.engine.hang_up(g)  # the caller gives up while they ring
+        await h.ended(g)
+        await h.wait_until(lambda: not h.node.dials.ringing, what="both cancelled")
+        assert all(h.engine.calls[c[1]].ended for c in h.engine.commands("dial"))
+        assert h.app.to("/dialed") == []  # a caller gone while ringing: no action
+
+    h = run_node(body, app=app, dial_allow=ALLOW)
+    assert dict(h.node.faults.counts) == {}
+
+
+def test_dial_to_a_destination_not_allowed_fails_at_once_with_its_action():
+    app = WebApp(answer={"x": DIAL}, routes={"/dialed": (200, "<Response/>")})
+
+    async def body(h: Harness):
+        a = await h.call("x")
+        await h.wait_until(lambda: len(h.app.to("/dialed")) == 1, what="the action")
+        assert h.app.to("/dialed")[0].params["DialStatus"] == "failed"
+        assert h.engine.commands("dial") == []
+        await h.ended(a)
+
+    run_node(body, app=app)
+
+
+def test_dial_parsing():
+    from sipconf.core.answer import AnswerError, Dial, parse_document
+
+    d = parse_document(DIAL, base_url="http://app.test/answer").verbs[0]
+    assert isinstance(d, Dial) and d.timeout == 10 and d.caller_id == "+4420"
+    assert [t.to for t in d.targets] == ["sip:bob@127.0.0.1:5090", "sip:carol@127.0.0.1:5091"]
+    assert d.targets[0].send_digits == "12" and d.headers == (("X-PH-Ticket", "42"),)
+    doc = parse_document('<Response><Dial confirmSound="http://x/y" timeout="999">'
+                         '<Number>1001</Number></Dial></Response>')
+    assert doc.verbs[0].timeout == 120 and any("confirmSound" in i for i in doc.ignored)
+    for bad in ("<Dial/>", "<Dial>sip:a@b</Dial>", "<Dial><User>bob</User></Dial>",
+                "<Dial><Number>12 34</Number></Dial>",
+                '<Dial sipHeaders="a b"><User>sip:a@b</User></Dial>',
+                '<Dial callerName="a&quot;b"><User>sip:a@b</User></Dial>'):
+        with pytest.raises(AnswerError):
+            parse_document(f"<Response>{bad}</Response>")

@@ -203,7 +203,7 @@ VERBS = {
     "Redirect": ({"method": METHODS}, _routed(DOC_PATHS + AUDIO_PATHS + CB_PATHS)),
     "Hangup": ({"reason": values("busy", "rejected", "BUSY", "", "x" * 100)}, values("", "x")),
 }
-UNKNOWN_TAGS = ["Dial", "Record", "GetDigits", "response", "Response", "conference", "x:Play",
+UNKNOWN_TAGS = ["Queue", "Record", "GetDigits", "response", "Response", "conference", "x:Play",
                 "PreAnswer", "Message"]
 UNKNOWN_ATTRS = ["foo", "xml:lang", "data-x", "_x", "Loop", "LENGTH"]
 
