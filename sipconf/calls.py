@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from sipconf.call_recording import record_call
 from sipconf.core import room as roomstate
 from sipconf.core.answer import Document, Play, Speak
 from sipconf.core.callflow import (
@@ -47,6 +48,7 @@ from sipconf.core.callmessages import (
     LimitHit,
     Listen,
     PlayToCall,
+    RecordCall,
     RingDial,
     RoomRefused,
     ScheduleHangup,
@@ -339,6 +341,12 @@ class CallDriver:
             return await self._listen(s, cmd)
         elif isinstance(cmd, RingDial):
             return await node.dials.ring(s, cmd.dial)
+        elif isinstance(cmd, RecordCall):
+            beep = None
+            if cmd.record.play_beep:
+                async def beep() -> None:
+                    await overlay(node, s, await node.sounds.resolve("beep:1"), 1)
+            return await record_call(node, s, cmd.record, beep)
         elif isinstance(cmd, CollectKeys):
             s.keypad = Keypad() if cmd.on else None
         elif isinstance(cmd, SendDigits):

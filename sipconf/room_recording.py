@@ -23,12 +23,12 @@ import numpy as np
 import trio
 
 from sipconf.core import room as roomstate
-from sipconf.core.answer import Conference
 from sipconf.media import recording
 
 MAX_TRACKS = 20  # members recorded apart in one run (a room holds 20 callers)
 
 if TYPE_CHECKING:
+    from sipconf.node import Node
     from sipconf.rooms import RoomRun, RoomRuns
 
 log = logging.getLogger("sipconf.node")
@@ -154,19 +154,17 @@ def _recorded(runs: RoomRuns, run: RoomRun, owner: roomstate.Member | None,
         run.recording = None
     if owner is None:
         return
-    ms = rec.duration_ms
-    runs.callback(run, owner, "record", **run.record_params,
-                  RecordingDuration=str(round(ms / 1000)), RecordingDurationMs=str(ms),
-                  RecordingStartMs=str(rec.started_ms), RecordingEndMs=str(rec.ended_ms))
+    runs.callback(run, owner, "record", **run.record_params, **rec.timing())
     conf = owner.conference
     if conf.transcription_url and runs.node.nursery is not None:
         runs.node.nursery.start_soon(functools.partial(
-            runs.node.faults.guard, "transcription", _transcribe, runs, owner.call_uuid, conf,
-            rec, call_uuid=owner.call_uuid, room=run.state.name))
+            runs.node.faults.guard, "transcription", transcribe, runs.node, owner.call_uuid,
+            conf.transcription_url, conf.transcription_method, rec,
+            call_uuid=owner.call_uuid, room=run.state.name))
 
 
-async def _transcribe(runs: RoomRuns, call_uuid: str, conf: Conference,
-                      rec: recording.Recording) -> None:
+async def transcribe(node: Node, call_uuid: str, url: str, method: str,
+                     rec: recording.Recording) -> None:
     """pocketsphinx in its own process; the result goes out through the webhook worker."""
     try:
         proc = await trio.run_process(
@@ -175,7 +173,7 @@ async def _transcribe(runs: RoomRuns, call_uuid: str, conf: Conference,
         out = json.loads(proc.stdout.decode() or "{}")
     except (OSError, ValueError) as exc:
         out = {"error": f"transcriber failed: {exc}"}
-    runs.node.webhooks.submit(call_uuid, conf.transcription_url, conf.transcription_method, {
+    node.webhooks.submit(call_uuid, url, method, {
         "transcription": out.get("text", ""),
         "duration": str(out.get("duration", rec.duration_ms / 1000)),
         "call_uuid": call_uuid,

@@ -207,8 +207,28 @@ class Dial:
     headers: tuple[tuple[str, str], ...] = ()
 
 
+@dataclass(frozen=True)
+class Record:
+    """`<Record>` (outside a conference): the caller's voice to a file until ``finish_on_key``,
+    ``timeout`` seconds of silence or ``max_length``; then ``action`` gets RecordUrl etc.
+    Defaults are Plivo's."""
+
+    action: str | None = None
+    method: str = "POST"
+    file_format: str = "mp3"
+    redirect: bool = True
+    timeout: int = 15  # seconds of silence that end it
+    max_length: int = 60
+    play_beep: bool = True
+    finish_on_key: str = "#"  # any of these keys ends it; "" = none
+    callback_url: str | None = None
+    callback_method: str = "POST"
+    transcription_url: str | None = None
+    transcription_method: str = "POST"
+
+
 Verb = (Conference | Play | Speak | Wait | Redirect | Hangup | GetDigits | PreAnswer | Dtmf
-        | Dial)
+        | Dial | Record)
 
 
 @dataclass(frozen=True)
@@ -369,6 +389,11 @@ NOT_ACTED_ON = {
              "dialMusic": "the caller hears silence while the callee rings",
              "digitsMatch": "digit events during a Dial are not implemented",
              "digitsMatchBLeg": "digit events during a Dial are not implemented"},
+    "Record": {"recordSession": "background recording of the whole call is not implemented: "
+                                "record the call in a <Conference record=\"true\">",
+               "startOnDialAnswer": "recording a Dial's bridge is not implemented",
+               "recordChannelType": "recordings are mono",
+               "transcriptionType": "transcription is local (pocketsphinx), one kind"},
     "Number": {"sendOnPreanswer": "digits are sent once the callee answers"},
     "User": {"sendOnPreanswer": "digits are sent once the callee answers"},
 }
@@ -674,7 +699,41 @@ def _dial(el: Element, ctx: _Ctx) -> Dial:
     return Dial(targets=tuple(targets), **_attrs(el, table, ctx))
 
 
+MAX_RECORD_LENGTH = 3600  # seconds one <Record> may last
+
+
+def _finish_keys(n: str, v: str, c: _Ctx) -> str:
+    v = v.strip()
+    if v.lower() in ("", "none"):
+        return ""
+    if not re.fullmatch(r"[0-9*#]{1,12}", v):
+        raise AnswerError(f"{n}={_show(v)}: expected keys among 0-9, *, # (or none)")
+    return v
+
+
+def _record(el: Element, ctx: _Ctx) -> Record:
+    _no_children(el)
+    table = {
+        "action": ("action", _url),
+        "method": ("method", lambda n, v, c: _method(n, v)),
+        "fileFormat": ("file_format", lambda n, v, c: _enum(n, v, ("mp3", "wav"))),
+        "redirect": ("redirect", lambda n, v, c: _bool(n, v)),
+        "timeout": ("timeout", lambda n, v, c: c.clamp(n, _int(n, v, 1), c.limits.max_wait,
+                                                        "max_wait_seconds")),
+        "maxLength": ("max_length", lambda n, v, c: c.clamp(n, _int(n, v, 1),
+                                                             MAX_RECORD_LENGTH, "maxLength")),
+        "playBeep": ("play_beep", lambda n, v, c: _bool(n, v)),
+        "finishOnKey": ("finish_on_key", _finish_keys),
+        "callbackUrl": ("callback_url", _url),
+        "callbackMethod": ("callback_method", lambda n, v, c: _method(n, v)),
+        "transcriptionUrl": ("transcription_url", _url),
+        "transcriptionMethod": ("transcription_method", lambda n, v, c: _method(n, v)),
+    }
+    return Record(**_attrs(el, table, ctx))
+
+
 _VERBS = {
+    "Record": _record,
     "Dial": _dial,
     "Conference": _conference,
     "Play": _play,

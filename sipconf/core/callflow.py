@@ -53,6 +53,7 @@ from sipconf.core.answer import (
 from sipconf.core.answer import Dial as DialVerb
 from sipconf.core.answer import Dtmf as DtmfVerb
 from sipconf.core.answer import Hangup as HangupVerb
+from sipconf.core.answer import Record as RecordVerb
 from sipconf.core.callmessages import (
     Answer,
     Answered,
@@ -76,6 +77,8 @@ from sipconf.core.callmessages import (
     LeftRoom,
     LimitHit,
     PlayToCall,
+    RecordCall,
+    Recorded,
     RingDial,
     RoomRefused,
     ScheduleHangup,
@@ -95,7 +98,7 @@ log = logging.getLogger("sipconf.node")
 DEFAULT_ROOM = "default"
 FETCH_EVENTS = {"answer": "StartApp", "redirect": "Redirect"}  # Plivo's Event parameter
 HANGUP_CODES = {"busy": 486, "rejected": 603}
-VERB_OF = {"digits": "GetDigits", "dial": "Dial"}  # whose action a fetch is
+VERB_OF = {"digits": "GetDigits", "dial": "Dial", "record": "Record"}  # whose action a fetch is
 TOO_MANY_DOCUMENTS = "too many documents for one call (max_documents_per_call)"
 INTERNAL_ERROR_WARNING = "internal error: see the node's log for this call"
 
@@ -133,7 +136,7 @@ IDLE, ANSWERING, FETCHING, PLAYING, WAITING, IN_ROOM, DRAINING, LEAVING, DONE, C
     "idle", "answering", "fetching", "playing", "waiting", "in-room", "draining", "leaving",
     "done", "closed")
 GATHERING, SENDING = "gathering", "sending"  # a GetDigits runs; a <DTMF async="false"> is sent
-RINGING = "ringing"  # a <Dial>'s callees ring
+RINGING, RECORDING = "ringing", "recording"  # a <Dial>'s callees ring; a <Record> runs
 
 
 class CallFlow:
@@ -159,6 +162,7 @@ class CallFlow:
         self._action: tuple[Conference, dict[str, str]] | None = None  # waiting for its reply
         self._gather: Gather | None = None  # the GetDigits running
         self._dial: tuple[DialVerb, str] | None = None  # the <Dial> running, its callee's UUID
+        self._record: RecordVerb | None = None  # the <Record> running
         self._early = 0  # verbs at the front of the document that play as early media (183)
         self.early_media = False  # a 183 went out
 
@@ -214,6 +218,8 @@ class CallFlow:
             return self._next(now)
         if isinstance(event, (DialAnswered, DialFailed)) and self.state == RINGING:
             return self._dialled(event, now)
+        if isinstance(event, Recorded) and self.state == RECORDING:
+            return self._recorded(event, now)
         if isinstance(event, RoomRefused) and self.state == IN_ROOM and self._dial:
             self.conference = None
             log.warning("call %s: <Dial> bridge refused: %s", self.call.uuid, event.reason)
@@ -280,7 +286,7 @@ class CallFlow:
         if isinstance(event, FetchFailed):
             if purpose == "action":
                 return self._action_failed(event, now)
-            if purpose in ("digits", "dial"):
+            if purpose in VERB_OF:
                 log.error("%s action URL %s failed for call %s: %s; going on with the "
                           "document", VERB_OF[purpose], url, self.call.uuid, event.reason)
                 return self._limit(event.option) + self._next(now)
@@ -296,7 +302,7 @@ class CallFlow:
                 log.error("action URL %s for call %s: bad XML, going on with the document: %s",
                           conf.action, self.call.uuid, exc)
                 return cmds + self._next(now)
-            if purpose in ("digits", "dial"):
+            if purpose in VERB_OF:
                 log.error("%s action URL %s for call %s: bad XML, going on with the "
                           "document: %s", VERB_OF[purpose], url, self.call.uuid, exc)
                 return cmds + self._next(now)
@@ -375,6 +381,10 @@ class CallFlow:
             self.conference = verb
             self.state = IN_ROOM
             return [JoinRoom(verb)]
+        if isinstance(verb, RecordVerb):
+            self._record = verb
+            self.state = RECORDING
+            return ([CollectKeys(True)] if verb.finish_on_key else []) + [RecordCall(verb)]
         if isinstance(verb, DialVerb):
             self._dial = (verb, "")
             self.state = RINGING
@@ -449,7 +459,7 @@ class CallFlow:
         if isinstance(event, DialFailed):
             log.info("call %s: <Dial> not answered: %s", self.call.uuid, event.status)
             self._dial = None
-            return self._dial_action(verb, dialout.dial_action_params(
+            return self._verb_action(verb, "dial", dialout.dial_action_params(
                 self.call.uuid, "", event.status, event.code, event.rang), now)
         self._dial = (verb, event.b_uuid)
         cmds: list[Command] = []
@@ -475,12 +485,24 @@ class CallFlow:
             if verb.action:
                 cmds.append(Submit(verb.action, verb.method, {**self._params(), **params}))
             return cmds + self._final()
-        return cmds + self._dial_action(verb, params, now)
+        return cmds + self._verb_action(verb, "dial", params, now)
 
-    def _dial_action(self, verb: DialVerb, params: dict[str, str], now: float
-                     ) -> list[Command]:
-        """<Dial action>: with ``redirect`` its reply is the next document; else only
-        reported; without one, the next element."""
+    # --- Record --------------------------------------------------------------------------------
+
+    def _recorded(self, event: Recorded, now: float) -> list[Command]:
+        verb, self._record = self._record, None
+        log.info("call %s: <Record> over (%s), %s ms", self.call.uuid, event.reason,
+                 event.params.get("RecordingDurationMs", "0"))
+        cmds: list[Command] = [CollectKeys(False)] if verb.finish_on_key else []
+        if verb.callback_url and event.reason != "failed":
+            cmds.append(Submit(verb.callback_url, verb.callback_method,
+                               {**self._params(), **event.params}))
+        return cmds + self._verb_action(verb, "record", dict(event.params), now)
+
+    def _verb_action(self, verb: DialVerb | RecordVerb, purpose: str, params: dict[str, str],
+                     now: float) -> list[Command]:
+        """A Dial's or Record's ``action``: with ``redirect`` its reply is the next
+        document; else only reported; without one, the next element."""
         if not verb.action:
             return self._next(now)
         params = {**self._params(), **params}
@@ -489,9 +511,9 @@ class CallFlow:
         refused = self._count_document(verb.action)
         if refused is not None:
             return refused + [Submit(verb.action, verb.method, params)] + self._next(now)
-        self._fetching = ("dial", verb.action)
+        self._fetching = (purpose, verb.action)
         self.state = FETCHING
-        return [Fetch(verb.action, verb.method, params, "dial")]
+        return [Fetch(verb.action, verb.method, params, purpose)]
 
     # --- after the room: the action URL -------------------------------------------------------
 

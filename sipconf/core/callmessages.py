@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from sipconf.core.answer import Conference, Play, Speak
 from sipconf.core.answer import Dial as DialVerb
+from sipconf.core.answer import Record as RecordVerb
 
 # --- events (driver -> flow) ----------------------------------------------------------------------
 
@@ -124,9 +125,18 @@ class DialFailed:
     rang: bool = False
 
 
+@dataclass(frozen=True)
+class Recorded:
+    """:class:`RecordCall` is over: the file's parameters (RecordUrl, RecordingID,
+    RecordingDuration, ...; Digits if a key ended it) and why it ended."""
+
+    params: Mapping[str, str]
+    reason: str  # "key", "silence", "max-length" or "failed"
+
+
 Event = (Fetched | FetchFailed | Answered | CallGone | SoundFinished | SoundFailed | WaitOver
          | RoomRefused | LeftRoom | Drained | KeyPressed | DigitsSent | DialAnswered
-         | DialFailed | Stopped)
+         | DialFailed | Recorded | Stopped)
 
 # --- commands (flow -> driver) --------------------------------------------------------------------
 
@@ -269,12 +279,22 @@ class RingDial:
     dial: DialVerb
 
 
+@dataclass(frozen=True)
+class RecordCall:
+    """``<Record>``: the caller's voice to a file (after a beep if asked) until a finish
+    key, the silence timeout or maxLength. Result: :class:`Recorded`. If the caller hangs up
+    meanwhile the driver reports the file to the action and callback itself."""
+
+    record: RecordVerb
+
+
 Command = (Fetch | Answer | Hangup | PlayToCall | Sleep | JoinRoom | LeaveRoom | AwaitDrained
            | Submit | LimitHit | End | CollectKeys | Listen | SendDigits | ScheduleHangup
-           | RingDial)
+           | RingDial | RecordCall)
 
 #: commands the driver feeds a result back for
-WITH_RESULT = (Fetch, PlayToCall, Sleep, JoinRoom, LeaveRoom, AwaitDrained, Listen, RingDial)
+WITH_RESULT = (Fetch, PlayToCall, Sleep, JoinRoom, LeaveRoom, AwaitDrained, Listen, RingDial,
+               RecordCall)
 
 
 def has_result(cmd: Command) -> bool:

@@ -78,6 +78,12 @@ class Recording:
     def filename(self) -> str:
         return self.path.name
 
+    def timing(self) -> dict[str, str]:
+        """Plivo's parameters for how long it is and when it ran (ms since the epoch)."""
+        ms = self.duration_ms
+        return {"RecordingDuration": str(round(ms / 1000)), "RecordingDurationMs": str(ms),
+                "RecordingStartMs": str(self.started_ms), "RecordingEndMs": str(self.ended_ms)}
+
     @property
     def duration_ms(self) -> int:
         return self.samples * 1000 // self.rate

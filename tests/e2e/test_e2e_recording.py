@@ -186,3 +186,38 @@ def test_sigterm_closes_the_recording_and_sends_its_callback(answer_server, node
     raw = files[0].read_bytes()
     assert int.from_bytes(raw[40:44], "little") == len(raw) - 44  # closed, header true
     assert abs((len(raw) - 44) / 32000 - int(rec[0].params["RecordingDurationMs"]) / 1000) < 0.1
+
+
+def test_record_element_records_the_caller_alone_until_the_finish_key(answer_server,
+                                                                       node_factory, uas):
+    """``<Record>`` outside a conference (voicemail): after the beep the caller's voice goes
+    to an mp3 until it presses ``#`` (an RFC 2833 event from baresip); the action gets the
+    file, which holds the caller's tone and nothing of the beep."""
+    act = answer_server.route("/rec", "<Response><Speak>thanks</Speak></Response>")
+    cb = answer_server.route("/reccb", "ok", content_type="text/plain")
+    url = answer_server.route("/answer", f'<Response><Record action="{act}" callbackUrl="{cb}" '
+                                         'maxLength="20" timeout="15"/></Response>')
+    node = node_factory(url)
+    alice = uas("alice", tone_hz=A)
+    alice.dial(node.uri("voicemail"), seconds=30)
+    assert alice.wait_for("Call established", 10), alice.output()[-2000:]
+    time.sleep(3.5)
+    pressed = time.monotonic()
+    alice.command("/sndcode #")
+    assert wait_until(lambda: answer_server.requests_to("/rec"), 5), node.log()[-3000:]
+    lag = answer_server.requests_to("/rec")[0].at - pressed
+    alice.stop()
+    p = answer_server.requests_to("/rec")[0].params
+    assert p["Digits"] == "#" and p["RecordUrl"].endswith(".mp3"), p
+    ms = int(p["RecordingDurationMs"])
+    assert 2500 <= ms <= 4500, p
+    got = httpx.get(p["RecordUrl"], timeout=10)
+    assert got.status_code == 200
+    pcm = _decode(got.content)
+    assert abs(len(pcm) / 16000 - ms / 1000) < 0.5, (len(pcm), ms)
+    (tone,) = _over_noise(pcm[8000:-8000], [A])
+    assert tone >= 30.0, tone
+    assert wait_until(lambda: answer_server.requests_to("/reccb"), 5)
+    assert answer_server.requests_to("/reccb")[0].params["RecordingID"] == p["RecordingID"]
+    print(f"FIGURE <Record>: {ms} ms recorded until '#', the caller's tone {tone:.0f} dB over "
+          f"the rest; action {lag * 1000:.0f} ms after the key")

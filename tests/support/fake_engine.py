@@ -344,7 +344,8 @@ class FakeEngine:
 
     async def tap_room(self, room_key: str, tracks: int = 0) -> Any:
         await self._command("tap_room", room_key)
-        if room_key not in self.rooms:
+        solo = room_key.startswith("solo:") and self._live(room_key[5:]) is not None
+        if room_key not in self.rooms and not solo:
             return None
         tap = FakeTap(room_key, last=trio.current_time())
         self.taps.append(tap)

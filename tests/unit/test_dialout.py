@@ -5,6 +5,7 @@ room with its attrs, busy, no answer in time, canceled, refused)."""
 from __future__ import annotations
 
 import pytest
+import trio
 from support.node_harness import Harness, WebApp, run_node
 
 from sipconf.core import dialout
@@ -272,3 +273,57 @@ def test_dial_parsing():
                 '<Dial callerName="a&quot;b"><User>sip:a@b</User></Dial>'):
         with pytest.raises(AnswerError):
             parse_document(f"<Response>{bad}</Response>")
+
+
+# --- <Record> ------------------------------------------------------------------------------------
+
+REC = ('<Response><Speak>leave a message</Speak><Record action="/rec" callbackUrl="/reccb" '
+       'maxLength="30" timeout="5" finishOnKey="#" fileFormat="wav"/><Speak>bye</Speak>'
+       '</Response>')
+
+
+def test_record_ends_on_the_finish_key_and_reports_the_file():
+    app = WebApp(answer={"vm": REC}, routes={"/rec": (200, "<Response/>"),
+                                             "/reccb": (200, "ok")})
+
+    async def body(h: Harness):
+        a = await h.call("vm")
+        await h.wait_until(lambda: h.engine.commands("tap_room"), what="recording")
+        await h.wait_until(lambda: len(h.engine.calls[a].played) >= 2, what="the beep")
+        await trio.sleep(2.0)
+        h.engine.digit(a, "5")  # not a finish key: dropped
+        h.engine.digit(a, "#")
+        await h.wait_until(lambda: len(h.app.to("/rec")) == 1, what="the action")
+        p = h.app.to("/rec")[0].params
+        assert p["Digits"] == "#" and p["RecordUrl"].endswith(".wav")
+        assert 1800 <= int(p["RecordingDurationMs"]) <= 2600, p
+        assert int(p["RecordingEndMs"]) >= int(p["RecordingStartMs"])
+        assert h.app.to("/reccb")[0].params["RecordingID"] == p["RecordingID"]
+        await h.ended(a)  # the action's empty document replaced the rest
+
+    h = run_node(body, app=app)
+    assert dict(h.node.faults.counts) == {}
+
+
+def test_record_ends_on_silence_and_a_hang_up_still_reports_the_file():
+    app = WebApp(answer={"vm": REC.replace(' action="/rec"', ' action="/rec" redirect="false"'),
+                         "gone": REC},
+                 routes={"/rec": (200, "<Response/>"), "/reccb": (200, "ok")})
+
+    async def body(h: Harness):
+        a = await h.call("vm")
+        await h.wait_until(lambda: len(h.app.to("/rec")) == 1, 60, what="the silence")
+        p = h.app.to("/rec")[0].params
+        assert "Digits" not in p and 4500 <= int(p["RecordingDurationMs"]) <= 6000, p
+        await h.wait_until(lambda: len(h.engine.calls[a].played) >= 3, what="then 'bye'")
+        g = await h.call("gone")
+        await h.wait_until(lambda: len(h.engine.commands("tap_room")) == 2, what="recording")
+        await trio.sleep(1.0)
+        h.engine.hang_up(g)
+        await h.wait_until(lambda: len(h.app.to("/rec")) == 2, what="the hang-up's report")
+        p = h.app.to("/rec")[1].params
+        assert p["CallUUID"] == g and p["CallStatus"] == "completed" and p["RecordUrl"]
+        assert len(h.app.to("/reccb")) == 2
+
+    h = run_node(body, app=app)
+    assert dict(h.node.faults.counts) == {}
