@@ -9,6 +9,16 @@ cdef extern from "engine.h" nogil:
         pass
     ctypedef struct eng_tap:
         pass
+    ctypedef struct eng_pipe:
+        pass
+    enum:
+        ENG_PIPE_IN
+        ENG_PIPE_OUT
+    ctypedef struct eng_pipe_stats:
+        uint64_t played
+        uint64_t pending
+        uint64_t dropped_up
+        uint64_t dropped_down
     enum:
         ENG_EV_DIGIT
         ENG_EV_FLOOR
@@ -81,3 +91,12 @@ cdef extern from "engine.h" nogil:
     eng_tap *eng_tap_create_tracks(int seconds, int ntracks)
     int eng_tap_read_track(eng_tap *tap, int slot, int16_t *out, int max, uint64_t *leg_id)
     void eng_tap_free(eng_tap *tap)
+    eng_pipe *eng_pipe_create(int rate, int want, int seconds_up, int seconds_down)
+    int eng_pipe_attach(eng_pipe *p, eng_leg *leg)
+    void eng_pipe_detach(eng_pipe *p)
+    void eng_pipe_free(eng_pipe *p)
+    int eng_pipe_read(eng_pipe *p, int track, int16_t *out, int max)
+    void eng_pipe_write(eng_pipe *p, const int16_t *pcm, int n)
+    int eng_pipe_clear(eng_pipe *p)
+    void eng_pipe_get_stats(eng_pipe *p, eng_pipe_stats *st)
+    eng_leg *eng_agent_create(int rate)

@@ -138,6 +138,33 @@ eng_tap *eng_tap_create_tracks(int seconds, int ntracks);
 int eng_tap_read_track(eng_tap *tap, int slot, int16_t *out, int max, uint64_t *leg_id);
 void eng_tap_free(eng_tap *tap);
 
+/* Pipes (pipes.c): a leg's audio to and from another thread, at the leg's rate. Up: what a
+ * call leg says (ENG_PIPE_IN) and hears (ENG_PIPE_OUT), what an agent leg hears (OUT); down:
+ * audio the tick takes one frame per 20 ms, added to what a call leg hears, or an agent leg's
+ * voice. Rings drop their oldest samples when full (counted). One pipe per leg; attach and
+ * detach on the thread that places legs in rooms, read/write/clear from any thread. */
+#define ENG_PIPE_IN 1
+#define ENG_PIPE_OUT 2
+typedef struct eng_pipe eng_pipe;
+typedef struct eng_pipe_stats {
+    uint64_t played;       /* down samples the tick has taken */
+    uint64_t pending;      /* down samples waiting */
+    uint64_t dropped_up;
+    uint64_t dropped_down;
+} eng_pipe_stats;
+eng_pipe *eng_pipe_create(int rate, int want, int seconds_up, int seconds_down);
+/* 0 on success; -1 if either already has a pipe or the rates differ. */
+int eng_pipe_attach(eng_pipe *p, eng_leg *leg);
+void eng_pipe_detach(eng_pipe *p);
+void eng_pipe_free(eng_pipe *p);
+int eng_pipe_read(eng_pipe *p, int track, int16_t *out, int max);
+void eng_pipe_write(eng_pipe *p, const int16_t *pcm, int n);
+/* Drop the down audio not played yet; returns how many samples. */
+int eng_pipe_clear(eng_pipe *p);
+void eng_pipe_get_stats(eng_pipe *p, eng_pipe_stats *st);
+/* A member leg with no stream (an AI agent): its pipe is its voice and its ears. */
+eng_leg *eng_agent_create(int rate);
+
 eng_room *eng_room_create(void);
 /* Remove the room from its clock and free it; legs still in it are detached. */
 void eng_room_destroy(eng_room *room);

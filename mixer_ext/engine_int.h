@@ -7,6 +7,7 @@
  *   legs.c    legs: attach a pjmedia stream or create a source, players, flags, gain, stats
  *   taps.c    recording taps: the tick's hook and the ring the recorder drains
  *   events.c  the event queue the ticks push to and the control plane polls
+ *   pipes.c   a leg's audio to and from another thread (streams, agents), agent legs
  *
  * Lock order (outer first): g_lock (clock.c) > a clock's lock > g_tap_lock (taps.c) > a room's
  * lock > a tap's lock, g_ev_lock (events.c). A clock thread holds its clock's lock, then each
@@ -53,6 +54,8 @@ struct eng_leg {
     int talking;
     uint64_t id;
     dtmf_detector dtmf;
+    eng_pipe *pipe;             /* a stream or agent pipe, or NULL (pipes.c) */
+    int agent;                  /* an agent leg: no stream, its pipe is its voice */
 };
 
 struct eng_room {
@@ -87,6 +90,12 @@ int legs_player_fill(eng_player *p, int16_t *dst, int n, int add);
 
 /* taps.c: the room is being destroyed (no clock reaches it): let its tap go (g_tap_lock). */
 void taps_room_gone(eng_room *r);
+
+/* pipes.c, for the tick (under the room lock): a frame up; a frame down into dst. */
+void pipes_up(eng_pipe *p, int track, const int16_t *pcm, int n);
+int pipes_down(eng_pipe *p, int16_t *dst, int n, int add);
+/* pipes.c: a leg being freed (in no room any more) lets its pipe go. */
+void pipes_leg_gone(eng_leg *leg);
 
 /* events.c: queue an event (g_ev_lock); a full queue drops it and counts. */
 void events_push(int type, char digit, uint64_t leg_id, uint64_t room_id);

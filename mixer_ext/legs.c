@@ -201,6 +201,7 @@ void eng_leg_free(eng_leg *leg)
     if (!leg)
         return;
     eng_leg_leave(leg);
+    pipes_leg_gone(leg);
     legs_release_converters(leg);
     leg->player.active = 0;
     /* The bridge took a reference on the placeholder's group lock and dropped it when the

@@ -21,6 +21,11 @@ uint64_t rooms_tick(eng_room *r)
     mix_room *m = &r->m;
     for (int i = 0; i < m->nlegs; i++) {
         eng_leg *leg = (eng_leg *)m->legs[i];
+        if (leg->agent) {
+            /* an agent: what its pipe brought down is its voice (silence while none) */
+            leg->m.has_audio = leg->pipe && pipes_down(leg->pipe, leg->m.in, leg->m.spf, 0);
+            continue;
+        }
         if (!leg->port) {
             /* a room sound: its player is its voice */
             leg->m.has_audio = legs_player_fill(&leg->player, leg->m.in, leg->m.spf, 0);
@@ -42,6 +47,8 @@ uint64_t rooms_tick(eng_room *r)
         } else {
             BUMP(leg->rx_empty, 1);
         }
+        if (leg->pipe)  /* a <Stream>: what the caller says */
+            pipes_up(leg->pipe, ENG_PIPE_IN, leg->m.has_audio ? leg->m.in : NULL, leg->m.spf);
     }
     mix_room_tick(m);
     if (floor_update(&r->floor, m))
@@ -52,9 +59,15 @@ uint64_t rooms_tick(eng_room *r)
         if (leg->talking != leg->m.speaking && !(leg->m.flags & MIX_LEG_SOURCE))
             events_push(ENG_EV_TALK, leg->m.speaking ? 'T' : 'S', leg->id, r->id);
         STORE(leg->talking, leg->m.speaking);
+        if (leg->agent && leg->pipe)  /* what the agent hears */
+            pipes_up(leg->pipe, ENG_PIPE_OUT, leg->m.out, leg->m.spf);
         if ((leg->m.flags & MIX_LEG_SOURCE) || !leg->port)
             continue;
         legs_player_fill(&leg->player, leg->m.out, leg->m.spf, 1);  /* private sound, if any */
+        if (leg->pipe) {  /* a <Stream>: its app's audio to this caller alone, and the whole */
+            pipes_down(leg->pipe, leg->m.out, leg->m.spf, 1);
+            pipes_up(leg->pipe, ENG_PIPE_OUT, leg->m.out, leg->m.spf);
+        }
         pjmedia_frame f;
         memset(&f, 0, sizeof(f));
         f.type = PJMEDIA_FRAME_TYPE_AUDIO;

@@ -208,6 +208,80 @@ cdef class Source(_Leg):
             raise ValueError(f"unsupported source rate {rate}")
 
 
+cdef class Agent(_Leg):
+    """A room member with no call (an AI agent): its Pipe is its voice and its ears."""
+
+    def __cinit__(self, int rate=16000):
+        with nogil:
+            self.leg = eng_agent_create(rate)
+        if self.leg == NULL:
+            raise ValueError(f"unsupported agent rate {rate}")
+
+
+IN, OUT = ENG_PIPE_IN, ENG_PIPE_OUT
+
+
+cdef class Pipe:
+    """A leg's audio to and from another thread, at the leg's rate (pipes.c): ``read(IN)``
+    what a call's caller said, ``read(OUT)`` what it (or an agent) heard; ``write`` audio the
+    mixer plays at real time (to that caller alone, or as the agent's voice); ``clear`` drops
+    what has not played. Attach/detach on the SIP thread; the rest from any thread."""
+    cdef eng_pipe *pipe
+    cdef readonly int rate
+
+    def __cinit__(self, int rate, int want, int seconds_up=5, int seconds_down=60):
+        self.rate = rate
+        self.pipe = eng_pipe_create(rate, want, seconds_up, seconds_down)
+        if self.pipe == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        cdef eng_pipe *p = self.pipe
+        if p != NULL:
+            self.pipe = NULL
+            with nogil:
+                eng_pipe_free(p)  # detaches: takes the leg's room lock
+
+    def attach(self, _Leg leg):
+        cdef eng_leg *l = leg._get()
+        cdef int rc
+        with nogil:
+            rc = eng_pipe_attach(self.pipe, l)
+        if rc != 0:
+            raise ValueError("the leg has a pipe already, or another rate")
+
+    def detach(self):
+        with nogil:
+            eng_pipe_detach(self.pipe)
+
+    def read(self, int track, int max_samples=16000 * 5):
+        out = np.empty(max_samples, dtype=np.int16)
+        cdef int16_t[::1] v = out
+        cdef int n
+        with nogil:
+            n = eng_pipe_read(self.pipe, track, &v[0], max_samples)
+        return out[:n]
+
+    def write(self, const int16_t[::1] pcm not None):
+        cdef int n = pcm.shape[0]
+        if n:
+            with nogil:
+                eng_pipe_write(self.pipe, &pcm[0], n)
+
+    def clear(self) -> int:
+        cdef int n
+        with nogil:
+            n = eng_pipe_clear(self.pipe)
+        return n
+
+    def stats(self) -> dict:
+        cdef eng_pipe_stats st
+        with nogil:
+            eng_pipe_get_stats(self.pipe, &st)
+        return {"played": st.played, "pending": st.pending, "dropped_up": st.dropped_up,
+                "dropped_down": st.dropped_down}
+
+
 cdef class MixRoom:
     """A room on one of the clock threads."""
     cdef eng_room *room

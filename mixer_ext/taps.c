@@ -10,6 +10,7 @@
  * upsampler state is touched only by the tick (under the room lock) and by attach (ditto).
  */
 #include "engine_int.h"
+#include "ring.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -40,29 +41,6 @@ struct eng_tap {
 };
 
 static pthread_mutex_t g_tap_lock = PTHREAD_MUTEX_INITIALIZER;
-
-static void ring_put(int16_t *buf, int cap, int head, int *count, const int16_t *x, int n,
-                     uint64_t *dropped)
-{
-    for (int i = 0; i < n; i++) {
-        if (*count == cap) {
-            (*dropped)++;
-            continue;
-        }
-        buf[(head + (*count)++) % cap] = x ? x[i] : 0;
-    }
-}
-
-/* Up to max of the oldest samples out of a ring; returns how many. */
-static int ring_take(const int16_t *buf, int cap, int *head, int *count, int16_t *out, int max)
-{
-    int n = *count < max ? *count : max;
-    for (int i = 0; i < n; i++)
-        out[i] = buf[(*head + i) % cap];
-    *head = (*head + n) % cap;
-    *count -= n;
-    return n;
-}
 
 /* Under the room lock and the tap's lock: each slot's 16 kHz frame for this tick. */
 static void tracks_push(eng_tap *t, eng_room *r, int n16)

@@ -9,6 +9,7 @@ hung up (500 + Warning if it was not answered yet).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -18,9 +19,11 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from sipconf import audio_stream
 from sipconf.call_recording import record_call
 from sipconf.core import room as roomstate
 from sipconf.core.answer import Document, Play, Speak
+from sipconf.core.answer import Stream as StreamVerb
 from sipconf.core.callflow import (
     CLOSED,
     CallFlow,
@@ -56,7 +59,9 @@ from sipconf.core.callmessages import (
     Sleep,
     SoundFailed,
     SoundFinished,
+    StartStream,
     Stopped,
+    StreamEnded,
     Submit,
     WaitOver,
     has_result,
@@ -147,6 +152,11 @@ class CallSession:
     hangup_code: int = 0  # the final response the node ended an unanswered call with
     media_timeout: bool = False  # the engine hung up: no RTP for rtp_timeout seconds
     bridged: str = ""  # the callee of its last <Dial>: hung up when this call ends
+    agent: bool = False  # an AI agent member (no SIP call): no hangup request
+    tasks: list = field(default_factory=list)  # started in the call's nursery (an agent's socket)
+    # the call's <Stream>s hear its key presses (one press however many ways it came)
+    stream_keys: list[trio.MemorySendChannel] = field(default_factory=list)
+    stream_collector: DigitCollector = field(default_factory=DigitCollector)
 
     @property
     def uuid(self) -> str:
@@ -178,6 +188,18 @@ class CallSession:
         c = self.flow.call
         return call_params(c.uuid, c.from_uri, c.to, c.caller_name, status, event,
                            c.sip_headers, c.outbound)
+
+    def stream_key(self, ev: Dtmf) -> None:
+        """A key press for the call's streams' ``dtmf`` messages."""
+        if not self.stream_keys:
+            return
+        press = self.stream_collector.feed(ev.digit, ev.source, ev.at)
+        if press is not None:
+            for ch in self.stream_keys:
+                try:
+                    ch.send_nowait(press.digit)
+                except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
 
     def key(self, ev: Dtmf) -> bool:
         """A key press for the call's GetDigits, if one runs (else False: the room's)."""
@@ -254,6 +276,8 @@ class CallDriver:
         with s.scope:
             async with trio.open_nursery() as call_nursery:
                 s.nursery = call_nursery
+                for task in s.tasks:
+                    call_nursery.start_soon(task)
                 cmds = s.flow.start(trio.current_time())
                 while True:
                     event = await self._commands(s, cmds)
@@ -300,7 +324,7 @@ class CallDriver:
     def _hangup_request(self, s: CallSession, final: list[Command]) -> None:
         """Plivo's hangup request (``hangup_url``), after the call's other events."""
         cfg = self.node.config
-        if not cfg.hangup_url:
+        if not cfg.hangup_url or s.agent:
             return
         code = next((c.code for c in final if isinstance(c, (Answer, Hangup)) and c.code),
                     s.hangup_code)
@@ -341,6 +365,11 @@ class CallDriver:
             return await self._listen(s, cmd)
         elif isinstance(cmd, RingDial):
             return await node.dials.ring(s, cmd.dial)
+        elif isinstance(cmd, StartStream):
+            if cmd.stream.keep_call_alive:
+                return StreamEnded(await self._stream(s, cmd.stream))
+            s.nursery.start_soon(functools.partial(
+                node.faults.guard, "stream", self._stream, s, cmd.stream, call_uuid=s.uuid))
         elif isinstance(cmd, RecordCall):
             beep = None
             if cmd.record.play_beep:
@@ -425,6 +454,32 @@ class CallDriver:
                     nursery.start_soon(play)
                 nursery.start_soon(key)
         return result
+
+    async def _stream(self, s: CallSession, verb: StreamVerb) -> str:
+        """A <Stream> of this call, from its pipe (``audio_stream.run``); why it ended."""
+        from mixer_ext import streams
+
+        node = self.node
+        track = verb.audio_track
+        want = ((streams.IN if track in ("inbound", "both") else 0)
+                | (streams.OUT if track in ("outbound", "both") else 0))
+        pipe = await node.engine.pipe(s.uuid, want)
+        st = audio_stream.StreamRun(s.uuid, verb, pipe)
+        if pipe is None:
+            st.reason = "the call has no media, or streams already (one <Stream> per call)"
+            log.warning("call %s: <Stream> to %s not started: %s", s.uuid, verb.url, st.reason)
+            audio_stream.status(node, st, "DroppedStream", st.reason)
+            return st.reason
+        keys_in, keys_out = trio.open_memory_channel[str](64)
+        s.stream_keys.append(keys_in)
+        try:
+            return await audio_stream.run(node, st, keys_out,
+                                          functools.partial(send_digits, node.engine, s.uuid))
+        finally:
+            s.stream_keys.remove(keys_in)
+            if not s.ended:
+                with trio.CancelScope(shield=True), trio.move_on_after(FINAL_HANGUP_S):
+                    await node.engine.unpipe(s.uuid)
 
     async def _hangup_at(self, s: CallSession, at: float) -> None:
         """``<Hangup schedule>``: the call ends at ``at`` (its BYE then ends its flow)."""

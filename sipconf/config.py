@@ -152,6 +152,8 @@ class NodeConfig:
                              "(default 10)")
     dial_rate: float = opt(2.0, "dial-outs a second the API may start (a token bucket of "
                                 "max_dials; default 2); past it 429 with Retry-After")
+    max_agents: int = opt(20, "AI agent members (POST /v1/rooms/{room}/agents) at once; the API "
+                              "answers 429 past it (default 20)")
     # Limits on what a document or an API request controls (each hit is logged and counted).
     max_wait_seconds: int = opt(3600, "longest <Wait>; longer ones are cut to it (default 3600)")
     max_play_loops: int = opt(100, "most times a <Play>/<Speak> loops; more is cut to it "

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from sipconf import agents
 from sipconf.core import room as roomstate
 from sipconf.core.answer import LANGUAGE_RE, MAX_VOICE_NAME
 from sipconf.core.urls import BadUrl, check_url
@@ -56,6 +57,7 @@ class Control:
                 "from": s.incoming.from_uri if s else "",
                 "to": s.incoming.to_user if s else "",
                 "caller_name": s.incoming.caller_name if s else "", "muted": m.muted,
+                "agent": bool(s and s.agent),
                 "deaf": m.deaf, "held": m.held, "coach": m.coach,
                 "coaching": coached.get(m.coaching),
                 "volume_in": m.volume_in,
@@ -264,6 +266,9 @@ class Control:
 
     async def dial(self, room: str, body: dict) -> tuple[int, dict, list]:
         return await self.node.dials.start(room, body)
+
+    async def add_agent(self, room: str, body: dict) -> tuple[int, dict]:
+        return await agents.start(self.node, room, body)
 
     async def cancel_dial(self, call_uuid: str) -> bool:
         return await self.node.dials.cancel(call_uuid)

@@ -124,6 +124,14 @@ class Engine(Protocol):
         """Place an outbound call (through the registered PBX's account when there is one):
         None once the INVITE is on its way, else why it could not be sent. Progress comes
         as DialProgress events, the end as CallEnded."""
+    async def pipe(self, call_uuid: str, want: int) -> Any:
+        """A pipe (``mixer_ext.streams.Pipe``) on the call's leg for a <Stream>: ``want``
+        IN (what it says) and/or OUT (what it hears) up, audio to it down; None without
+        media or with a pipe already."""
+    async def unpipe(self, call_uuid: str) -> None: ...
+    async def add_agent(self, call_uuid: str) -> Any:
+        """An AI agent member (no SIP call) with this UUID: its Pipe (16 kHz) is what it
+        hears (OUT) and its voice (written down)."""
     async def play_to_call(self, call_uuid: str, clip: Any, loops: int = 1) -> bool: ...
     async def stop_call_sound(self, call_uuid: str) -> bool: ...
     async def play_to_room(self, room_key: str, clip: Any, loops: int = 1) -> int | None: ...

@@ -278,5 +278,6 @@ class Node:
         elif isinstance(ev, MediaError):
             log.error("call %s: %s", session.uuid, ev.reason)
         elif isinstance(ev, Dtmf):
+            session.stream_key(ev)
             if not session.key(ev):  # a GetDigits takes it, else the call's room
                 self.room_runs.on_digit(session, ev)

@@ -36,6 +36,7 @@ class RoomRun:
     clips: dict[str, set[trio.CancelScope]] = field(default_factory=dict)  # API clips, by call
     pending: list[Callable[[], Awaitable[object]]] = field(default_factory=list)  # units
     # spawned before the run's task has its nursery: they start in it
+    agents: set[str] = field(default_factory=set)  # agentUrl agents attached to this run
     closed: bool = False  # the run's task is over (ended, faulted, node stopping): no new units
     leaving: list[trio.Event] = field(default_factory=list)  # members' leaves (``unmixed``):
     # all set when the run's task is over, whatever happened to their commands

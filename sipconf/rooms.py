@@ -144,6 +144,10 @@ class RoomRuns:
                 run.do(self.node.engine.join, m.call_uuid, run.key, m.muted or m.waiting,
                        m.deaf or m.waiting)
                 self.callback(run, m, "enter")
+                url = m.conference.agent_url
+                if url and url not in run.agents and not (session and session.agent):
+                    run.agents.add(url)  # once per run, whoever else asks for it
+                    self.spawn(run, "agent", self._agent, name, m.conference)
                 if m.conference.send_digits:
                     self.spawn(run, "send-digits", self._send_digits, run, m)
                 if len(run.state.members) == 1:
@@ -203,6 +207,12 @@ class RoomRuns:
                  extra={"call_uuid": call_uuid, "room": run.state.name, "event": "exit"})
         if run.floor == call_uuid:
             run.floor = None
+        left = [self.node.calls.get(m.call_uuid) for m in run.state.members.values()]
+        if left and all(s is not None and s.agent for s in left):
+            # agents alone: they keep no room open (each is hung up, and leaves like a call)
+            for s in left:
+                log.info("room %s: agent %s leaves with the last caller", run.state.name, s.uuid)
+                run.do(self.node.engine.hangup, s.uuid)
         session = self.node.calls.get(call_uuid)
         if session is None:
             return
@@ -415,6 +425,17 @@ class RoomRuns:
             run.nursery = None
             for done in run.leaving:  # (a leave that never ran: no one waits for it)
                 done.set()
+
+    async def _agent(self, room: str, conf) -> None:
+        """``agentUrl``: the agent joins the room (as POST .../agents would make it)."""
+        from sipconf import agents
+
+        status, reply = await agents.start(self.node, room, {
+            "url": conf.agent_url, "contentType": conf.agent_content_type,
+            **({"attrs": {"callbackUrl": conf.callback_url}} if conf.callback_url else {})})
+        if status != 200:
+            log.warning("room %s: agentUrl %s not attached: %s", room, conf.agent_url,
+                        reply.get("error"))
 
     def start_recording(self, run: RoomRun, fmt: str,
                         owner: roomstate.Member | None = None, tracks: bool = False) -> bool:

@@ -105,6 +105,8 @@ class Conference:
     record_when_alone: bool | None = None
     record_tracks: bool = False  # sipconf's own: with record, one file per member too
     coach: str = ""  # sipconf's own: the member (ID or CallUUID) this one coaches on joining
+    agent_url: str = ""  # sipconf's own: an AI agent (ws/wss) joins with the run's first member
+    agent_content_type: str = "audio/x-l16;rate=16000"
 
 
 @dataclass(frozen=True)
@@ -227,8 +229,26 @@ class Record:
     transcription_method: str = "POST"
 
 
+@dataclass(frozen=True)
+class Stream:
+    """`<Stream>`: the call's audio to a WebSocket (Plivo's Audio Streaming protocol) and,
+    ``bidirectional``, the app's audio back to the caller. Runs beside the rest of the
+    document (into a Conference too) until the call ends, ``stream_timeout`` or the socket
+    closes; with ``keep_call_alive`` the document waits for it. Defaults are Plivo's."""
+
+    url: str
+    bidirectional: bool = False
+    audio_track: str = "inbound"  # inbound, outbound or both
+    stream_timeout: int = 86400
+    status_callback_url: str | None = None
+    status_callback_method: str = "POST"
+    content_type: str = "audio/x-l16;rate=8000"
+    extra_headers: str = ""
+    keep_call_alive: bool = False
+
+
 Verb = (Conference | Play | Speak | Wait | Redirect | Hangup | GetDigits | PreAnswer | Dtmf
-        | Dial | Record)
+        | Dial | Record | Stream)
 
 
 @dataclass(frozen=True)
@@ -374,6 +394,9 @@ _CONFERENCE_ATTRS = {
     "recordWhenAlone": ("record_when_alone", lambda n, v, c: _bool(n, v)),
     "recordTracks": ("record_tracks", lambda n, v, c: _bool(n, v)),
     "coach": ("coach", lambda n, v, c: _member_ref(n, v)),
+    "agentUrl": ("agent_url", lambda n, v, c: ws_url(n, v)),
+    "agentContentType": ("agent_content_type",
+                         lambda n, v, c: _enum(n, v.replace(" ", ""), STREAM_CONTENT_TYPES)),
 }
 
 # Attributes the official SDK can emit that the node accepts without acting on them: why.
@@ -732,7 +755,51 @@ def _record(el: Element, ctx: _Ctx) -> Record:
     return Record(**_attrs(el, table, ctx))
 
 
+STREAM_CONTENT_TYPES = ("audio/x-l16;rate=8000", "audio/x-l16;rate=16000",
+                        "audio/x-mulaw;rate=8000")
+MAX_STREAM_SECONDS = 86400
+
+
+def ws_url(name: str, value: str) -> str:
+    """A ws:// or wss:// URL (its host and port checked with the HTTP client's rules)."""
+    v = value.strip()
+    scheme = v.split(":", 1)[0].lower()
+    if scheme not in ("ws", "wss") or len(v) > 2048:
+        raise AnswerError(f"{name}={_show(v)}: expected a ws:// or wss:// URL")
+    try:
+        check_url(("https" if scheme == "wss" else "http") + v[len(scheme):])
+    except BadUrl as exc:
+        raise AnswerError(f"{name}={_show(v)}: {exc}") from None
+    return v
+
+
+def extra_headers(name: str, value: str) -> str:
+    v = value.strip()
+    if len(v.encode()) > 512 or not re.fullmatch(r"[A-Za-z0-9=,;]*", v):
+        raise AnswerError(f"{name}: at most 512 bytes of key=value pairs (letters and digits)")
+    return v
+
+
+def _stream(el: Element, ctx: _Ctx) -> Stream:
+    _no_children(el)
+    table = {
+        "bidirectional": ("bidirectional", lambda n, v, c: _bool(n, v)),
+        "audioTrack": ("audio_track",
+                       lambda n, v, c: _enum(n, v, ("inbound", "outbound", "both"))),
+        "streamTimeout": ("stream_timeout", lambda n, v, c: c.clamp(
+            n, _int(n, v, 1), MAX_STREAM_SECONDS, "streamTimeout")),
+        "statusCallbackUrl": ("status_callback_url", _url),
+        "statusCallbackMethod": ("status_callback_method", lambda n, v, c: _method(n, v)),
+        "contentType": ("content_type",
+                        lambda n, v, c: _enum(n, v.replace(" ", ""), STREAM_CONTENT_TYPES)),
+        "extraHeaders": ("extra_headers", lambda n, v, c: extra_headers(n, v)),
+        "keepCallAlive": ("keep_call_alive", lambda n, v, c: _bool(n, v)),
+    }
+    return Stream(url=ws_url("<Stream>", _text(el)), **_attrs(el, table, ctx))
+
+
 _VERBS = {
+    "Stream": _stream,
     "Record": _record,
     "Dial": _dial,
     "Conference": _conference,

@@ -54,6 +54,7 @@ from sipconf.core.answer import Dial as DialVerb
 from sipconf.core.answer import Dtmf as DtmfVerb
 from sipconf.core.answer import Hangup as HangupVerb
 from sipconf.core.answer import Record as RecordVerb
+from sipconf.core.answer import Stream as StreamVerb
 from sipconf.core.callmessages import (
     Answer,
     Answered,
@@ -86,7 +87,9 @@ from sipconf.core.callmessages import (
     Sleep,
     SoundFailed,
     SoundFinished,
+    StartStream,
     Stopped,
+    StreamEnded,
     Submit,
     WaitOver,
 )
@@ -137,6 +140,7 @@ IDLE, ANSWERING, FETCHING, PLAYING, WAITING, IN_ROOM, DRAINING, LEAVING, DONE, C
     "done", "closed")
 GATHERING, SENDING = "gathering", "sending"  # a GetDigits runs; a <DTMF async="false"> is sent
 RINGING, RECORDING = "ringing", "recording"  # a <Dial>'s callees ring; a <Record> runs
+STREAMING = "streaming"  # a <Stream keepCallAlive="true"> runs
 
 
 class CallFlow:
@@ -220,6 +224,10 @@ class CallFlow:
             return self._dialled(event, now)
         if isinstance(event, Recorded) and self.state == RECORDING:
             return self._recorded(event, now)
+        if isinstance(event, StreamEnded) and self.state == STREAMING:
+            log.info("call %s: <Stream> over (%s); going on with the document", self.call.uuid,
+                     event.reason)
+            return self._next(now)
         if isinstance(event, RoomRefused) and self.state == IN_ROOM and self._dial:
             self.conference = None
             log.warning("call %s: <Dial> bridge refused: %s", self.call.uuid, event.reason)
@@ -381,6 +389,11 @@ class CallFlow:
             self.conference = verb
             self.state = IN_ROOM
             return [JoinRoom(verb)]
+        if isinstance(verb, StreamVerb):
+            if verb.keep_call_alive:
+                self.state = STREAMING
+                return [StartStream(verb)]
+            return [StartStream(verb)] + self._next(now)
         if isinstance(verb, RecordVerb):
             self._record = verb
             self.state = RECORDING

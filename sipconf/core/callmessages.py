@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from sipconf.core.answer import Conference, Play, Speak
 from sipconf.core.answer import Dial as DialVerb
 from sipconf.core.answer import Record as RecordVerb
+from sipconf.core.answer import Stream as StreamVerb
 
 # --- events (driver -> flow) ----------------------------------------------------------------------
 
@@ -134,9 +135,16 @@ class Recorded:
     reason: str  # "key", "silence", "max-length" or "failed"
 
 
+@dataclass(frozen=True)
+class StreamEnded:
+    """A ``<Stream keepCallAlive="true">`` ended (the app closed it, its timeout, a stall)."""
+
+    reason: str
+
+
 Event = (Fetched | FetchFailed | Answered | CallGone | SoundFinished | SoundFailed | WaitOver
          | RoomRefused | LeftRoom | Drained | KeyPressed | DigitsSent | DialAnswered
-         | DialFailed | Recorded | Stopped)
+         | DialFailed | Recorded | StreamEnded | Stopped)
 
 # --- commands (flow -> driver) --------------------------------------------------------------------
 
@@ -288,9 +296,18 @@ class RecordCall:
     record: RecordVerb
 
 
+@dataclass(frozen=True)
+class StartStream:
+    """``<Stream>``: the call's audio to the app's WebSocket (and back) from now on, beside
+    the rest of the document; with ``keepCallAlive`` the document waits for its end (result
+    :class:`StreamEnded`), otherwise no result."""
+
+    stream: StreamVerb
+
+
 Command = (Fetch | Answer | Hangup | PlayToCall | Sleep | JoinRoom | LeaveRoom | AwaitDrained
            | Submit | LimitHit | End | CollectKeys | Listen | SendDigits | ScheduleHangup
-           | RingDial | RecordCall)
+           | RingDial | RecordCall | StartStream)
 
 #: commands the driver feeds a result back for
 WITH_RESULT = (Fetch, PlayToCall, Sleep, JoinRoom, LeaveRoom, AwaitDrained, Listen, RingDial,
@@ -299,4 +316,5 @@ WITH_RESULT = (Fetch, PlayToCall, Sleep, JoinRoom, LeaveRoom, AwaitDrained, List
 
 def has_result(cmd: Command) -> bool:
     return (isinstance(cmd, WITH_RESULT) or (isinstance(cmd, Answer) and cmd.code == 200)
-            or (isinstance(cmd, SendDigits) and cmd.wait))
+            or (isinstance(cmd, SendDigits) and cmd.wait)
+            or (isinstance(cmd, StartStream) and cmd.stream.keep_call_alive))

@@ -42,6 +42,7 @@ class Controls(Protocol):
     def forget_dead_letter(self, dead_id: int) -> bool: ...
     async def dial(self, room: str, body: dict) -> tuple[int, dict, list]: ...
     async def cancel_dial(self, call_uuid: str) -> bool: ...
+    async def add_agent(self, room: str, body: dict) -> tuple[int, dict]: ...
     def dials_info(self) -> list[dict[str, Any]]: ...
 
 
@@ -174,6 +175,26 @@ def openapi() -> dict[str, Any]:
                                              "(Retry-After)"},
                       "502": {"description": "the INVITE could not be sent"},
                       "503": {"description": "at capacity or stopping"}}}}
+    paths["/v1/rooms/{room}/agents"] = {"post": {
+        "summary": "An AI agent joins the room: the node opens a WebSocket to url (Plivo's "
+                   "Audio Streaming protocol, bidirectional); the agent hears the room's N-1 "
+                   "mix (its inbound track) and what it plays (playAudio) is mixed into the "
+                   "room; a member like any other (listed, muted, kicked, hung up)",
+        "parameters": [_p("room")],
+        "requestBody": {"content": {"application/json": {"schema": {
+            "type": "object", "required": ["url"], "properties": {
+                "url": {"type": "string", "description": "ws:// or wss://"},
+                "contentType": {"type": "string", "enum": [
+                    "audio/x-l16;rate=16000", "audio/x-l16;rate=8000",
+                    "audio/x-mulaw;rate=8000"]},
+                "muted": {"type": "boolean"}, "name": {"type": "string"},
+                "extraHeaders": {"type": "string"},
+                "statusCallbackUrl": {"type": "string"},
+                "statusCallbackMethod": {"type": "string", "enum": ["GET", "POST"]},
+                "attrs": {"type": "object", "description": "<Conference> attributes"}}}}}},
+        "responses": {"200": {"description": "{ok, call_uuid, member_id, stream_id}"},
+                      "400": {"description": "bad request"}, "401": ok["401"],
+                      "429": {"description": "max_agents reached"}}}}
     paths["/v1/dials"] = {"get": {"summary": "Dial-outs still ringing",
                                   "responses": {"200": {"description": "{\"dials\": [...]}"},
                                                 "401": ok["401"]}}}
@@ -203,6 +224,7 @@ MAX_BODY = 64 * 1024
 _DEAD = re.compile(r"^/v1/dead-letters/([0-9]{1,18})$")
 _VOLUME = re.compile(r"^/v1/rooms/([^/]+)/members/([^/]+)/volume$")
 _DIAL = re.compile(r"^/v1/rooms/([^/]+)/dial$")
+_AGENTS = re.compile(r"^/v1/rooms/([^/]+)/agents$")
 _DIALING = re.compile(r"^/v1/dials/([0-9a-f\-]{36})$")
 _COACH = re.compile(r"^/v1/rooms/([^/]+)/members/([^/]+)/(coach|uncoach)$")
 _MEMBER = re.compile(r"^/v1/rooms/([^/]+)/members/([^/]+)/(" + "|".join(MEMBER_ACTIONS) + r")$")
@@ -289,6 +311,13 @@ class ControlApi:
             status, reply, headers = await self.node.dial(unquote(m.group(1)), body)
             return await _json(send, status, {"ok": False, **reply} if status != 200 else reply,
                                headers)
+        if (m := _AGENTS.match(path)) and method == "POST":
+            try:
+                body = await _read_json(receive)
+            except ValueError as exc:
+                return await _json(send, 400, {"ok": False, "error": str(exc)})
+            status, reply = await self.node.add_agent(unquote(m.group(1)), body)
+            return await _json(send, status, reply if status == 200 else {"ok": False, **reply})
         if path == "/v1/dials" and method == "GET":
             return await _json(send, 200, {"dials": self.node.dials_info()})
         if (m := _DIALING.match(path)) and method == "DELETE":

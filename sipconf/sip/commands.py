@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mixer_ext import sipguard
+from sipconf.engine import CallEnded
 from sipconf.sip import pjlog
 from sipconf.sip.records import CallRec
 
@@ -48,6 +49,22 @@ class Dial:
     local_uri: str = ""  # From (the account's own when empty)
     caller_name: str = ""
     headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Pipe:
+    call_uuid: str
+    want: int  # mixer_ext.streams.IN | OUT
+
+
+@dataclass(frozen=True)
+class Unpipe:
+    call_uuid: str
+
+
+@dataclass(frozen=True)
+class AddAgent:
+    call_uuid: str
 
 
 @dataclass(frozen=True)
@@ -142,8 +159,9 @@ class Stop:
     grace: float
 
 
-Command = (Answer | Hangup | Dial | Join | Leave | SetMember | SetCoach | PlayToCall | StopCallSound
-           | PlayToRoom | StopRoomSound | SendDigits | TapRoom | Untap | Stats | ReloadTls)
+Command = (Answer | Hangup | Dial | Pipe | Unpipe | AddAgent | Join | Leave | SetMember
+           | SetCoach | PlayToCall | StopCallSound | PlayToRoom | StopRoomSound | SendDigits
+           | TapRoom | Untap | Stats | ReloadTls)
 
 
 def name(cmd: object) -> str:
@@ -161,8 +179,8 @@ def _live(t: SipThread, call_uuid: str) -> CallRec | None:
 
 def _answer(t: SipThread, c: Answer) -> bool:
     rec = _live(t, c.call_uuid)
-    if rec is None:
-        return False
+    if rec is None or rec.agent:
+        return rec is not None
     rec.call.answer(t.op(c.code, c.reason, c.warning))
     if c.code == 200:
         rec.answered = True
@@ -175,6 +193,9 @@ def _hangup(t: SipThread, c: Hangup) -> bool:
     rec = _live(t, c.call_uuid)
     if rec is None:
         return False
+    if rec.agent:
+        end_agent(t, rec, "hung up by the node")
+        return True
     t.media.detach(rec)
     rec.call.hangup(t.op(c.code, c.reason))
     return True
@@ -209,6 +230,30 @@ def _dial(t: SipThread, c: Dial) -> str | None:
     log.info("dial-out %s: INVITE to %s%s", c.call_uuid, c.to_uri,
              " through the registered account" if t.reg is not None else "")
     return None
+
+
+def _pipe(t: SipThread, c: Pipe) -> Any:
+    rec = _live(t, c.call_uuid)
+    return None if rec is None else t.media.pipe(rec, c.want)
+
+
+def _unpipe(t: SipThread, c: Unpipe) -> None:
+    rec = t.calls.get(c.call_uuid)
+    if rec is not None and not rec.agent:
+        t.media.unpipe(rec)
+
+
+def _add_agent(t: SipThread, c: AddAgent) -> Any:
+    return t.media.add_agent(c.call_uuid)
+
+
+def end_agent(t: SipThread, rec: CallRec, reason: str) -> None:
+    """An agent member's end: out of the mixer, and CallEnded like a call's BYE."""
+    rec.ended = True
+    t.media.detach(rec)
+    t.media.unplace(rec)
+    t.calls.pop(rec.uuid, None)
+    t.emit(CallEnded(rec.uuid, 200, reason))
 
 
 def _join(t: SipThread, c: Join) -> bool:
@@ -329,7 +374,7 @@ def _stats(t: SipThread, c: Stats) -> dict:
                "expires": t.registrar.expires}}
     if c.rtp:
         out["rtp"] = {u: st for u, r in t.calls.items()
-                      if r.leg is not None and r.answered and not r.ended
+                      if r.leg is not None and r.answered and not r.ended and not r.agent
                       and (st := _rtp_stats(t, r)) is not None}
     return out
 
@@ -348,6 +393,9 @@ HANDLERS: dict[type, Callable[[SipThread, Any], Any]] = {
     Answer: _answer,
     Hangup: _hangup,
     Dial: _dial,
+    Pipe: _pipe,
+    Unpipe: _unpipe,
+    AddAgent: _add_agent,
     Join: _join,
     Leave: _leave,
     SetMember: _set_member,

@@ -124,6 +124,18 @@ class SipEngine:
         """An outbound INVITE: None once sent, else why not (DialProgress/CallEnded follow)."""
         return await self._run(c.Dial(call_uuid, to_uri, local_uri, caller_name, headers))
 
+    async def pipe(self, call_uuid: str, want: int) -> Any:
+        """A <Stream>'s pipe on the call's leg (mixer_ext.streams.Pipe), or None."""
+        return await self._run(c.Pipe(call_uuid, want))
+
+    async def unpipe(self, call_uuid: str) -> None:
+        await self._run(c.Unpipe(call_uuid))
+
+    async def add_agent(self, call_uuid: str) -> Any:
+        """An AI agent member with this UUID (joined, muted, hung up like a call): its
+        Pipe (16 kHz) carries what it hears up and its voice down."""
+        return await self._run(c.AddAgent(call_uuid))
+
     async def join(self, call_uuid: str, room_key: str, muted: bool = False,
                    deaf: bool = False) -> bool:
         """Put the call's audio in a mixer room (now, or as soon as its stream exists)."""

@@ -65,7 +65,40 @@ class Media:
             self.detach(rec)
         rec.leg = leg
         self._leg_calls[leg.id] = rec.uuid
+        if rec.pipe is not None and not rec.agent:  # a new stream (re-INVITE): same <Stream>
+            try:
+                rec.pipe.attach(leg)
+            except ValueError:  # another rate now: the stream's app hears no more of it
+                log.warning("call %s: the stream's pipe cannot follow the new media (%d Hz)",
+                            rec.uuid, leg.rate)
         self.place(rec)
+
+    def pipe(self, rec: CallRec, want: int) -> Any:
+        """A pipe on the call's leg (a <Stream>): what it says/hears up, audio to it down;
+        None if the call has no media (yet) or a pipe already."""
+        if rec.leg is None or rec.pipe is not None:
+            return None
+        pipe = self.streams.Pipe(rec.leg.rate, want)
+        pipe.attach(rec.leg)
+        rec.pipe = pipe
+        return pipe
+
+    def unpipe(self, rec: CallRec) -> None:
+        if rec.pipe is not None:
+            rec.pipe.detach()
+            rec.pipe = None
+
+    def add_agent(self, uuid: str) -> Any:
+        """An AI agent member: a leg with no call whose pipe is its voice and ears (16 kHz),
+        placed in its own solo room until it joins one; its CallRec has no pjsua2 Call."""
+        leg = self.streams.Agent(16000)
+        pipe = self.streams.Pipe(16000, self.streams.OUT)
+        pipe.attach(leg)
+        rec = CallRec(uuid=uuid, call=None, answered=True, agent=True, rfc2833=False)
+        rec.pipe = pipe
+        self._calls[uuid] = rec
+        self.attach(rec, leg)
+        return pipe
 
     def detach(self, rec: CallRec) -> None:
         """Take the call's stream out of the mixer before pjsua can destroy it."""

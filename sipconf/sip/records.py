@@ -25,6 +25,8 @@ class CallRec:
     rfc2833: bool | None = None  # the peer takes telephone-events (None: not tried yet)
     answered: bool = False
     outbound: bool = False  # placed by the node (a dial-out), not taken
+    agent: bool = False  # an AI agent member: no SIP call (call None), its leg an Agent
+    pipe: Any = None  # mixer_ext.streams.Pipe: a <Stream>'s or the agent's audio
     rang: bool = False  # a dial-out's ringing was reported
     ended: bool = False
     offer_ok: bool = True

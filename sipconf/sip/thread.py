@@ -24,7 +24,7 @@ from sipconf.core.access import TrustedSources
 from sipconf.core.registration import Registrar
 from sipconf.engine import Emit
 from sipconf.sip import callbacks, pjlog, pjsua
-from sipconf.sip.commands import Stop, execute
+from sipconf.sip.commands import Stop, end_agent, execute
 from sipconf.sip.media import Media
 from sipconf.sip.records import CallRec
 
@@ -189,7 +189,7 @@ class SipThread:
             return
         pj = self.pj
         for rec in list(self.calls.values()):
-            if not rec.answered or rec.ended:
+            if not rec.answered or rec.ended or rec.agent:
                 continue
             packets = -1
             if rec.leg is not None:
@@ -259,7 +259,9 @@ class SipThread:
             self.register(False)
         for rec in list(self.calls.values()):
             self.media.detach(rec)
-            if not rec.ended:
+            if rec.agent and not rec.ended:
+                end_agent(self, rec, "node shutting down")
+            elif not rec.ended:
                 try:
                     rec.call.hangup(self.op(503 if not rec.answered else 0, "Node shutting down"))
                 except self.pj.Error:

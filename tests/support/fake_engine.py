@@ -246,6 +246,18 @@ class FakeEngine:
         self.calls[call_uuid] = FakeCall(call_uuid, to_uri, local_uri, outbound=True)
         return None
 
+    async def pipe(self, call_uuid: str, want: int) -> Any:
+        await self._command("pipe", call_uuid, want)
+        return None  # the fake has no mixer: a <Stream> reports DroppedStream
+
+    async def unpipe(self, call_uuid: str) -> None:
+        await self._command("unpipe", call_uuid)
+
+    async def add_agent(self, call_uuid: str) -> Any:
+        await self._command("add_agent", call_uuid)
+        self.calls[call_uuid] = FakeCall(call_uuid, "", "agent", outbound=True, answered=True)
+        return None
+
     async def hangup(self, call_uuid: str, code: int = 0, reason: str = "") -> bool:
         await self._command("hangup", call_uuid, code, reason)
         call = self._live(call_uuid, "hangup")

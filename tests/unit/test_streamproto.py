@@ -1,0 +1,95 @@
+"""Plivo's Audio Streaming protocol as plain functions: formats, μ-law and L16 both ways,
+8 <-> 16 kHz, the node's messages and the app's messages checked."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import numpy as np
+import pytest
+
+from sipconf.core import streamproto as sp
+
+
+def tone(hz: float, rate: int, seconds: float = 0.2, amp: float = 8000) -> np.ndarray:
+    t = np.arange(int(rate * seconds)) / rate
+    return (amp * np.sin(2 * np.pi * hz * t)).astype(np.int16)
+
+
+@pytest.mark.parametrize("ctype, rate", [("audio/x-mulaw;rate=8000", 16000),
+                                         ("audio/x-l16;rate=8000", 16000),
+                                         ("audio/x-l16;rate=16000", 8000),
+                                         ("audio/x-l16;rate=16000", 16000)])
+def test_audio_survives_the_round_trip(ctype, rate):
+    fmt = sp.Format.parse(ctype)
+    x = tone(440, rate)
+    y = sp.decode(sp.encode(x, rate, fmt), fmt, rate)
+    assert len(y) == len(x)
+    assert np.corrcoef(x[100:-100], y[100:-100])[0, 1] > 0.99
+
+
+def test_wire_sizes_and_byte_order():
+    x = tone(440, 8000, 0.02)
+    assert len(sp.encode(x, 8000, sp.Format.parse("audio/x-mulaw;rate=8000"))) == 160
+    l16 = sp.encode(x, 8000, sp.Format.parse("audio/x-l16;rate=8000"))
+    assert len(l16) == 320 and np.array_equal(np.frombuffer(l16, "<i2"), x)
+    assert len(sp.encode(x, 8000, sp.Format.parse("audio/x-l16;rate=16000"))) == 640
+
+
+@pytest.mark.parametrize("bad", ["audio/x-mulaw;rate=16000", "audio/pcm;rate=8000",
+                                 "audio/x-l16;rate=44100"])
+def test_unsupported_formats(bad):
+    with pytest.raises(ValueError):
+        sp.Format.parse(bad)
+
+
+def test_the_nodes_messages_are_numbered_and_counted_per_track():
+    out = sp.Outgoing("s1", "c1", ("inbound", "outbound"), sp.Format("audio/x-mulaw", 8000),
+                      "a=1")
+    msgs = [json.loads(m) for m in (out.start(), out.media("inbound", b"\xff" * 160, 5),
+                                    out.media("outbound", b"\x7f", 6),
+                                    out.media("inbound", b"\xff", 7), out.dtmf("5", 8),
+                                    out.played("x"), out.cleared(), out.stop("done"))]
+    assert [m["sequenceNumber"] for m in msgs] == list(range(1, 9))
+    assert msgs[0]["start"] == {"callId": "c1", "streamId": "s1", "accountId": "",
+                                "tracks": ["inbound", "outbound"],
+                                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000}}
+    assert [m["media"]["chunk"] for m in msgs[1:4]] == [1, 1, 2]
+    assert base64.b64decode(msgs[1]["media"]["payload"]) == b"\xff" * 160
+    assert msgs[1]["media"]["timestamp"] == "5" and msgs[4]["dtmf"]["digit"] == "5"
+    assert [m["event"] for m in msgs[5:]] == ["playedStream", "clearedAudio", "stop"]
+    assert all(m["extra_headers"] == "a=1" and m["streamId"] == "s1" for m in msgs)
+
+
+def test_the_apps_messages():
+    default = sp.Format("audio/x-l16", 16000)
+    pcm = base64.b64encode(b"\x01\x00\x02\x00").decode()
+    ev = sp.parse(json.dumps({"event": "playAudio", "media": {
+        "contentType": "audio/x-mulaw", "sampleRate": 8000, "payload": pcm}}), default)
+    assert ev == sp.PlayAudio(b"\x01\x00\x02\x00", sp.Format("audio/x-mulaw", 8000))
+    assert sp.parse('{"event": "playAudio", "media": {"payload": ""}}', default).fmt == default
+    assert sp.parse('{"event": "clearAudio", "streamId": "x"}', default) == sp.ClearAudio()
+    assert sp.parse('{"event": "checkpoint", "name": "n"}', default) == sp.Checkpoint("n")
+    assert sp.parse('{"event": "sendDTMF", "dtmf": "12#"}', default) == sp.SendDtmf("12#")
+    assert sp.parse('{"event": "mark", "mark": {}}', default) is None  # not ours: ignored
+
+
+@pytest.mark.parametrize("bad", [
+    "not json", "[]", '{"event": 1}', '{"event": "playAudio"}',
+    '{"event": "playAudio", "media": {"payload": "***"}}',
+    '{"event": "playAudio", "media": {"payload": "", "sampleRate": "x"}}',
+    '{"event": "playAudio", "media": {"payload": "", "contentType": "audio/x-mulaw", '
+    '"sampleRate": 16000}}',
+    '{"event": "checkpoint"}', '{"event": "sendDTMF", "dtmf": "12x"}',
+    '{"event": "sendDTMF", "dtmf": ""}', "[" * 100000,
+])
+def test_messages_the_node_cannot_read_say_why(bad):
+    with pytest.raises(ValueError):
+        sp.parse(bad, sp.Format("audio/x-l16", 8000))
+
+
+def test_a_message_too_large_is_refused_before_it_is_parsed():
+    big = json.dumps({"event": "playAudio", "media": {"payload": "A" * sp.MAX_MESSAGE}})
+    with pytest.raises(ValueError, match="more than"):
+        sp.parse(big, sp.Format("audio/x-l16", 8000))
