@@ -84,6 +84,18 @@ void clock_remove_room(eng_room *r);      /* the same locks; no tick reaches r a
 /* rooms.c: one room's tick (the caller holds its clock's lock); returns its duration. */
 uint64_t rooms_tick(eng_room *r);
 
+/* dst[i] += src[i], saturating at int16 (a sound added to what a leg hears). */
+static inline void pcm_add_sat(int16_t *dst, const int16_t *src, int n)
+{
+    for (int i = 0; i < n; i++) {
+        int32_t v = (int32_t)dst[i] + src[i];
+        dst[i] = (int16_t)(v > 32767 ? 32767 : (v < -32768 ? -32768 : v));
+    }
+}
+
+/* legs.c: a leg with no stream (a source's or an agent's base), its id given. */
+eng_leg *legs_new_bare(int rate);
+
 /* legs.c: the next n samples of the leg's player into dst (added when add, else copied with
  * silence past the clip's end); 0 once it is finished. Under the leg's room lock. */
 int legs_player_fill(eng_player *p, int16_t *dst, int n, int add);

@@ -61,10 +61,7 @@ int legs_player_fill(eng_player *p, int16_t *dst, int n, int add)
         if (take > n - i)
             take = n - i;
         if (add) {
-            for (int k = 0; k < take; k++) {
-                int32_t v = (int32_t)dst[i + k] + p->pcm[p->pos + k];
-                dst[i + k] = (int16_t)(v > 32767 ? 32767 : (v < -32768 ? -32768 : v));
-            }
+            pcm_add_sat(dst + i, p->pcm + p->pos, take);
         } else {
             memcpy(dst + i, p->pcm + p->pos, (size_t)take * sizeof(int16_t));
         }
@@ -146,7 +143,7 @@ fail:
     return NULL;
 }
 
-eng_leg *eng_source_create(int rate)
+eng_leg *legs_new_bare(int rate)
 {
     if (rate != 8000 && rate != 16000)
         return NULL;
@@ -154,9 +151,16 @@ eng_leg *eng_source_create(int rate)
     if (!leg)
         return NULL;
     mix_leg_init(&leg->m, rate);
-    leg->m.flags = MIX_LEG_SOURCE;
     leg->m.user = leg;
     leg->id = clock_new_id();
+    return leg;
+}
+
+eng_leg *eng_source_create(int rate)
+{
+    eng_leg *leg = legs_new_bare(rate);
+    if (leg)
+        leg->m.flags = MIX_LEG_SOURCE;
     return leg;
 }
 

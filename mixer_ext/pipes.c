@@ -175,10 +175,7 @@ int pipes_down(eng_pipe *p, int16_t *dst, int n, int add)
     p->played += (uint64_t)got;
     pthread_mutex_unlock(&p->lock);
     if (add) {
-        for (int i = 0; i < got; i++) {
-            int32_t v = (int32_t)dst[i] + frame[i];
-            dst[i] = (int16_t)(v > 32767 ? 32767 : (v < -32768 ? -32768 : v));
-        }
+        pcm_add_sat(dst, frame, got);
     } else {
         memcpy(dst, frame, (size_t)got * sizeof(int16_t));
         memset(dst + got, 0, (size_t)(n - got) * sizeof(int16_t));
@@ -188,14 +185,8 @@ int pipes_down(eng_pipe *p, int16_t *dst, int n, int add)
 
 eng_leg *eng_agent_create(int rate)
 {
-    if (rate != 8000 && rate != 16000)
-        return NULL;
-    eng_leg *leg = (eng_leg *)calloc(1, sizeof(eng_leg));
-    if (!leg)
-        return NULL;
-    mix_leg_init(&leg->m, rate);
-    leg->m.user = leg;
-    leg->agent = 1;
-    leg->id = clock_new_id();
+    eng_leg *leg = legs_new_bare(rate);
+    if (leg)
+        leg->agent = 1;
     return leg;
 }

@@ -29,6 +29,7 @@ from sipconf.core.answer import (
     parse_document,
     ws_url,
 )
+from sipconf.core.backoff import backoff
 from sipconf.core.urls import BadUrl, check_url
 from sipconf.engine import EngineError, IncomingCall
 
@@ -114,8 +115,20 @@ async def start(node: Node, room: str, body: dict) -> tuple[int, dict]:
 
 
 async def _socket(node: Node, session, st: audio_stream.StreamRun) -> None:
-    """The agent's WebSocket for its life in the room; when it ends, so does the agent."""
-    await audio_stream.run(node, st)
+    """The agent's WebSocket for its life in the room, opened again (with backoff, up to
+    ``agent_reconnects`` times) when it fails or drops; when it ends, so does the agent."""
+    attempt = 0
+    while True:
+        await audio_stream.run(node, st)
+        if not st.dropped or attempt >= node.config.agent_reconnects or session.ended:
+            break
+        attempt += 1
+        delay = backoff(attempt)
+        log.info("agent %s: its stream dropped (%s); connecting again in %g s (%d of %d)",
+                 st.owner, st.reason, delay, attempt, node.config.agent_reconnects)
+        await trio.sleep(delay)
+        st.reason, st.dropped = "", False
+        st.stream_id = str(uuidlib.uuid4())  # a new socket, a new streamId
     if not session.ended:
         log.info("agent %s leaves: its stream ended (%s)", st.owner, st.reason)
         with trio.CancelScope(shield=True), trio.move_on_after(5):

@@ -154,6 +154,9 @@ class NodeConfig:
                                 "max_dials; default 2); past it 429 with Retry-After")
     max_agents: int = opt(20, "AI agent members (POST /v1/rooms/{room}/agents) at once; the API "
                               "answers 429 past it (default 20)")
+    agent_reconnects: int = opt(3, "times an agent member's WebSocket is opened again after it "
+                                   "failed or dropped (backoff 1, 2, 4 ... s; 0: never); one "
+                                   "the agent closed normally is not (default 3)")
     # Limits on what a document or an API request controls (each hit is logged and counted).
     max_wait_seconds: int = opt(3600, "longest <Wait>; longer ones are cut to it (default 3600)")
     max_play_loops: int = opt(100, "most times a <Play>/<Speak> loops; more is cut to it "
@@ -225,6 +228,8 @@ class NodeConfig:
                 raise ValueError("register needs auth_password (or $SIPCONF_AUTH_PASSWORD)")
         if not (10 <= self.register_expires <= 86400):
             raise ValueError("register expires must be 10-86400 seconds")
+        if not 0 <= self.agent_reconnects <= 100:
+            raise ValueError("agent_reconnects must be 0-100")
         if not (1 <= self.max_dials <= 1000 and 0 < self.dial_rate <= 1000):
             raise ValueError("max_dials must be 1-1000 and dial_rate 0-1000 a second")
         if len(self.dial_allow) > 100 or any(len(p) > 256 for p in self.dial_allow):

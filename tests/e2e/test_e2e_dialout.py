@@ -9,7 +9,6 @@ from __future__ import annotations
 import subprocess
 import time
 
-import httpx
 import numpy as np
 import pytest
 from support import ports, sipp
@@ -30,14 +29,6 @@ def _tone_ulaw(path, hz: float):
     return path
 
 
-def _api(node) -> httpx.Client:
-    return httpx.Client(base_url=node.http_url, timeout=10,
-                        headers={"Authorization": f"Bearer {TOKEN}"})
-
-
-def _members(api, room: str) -> list[dict]:
-    r = api.get(f"/v1/rooms/{room}")
-    return r.json()["members"] if r.status_code == 200 else []
 
 
 def _statuses(server, path: str) -> dict[str, list[tuple[str, str]]]:
@@ -53,7 +44,7 @@ def test_dial_out_to_a_sipp_callee_joins_the_room_and_both_hear(tmp_path, node_f
     progress = answer_server.route("/dial", "ok", content_type="text/plain")
     events = answer_server.route("/cb", "ok", content_type="text/plain")
     node = node_factory(None, extra=["--api-token", TOKEN, "--dial-allow", "sip:*@127.0.0.1:*"])
-    api = _api(node)
+    api = node.api(TOKEN)
     alice = uas("alice", tone_hz=440.0)
     alice.dial(node.uri("sales"), seconds=60)
     assert alice.wait_for("Call established", 10), alice.output()[-2000:]
@@ -66,9 +57,9 @@ def test_dial_out_to_a_sipp_callee_joins_the_room_and_both_hear(tmp_path, node_f
             "callbackUrl": progress, "attrs": {"callbackUrl": events}})
         assert r.status_code == 200, r.text
         uuid = r.json()["call_uuid"]
-        assert wait_until(lambda: len(_members(api, "sales")) == 2, 10), node.log()[-3000:]
+        assert wait_until(lambda: len(node.members(TOKEN, "sales")) == 2, 10), node.log()[-3000:]
         joined = time.monotonic()
-        (bob,) = [m for m in _members(api, "sales") if m["call_uuid"] == uuid]
+        (bob,) = [m for m in node.members(TOKEN, "sales") if m["call_uuid"] == uuid]
         assert bob["to"] == "bob" and bob["from"] == f"sip:+4420@127.0.0.1:{node.sip_port}"
         time.sleep(TALK_S)
         # the node ends the callee's call like any member's: BYE
@@ -107,7 +98,7 @@ def test_busy_failed_and_unanswered_dial_outs_report_their_outcome(tmp_path, nod
     progress = answer_server.route("/dial", "ok", content_type="text/plain")
     node = node_factory(None, extra=["--api-token", TOKEN,
                                      "--dial-allow", "sip:*@127.0.0.1:*"])
-    api = _api(node)
+    api = node.api(TOKEN)
     busy = sipp.Uas(tmp_path, "uas_reject.xml", {"RING_MS": 300, "RESPONSE": 486,
                                                  "REASON": "Busy Here"})
     gone = sipp.Uas(tmp_path, "uas_reject.xml", {"RING_MS": 0, "RESPONSE": 404,
@@ -159,7 +150,7 @@ def test_dial_out_through_the_registered_pbx_with_digest(tmp_path, pbx, node_fac
                                "--api-token", TOKEN, "--dial-allow", f"sip:*@{pbx.hostport}"])
     assert wait_until(lambda: node.metrics().get("sipconf_registered") == 1, 10), \
         node.log()[-2000:]
-    api = _api(node)
+    api = node.api(TOKEN)
     alice = uas("alice", tone_hz=440.0)
     alice.dial(f"sip:pbxroom@{pbx.hostport}", seconds=60)
     assert alice.wait_for("Call established", 10), alice.output()[-2000:] + pbx.log()[-2000:]
@@ -169,7 +160,7 @@ def test_dial_out_through_the_registered_pbx_with_digest(tmp_path, pbx, node_fac
     r = api.post("/v1/rooms/pbxroom/dial", json={"to": str(carol.sip_port)})
     assert r.status_code == 200, r.text
     assert r.json()["to"] == f"sip:{carol.sip_port}@{pbx.hostport}"
-    assert wait_until(lambda: len(_members(api, "pbxroom")) == 2, 10), \
+    assert wait_until(lambda: len(node.members(TOKEN, "pbxroom")) == 2, 10), \
         node.log()[-3000:] + pbx.log()[-3000:]
     assert carol.wait_for("Call established", 5), carol.output()[-2000:]
     time.sleep(TALK_S)
@@ -193,15 +184,15 @@ def test_a_supervisor_dialled_in_with_coach_whispers_to_the_agent_alone(tmp_path
     attrs {"coach": agent's member ID}: the agent hears the supervisor, the customer does not,
     and the supervisor hears both."""
     node = node_factory(None, extra=["--api-token", TOKEN, "--dial-allow", "sip:*@127.0.0.1:*"])
-    api = _api(node)
+    api = node.api(TOKEN)
     agent = uas("agent", tone_hz=440.0)
     customer = uas("customer", tone_hz=1000.0)
     agent.dial(node.uri("desk"), seconds=60)
     assert agent.wait_for("Call established", 10), agent.output()[-2000:]
-    assert wait_until(lambda: len(_members(api, "desk")) == 1, 5)
+    assert wait_until(lambda: len(node.members(TOKEN, "desk")) == 1, 5)
     customer.dial(node.uri("desk"), seconds=60)
     assert customer.wait_for("Call established", 10), customer.output()[-2000:]
-    agent_id = next(m["member_id"] for m in _members(api, "desk")
+    agent_id = next(m["member_id"] for m in node.members(TOKEN, "desk")
                     if m["from"].startswith("sip:agent@"))
     boss = sipp.Uas(tmp_path, "uas_answer.xml",
                     {"RTPFILE": _tone_ulaw(tmp_path / "t1700.ulaw", 1700.0), "RING_MS": 0})
@@ -209,8 +200,8 @@ def test_a_supervisor_dialled_in_with_coach_whispers_to_the_agent_alone(tmp_path
         r = api.post("/v1/rooms/desk/dial", json={"to": boss.uri("boss"),
                                                   "attrs": {"coach": agent_id}})
         assert r.status_code == 200, r.text
-        assert wait_until(lambda: len(_members(api, "desk")) == 3, 10), node.log()[-3000:]
-        (sup,) = [m for m in _members(api, "desk") if m["call_uuid"] == r.json()["call_uuid"]]
+        assert wait_until(lambda: len(node.members(TOKEN, "desk")) == 3, 10), node.log()[-3000:]
+        (sup,) = [m for m in node.members(TOKEN, "desk") if m["call_uuid"] == r.json()["call_uuid"]]
         assert sup["coach"] and sup["coaching"] == agent_id
         time.sleep(TALK_S)
         api.post(f"/v1/rooms/desk/members/{sup['member_id']}/hangup")
@@ -248,7 +239,7 @@ def test_dial_element_bridges_the_caller_to_a_sip_callee(tmp_path, node_factory,
         "/answer", f'<Response><Dial action="{act}" callbackUrl="{cb}" callerId="+4420">'
         f'<User>{callee.uri("bob")}</User></Dial></Response>')
     node = node_factory(url, extra=["--api-token", TOKEN, "--dial-allow", "sip:*@127.0.0.1:*"])
-    api = _api(node)
+    api = node.api(TOKEN)
     alice = uas("alice", tone_hz=440.0)
     with Capture(tmp_path / "callee.pcap", f"udp and dst port {callee.media_port}") as cap:
         alice.dial(node.uri("support"), seconds=60)

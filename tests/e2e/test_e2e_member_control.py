@@ -17,10 +17,6 @@ A, B, MUSIC = 440.0, 1000.0, 2300.0
 TOKEN = "ops-token"
 
 
-def _api(node) -> httpx.Client:
-    return httpx.Client(base_url=node.http_url, headers={"Authorization": f"Bearer {TOKEN}"},
-                        timeout=10)
-
 
 def test_member_volumes_and_hold_measured_at_the_members(answer_server, node_factory, uas):
     cb = answer_server.route("/cb", "ok", content_type="text/plain")
@@ -28,7 +24,7 @@ def test_member_volumes_and_hold_measured_at_the_members(answer_server, node_fac
                                 content_type="audio/wav")
     url = answer_server.conference("/answer", "vol", callbackUrl=cb)
     node = node_factory(url, extra=["--api-token", TOKEN])
-    api = _api(node)
+    api = node.api(TOKEN)
     a = uas("alice", tone_hz=A).dial(node.uri("vol"), 40)
     assert a.wait_for("Call established", 10)
     ta0 = time.monotonic()
@@ -161,7 +157,7 @@ def test_a_coach_is_heard_by_the_coached_member_alone(answer_server, node_factor
     C = 1700.0
     url = answer_server.conference("/answer", "desk")
     node = node_factory(url, extra=["--api-token", TOKEN])
-    api = _api(node)
+    api = node.api(TOKEN)
     uas_ = {}
     started = {}
     for name, hz in (("alice", A), ("bob", B), ("carol", C)):  # carol: the supervisor
@@ -220,7 +216,7 @@ def test_per_member_tracks_are_aligned_and_each_holds_its_own_voice(
     cb = answer_server.route("/cb", "ok", content_type="text/plain")
     url = answer_server.conference("/answer", "rec", callbackUrl=cb)
     node = node_factory(url, extra=["--api-token", TOKEN])
-    api = _api(node)
+    api = node.api(TOKEN)
     a = uas("alice", tone_hz=A).dial(node.uri("rec"), 30)
     assert a.wait_for("Call established", 10)
     b = uas("bob", tone_hz=B).dial(node.uri("rec"), 30)

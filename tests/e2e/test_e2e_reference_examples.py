@@ -43,14 +43,6 @@ def _node(node_factory, server, docs: dict[str, str]):
                         extra=["--auth-token", TOKEN, "--api-token", API])
 
 
-def _api(node) -> httpx.Client:
-    return httpx.Client(base_url=node.http_url, timeout=10,
-                        headers={"Authorization": f"Bearer {API}"})
-
-
-def _members(api, room: str) -> list[dict]:
-    r = api.get(f"/v1/rooms/{room}")
-    return r.json()["members"] if r.status_code == 200 else []
 
 
 def _signed(server) -> None:
@@ -68,13 +60,12 @@ def test_join_muted(answer_server, node_factory, uas):
     node = _node(node_factory, answer_server, {
         "listener": _doc(plivoxml.ConferenceElement(room, muted=True)),
         "talker": _doc(plivoxml.ConferenceElement(room))})
-    api = _api(node)
     alice = uas("alice", tone_hz=A).dial(node.uri("listener"), 30)
     _up(alice)
     bob = uas("bob", tone_hz=B).dial(node.uri("talker"), 30)
     _up(bob)
-    assert wait_until(lambda: len(_members(api, room)) == 2, 5)
-    assert sorted(m["muted"] for m in _members(api, room)) == [False, True]
+    assert wait_until(lambda: len(node.members(API, room)) == 2, 5)
+    assert sorted(m["muted"] for m in node.members(API, room)) == [False, True]
     time.sleep(3)
     alice.stop()
     bob.stop()
@@ -126,18 +117,18 @@ def test_moderated_conference(answer_server, node_factory, uas):
             room, start_conference_on_enter=False, wait_sound=hold)),
         "moderator": _doc(plivoxml.ConferenceElement(
             room, start_conference_on_enter=True, end_conference_on_exit=True))})
-    api = _api(node)
+    api = node.api(API)
     p1 = uas("p1", tone_hz=A).dial(node.uri("participant"), 40)
     _up(p1)
     p2 = uas("p2", tone_hz=B).dial(node.uri("participant"), 40)
     _up(p2)
-    assert wait_until(lambda: len(_members(api, room)) == 2, 5)
-    assert all(m["waiting"] for m in _members(api, room))
+    assert wait_until(lambda: len(node.members(API, room)) == 2, 5)
+    assert all(m["waiting"] for m in node.members(API, room))
     time.sleep(2.5)  # both wait: music, and they do not hear each other
     mod = uas("mod", tone_hz=C).dial(node.uri("moderator"), 40)
     _up(mod)
-    assert wait_until(lambda: len(_members(api, room)) == 3
-                      and not any(m["waiting"] for m in _members(api, room)), 5)
+    assert wait_until(lambda: len(node.members(API, room)) == 3
+                      and not any(m["waiting"] for m in node.members(API, room)), 5)
     time.sleep(2.5)
     mod.stop()  # the moderator leaves: everyone is disconnected
     assert p1.wait_for("terminated", 10) or p1.terminated, p1.output()[-2000:]

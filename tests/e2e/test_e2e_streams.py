@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 
-import httpx
 import numpy as np
 import pytest
 from support.audio import band_levels, timeline, tone_pcm
@@ -26,10 +25,6 @@ def ws_app():
     yield app
     app.stop()
 
-
-def _api(node) -> httpx.Client:
-    return httpx.Client(base_url=node.http_url, timeout=10,
-                        headers={"Authorization": f"Bearer {TOKEN}"})
 
 
 def _over(pcm: np.ndarray, rate: int, freqs: list[float]) -> list[float]:
@@ -134,7 +129,7 @@ def test_agent_member_hears_the_room_and_is_heard(answer_server, node_factory, u
     status = answer_server.route("/status", "ok", content_type="text/plain")
     url = answer_server.conference("/answer", "desk", callbackUrl=cb)
     node = node_factory(url, extra=["--api-token", TOKEN])
-    api = _api(node)
+    api = node.api(TOKEN)
     alice = uas("alice", tone_hz=A).dial(node.uri("desk"), 40)
     bob = uas("bob", tone_hz=B).dial(node.uri("desk"), 40)
     for ua in (alice, bob):
@@ -189,7 +184,7 @@ def test_agent_url_attribute_brings_one_agent_per_run_and_it_leaves_with_the_cal
     url = answer_server.conference("/answer", "standup", agentUrl=ws_app.url("/notes"),
                                    agentContentType="audio/x-mulaw;rate=8000")
     node = node_factory(url, extra=["--api-token", TOKEN])
-    api = _api(node)
+    api = node.api(TOKEN)
     alice = uas("alice", tone_hz=A).dial(node.uri("standup"), 40)
     assert alice.wait_for("Call established", 10)
     conn = ws_app.wait_conn()
@@ -206,3 +201,26 @@ def test_agent_url_attribute_brings_one_agent_per_run_and_it_leaves_with_the_cal
     assert wait_until(lambda: api.get("/v1/rooms/standup").status_code == 404, 5)
     heard = _over(conn.audio("inbound")[8000:16000 * 2], 8000, [A, B])
     assert min(heard) > 20, heard
+
+
+def test_an_agent_whose_socket_drops_reconnects_as_the_same_member(answer_server, node_factory,
+                                                                   uas, ws_app):
+    url = answer_server.conference("/answer", "ops")
+    node = node_factory(url, extra=["--api-token", TOKEN, "--agent-reconnects", "2"])
+    api = node.api(TOKEN)
+    alice = uas("alice", tone_hz=A).dial(node.uri("ops"), 40)
+    assert alice.wait_for("Call established", 10)
+    r = api.post("/v1/rooms/ops/agents", json={"url": ws_app.url("/flaky")})
+    assert r.status_code == 200, r.text
+    first = ws_app.wait_conn(0)
+    ws_app.close(first, 1011)  # the agent's server fails
+    second = ws_app.wait_conn(1, timeout=5)
+    assert second.events("start")[0]["streamId"] != first.events("start")[0]["streamId"]
+    members = api.get("/v1/rooms/ops").json()["members"]
+    assert [m["member_id"] for m in members if m["agent"]] == [r.json()["member_id"]]
+    ws_app.close(second, 1000)  # closed normally: the agent leaves, no reconnect
+    assert wait_until(lambda: not any(m["agent"] for m in
+                                      api.get("/v1/rooms/ops").json()["members"]), 5)
+    time.sleep(1.5)
+    assert len(ws_app.conns) == 2
+    alice.stop()

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
+
 from . import ports
 from .sipping import options_ok, wait_answering
 
@@ -38,6 +40,17 @@ class NodeProcess:
     @property
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
+
+    def api(self, token: str) -> httpx.Client:
+        """A client for the node's control API with that bearer token."""
+        return httpx.Client(base_url=self.http_url, timeout=10,
+                            headers={"Authorization": f"Bearer {token}"})
+
+    def members(self, token: str, room: str) -> list[dict]:
+        """The room's members (none if there is no such room)."""
+        with self.api(token) as api:
+            r = api.get(f"/v1/rooms/{room}")
+        return r.json()["members"] if r.status_code == 200 else []
 
     def uri(self, user: str) -> str:
         return f"sip:{user}@127.0.0.1:{self.sip_port}"

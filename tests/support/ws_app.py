@@ -21,6 +21,7 @@ from . import ports
 class Conn:
     path: str
     received: list[tuple[float, dict]] = field(default_factory=list)
+    walls: list[float] = field(default_factory=list)  # time.time() of each received message
     closed_at: float | None = None
     ws: object = None
 
@@ -41,7 +42,9 @@ class Conn:
 
 
 class WsApp:
-    def __init__(self) -> None:
+    def __init__(self, keep_media: bool = True) -> None:
+        self.keep_media = keep_media  # False: media messages are counted, not kept (load)
+        self.media_count = 0
         self.port = ports.block(1)
         self.conns: list[Conn] = []
         self._token: trio.lowlevel.TrioToken | None = None
@@ -81,6 +84,10 @@ class WsApp:
         try:
             while True:
                 msg = await ws.get_message()
+                if not self.keep_media and msg.startswith('{"event": "media"'):
+                    self.media_count += 1
+                    continue
+                conn.walls.append(time.time())
                 conn.received.append((time.monotonic(), json.loads(msg)))
         except ConnectionClosed:
             conn.closed_at = time.monotonic()
@@ -93,8 +100,9 @@ class WsApp:
 
         trio.from_thread.run(go, trio_token=self._token)
 
-    def close(self, conn: Conn) -> None:
-        trio.from_thread.run(conn.ws.aclose, trio_token=self._token)
+    def close(self, conn: Conn, code: int = 1000) -> None:
+        """Close the socket (1000: normally; e.g. 1011: the app failed)."""
+        trio.from_thread.run(conn.ws.aclose, code, trio_token=self._token)
 
     def play(self, conn: Conn, pcm: np.ndarray, rate: int, content_type: str = "audio/x-l16",
              chunk_s: float = 1.0) -> None:
