@@ -86,6 +86,8 @@ async def start(node: Node, room: str, body: dict) -> tuple[int, dict]:
         spec, doc, name = parse(room, body, node)
     except ValueError as exc:
         return 400, {"error": str(exc)}
+    if room not in node.rooms:  # an agent joins callers; it never opens a room alone
+        return 404, {"error": "no such room (an agent joins a room that has members)"}
     agents = sum(1 for s in node.calls.values() if s.agent)
     if agents >= node.config.max_agents:
         node.faults.limit("max_agents")

@@ -194,6 +194,7 @@ def openapi() -> dict[str, Any]:
                 "attrs": {"type": "object", "description": "<Conference> attributes"}}}}}},
         "responses": {"200": {"description": "{ok, call_uuid, member_id, stream_id}"},
                       "400": {"description": "bad request"}, "401": ok["401"],
+                      "404": {"description": "no such room"},
                       "429": {"description": "max_agents reached"}}}}
     paths["/v1/dials"] = {"get": {"summary": "Dial-outs still ringing",
                                   "responses": {"200": {"description": "{\"dials\": [...]}"},
