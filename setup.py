@@ -73,7 +73,7 @@ if os.environ.get("SIPCONF_MIXER_ONLY") != "1":
             ["mixer_ext/streams.pyx", *ENGINE_SOURCES, "mixer_ext/rtpguard.c"],
             extra_compile_args=COPTS,
             depends=MIX_DEPENDS + ENGINE_HEADERS + ["mixer_ext/rtpguard.h"],
-            **dict(pj, libraries=["sipconf_mix", *pj["libraries"]]),
+            **dict(pj, libraries=["sipconf_mix", *pj["libraries"], "speexdsp"]),
         ),
         Extension(
             "mixer_ext.sipguard",

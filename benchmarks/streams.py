@@ -8,36 +8,36 @@ burst's onset on the wire into the node (packet capture, sample-accurate) to the
 the media message holding it at the agent. Agent -> caller: the agent sends 100 ms bursts as
 playAudio every 0.5 s; from the send to the onset on the wire out of the node to the caller.
 
-CPU: N agent members in rooms of 20, each hearing its room (a media message every 20 ms) and
-speaking (a long playAudio the mixer paces), against N plain SIPp legs in rooms of 20 streaming
-speech, in the same run: the node's CPU (% of one core) over 10 s, per member.
+CPU: N SIPp calls in rooms of 20 streaming speech, each with a bidirectional <Stream> (the app
+hears every call, a media message every 20 ms, and plays a long clip back that the mixer
+paces), against the same N calls without streams, in the same run: the node's CPU (% of one
+core) over 10 s, per call.
 
-Stall: two SIPp callers talk in a room with an agent whose server stops reading after the
-handshake. The callers' RTP (p99 gap between packets, packets per leg) before and during the
-stall, and how long until the node gives the stream up (a send blocked over 5 s) and the agent
-leaves.
+Stall: two SIPp callers talk in a room with an agent whose server never reads after the
+handshake (its socket's buffers fill up). The callers' RTP (p99 gap between packets, packets
+per leg) before and during the stall, and how long until the node gives the stream up (a send
+blocked over 5 s) and the agent leaves.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
-import hashlib
-import socket
 import sys
 import tempfile
-import threading
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import httpx
 import numpy as np
+from trio_websocket import ConnectionClosed
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import load  # noqa: E402
+from support.answer_server import AnswerServer  # noqa: E402
 from support.node import NodeProcess  # noqa: E402
 from support.pcap import Capture  # noqa: E402
 from support.ws_app import WsApp  # noqa: E402
@@ -128,62 +128,58 @@ def _stats(d: np.ndarray) -> dict:
             "p99_ms": float(np.percentile(d, 99)) if len(d) else float("nan")}
 
 
-def agents_cpu(work: Path, members: int) -> dict:
-    node = start_node(work, members)
+def streams_cpu(work: Path, calls: int, speech: Path) -> dict:
+    """N SIPp calls in rooms of 20, each with a bidirectional <Stream> to the app (which hears
+    every call and plays a long clip back to each): the node's CPU over 10 s with every stream
+    up."""
     app = WsApp(keep_media=False).start()
+    server = AnswerServer().start()
+    rooms = (calls + 19) // 20
+    url = server.per_user("/answer", {
+        f"load{k}": f'<Response><Stream bidirectional="true">{app.url(f"/s{k}")}</Stream>'
+                    f"<Conference>load{k}</Conference></Response>" for k in range(rooms)})
+    node = NodeProcess(work, url, rtp_ports=max(200, calls * 2 + 20),
+                       extra=["--log-level", "warning", "--max-calls", str(max(calls, 20))]
+                       ).start()
+    results: dict = {}
     try:
-        t16 = np.arange(16000 * 60) / 16000
-        talk = (3000 * np.sin(2 * np.pi * 500 * t16)).astype(np.int16)
-        for i in range(members):
-            add_agent(node, f"agents{i // 20}", app.url(f"/a{i}"))
-        for i in range(members):
-            app.play(app.wait_conn(i), talk, 16000, chunk_s=5.0)
-        time.sleep(2)
-        c0, t0, m0 = load.cpu_seconds(node.proc.pid), time.monotonic(), app.media_count
-        time.sleep(10)
-        c1, t1, m1 = load.cpu_seconds(node.proc.pid), time.monotonic(), app.media_count
-        return {"members": members, "cpu_pct": (c1 - c0) / (t1 - t0) * 100,
-                "rss_mb": load.rss_mb(node.proc.pid),
-                "media_per_member_s": (m1 - m0) / (t1 - t0) / members}
+        t = load.run_sipp_async(work, node, [[f"load{i // 20}"] for i in range(calls)], speech,
+                                60000, 50, results, "s")
+        time.sleep(calls / 50 + 4)
+        t8 = np.arange(8000 * 30) / 8000
+        talk = (3000 * np.sin(2 * np.pi * 500 * t8)).astype(np.int16)  # 30 s, in 3 messages
+        closed = 0
+        for conn in list(app.conns):
+            try:
+                app.play(conn, talk, 8000, chunk_s=10.0)
+            except ConnectionClosed:
+                closed += 1
+        time.sleep(1)
+        m0 = app.media_count
+        w = load.rtp_window(work, node, 10.0, f"streams{calls}")
+        m1 = app.media_count
+        t.join(120)
+        return {"calls": calls, "streams": len(app.conns), "closed": closed, **w,
+                "media_per_stream_s": (m1 - m0) / 10.0 / max(1, len(app.conns))}
     finally:
-        app.stop()
         node.terminate()
-
-
-def _stalling_server(port: int, stop: threading.Event) -> None:
-    """Accepts one WebSocket handshake, then never reads again (a stalled app)."""
-    srv = socket.socket()
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    srv.bind(("127.0.0.1", port))
-    srv.listen(1)
-    srv.settimeout(30)
-    conn, _ = srv.accept()
-    req = conn.recv(4096).decode(errors="replace")
-    key = next(ln.split(":", 1)[1].strip() for ln in req.split("\r\n")
-               if ln.lower().startswith("sec-websocket-key"))
-    accept = base64.b64encode(hashlib.sha1(
-        (key + "258EAFA5-E914-47DA-95CA-C5AB0DC65B11").encode()).digest()).decode()
-    conn.sendall(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                  f"Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n").encode())
-    stop.wait(600)
-    conn.close()
-    srv.close()
+        app.stop()
+        server.stop()
 
 
 def stall(work: Path, limit_s: float) -> dict:
-    node = start_node(work, 20)
+    node = NodeProcess(work, extra=["--log-level", "info", "--api-token", TOKEN,
+                                    "--agent-reconnects", "0"]).start()
     speech = load.speech_ulaw(work)
     results: dict = {}
-    port = load.ports.block(1)
-    stop = threading.Event()
-    threading.Thread(target=_stalling_server, args=(port, stop), daemon=True).start()
+    app = WsApp(stall=True).start()  # accepts, then never reads: its socket fills up
     t = load.run_sipp_async(work, node, [["st"], ["st"]], speech, int((limit_s + 40) * 1000),
                             10, results, "s")
     try:
         time.sleep(3)
         before = load.rtp_window(work, node, 5.0, "before")
         t0 = time.monotonic()
-        add_agent(node, "st", f"ws://127.0.0.1:{port}/stall")
+        add_agent(node, "st", app.url("/stall"))
         during = load.rtp_window(work, node, 10.0, "during")
         left = None
         while time.monotonic() - t0 < limit_s:
@@ -198,7 +194,7 @@ def stall(work: Path, limit_s: float) -> dict:
                 "agent_left_after_s": left, "log": [ln for ln in node.log().splitlines()
                                                     if "stall" in ln][-2:]}
     finally:
-        stop.set()
+        app.stop()
         node.terminate()
         t.join(60)  # SIPp ends once the node is gone
 
@@ -211,19 +207,21 @@ def main() -> None:
                     help="seconds to wait for the node to give a stalled stream up")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-streams-"))
-    lat = latency(work, args.bursts)
+    lat = latency(work, args.bursts) if args.bursts else {}
     for k, v in lat.items():
         print(f"latency {k}: median {v['median_ms']:.1f} ms, p99 {v['p99_ms']:.1f} ms "
               f"({v['n']} bursts)")
     speech = load.speech_ulaw(work)
     for n in args.members:
-        a = agents_cpu(work, n)
+        a = streams_cpu(work, n, speech)
         p = load.load(work, n, 25.0, speech)
-        print(f"{n} members: agents {a['cpu_pct']:.1f} % of a core "
-              f"({a['cpu_pct'] / n:.2f} %/member, {a['media_per_member_s']:.1f} media msg/s "
-              f"each, RSS {a['rss_mb']:.0f} MB) vs plain SIPp legs {p['cpu_pct']:.1f} % "
-              f"({p['cpu_pct'] / n:.2f} %/leg, {p['ok']}/{n} calls ok); "
-              f"ratio {a['cpu_pct'] / max(p['cpu_pct'], 1e-9):.1f}x")
+        print(f"{n} calls: with a bidirectional <Stream> each {a['cpu_pct']:.1f} % of a core "
+              f"({a['cpu_pct'] / n:.2f} %/call, {a['streams']} streams, "
+              f"{a['media_per_stream_s']:.1f} media msg/s each, {a['closed']} closed early, "
+              f"RSS {a['rss_mb']:.0f} MB, "
+              f"RTP back on {a['legs_back']} legs, p99 gap {a['gap_p99_ms']:.1f} ms) vs plain "
+              f"{p['cpu_pct']:.1f} % ({p['cpu_pct'] / n:.2f} %/call, {p['ok']}/{n} calls ok);"
+              f" a stream costs {(a['cpu_pct'] - p['cpu_pct']) / n:.2f} % of a core")
     s = stall(work, args.stall)
     for k in ("before", "during", "after"):
         w = s[k]

@@ -16,6 +16,7 @@ cdef extern from "mixcore.h" nogil:
         MIX_LEG_DEAF
         MIX_LEG_SOURCE
         MIX_LEG_PRIVATE
+        MIX_LEG_GATE
 
     ctypedef struct mix_leg:
         int rate

@@ -55,6 +55,7 @@ struct eng_leg {
     uint64_t id;
     dtmf_detector dtmf;
     eng_pipe *pipe;             /* a stream or agent pipe, or NULL (pipes.c) */
+    void *denoise;              /* speexdsp preprocessor while MIX_LEG_GATE (a call leg) */
     int agent;                  /* an agent leg: no stream, its pipe is its voice */
 };
 
@@ -92,6 +93,9 @@ static inline void pcm_add_sat(int16_t *dst, const int16_t *src, int n)
         dst[i] = (int16_t)(v > 32767 ? 32767 : (v < -32768 ? -32768 : v));
     }
 }
+
+/* legs.c: the tick denoises a gated call leg's decoded frame (m.in), if it has a denoiser. */
+void legs_denoise(eng_leg *leg);
 
 /* legs.c: a leg with no stream (a source's or an agent's base), its id given. */
 eng_leg *legs_new_bare(int rate);

@@ -266,6 +266,30 @@ static void add_voice(int16_t *out, int n, const int16_t *v, int ns)
     }
 }
 
+/* (32768 * 10^(MIX_GATE_OPEN_DBFS / 20))^2: a frame's mean power at the gate's threshold */
+#define GATE_OPEN_POWER 67751ULL
+
+/* MIX_LEG_GATE: the frame to contribute (x; on the frame the gate closes, x faded out into
+ * scaled[]), or NULL while the gate is closed. */
+static const int16_t *gate(mix_leg *leg, const int16_t *x, int n, uint64_t e)
+{
+    if (e >= (uint64_t)n * GATE_OPEN_POWER) {
+        leg->gate_hold = MIX_GATE_HANGOVER;
+        leg->gate_open = 1;
+        return x;
+    }
+    if (leg->gate_hold > 0) {
+        leg->gate_hold--;
+        return x;
+    }
+    if (!leg->gate_open)
+        return NULL;
+    leg->gate_open = 0;
+    for (int i = 0; i < n; i++)
+        leg->scaled[i] = (int16_t)((int32_t)x[i] * (n - i) / n);
+    return leg->scaled;
+}
+
 void mix_room_tick(mix_room *room)
 {
     memset(room->acc_nb, 0, sizeof(room->acc_nb));
@@ -295,9 +319,12 @@ void mix_room_tick(mix_room *room)
                 leg->scaled[i] = sat16(((int32_t)leg->in[i] * g) >> 12);
             x = leg->scaled;
         }
+        const uint64_t e = energy16(x, n);
+        leg->energy = e;  /* the talker detection hears the leg, gated or not */
+        if ((leg->flags & MIX_LEG_GATE) && !(x = gate(leg, x, n, e)))
+            continue;
         if (!(leg->flags & MIX_LEG_PRIVATE))
             acc_add(leg->rate == 16000 ? room->acc_wb : room->acc_nb, x, n);
-        leg->energy = energy16(x, n);
         leg->contrib = x;
     }
 

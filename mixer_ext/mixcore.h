@@ -32,6 +32,11 @@
 #define MIX_LEG_DEAF    0x2      /* hears nothing (gets silence), e.g. a member still waiting */
 #define MIX_LEG_SOURCE  0x4      /* a room sound: contributes, never listens */
 #define MIX_LEG_PRIVATE 0x8      /* heard only by the legs naming it in hears[] (a coach) */
+#define MIX_LEG_GATE    0x10     /* contributes only while it speaks: an energy gate that opens
+                                    on a frame over MIX_GATE_OPEN_DBFS at once and closes, with
+                                    a one-frame fade, MIX_GATE_HANGOVER frames after the last */
+#define MIX_GATE_OPEN_DBFS (-42)
+#define MIX_GATE_HANGOVER 15     /* 300 ms: the ends of words and short pauses pass */
 #define MIX_MAX_HEARS 4          /* private legs one listener may hear */
 
 typedef struct mix_leg mix_leg;
@@ -58,6 +63,8 @@ struct mix_leg {
     mix_leg *hears[MIX_MAX_HEARS]; /* private legs of this room this leg hears */
     int nhears;
     int quiet_frames;            /* frames below the off threshold while speaking */
+    int gate_hold;               /* MIX_LEG_GATE: frames left before the gate closes */
+    int gate_open;
     mix_input_hook on_input;     /* e.g. in-band DTMF detection */
     void *on_input_user;
     void *user;                  /* owner's pointer (the stream driver) */

@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import trio
-from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
+from trio_websocket import ConnectionClosed, open_websocket_url
 
 from sipconf.core import streamproto as sp
 from sipconf.core.answer import Stream
+from sipconf.faults import split
 
 if TYPE_CHECKING:
     from sipconf.node import Node
@@ -99,7 +100,12 @@ async def run(node: Node, st: StreamRun, dtmf: trio.MemoryReceiveChannel | None 
                     st.reason = "streamTimeout"
             except BaseException as exc:  # noqa: BLE001 - ours are told apart, the rest re-raised
                 if not _ended(st, exc):
-                    raise
+                    broken, rest = split(exc)  # the socket library failed: the peer's doing
+                    if broken is not None:
+                        st.reason = f"protocol error: {type(broken).__name__}: {broken}"
+                        st.dropped = True
+                    if rest is not None:
+                        raise rest from None
             finally:
                 st.reason = st.reason or "the call ended"
                 if started and not st.reason.startswith(("stalled", "closed")):
@@ -112,10 +118,12 @@ async def run(node: Node, st: StreamRun, dtmf: trio.MemoryReceiveChannel | None 
         leaf = exc
         while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
             leaf = leaf.exceptions[0]
-        if started or not isinstance(leaf, OSError | HandshakeError | trio.TooSlowError
-                                     | ValueError | ConnectionClosed):
+        broken, rest = split(exc)
+        if rest is not None or broken is None:
             raise
-        st.reason, st.dropped = f"could not connect: {leaf or type(leaf).__name__}", True
+        if not started:  # whatever the socket library raised: the app could not be reached
+            st.reason = f"could not connect: {type(leaf).__name__}: {leaf}"
+            st.dropped = True
     finally:
         st.reason = st.reason or "the call ended"
         if st.reason.startswith("stalled"):
@@ -170,7 +178,7 @@ async def _up(ws, st: StreamRun, out: sp.Outgoing, fmt: sp.Format) -> None:
     while True:
         await trio.sleep(TICK_S)
         for track in st.tracks:
-            pcm = pipe.read(keys[track])
+            pcm = pipe.read(keys[track], chunk * 25)  # up to 0.5 s: what a late turn left
             if not len(pcm):
                 continue
             buf = np.concatenate([*held[track], pcm]) if held[track] else pcm

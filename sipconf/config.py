@@ -152,6 +152,10 @@ class NodeConfig:
                              "(default 10)")
     dial_rate: float = opt(2.0, "dial-outs a second the API may start (a token bucket of "
                                 "max_dials; default 2); past it 429 with Retry-After")
+    noise_suppression: bool = opt(False, "denoise (speexdsp) and gate every member's voice: a "
+                                         "member not talking adds nothing to the mix (its "
+                                         "noise neither); per member: Conference "
+                                         "noiseSuppression, the API's .../denoise")
     max_agents: int = opt(20, "AI agent members (POST /v1/rooms/{room}/agents) at once; the API "
                               "answers 429 past it (default 20)")
     agent_reconnects: int = opt(3, "times an agent member's WebSocket is opened again after it "

@@ -61,6 +61,7 @@ class Control:
                 "deaf": m.deaf, "held": m.held, "coach": m.coach,
                 "coaching": coached.get(m.coaching),
                 "volume_in": m.volume_in,
+                "denoise": self.node.room_runs.denoised(m),
                 "volume_out": m.volume_out, "waiting": m.waiting,
                 "talking": legs.get(m.call_uuid, {}).get("talking", False),
                 "floor": run.floor == m.call_uuid,
@@ -92,7 +93,8 @@ class Control:
             self.node.room_runs.apply(run, run.state.hold(uuid, action == "hold", music))
         else:
             flag = {"mute": ("muted", True), "unmute": ("muted", False),
-                    "deaf": ("deaf", True), "undeaf": ("deaf", False)}[action]
+                    "deaf": ("deaf", True), "undeaf": ("deaf", False),
+                    "denoise": ("denoise", True), "undenoise": ("denoise", False)}[action]
             self.node.room_runs.apply(run, run.state.control(uuid, **{flag[0]: flag[1]}))
         return True
 

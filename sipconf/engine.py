@@ -112,9 +112,10 @@ class Engine(Protocol):
         """Take the call out of conference room ``room_key``; nothing (False) if the call is
         not in it (any more: it went on to another room meanwhile)."""
     async def set_member(self, call_uuid: str, muted: bool, deaf: bool = False,
-                         volume_in: float = 0.0, volume_out: float = 0.0) -> bool:
-        """The member's mixer state: muted, deaf, and its volumes in dB (in: what the room
-        hears of it; out: what it hears)."""
+                         volume_in: float = 0.0, volume_out: float = 0.0,
+                         denoise: bool = False) -> bool:
+        """The member's mixer state: muted, deaf, its volumes in dB (in: what the room
+        hears of it; out: what it hears), and whether its voice is denoised and gated."""
     async def set_coach(self, call_uuid: str, private: bool, target: str | None) -> bool:
         """The call coaches ``target``: heard by it alone (``private`` without a target:
         by nobody); neither flag: an ordinary member."""

@@ -107,6 +107,7 @@ class Conference:
     coach: str = ""  # sipconf's own: the member (ID or CallUUID) this one coaches on joining
     agent_url: str = ""  # sipconf's own: an AI agent (ws/wss) joins with the run's first member
     agent_content_type: str = "audio/x-l16;rate=16000"
+    noise_suppression: bool | None = None  # sipconf's own: denoised and gated (None: node's)
 
 
 @dataclass(frozen=True)
@@ -394,6 +395,7 @@ _CONFERENCE_ATTRS = {
     "recordWhenAlone": ("record_when_alone", lambda n, v, c: _bool(n, v)),
     "recordTracks": ("record_tracks", lambda n, v, c: _bool(n, v)),
     "coach": ("coach", lambda n, v, c: _member_ref(n, v)),
+    "noiseSuppression": ("noise_suppression", lambda n, v, c: _bool(n, v)),
     "agentUrl": ("agent_url", lambda n, v, c: ws_url(n, v)),
     "agentContentType": ("agent_content_type",
                          lambda n, v, c: _enum(n, v.replace(" ", ""), STREAM_CONTENT_TYPES)),

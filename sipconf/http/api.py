@@ -20,7 +20,8 @@ from sipconf.http import plivo_api
 
 log = logging.getLogger("sipconf.api")
 
-MEMBER_ACTIONS = ("mute", "unmute", "deaf", "undeaf", "hold", "unhold", "kick", "hangup")
+MEMBER_ACTIONS = ("mute", "unmute", "deaf", "undeaf", "hold", "unhold", "denoise", "undenoise",
+                  "kick", "hangup")
 MAX_URL = 2048
 
 
@@ -59,6 +60,7 @@ def openapi() -> dict[str, Any]:
         "volume_in": {"type": "number", "description": "dB on what the room hears of it"},
         "volume_out": {"type": "number", "description": "dB on what it hears"},
         "waiting": {"type": "boolean"}, "talking": {"type": "boolean"},
+        "denoise": {"type": "boolean", "description": "denoised and gated"},
         "floor": {"type": "boolean"}, "joined_at": {"type": "number",
                                                    "description": "Unix time, seconds"}}}
     room = {"type": "object", "properties": {
@@ -123,6 +125,9 @@ def openapi() -> dict[str, Any]:
                                 "sound at the body's \"music\" URL (wav/mp3, looped) or "
                                 "silence. callbackUrl event ConferenceAction=hold",
                         "unhold": "Undo hold (ConferenceAction=unhold)",
+                        "denoise": "The member's voice is denoised (speexdsp) and gated: "
+                                   "while it does not talk it adds nothing to the mix",
+                        "undenoise": "Its voice as it comes again",
                         "kick": "The member leaves the room and goes on with its action or "
                                 "next element", "hangup": "End the member's call"}[action],
             "parameters": [_p("room"), _p("member_id")], "responses": ok}}

@@ -147,8 +147,10 @@ class SipEngine:
         return await self._run(c.Leave(call_uuid, room_key))
 
     async def set_member(self, call_uuid: str, muted: bool, deaf: bool = False,
-                         volume_in: float = 0.0, volume_out: float = 0.0) -> bool:
-        return await self._run(c.SetMember(call_uuid, muted, deaf, volume_in, volume_out))
+                         volume_in: float = 0.0, volume_out: float = 0.0,
+                         denoise: bool = False) -> bool:
+        return await self._run(c.SetMember(call_uuid, muted, deaf, volume_in, volume_out,
+                                           denoise))
 
     async def set_coach(self, call_uuid: str, private: bool, target: str | None) -> bool:
         return await self._run(c.SetCoach(call_uuid, private, target))

@@ -5,6 +5,7 @@ agent, a transcriber): trio-websocket in its own thread; every message the node 
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import threading
 import time
@@ -42,8 +43,9 @@ class Conn:
 
 
 class WsApp:
-    def __init__(self, keep_media: bool = True) -> None:
+    def __init__(self, keep_media: bool = True, stall: bool = False) -> None:
         self.keep_media = keep_media  # False: media messages are counted, not kept (load)
+        self.stall = stall  # True: accept, then never read again (a stalled app)
         self.media_count = 0
         self.port = ports.block(1)
         self.conns: list[Conn] = []
@@ -72,7 +74,9 @@ class WsApp:
         self._token = trio.lowlevel.current_trio_token()
         self._stop = trio.Event()
         async with trio.open_nursery() as nursery:
-            await nursery.start(serve_websocket, self._handle, "127.0.0.1", self.port, None)
+            await nursery.start(functools.partial(
+                serve_websocket, self._handle, "127.0.0.1", self.port, None,
+                message_queue_size=1, receive_buffer_size=4096))
             self._ready.set()
             await self._stop.wait()
             nursery.cancel_scope.cancel()
@@ -81,6 +85,8 @@ class WsApp:
         ws = await request.accept()
         conn = Conn(request.path, ws=ws)
         self.conns.append(conn)
+        if self.stall:
+            await trio.sleep_forever()
         try:
             while True:
                 msg = await ws.get_message()

@@ -279,3 +279,48 @@ def test_a_narrowband_coach_whispers_to_a_wideband_member():
     # linear interpolation: the 7 kHz image ~28 dB down (a whisper's quality, not the room's)
     assert _tone_level(h, 16000, 1000) - _tone_level(h, 16000, 7000) > 25
     assert not np.concatenate(heard_other).any()
+
+
+def _db(x: np.ndarray) -> float:
+    return 10 * np.log10(np.mean(x.astype(np.float64) ** 2) + 1e-9)
+
+
+def test_a_gated_member_adds_nothing_while_idle_and_speaks_unchanged():
+    """MIX_LEG_GATE: idle noise (-45 dBFS) never reaches the listener; a talker (-20 dBFS)
+    passes sample for sample from its first frame, stays open 300 ms into a pause, then fades
+    out over one frame."""
+    room = mixer.Room()
+    listener = room.add_leg(8000)
+    noisy = room.add_leg(8000, flags=mixer.GATE)
+    rng = np.random.default_rng(1)
+    heard = []
+    for _ in range(50):  # 1 s of noise only
+        room.put(noisy, (rng.normal(0, 184, 160)).astype(np.int16))
+        room.tick()
+        heard.append(room.get(listener))
+    assert max(np.abs(h).max() for h in heard) == 0  # gated: nothing at all
+    speech = tone(440, 160 * 25, 8000, amp=4000)  # -21 dBFS, 0.5 s
+    out = []
+    for i in range(25):
+        room.put(noisy, speech[i * 160:(i + 1) * 160])
+        room.tick()
+        out.append(room.get(listener))
+    assert np.array_equal(np.concatenate(out), speech)  # first frame on, not clipped
+    pause = []
+    for _ in range(20):  # noise again: open for the hang-over, then a fade, then nothing
+        room.put(noisy, (rng.normal(0, 184, 160)).astype(np.int16))
+        room.tick()
+        pause.append(room.get(listener))
+    levels = [_db(p) for p in pause]
+    assert all(lv > 30 for lv in levels[:15]) and levels[16] < -80, levels
+    fade = pause[15]
+    assert abs(int(fade[-1])) <= 10 and np.abs(fade).max() > 0  # faded to zero in the frame
+
+
+def test_the_gate_still_lets_the_talker_detection_hear_the_member():
+    room = mixer.Room()
+    room.add_leg(8000)
+    gated = room.add_leg(8000, flags=mixer.GATE)
+    room.put(gated, const(50, 160))
+    room.tick()
+    assert room.energy(gated) > 0  # measured, though not mixed
