@@ -128,7 +128,7 @@ def _stats(d: np.ndarray) -> dict:
             "p99_ms": float(np.percentile(d, 99)) if len(d) else float("nan")}
 
 
-def streams_cpu(work: Path, calls: int, speech: Path) -> dict:
+def streams_cpu(work: Path, calls: int, speech: Path, chunk_ms: int = 20) -> dict:
     """N SIPp calls in rooms of 20, each with a bidirectional <Stream> to the app (which hears
     every call and plays a long clip back to each): the node's CPU over 10 s with every stream
     up."""
@@ -139,8 +139,8 @@ def streams_cpu(work: Path, calls: int, speech: Path) -> dict:
         f"load{k}": f'<Response><Stream bidirectional="true">{app.url(f"/s{k}")}</Stream>'
                     f"<Conference>load{k}</Conference></Response>" for k in range(rooms)})
     node = NodeProcess(work, url, rtp_ports=max(200, calls * 2 + 20),
-                       extra=["--log-level", "warning", "--max-calls", str(max(calls, 20))]
-                       ).start()
+                       extra=["--log-level", "warning", "--max-calls", str(max(calls, 20)),
+                              "--stream-chunk-ms", str(chunk_ms)]).start()
     results: dict = {}
     try:
         t = load.run_sipp_async(work, node, [[f"load{i // 20}"] for i in range(calls)], speech,
@@ -203,8 +203,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--members", type=int, nargs="*", default=[20, 100])
     ap.add_argument("--bursts", type=int, default=30)
+    ap.add_argument("--chunk-ms", type=int, nargs="*", default=[20, 100],
+                    help="--stream-chunk-ms values to measure the streams' CPU with")
     ap.add_argument("--stall", type=float, default=150.0,
-                    help="seconds to wait for the node to give a stalled stream up")
+                    help="seconds to wait for the node to give a stalled stream up (0: skip)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-streams-"))
     lat = latency(work, args.bursts) if args.bursts else {}
@@ -213,15 +215,19 @@ def main() -> None:
               f"({v['n']} bursts)")
     speech = load.speech_ulaw(work)
     for n in args.members:
-        a = streams_cpu(work, n, speech)
         p = load.load(work, n, 25.0, speech)
-        print(f"{n} calls: with a bidirectional <Stream> each {a['cpu_pct']:.1f} % of a core "
-              f"({a['cpu_pct'] / n:.2f} %/call, {a['streams']} streams, "
-              f"{a['media_per_stream_s']:.1f} media msg/s each, {a['closed']} closed early, "
-              f"RSS {a['rss_mb']:.0f} MB, "
-              f"RTP back on {a['legs_back']} legs, p99 gap {a['gap_p99_ms']:.1f} ms) vs plain "
-              f"{p['cpu_pct']:.1f} % ({p['cpu_pct'] / n:.2f} %/call, {p['ok']}/{n} calls ok);"
-              f" a stream costs {(a['cpu_pct'] - p['cpu_pct']) / n:.2f} % of a core")
+        for chunk_ms in args.chunk_ms:
+            a = streams_cpu(work, n, speech, chunk_ms)
+            print(f"{n} calls, {chunk_ms} ms chunks: with a bidirectional <Stream> each "
+                  f"{a['cpu_pct']:.1f} % of a core "
+                  f"({a['cpu_pct'] / n:.2f} %/call, {a['streams']} streams, "
+                  f"{a['media_per_stream_s']:.1f} media msg/s each, {a['closed']} closed "
+                  f"early, RSS {a['rss_mb']:.0f} MB, RTP back on {a['legs_back']} legs, p99 "
+                  f"gap {a['gap_p99_ms']:.1f} ms) vs plain {p['cpu_pct']:.1f} % "
+                  f"({p['cpu_pct'] / n:.2f} %/call, {p['ok']}/{n} calls ok); a stream costs "
+                  f"{(a['cpu_pct'] - p['cpu_pct']) / n:.2f} % of a core")
+    if not args.stall:
+        return
     s = stall(work, args.stall)
     for k in ("before", "during", "after"):
         w = s[k]

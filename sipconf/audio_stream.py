@@ -92,7 +92,8 @@ async def run(node: Node, st: StreamRun, dtmf: trio.MemoryReceiveChannel | None 
                          extra={"call_uuid": st.owner, "event": "stream-start"})
                 with trio.move_on_after(spec.stream_timeout) as timer:
                     async with trio.open_nursery() as nursery:
-                        nursery.start_soon(_up, ws, st, out, fmt)
+                        nursery.start_soon(_up, ws, st, out, fmt,
+                                           node.config.stream_chunk_ms)
                         nursery.start_soon(_down, ws, st, out, fmt, nursery, send_digits)
                         if dtmf is not None:
                             nursery.start_soon(_dtmf, ws, out, dtmf)
@@ -164,21 +165,21 @@ async def _send(ws, message: str) -> None:
         raise _Stalled()
 
 
-async def _up(ws, st: StreamRun, out: sp.Outgoing, fmt: sp.Format) -> None:
-    """Every 20 ms: what the tick put up, as 20 ms media chunks per track."""
+async def _up(ws, st: StreamRun, out: sp.Outgoing, fmt: sp.Format, chunk_ms: int) -> None:
+    """Every ``chunk_ms``: what the tick put up, as media chunks of that length per track."""
     from mixer_ext import streams
 
     pipe = st.pipe
     rate = pipe.rate
-    chunk = rate * sp.CHUNK_MS // 1000
+    chunk = rate * chunk_ms // 1000
     keys = {"inbound": streams.OUT if st.agent else streams.IN, "outbound": streams.OUT}
     held = {t: [] for t in st.tracks}
     sent = {t: 0 for t in st.tracks}
     t0 = time.time()
     while True:
-        await trio.sleep(TICK_S)
+        await trio.sleep(chunk_ms / 1000)
         for track in st.tracks:
-            pcm = pipe.read(keys[track], chunk * 25)  # up to 0.5 s: what a late turn left
+            pcm = pipe.read(keys[track], rate)  # up to 1 s: what a late turn left
             if not len(pcm):
                 continue
             buf = np.concatenate([*held[track], pcm]) if held[track] else pcm

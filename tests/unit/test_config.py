@@ -103,3 +103,15 @@ def test_tls_needs_a_certificate_and_its_key(tmp_path):
         NodeConfig(sip_port=5061, sip_tls_port=5061, tls_cert=a_crt, tls_key=a_key)
     with pytest.raises(ValueError, match="srtp must be off, optional or required"):
         NodeConfig(srtp="sometimes")
+
+
+def test_the_outbound_and_stream_options_are_bounded():
+    cfg = build({"dial_allow": "sip:*@pbx.example.com, sip:+44*@*", "stream_chunk_ms": 100})
+    assert cfg.dial_allow == ("sip:*@pbx.example.com", "sip:+44*@*")
+    assert cfg.stream_chunk_ms == 100 and not cfg.noise_suppression
+    for bad, why in (({"stream_chunk_ms": 30}, "stream_chunk_ms"),
+                     ({"max_dials": 0}, "max_dials"), ({"agent_reconnects": 101}, "agent_"),
+                     ({"dial_allow": ["x" * 300]}, "dial_allow"),
+                     ({"dial_allow": [1]}, "dial_allow must be a list of strings")):
+        with pytest.raises(ValueError, match=why):
+            build(bad)
