@@ -11,9 +11,9 @@ import time
 
 import numpy as np
 import pytest
-from support import ports, sipp
+from support import sipp
 from support.audio import band_levels, tone_report, ulaw_decode
-from support.kamailio import CONFIGS, Kamailio
+from support.kamailio import start_pbx
 from support.pcap import Capture
 from support.waiting import wait_until
 
@@ -138,8 +138,7 @@ def test_busy_failed_and_unanswered_dial_outs_report_their_outcome(tmp_path, nod
 
 @pytest.fixture
 def pbx(tmp_path):
-    kam = Kamailio(tmp_path, CONFIGS / "pbx.cfg", "127.0.0.2", ports.block(1),
-                   {"PBX_PASSWORD": f'"{PASSWORD}"'}).start()
+    kam = start_pbx(tmp_path, PASSWORD)
     yield kam
     kam.stop()
 

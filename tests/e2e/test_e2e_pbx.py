@@ -12,9 +12,9 @@ import time
 
 import httpx
 import pytest
-from support import ports, sipp
+from support import sipp
 from support.audio import tone_report
-from support.kamailio import CONFIGS, Kamailio
+from support.kamailio import start_pbx
 from support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -25,8 +25,7 @@ TALK_S = 5.0
 
 @pytest.fixture
 def pbx(tmp_path):
-    kam = Kamailio(tmp_path, CONFIGS / "pbx.cfg", "127.0.0.2", ports.block(1),
-                   {"PBX_PASSWORD": f'"{PASSWORD}"'}).start()
+    kam = start_pbx(tmp_path, PASSWORD)
     yield kam
     kam.stop()
 

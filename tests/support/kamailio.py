@@ -63,3 +63,11 @@ class Kamailio:
         if self.proc is not None:
             self._log.close()
             self.proc = None
+
+
+def start_pbx(workdir: Path, password: str) -> Kamailio:
+    """The registrar/PBX of tests/kamailio/pbx.cfg on 127.0.0.2, with this digest password."""
+    from . import ports
+
+    return Kamailio(workdir, CONFIGS / "pbx.cfg", "127.0.0.2", ports.block(1),
+                    {"PBX_PASSWORD": f'"{password}"'}).start()
