@@ -158,8 +158,8 @@ class NodeConfig:
                                          "noiseSuppression, the API's .../denoise")
     stream_chunk_ms: int = opt(20, "audio per media message of a <Stream> or agent, ms: 20 "
                                    "(default, the least delay) to 200; longer chunks cost the "
-                                   "node less CPU per stream (--stream-chunk-ms 100: about a "
-                                   "fifth) and add their length to the delay")
+                                   "node less CPU per stream (--stream-chunk-ms 100: about "
+                                   "half) and add their length to the delay")
     max_agents: int = opt(20, "AI agent members (POST /v1/rooms/{room}/agents) at once; the API "
                               "answers 429 past it (default 20)")
     agent_reconnects: int = opt(3, "times an agent member's WebSocket is opened again after it "
