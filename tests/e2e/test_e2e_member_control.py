@@ -281,8 +281,7 @@ def test_record_tracks_attribute_writes_mp3_tracks_from_the_document(answer_serv
     event (the same tracks as the API's record/start {"tracks": true})."""
     import json
 
-    import miniaudio
-    from support.audio import band_levels
+    from support.audio import band_levels, decode_audio
 
     cb = answer_server.route("/cb", "ok", content_type="text/plain")
     url = answer_server.conference("/answer", "mp3rec", callbackUrl=cb, record="true",
@@ -309,9 +308,7 @@ def test_record_tracks_attribute_writes_mp3_tracks_from_the_document(answer_serv
     for t in tracks:
         got = httpx.get(t["RecordUrl"], timeout=10)
         assert got.status_code == 200 and t["RecordUrl"].endswith(".mp3"), t
-        snd = miniaudio.decode(got.content, output_format=miniaudio.SampleFormat.SIGNED16,
-                               nchannels=1, sample_rate=16000)
-        pcm = np.frombuffer(snd.samples, dtype=np.int16)
+        pcm = decode_audio(got.content)
         levels, _rest = band_levels(pcm, 16000, [A, B])
         own = 0 if t["member_id"] == "1" else 1
         body = np.median(levels[15:-5], axis=0)  # from 1.5 s: bob dialled after alice

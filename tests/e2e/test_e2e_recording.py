@@ -9,10 +9,9 @@ import subprocess
 import time
 
 import httpx
-import miniaudio
 import numpy as np
 import pytest
-from support.audio import band_levels
+from support.audio import band_levels, decode_audio
 from support.waiting import wait_until, word_errors
 
 pytestmark = pytest.mark.e2e
@@ -28,12 +27,6 @@ def _over_noise(pcm: np.ndarray, freqs: list[float]) -> list[float]:
     """Median dB of each tone over everything else in the voice band, per 100 ms frame."""
     levels, rest = band_levels(pcm, 16000, freqs)
     return [float(np.median(levels[:, j] - rest)) for j in range(len(freqs))]
-
-
-def _decode(data: bytes) -> np.ndarray:
-    snd = miniaudio.decode(data, output_format=miniaudio.SampleFormat.SIGNED16, nchannels=1,
-                           sample_rate=16000)
-    return np.frombuffer(snd.samples.tobytes(), np.int16)
 
 
 @pytest.mark.parametrize("fmt", ["wav", "mp3"])
@@ -72,7 +65,7 @@ def test_recorded_room_serves_a_real_file_with_both_tones(fmt, answer_server, no
         assert data[:4] == b"RIFF" and data[8:12] == b"WAVE"
     else:
         assert data[:3] == b"ID3" or (data[0] == 0xFF and data[1] & 0xE0 == 0xE0)
-    pcm = _decode(data)
+    pcm = decode_audio(data)
     seconds = len(pcm) / 16000
     assert abs(seconds - dur_ms / 1000) <= 1.0, (seconds, dur_ms)
     # sox reads it too
@@ -129,7 +122,7 @@ def test_recording_survives_kill_9(fmt, answer_server, node_factory, uas, tmp_pa
         raw = files[0].read_bytes()
     else:
         raw = files[0].read_bytes()
-    pcm = _decode(raw)
+    pcm = decode_audio(raw)
     got = len(pcm) / 16000
     assert got >= ran - 2.0, (got, ran)
     (la,) = _over_noise(pcm[-16000:], [A])  # alice's tone to the very end
@@ -213,7 +206,7 @@ def test_record_element_records_the_caller_alone_until_the_finish_key(answer_ser
     assert 2500 <= ms <= 4500, p
     got = httpx.get(p["RecordUrl"], timeout=10)
     assert got.status_code == 200
-    pcm = _decode(got.content)
+    pcm = decode_audio(got.content)
     assert abs(len(pcm) / 16000 - ms / 1000) < 0.5, (len(pcm), ms)
     (tone,) = _over_noise(pcm[8000:-8000], [A])
     assert tone >= 30.0, tone

@@ -12,7 +12,15 @@ import time
 import httpx
 import numpy as np
 import pytest
-from support.audio import bursts, timeline, tone_pcm, tone_report, wav_bytes
+from support.audio import (
+    band_levels,
+    bursts,
+    decode_audio,
+    timeline,
+    tone_pcm,
+    tone_report,
+    wav_bytes,
+)
 from support.waiting import wait_until
 
 plivo = pytest.importorskip("plivo")
@@ -170,14 +178,8 @@ def test_record_conference_with_transcription(answer_server, node_factory, uas):
     ev = record_event().params
     assert ev["ConferenceName"] == "recorded-meeting" and ev["RecordUrl"].endswith(".mp3")
     assert int(ev["RecordingDurationMs"]) >= 2000
-    import miniaudio
-
     got = httpx.get(ev["RecordUrl"], timeout=10)
-    snd = miniaudio.decode(got.content, output_format=miniaudio.SampleFormat.SIGNED16,
-                           nchannels=1, sample_rate=16000)
-    from support.audio import band_levels
-
-    levels, rest = band_levels(np.frombuffer(snd.samples, np.int16), 16000, [A, B])
+    levels, rest = band_levels(decode_audio(got.content), 16000, [A, B])
     body = np.median(levels[10:-5] - rest[10:-5, None], axis=0)
     assert body.min() > 20, body  # both callers in the file
     assert wait_until(lambda: answer_server.requests_to("/transcription/"), 30)

@@ -155,3 +155,12 @@ def dtmf_wav(path: Path, digits: str, start_s: float, seconds: float, gap_s: flo
         pos += len(tone) + int(gap_s * rate)
     write_wav(path, pcm, rate)
     return path
+
+
+def decode_audio(data: bytes, rate: int = 16000) -> np.ndarray:
+    """A recording's bytes (mp3 or wav), decoded to mono int16 at ``rate``."""
+    import miniaudio
+
+    snd = miniaudio.decode(data, output_format=miniaudio.SampleFormat.SIGNED16, nchannels=1,
+                           sample_rate=rate)
+    return np.frombuffer(snd.samples.tobytes(), np.int16)
