@@ -142,20 +142,26 @@ class _Stalled(Exception):
     pass
 
 
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for e in exc.exceptions for leaf in _leaves(e)]
+    return [exc]
+
+
 def _ended(st: StreamRun, exc: BaseException) -> bool:
     """How the socket ended the stream (a stall, the app closing it), from ``exc`` or the
-    one exception of a nursery's group; False for anything else (cancellation, a fault)."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    if isinstance(exc, _Stalled):
+    exceptions of a nursery's group (sender and receiver may both see the close in one turn);
+    False for anything else (cancellation, a fault)."""
+    leaves = _leaves(exc)
+    if not all(isinstance(e, (_Stalled, ConnectionClosed)) for e in leaves):
+        return False
+    if any(isinstance(e, _Stalled) for e in leaves):
         st.reason, st.dropped = f"stalled: a send took over {STALL_S:g} s", True
         return True
-    if isinstance(exc, ConnectionClosed):
-        code = exc.reason.code if exc.reason else None
-        st.reason = f"closed by the app ({code})"
-        st.dropped = code not in (1000, 1001)
-        return True
-    return False
+    code = next((e.reason.code for e in leaves if e.reason), None)
+    st.reason = f"closed by the app ({code})"
+    st.dropped = code not in (1000, 1001)
+    return True
 
 
 async def _send(ws, message: str) -> None:

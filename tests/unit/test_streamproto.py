@@ -93,3 +93,31 @@ def test_a_message_too_large_is_refused_before_it_is_parsed():
     big = json.dumps({"event": "playAudio", "media": {"payload": "A" * sp.MAX_MESSAGE}})
     with pytest.raises(ValueError, match="more than"):
         sp.parse(big, sp.Format("audio/x-l16", 8000))
+
+
+def _closed(code):
+    from trio_websocket import CloseReason, ConnectionClosed
+
+    return ConnectionClosed(CloseReason(code, None))
+
+
+@pytest.mark.parametrize("exc, reason, dropped", [
+    (_closed(1000), "closed by the app (1000)", False),
+    # sender and receiver both saw the close in the same turn: still a normal close
+    (ExceptionGroup("", [_closed(1000), _closed(1000)]), "closed by the app (1000)", False),
+    (ExceptionGroup("", [ExceptionGroup("", [_closed(1011)]), _closed(1011)]),
+     "closed by the app (1011)", True),
+])
+def test_how_the_app_closed_its_socket_decides_whether_an_agent_reconnects(exc, reason, dropped):
+    from sipconf import audio_stream
+
+    st = audio_stream.StreamRun("call", None, None)
+    assert audio_stream._ended(st, exc)
+    assert (st.reason, st.dropped) == (reason, dropped)
+
+
+def test_a_fault_beside_a_close_is_not_taken_for_the_close():
+    from sipconf import audio_stream
+
+    st = audio_stream.StreamRun("call", None, None)
+    assert not audio_stream._ended(st, ExceptionGroup("", [_closed(1000), KeyError("x")]))
