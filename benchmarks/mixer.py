@@ -26,7 +26,7 @@ def numpy_tick(inputs: np.ndarray, muted: np.ndarray) -> np.ndarray:
 
 
 def bench_c(legs: int, rate: int, wideband_legs: int = 0, ticks: int = 20000,
-            coaches: int = 0) -> float:
+            coaches: int = 0, amp: int = 8000) -> float:
     """``coaches``: that many legs are private, each heard by one other leg (coach/whisper)."""
     room = mixer.Room()
     rng = np.random.default_rng(1)
@@ -34,7 +34,7 @@ def bench_c(legs: int, rate: int, wideband_legs: int = 0, ticks: int = 20000,
     for i in range(legs):
         r = 16000 if i < wideband_legs else rate
         idx = room.add_leg(r, flags=mixer.PRIVATE if i >= legs - coaches else 0)
-        room.put(idx, rng.integers(-8000, 8000, r // 50, dtype=np.int16))
+        room.put(idx, rng.integers(-amp, amp, r // 50, dtype=np.int16))
         idxs.append(idx)
     for k in range(coaches):
         room.relate(idxs[k], idxs[legs - 1 - k])
@@ -78,6 +78,10 @@ def main() -> None:
     plain, coached = bench_c(20, 8000), bench_c(20, 8000, coaches=4)
     print(f"who hears whom: 20 legs at 8 kHz, 4 of them coaches each heard by one member: "
           f"{coached:.2f} us a tick against {plain:.2f} us plain N-1 (same run)")
+    quiet = bench_c(20, 8000, amp=1000)
+    print(f"soft limiter: 20 legs at 8 kHz all loud (+/-8000 each: every listener's mix over "
+          f"-1 dBFS, limited) {plain:.2f} us a tick against {quiet:.2f} us at +/-1000 "
+          f"(limiter idle; same run)")
     # Resampling is not in the numpy version; the last row's ratio is against plain 16 kHz maths.
     # The tick above includes the floor update; in-band DTMF detection runs per call leg on top.
     for rate in (8000, 16000):

@@ -17,6 +17,7 @@ cdef extern from "mixcore.h" nogil:
         MIX_LEG_SOURCE
         MIX_LEG_PRIVATE
         MIX_LEG_GATE
+        MIX_LEG_AGC
 
     ctypedef struct mix_leg:
         int rate
@@ -31,6 +32,8 @@ cdef extern from "mixcore.h" nogil:
         float talk_score
         int talking
         int speaking
+        float agc_gain
+        float lim_gain
         void *user
 
     ctypedef struct mix_room:

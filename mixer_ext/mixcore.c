@@ -116,10 +116,51 @@ static uint64_t energy16(const int16_t *x, int n)
 #endif
 }
 
-/* out = sat16(acc - own), own may be NULL. */
-static void n_minus_one(int16_t *out, const int32_t *acc, const int16_t *own, int n)
+/* d = acc - own (int32, no saturation), own may be NULL. */
+static void n_minus_one(int32_t *d, const int32_t *acc, const int16_t *own, int n)
+{
+    if (!own) {
+        memcpy(d, acc, (size_t)n * sizeof(int32_t));
+        return;
+    }
+#ifdef __SSE2__
+    for (int i = 0; i < n; i += 8) {
+        __m128i a0 = _mm_loadu_si128((const __m128i *)(acc + i));
+        __m128i a1 = _mm_loadu_si128((const __m128i *)(acc + i + 4));
+        __m128i v = _mm_loadu_si128((const __m128i *)(own + i));
+        a0 = _mm_sub_epi32(a0, _mm_srai_epi32(_mm_unpacklo_epi16(v, v), 16));
+        a1 = _mm_sub_epi32(a1, _mm_srai_epi32(_mm_unpackhi_epi16(v, v), 16));
+        _mm_storeu_si128((__m128i *)(d + i), a0);
+        _mm_storeu_si128((__m128i *)(d + i + 4), a1);
+    }
+#else
+    for (int i = 0; i < n; i++)
+        d[i] = acc[i] - own[i];
+#endif
+}
+
+/* out = d, where every sample fits int16. */
+static void pack16(int16_t *out, const int32_t *d, int n)
 {
 #ifdef __SSE2__
+    for (int i = 0; i < n; i += 8) {
+        __m128i a0 = _mm_loadu_si128((const __m128i *)(d + i));
+        __m128i a1 = _mm_loadu_si128((const __m128i *)(d + i + 4));
+        _mm_storeu_si128((__m128i *)(out + i), _mm_packs_epi32(a0, a1));
+    }
+#else
+    for (int i = 0; i < n; i++)
+        out[i] = (int16_t)d[i];
+#endif
+}
+
+/* out = acc - own packed to int16 (own may be NULL): 1 when every sample is within
+ * +-LIM_THRESH_I (then out is the frame, bit-exact), 0 when the limiter must see it. */
+#define LIM_THRESH_I 29204       /* MIX_LIMIT_DBFS (-1 dBFS) as a peak */
+static int n_minus_one_fits(int16_t *out, const int32_t *acc, const int16_t *own, int n)
+{
+#ifdef __SSE2__
+    __m128i hi = _mm_set1_epi16(-32768), lo = _mm_set1_epi16(32767);
     for (int i = 0; i < n; i += 8) {
         __m128i a0 = _mm_loadu_si128((const __m128i *)(acc + i));
         __m128i a1 = _mm_loadu_si128((const __m128i *)(acc + i + 4));
@@ -128,12 +169,112 @@ static void n_minus_one(int16_t *out, const int32_t *acc, const int16_t *own, in
             a0 = _mm_sub_epi32(a0, _mm_srai_epi32(_mm_unpacklo_epi16(v, v), 16));
             a1 = _mm_sub_epi32(a1, _mm_srai_epi32(_mm_unpackhi_epi16(v, v), 16));
         }
-        _mm_storeu_si128((__m128i *)(out + i), _mm_packs_epi32(a0, a1));
+        __m128i p = _mm_packs_epi32(a0, a1);  /* saturated: an overflow reads as full scale */
+        hi = _mm_max_epi16(hi, p);
+        lo = _mm_min_epi16(lo, p);
+        _mm_storeu_si128((__m128i *)(out + i), p);
     }
+    int16_t h[8], l[8];
+    _mm_storeu_si128((__m128i *)h, hi);
+    _mm_storeu_si128((__m128i *)l, lo);
+    for (int k = 0; k < 8; k++)
+        if (h[k] > LIM_THRESH_I || l[k] < -LIM_THRESH_I)
+            return 0;
+    return 1;
 #else
-    for (int i = 0; i < n; i++)
-        out[i] = sat16((int64_t)acc[i] - (own ? own[i] : 0));
+    int ok = 1;
+    for (int i = 0; i < n; i++) {
+        int32_t v = acc[i] - (own ? own[i] : 0);
+        ok &= v <= LIM_THRESH_I && v >= -LIM_THRESH_I;
+        out[i] = sat16(v);
+    }
+    return ok;
 #endif
+}
+
+/* --- soft limiter ---------------------------------------------------------------------------- */
+
+#define LIM_THRESH ((float)LIM_THRESH_I)
+#define LIM_RELEASE 0.25f        /* per frame: 70 ms time constant, unity again within ~300 ms */
+
+static inline int16_t soft16(float v)
+{
+    float a = fabsf(v);
+    if (a <= LIM_THRESH)
+        return (int16_t)lrintf(v);
+    const float span = 32767.f - LIM_THRESH;  /* the knee: bent towards full scale, never over */
+    const float z = (a - LIM_THRESH) / span;  /* z / (1 + z): slope 1 at the knee, like tanh */
+    float y = LIM_THRESH + span * z / (1.f + z);
+    return (int16_t)lrintf(v < 0 ? -y : y);
+}
+
+/* d (a listener's mix, int32) to int16 out: a frame that fits under the threshold, with the
+ * limiter idle, is packed as it is (bit-exact); a louder one gets the gain that brings its
+ * peak to the threshold (reached a quarter into the frame, so a new peak is caught at once),
+ * which recovers within ~300 ms; what the ramp still lets over the threshold is bent by a soft
+ * knee. Many talkers at once sound quieter, not distorted (hard clipping's harmonics). */
+static void limit(int16_t *out, const int32_t *d, int n, float *gstate)
+{
+    int32_t peak = 0;
+    for (int i = 0; i < n; i++) {
+        int32_t a = d[i] < 0 ? -d[i] : d[i];
+        peak = a > peak ? a : peak;
+    }
+    const float g0 = *gstate;
+    if (peak <= (int32_t)LIM_THRESH && g0 >= 1.f) {
+        pack16(out, d, n);
+        return;
+    }
+    const float need = peak > (int32_t)LIM_THRESH ? LIM_THRESH / (float)peak : 1.f;
+    float g1 = need < g0 ? need : g0 + (1.f - g0) * LIM_RELEASE;
+    if (g1 > need)
+        g1 = need;
+    if (g1 > 0.995f && need >= 1.f)
+        g1 = 1.f;
+    const int ramp = n / 4;
+    for (int i = 0; i < n; i++) {
+        float g = i < ramp ? g0 + (g1 - g0) * (float)(i + 1) / (float)ramp : g1;
+        out[i] = soft16((float)d[i] * g);
+    }
+    *gstate = g1;
+}
+
+/* --- automatic level ------------------------------------------------------------------------- */
+
+#define AGC_VOICE_DBFS (-40.f)   /* frames louder than this adapt the level (speech, not noise) */
+#define AGC_MAX_DB 12.f
+#define AGC_UP_DB 0.15f          /* per frame: 7.5 dB/s up, so a pause is not filled with noise */
+#define AGC_DOWN_DB 1.0f         /* per frame: 50 dB/s down, a shout is tamed in ~200 ms */
+
+/* MIX_LEG_AGC on a frame x with energy e: track the leg's speech level (fast up, slow down,
+ * speech frames only), steer the gain towards the target, and write x times a gain ramped
+ * from the last frame's to this one's into scaled[]. Between words the gain holds. */
+static const int16_t *agc(mix_leg *leg, const int16_t *x, int n, uint64_t e)
+{
+    const float g0 = leg->agc_gain;
+    const float ms = (float)e / (float)n;
+    const float level = 10.f * log10f(ms / (32768.f * 32768.f) + 1e-12f);
+    float g1 = g0;
+    if (level > AGC_VOICE_DBFS) {
+        if (leg->agc_level == 0.f)
+            leg->agc_level = level;  /* the first word sets the level */
+        else
+            leg->agc_level += (level > leg->agc_level ? 0.3f : 0.03f) * (level - leg->agc_level);
+        float want = (float)MIX_AGC_TARGET_DBFS - leg->agc_level;
+        want = want > AGC_MAX_DB ? AGC_MAX_DB : want < -AGC_MAX_DB ? -AGC_MAX_DB : want;
+        float now = 20.f * log10f(g0);
+        now += want > now ? fminf(AGC_UP_DB, want - now) : -fminf(AGC_DOWN_DB, now - want);
+        g1 = powf(10.f, now / 20.f);
+    }
+    leg->agc_gain = g1;
+    if (g0 == 1.f && g1 == 1.f)
+        return x;
+    for (int i = 0; i < n; i++) {
+        float g = g0 + (g1 - g0) * (float)(i + 1) / (float)n;
+        float v = (float)x[i] * g;
+        leg->scaled[i] = (int16_t)(v > 32767.f ? 32767 : v < -32768.f ? -32768 : lrintf(v));
+    }
+    return leg->scaled;
 }
 
 /* --- room ------------------------------------------------------------------------------------ */
@@ -145,6 +286,8 @@ void mix_leg_init(mix_leg *leg, int rate)
     leg->spf = rate * MIX_FRAME_MS / 1000;
     leg->gain_in = MIX_GAIN_UNITY;
     leg->gain_out = MIX_GAIN_UNITY;
+    leg->agc_gain = 1.f;
+    leg->lim_gain = 1.f;
 }
 
 void mix_room_init(mix_room *room)
@@ -152,6 +295,7 @@ void mix_room_init(mix_room *room)
     memset(room, 0, sizeof(*room));
     room->rate = 8000;
     room->spf = MIX_NB_SPF;
+    room->lim_gain = 1.f;
 }
 
 static void room_counts_update(mix_room *room)
@@ -247,22 +391,22 @@ static void add_rounded(int32_t *dst, const float *src, int n)
         dst[i] += (int32_t)lrintf(src[i]);
 }
 
-/* out[n] += a private leg's voice of ns samples: the same rate, or 8 <-> 16 kHz by linear
+/* d[n] += a private leg's voice of ns samples: the same rate, or 8 <-> 16 kHz by linear
  * interpolation / pair averages (a whisper's quality, not the room's half-band filters). */
-static void add_voice(int16_t *out, int n, const int16_t *v, int ns)
+static void add_voice(int32_t *d, int n, const int16_t *v, int ns)
 {
     if (ns == n) {
         for (int i = 0; i < n; i++)
-            out[i] = sat16((int64_t)out[i] + v[i]);
+            d[i] += v[i];
     } else if (ns * 2 == n) {
         for (int i = 0; i < ns; i++) {
             int32_t next = i + 1 < ns ? v[i + 1] : v[i];
-            out[2 * i] = sat16((int64_t)out[2 * i] + v[i]);
-            out[2 * i + 1] = sat16((int64_t)out[2 * i + 1] + ((v[i] + next) >> 1));
+            d[2 * i] += v[i];
+            d[2 * i + 1] += (v[i] + next) >> 1;
         }
     } else if (n * 2 == ns) {
         for (int i = 0; i < n; i++)
-            out[i] = sat16((int64_t)out[i] + ((v[2 * i] + v[2 * i + 1]) >> 1));
+            d[i] += (v[2 * i] + v[2 * i + 1]) >> 1;
     }
 }
 
@@ -323,6 +467,8 @@ void mix_room_tick(mix_room *room)
         leg->energy = e;  /* the talker detection hears the leg, gated or not */
         if ((leg->flags & MIX_LEG_GATE) && !(x = gate(leg, x, n, e)))
             continue;
+        if (leg->flags & MIX_LEG_AGC)
+            x = agc(leg, x, n, e);
         if (!(leg->flags & MIX_LEG_PRIVATE))
             acc_add(leg->rate == 16000 ? room->acc_wb : room->acc_nb, x, n);
         leg->contrib = x;
@@ -343,7 +489,11 @@ void mix_room_tick(mix_room *room)
     /* 3. the full mix, for the recording tap */
     if (room->tap) {
         const int32_t *total = room->wb_legs ? room->acc_wb : room->acc_nb;
-        n_minus_one(room->mix, total, 0, room->spf);
+        if (room->lim_gain < 1.f || !n_minus_one_fits(room->mix, total, 0, room->spf)) {
+            int32_t d[MIX_MAX_SPF];
+            n_minus_one(d, total, 0, room->spf);
+            limit(room->mix, d, room->spf, &room->lim_gain);
+        }
         room->tap(room->tap_user, room->mix, room->spf, room->rate);
     }
 
@@ -358,15 +508,21 @@ void mix_room_tick(mix_room *room)
             continue;
         }
         const int32_t *total = leg->rate == 16000 ? room->acc_wb : room->acc_nb;
-        n_minus_one(leg->out, total, (leg->flags & MIX_LEG_PRIVATE) ? 0 : leg->contrib, n);
+        const int16_t *own = (leg->flags & MIX_LEG_PRIVATE) ? 0 : leg->contrib;
+        if (!leg->nhears && leg->gain_out == MIX_GAIN_UNITY && leg->lim_gain >= 1.f
+                && n_minus_one_fits(leg->out, total, own, n))
+            continue;  /* the common case: N-1 as it is */
+        int32_t d[MIX_MAX_SPF];
+        n_minus_one(d, total, own, n);
         for (int h = 0; h < leg->nhears; h++)
             if (leg->hears[h]->contrib)
-                add_voice(leg->out, n, leg->hears[h]->contrib, leg->hears[h]->spf);
+                add_voice(d, n, leg->hears[h]->contrib, leg->hears[h]->spf);
         if (leg->gain_out != MIX_GAIN_UNITY) {
-            const int32_t g = leg->gain_out;
+            const int64_t g = leg->gain_out;
             for (int i = 0; i < n; i++)
-                leg->out[i] = sat16(((int32_t)leg->out[i] * g) >> 12);
+                d[i] = (int32_t)(((int64_t)d[i] * g) >> 12);
         }
+        limit(leg->out, d, n, &leg->lim_gain);
     }
     room->frames++;
 }

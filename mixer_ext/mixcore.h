@@ -3,7 +3,8 @@
  * A room mixes its legs once per 20 ms frame. Narrowband (8 kHz) and wideband (16 kHz) legs are
  * summed into two int32 accumulators, each at its own rate; when both kinds are present, each
  * accumulator is resampled once (half-band 2x filter) and added to the other. Every listener
- * then hears the total at its own rate minus its own contribution (N-1), saturated to int16.
+ * then hears the total at its own rate minus its own contribution (N-1), brought to int16 by a
+ * soft limiter (gain reduction with a ~300 ms release and a soft knee, never hard clipping).
  * So resampling costs two filter runs per room tick however many legs there are, and a leg's
  * own voice is removed exactly, in its own domain.
  * Who hears whom beyond that: a private leg (a coach) is left out of the totals, and each
@@ -35,7 +36,11 @@
 #define MIX_LEG_GATE    0x10     /* contributes only while it speaks: an energy gate that opens
                                     on a frame over MIX_GATE_OPEN_DBFS at once and closes, with
                                     a one-frame fade, MIX_GATE_HANGOVER frames after the last */
+#define MIX_LEG_AGC     0x20     /* automatic level: its voice is brought towards
+                                    MIX_AGC_TARGET_DBFS (-12..+12 dB, adapting on speech only) */
 #define MIX_GATE_OPEN_DBFS (-42)
+#define MIX_AGC_TARGET_DBFS (-22)  /* active speech level the AGC aims at */
+#define MIX_LIMIT_DBFS (-1)      /* what a listener hears is soft-limited under this peak */
 #define MIX_GATE_HANGOVER 15     /* 300 ms: the ends of words and short pauses pass */
 #define MIX_MAX_HEARS 4          /* private legs one listener may hear */
 
@@ -65,6 +70,9 @@ struct mix_leg {
     int quiet_frames;            /* frames below the off threshold while speaking */
     int gate_hold;               /* MIX_LEG_GATE: frames left before the gate closes */
     int gate_open;
+    float agc_gain;              /* MIX_LEG_AGC: the gain now (linear) */
+    float agc_level;             /* MIX_LEG_AGC: its speech level (dBFS), tracked on speech */
+    float lim_gain;              /* the soft limiter's gain on what it hears (1: idle) */
     mix_input_hook on_input;     /* e.g. in-band DTMF detection */
     void *on_input_user;
     void *user;                  /* owner's pointer (the stream driver) */
@@ -86,6 +94,7 @@ struct mix_room {
     float fbuf_in[MIX_WB_SPF];
     float fbuf_out[MIX_WB_SPF];
     int16_t mix[MIX_MAX_SPF];    /* the full mix of this frame (for the recording tap) */
+    float lim_gain;              /* the soft limiter's gain on the full mix */
     mix_tap_hook tap;
     void *tap_user;
     uint64_t frames;

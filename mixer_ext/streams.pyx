@@ -43,11 +43,13 @@ FLOOR = ENG_EV_FLOOR
 TALK = ENG_EV_TALK
 
 # Leg flags for ``set_flags`` (mixcore.h), so the node needs no other module for them.
-from mixer_ext._mixcore cimport MIX_LEG_MUTED, MIX_LEG_DEAF, MIX_LEG_PRIVATE, MIX_LEG_GATE
+from mixer_ext._mixcore cimport (MIX_LEG_MUTED, MIX_LEG_DEAF, MIX_LEG_PRIVATE, MIX_LEG_GATE,
+                                 MIX_LEG_AGC)
 MUTED = MIX_LEG_MUTED
 DEAF = MIX_LEG_DEAF
 PRIVATE = MIX_LEG_PRIVATE
 GATE = MIX_LEG_GATE  # denoised, then heard only while it speaks
+AGC = MIX_LEG_AGC  # its voice brought to a common level
 
 
 def poll_events() -> list:

@@ -156,6 +156,10 @@ class NodeConfig:
                                          "member not talking adds nothing to the mix (its "
                                          "noise neither); per member: Conference "
                                          "noiseSuppression, the API's .../denoise")
+    agc: bool = opt(False, "automatic level for every member's voice: quiet talkers brought "
+                           "up and loud ones down towards -22 dBFS (at most 12 dB either way, "
+                           "adapting on speech only); per member: Conference agc, the API's "
+                           ".../agc")
     stream_chunk_ms: int = opt(20, "audio per media message of a <Stream> or agent, ms: 20 "
                                    "(default, the least delay) to 200; longer chunks cost the "
                                    "node less CPU per stream (--stream-chunk-ms 100: about "

@@ -62,6 +62,7 @@ class Control:
                 "coaching": coached.get(m.coaching),
                 "volume_in": m.volume_in,
                 "denoise": self.node.room_runs.denoised(m),
+                "agc": self.node.room_runs.leveled(m),
                 "volume_out": m.volume_out, "waiting": m.waiting,
                 "talking": legs.get(m.call_uuid, {}).get("talking", False),
                 "floor": run.floor == m.call_uuid,
@@ -94,7 +95,8 @@ class Control:
         else:
             flag = {"mute": ("muted", True), "unmute": ("muted", False),
                     "deaf": ("deaf", True), "undeaf": ("deaf", False),
-                    "denoise": ("denoise", True), "undenoise": ("denoise", False)}[action]
+                    "denoise": ("denoise", True), "undenoise": ("denoise", False),
+                    "agc": ("agc", True), "unagc": ("agc", False)}[action]
             self.node.room_runs.apply(run, run.state.control(uuid, **{flag[0]: flag[1]}))
         return True
 

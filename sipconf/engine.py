@@ -113,9 +113,10 @@ class Engine(Protocol):
         not in it (any more: it went on to another room meanwhile)."""
     async def set_member(self, call_uuid: str, muted: bool, deaf: bool = False,
                          volume_in: float = 0.0, volume_out: float = 0.0,
-                         denoise: bool = False) -> bool:
+                         denoise: bool = False, agc: bool = False) -> bool:
         """The member's mixer state: muted, deaf, its volumes in dB (in: what the room
-        hears of it; out: what it hears), and whether its voice is denoised and gated."""
+        hears of it; out: what it hears), whether its voice is denoised and gated, and
+        whether its level is set automatically."""
     async def set_coach(self, call_uuid: str, private: bool, target: str | None) -> bool:
         """The call coaches ``target``: heard by it alone (``private`` without a target:
         by nobody); neither flag: an ordinary member."""

@@ -157,14 +157,14 @@ class RoomRuns:
                 if not ev.waiting:
                     log.info("room %s: member %s is live", name, m.member_id)
                 run.do(self.node.engine.set_member, m.call_uuid, m.silenced, m.unhearing,
-                       m.volume_in, m.volume_out, self.denoised(m))
+                       m.volume_in, m.volume_out, self.denoised(m), self.leveled(m))
             elif isinstance(ev, roomstate.Controls):
                 m = ev.member
                 log.info("room %s: member %s %s, %s, volume in %+.1f dB, out %+.1f dB", name,
                          m.member_id, "muted" if m.muted else "unmuted",
                          "deaf" if m.deaf else "hearing", m.volume_in, m.volume_out)
                 run.do(self.node.engine.set_member, m.call_uuid, m.silenced, m.unhearing,
-                       m.volume_in, m.volume_out, self.denoised(m))
+                       m.volume_in, m.volume_out, self.denoised(m), self.leveled(m))
             elif isinstance(ev, roomstate.Coach):
                 m = ev.member
                 target = run.state.members.get(m.coaching) if m.coaching else None
@@ -429,6 +429,10 @@ class RoomRuns:
     def denoised(self, m: roomstate.Member) -> bool:
         """Is the member's voice denoised and gated: its own setting, else the node's."""
         return self.node.config.noise_suppression if m.denoise is None else m.denoise
+
+    def leveled(self, m: roomstate.Member) -> bool:
+        """Is the member's level set automatically (AGC): its own setting, else the node's."""
+        return self.node.config.agc if m.agc is None else m.agc
 
     async def _agent(self, room: str, conf) -> None:
         """``agentUrl``: the agent joins the room (as POST .../agents would make it)."""

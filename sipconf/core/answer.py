@@ -108,6 +108,7 @@ class Conference:
     agent_url: str = ""  # sipconf's own: an AI agent (ws/wss) joins with the run's first member
     agent_content_type: str = "audio/x-l16;rate=16000"
     noise_suppression: bool | None = None  # sipconf's own: denoised and gated (None: node's)
+    agc: bool | None = None  # sipconf's own: automatic level (None: the node's --agc)
 
 
 @dataclass(frozen=True)
@@ -396,6 +397,7 @@ _CONFERENCE_ATTRS = {
     "recordTracks": ("record_tracks", lambda n, v, c: _bool(n, v)),
     "coach": ("coach", lambda n, v, c: _member_ref(n, v)),
     "noiseSuppression": ("noise_suppression", lambda n, v, c: _bool(n, v)),
+    "agc": ("agc", lambda n, v, c: _bool(n, v)),
     "agentUrl": ("agent_url", lambda n, v, c: ws_url(n, v)),
     "agentContentType": ("agent_content_type",
                          lambda n, v, c: _enum(n, v.replace(" ", ""), STREAM_CONTENT_TYPES)),

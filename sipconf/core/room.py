@@ -52,6 +52,7 @@ class Member:
     held: bool = False  # on hold: neither heard nor hearing, hears hold_sound (control API)
     hold_sound: str = ""
     denoise: bool | None = None  # denoised and gated (None: the node's --noise-suppression)
+    agc: bool | None = None  # automatic level (None: the node's --agc)
 
     @property
     def silenced(self) -> bool:
@@ -194,7 +195,7 @@ class Room:
             self.record_pending = None
             events.append(RunStarted(self.run_uuid))
         member = Member(call_uuid, str(self._next_id), conf, now, muted=conf.muted,
-                        denoise=conf.noise_suppression)
+                        denoise=conf.noise_suppression, agc=conf.agc)
         self._next_id += 1
         if conf.start_conference_on_enter:
             self.started = True
@@ -257,10 +258,10 @@ class Room:
 
     def control(self, call_uuid: str, *, muted: bool | None = None,
                 deaf: bool | None = None, volume_in: float | None = None,
-                volume_out: float | None = None, denoise: bool | None = None
-                ) -> list[RoomEvent]:
+                volume_out: float | None = None, denoise: bool | None = None,
+                agc: bool | None = None) -> list[RoomEvent]:
         """Mute/unmute, deafen/undeafen a member, set its volumes (dB, clamped to
-        VOLUME_MIN_DB..VOLUME_MAX_DB), turn its noise suppression on or off."""
+        VOLUME_MIN_DB..VOLUME_MAX_DB), turn its noise suppression or automatic level on or off."""
         m = self.members.get(call_uuid)
         if m is None:
             return []
@@ -271,6 +272,8 @@ class Room:
             m.deaf, changed = deaf, True
         if denoise is not None and denoise != m.denoise:
             m.denoise, changed = denoise, True
+        if agc is not None and agc != m.agc:
+            m.agc, changed = agc, True
         for attr, value in (("volume_in", volume_in), ("volume_out", volume_out)):
             if value is not None:
                 value = min(VOLUME_MAX_DB, max(VOLUME_MIN_DB, float(value)))

@@ -21,7 +21,7 @@ from sipconf.http import plivo_api
 log = logging.getLogger("sipconf.api")
 
 MEMBER_ACTIONS = ("mute", "unmute", "deaf", "undeaf", "hold", "unhold", "denoise", "undenoise",
-                  "kick", "hangup")
+                  "agc", "unagc", "kick", "hangup")
 MAX_URL = 2048
 
 
@@ -61,6 +61,7 @@ def openapi() -> dict[str, Any]:
         "volume_out": {"type": "number", "description": "dB on what it hears"},
         "waiting": {"type": "boolean"}, "talking": {"type": "boolean"},
         "denoise": {"type": "boolean", "description": "denoised and gated"},
+        "agc": {"type": "boolean", "description": "its level set automatically"},
         "floor": {"type": "boolean"}, "joined_at": {"type": "number",
                                                    "description": "Unix time, seconds"}}}
     room = {"type": "object", "properties": {
@@ -128,6 +129,9 @@ def openapi() -> dict[str, Any]:
                         "denoise": "The member's voice is denoised (speexdsp) and gated: "
                                    "while it does not talk it adds nothing to the mix",
                         "undenoise": "Its voice as it comes again",
+                        "agc": "The member's level is set automatically: a quiet talker "
+                               "brought up, a loud one down (towards -22 dBFS, 12 dB at most)",
+                        "unagc": "Its level as it comes again",
                         "kick": "The member leaves the room and goes on with its action or "
                                 "next element", "hangup": "End the member's call"}[action],
             "parameters": [_p("room"), _p("member_id")], "responses": ok}}

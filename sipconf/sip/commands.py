@@ -89,6 +89,7 @@ class SetMember:
     volume_in: float = 0.0  # dB
     volume_out: float = 0.0
     denoise: bool = False
+    agc: bool = False
 
 
 @dataclass(frozen=True)
@@ -277,7 +278,7 @@ def _set_member(t: SipThread, c: SetMember) -> bool:
     rec = t.calls.get(c.call_uuid)
     if rec is None:
         return False
-    t.media.set_member(rec, c.muted, c.deaf, c.volume_in, c.volume_out, c.denoise)
+    t.media.set_member(rec, c.muted, c.deaf, c.volume_in, c.volume_out, c.denoise, c.agc)
     return True
 
 

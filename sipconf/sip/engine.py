@@ -148,9 +148,9 @@ class SipEngine:
 
     async def set_member(self, call_uuid: str, muted: bool, deaf: bool = False,
                          volume_in: float = 0.0, volume_out: float = 0.0,
-                         denoise: bool = False) -> bool:
+                         denoise: bool = False, agc: bool = False) -> bool:
         return await self._run(c.SetMember(call_uuid, muted, deaf, volume_in, volume_out,
-                                           denoise))
+                                           denoise, agc))
 
     async def set_coach(self, call_uuid: str, private: bool, target: str | None) -> bool:
         return await self._run(c.SetCoach(call_uuid, private, target))

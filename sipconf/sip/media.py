@@ -43,9 +43,11 @@ class Media:
         self._leg_calls: dict[int, str] = {}  # mixer leg id -> call uuid
         self._room_keys: dict[int, str] = {}  # mixer room id -> room key
 
-    def flags(self, muted: bool, deaf: bool, private: bool = False, gate: bool = False) -> int:
+    def flags(self, muted: bool, deaf: bool, private: bool = False, gate: bool = False,
+              agc: bool = False) -> int:
         return ((self.streams.MUTED if muted else 0) | (self.streams.DEAF if deaf else 0)
-                | (self.streams.PRIVATE if private else 0) | (self.streams.GATE if gate else 0))
+                | (self.streams.PRIVATE if private else 0) | (self.streams.GATE if gate else 0)
+                | (self.streams.AGC if agc else 0))
 
     # --- legs ------------------------------------------------------------------------------
 
@@ -186,8 +188,8 @@ class Media:
         self.place(rec)
 
     def set_member(self, rec: CallRec, muted: bool, deaf: bool, volume_in: float = 0.0,
-                   volume_out: float = 0.0, denoise: bool = False) -> None:
-        rec.flags = self.flags(muted, deaf, rec.private, denoise and not rec.agent)
+                   volume_out: float = 0.0, denoise: bool = False, agc: bool = False) -> None:
+        rec.flags = self.flags(muted, deaf, rec.private, denoise and not rec.agent, agc)
         rec.gains = (q12(volume_in), q12(volume_out))
         if rec.leg is not None:
             rec.leg.set_flags(rec.flags)

@@ -1,7 +1,8 @@
 """What listeners hear with noise suppression (issue 18, the mechanisms): a member with steady
 background noise (-45 dBFS) is denoised and gated, and the listener measures its noise fall by
 20 dB or more; a talker's speech, denoised and gated too, reaches the listener within 1 dB of
-its level without. Real phones (baresip), levels measured on what the listener recorded."""
+its level without. Automatic level (AGC): a quiet and a loud talker end up close together at
+the listener. Real phones (baresip), levels measured on what the listener recorded."""
 
 from __future__ import annotations
 
@@ -86,3 +87,74 @@ def test_noise_suppression_quiets_an_idle_member_and_keeps_speech(answer_server,
           f"{speech_on:.2f} -> {speech_off:.2f} dBFS ({speech_off - speech_on:+.2f} dB)")
     assert noise_on - noise_off >= 20, (noise_on, noise_off)
     assert abs(speech_off - speech_on) <= 1.0, (speech_on, speech_off)
+
+
+def _active(pcm: np.ndarray, rate: int, t0: float, t1: float) -> float:
+    """Active speech level, dBFS: the mean power of the 20 ms frames over -50 dBFS."""
+    x = pcm[int(t0 * rate):int(t1 * rate)].astype(np.float64) / 32768
+    frames = x[:len(x) // 160 * 160].reshape(-1, 160)
+    power = np.mean(frames ** 2, axis=1)
+    loud = power[power > 1e-5]
+    return 10 * np.log10(np.mean(loud)) if len(loud) else -120.0
+
+
+def _scaled(src, dst, dbfs: float) -> None:
+    pcm, rate = read_wav(src)
+    x = pcm.astype(np.float64)
+    write_wav(dst, np.clip(x * 10 ** ((dbfs - _active(pcm, rate, 0, 1e9)) / 20), -32768,
+                           32767).astype(np.int16), rate)
+
+
+def test_automatic_level_evens_out_a_quiet_and_a_loud_talker(answer_server, node_factory, uas,
+                                                            tmp_path):
+    """--agc: a talker at -34 dBFS and one at -10 dBFS (24 dB apart, speech) reach the
+    listener within 6 dB of each other; the quiet one's level set back as it comes (.../unagc)
+    is what it sends."""
+    url = answer_server.conference("/answer", "levels")
+    node = node_factory(url, extra=["--api-token", TOKEN, "--agc"])
+    api = node.api(TOKEN)
+    period = _speech_loop(tmp_path / "speech.wav")
+    _scaled(tmp_path / "speech.wav", tmp_path / "quiet.wav", -34)
+    _scaled(tmp_path / "speech.wav", tmp_path / "loud.wav", -10)
+    listener = uas("listener", tone_hz=0.0).dial(node.uri("levels"), 60)
+    assert listener.wait_for("Call established", 10)
+    t_up = time.monotonic()
+    quiet, loud = uas("quiet", mic_wav=tmp_path / "quiet.wav"), uas("loud",
+                                                                    mic_wav=tmp_path / "loud.wav")
+    for ua in (quiet, loud):
+        ua.dial(node.uri("levels"), 60)
+        assert ua.wait_for("Call established", 10)
+    assert wait_until(lambda: len(node.members(TOKEN, "levels")) == 3, 5)
+    ids = {m["from"].split("@")[0][4:]: m["member_id"] for m in node.members(TOKEN, "levels")}
+    member = "/v1/rooms/levels/members/"
+    assert api.post(member + ids["loud"] + "/mute").status_code == 200
+
+    def at() -> float:
+        return time.monotonic() - t_up
+
+    def span() -> tuple[float, float]:
+        t0 = at()
+        time.sleep(2 * period + 0.3)
+        return t0, t0 + 2 * period
+
+    time.sleep(period + 1.0)  # the quiet one's level found
+    q_agc = span()
+    assert api.post(member + ids["quiet"] + "/unagc").status_code == 200
+    time.sleep(0.3)
+    q_raw = span()
+    assert all(m["agc"] == (m["member_id"] != ids["quiet"])
+               for m in node.members(TOKEN, "levels"))
+    assert api.post(member + ids["quiet"] + "/mute").status_code == 200
+    assert api.post(member + ids["loud"] + "/unmute").status_code == 200
+    time.sleep(1.0)
+    l_agc = span()
+    for ua in (listener, quiet, loud):
+        ua.stop()
+    pcm, rate = read_wav(listener.heard())
+    qa, qr, la = (_active(pcm, rate, *s) for s in (q_agc, q_raw, l_agc))
+    print(f"FIGURE agc: quiet talker (-34 dBFS) heard at {qr:.1f} dBFS as it is, {qa:.1f} with "
+          f"agc; loud talker (-10 dBFS) {la:.1f} with agc: {abs(la - qa):.1f} dB apart "
+          f"(24 without)")
+    assert abs(qr - (-34)) <= 2, qr
+    assert abs(la - qa) <= 6, (qa, la)
+    assert qa - qr >= 6, (qa, qr)

@@ -304,7 +304,7 @@ class FakeEngine:
 
     async def set_member(self, call_uuid: str, muted: bool, deaf: bool = False,
                          volume_in: float = 0.0, volume_out: float = 0.0,
-                         denoise: bool = False) -> bool:
+                         denoise: bool = False, agc: bool = False) -> bool:
         await self._command("set_member", call_uuid, muted, deaf)
         call = self.calls.get(call_uuid)
         if call is None:

@@ -47,7 +47,7 @@ def test_every_attribute():
         'transcriptionType="auto" transcriptionUrl="https://ex.com/t" transcriptionMethod="GET" '
         'action="https://ex.com/a" method="GET" callbackUrl="https://ex.com/cb" '
         'callbackMethod="GET" redirect="false" digitsMatch="123, *9 ,#" floorEvent="true" '
-        'relayDTMF="false" recordTracks="true" coach="3"'
+        'relayDTMF="false" recordTracks="true" coach="3" noiseSuppression="true" agc="false"'
     )
     assert c.muted and c.enter_sound == "beep:1" and c.exit_sound == "https://ex.com/bye.xml"
     assert c.max_members == 5 and c.time_limit == 600 and c.hangup_on_star
@@ -62,6 +62,7 @@ def test_every_attribute():
     assert c.digits_match == ("123", "*9", "#")
     assert c.floor_event and not c.relay_dtmf
     assert c.record_tracks and c.coach == "3"
+    assert c.noise_suppression is True and c.agc is False
 
 
 def test_room_name_is_trimmed_and_case_insensitive_values():
@@ -111,6 +112,7 @@ def test_relative_urls_resolve_against_the_answer_url():
         ('transcriptionUrl="http://x/t"', "needs record"),
         ('coach="a b"', "ConferenceMemberID or CallUUID"),
         ('recordTracks="2"', "expected true or false"),
+        ('agc="loud"', "expected true or false"),
     ],
 )
 def test_validation_errors(attrs, message):

@@ -108,7 +108,7 @@ def test_tls_needs_a_certificate_and_its_key(tmp_path):
 def test_the_outbound_and_stream_options_are_bounded():
     cfg = build({"dial_allow": "sip:*@pbx.example.com, sip:+44*@*", "stream_chunk_ms": 100})
     assert cfg.dial_allow == ("sip:*@pbx.example.com", "sip:+44*@*")
-    assert cfg.stream_chunk_ms == 100 and not cfg.noise_suppression
+    assert cfg.stream_chunk_ms == 100 and not cfg.noise_suppression and not cfg.agc
     for bad, why in (({"stream_chunk_ms": 30}, "stream_chunk_ms"),
                      ({"max_dials": 0}, "max_dials"), ({"agent_reconnects": 101}, "agent_"),
                      ({"dial_allow": ["x" * 300]}, "dial_allow"),

@@ -1,4 +1,4 @@
-"""Mixer maths (mixer_ext.mixer, the C code the live engine runs): N-1, saturation, muted
+"""Mixer maths (mixer_ext.mixer, the C code the live engine runs): N-1, soft limiting, muted
 legs, gains, 20 legs, mixed rates, and the half-band resamplers."""
 
 import numpy as np
@@ -28,17 +28,67 @@ def test_n_minus_one():
     assert room.rate == 8000
 
 
-def test_saturation_to_int16():
+def test_an_overloaded_mix_is_limited_under_full_scale_not_clipped():
+    """Three members at 30000 sum to 90000 for the fourth: the soft limiter brings it to -1 dBFS
+    (29204) within the frame (its first quarter bent by the knee, never past full scale), and
+    holds there while the overload lasts, either sign."""
     room = mixer.Room()
     legs = [room.add_leg(8000) for _ in range(4)]
     for leg in legs:
         room.put(leg, const(30000, 160))
     room.tick()
-    assert (room.get(legs[0]) == 32767).all()  # 90000 clipped
+    first = room.get(legs[0])
+    assert (first[40:] == 29204).all() and first.max() <= 32767
     for leg in legs:
         room.put(leg, const(-30000, 160))
     room.tick()
-    assert (room.get(legs[0]) == -32768).all()
+    assert (room.get(legs[0])[40:] == -29204).all()
+
+
+def _spurs_db(x: np.ndarray, rate: int, tones: tuple[float, ...]) -> float:
+    """Energy outside the tones' bins, dB relative to the tones' own."""
+    spec = np.abs(np.fft.rfft(x.astype(np.float64) * np.hanning(len(x)))) ** 2
+    freqs = np.fft.rfftfreq(len(x), 1 / rate)
+    near = np.zeros(len(spec), bool)
+    for f in tones:
+        near |= np.abs(freqs - f) < 15
+    return 10 * np.log10(spec[~near].sum() / spec[near].sum())
+
+
+def test_many_loud_talkers_are_heard_quieter_not_distorted():
+    """Two members at -3 dBFS each (peaks add to +3 dBFS): hard int16 clipping of their sum puts
+    harmonics and intermodulation 20 dB under the tones; the limiter keeps them 35 dB under."""
+    room = mixer.Room()
+    a, b, listener = (room.add_leg(8000) for _ in range(3))
+    n = 160 * 100
+    ta, tb = tone(440, n, 8000, amp=23000), tone(1000, n, 8000, amp=23000)
+    out = []
+    for i in range(100):
+        room.put(a, ta[i * 160:(i + 1) * 160])
+        room.put(b, tb[i * 160:(i + 1) * 160])
+        room.tick()
+        out.append(room.get(listener))
+    heard = np.concatenate(out)[8000:]  # after the first second
+    clipped = np.clip(ta.astype(np.int32) + tb, -32768, 32767)[8000:]
+    assert _spurs_db(clipped, 8000, (440, 1000)) > -25  # what the mixer used to do
+    assert _spurs_db(heard, 8000, (440, 1000)) < -35
+    assert np.abs(heard).max() <= 29204
+
+
+def test_the_limiter_lets_go_after_the_overload():
+    """After an overload the gain returns to unity within ~300 ms: a quiet talker is then heard
+    sample for sample again."""
+    room = mixer.Room()
+    a, b, listener = (room.add_leg(8000) for _ in range(3))
+    room.put(a, const(30000, 160))
+    room.put(b, const(30000, 160))
+    room.tick()
+    quiet = tone(440, 160 * 30, 8000, amp=3000)
+    for i in range(30):
+        room.put(a, quiet[i * 160:(i + 1) * 160])
+        room.put(b, const(0, 160))
+        room.tick()
+    assert np.array_equal(room.get(listener), quiet[-160:])
 
 
 def test_muted_legs_contribute_nothing_but_hear():
@@ -324,3 +374,41 @@ def test_the_gate_still_lets_the_talker_detection_hear_the_member():
     room.put(gated, const(50, 160))
     room.tick()
     assert room.energy(gated) > 0  # measured, though not mixed
+
+
+def _rms_dbfs(x: np.ndarray) -> float:
+    return 10 * np.log10(np.mean(x.astype(np.float64) ** 2) / 32768 ** 2 + 1e-12)
+
+
+def _agc_run(amp: float, seconds: float, rng=None, noise: float = 0.0):
+    room = mixer.Room()
+    listener = room.add_leg(8000)
+    talker = room.add_leg(8000, flags=mixer.AGC)
+    n = 160 * int(seconds * 50)
+    x = tone(300, n, 8000, amp=amp)
+    if noise:
+        x = rng.normal(0, noise, n).astype(np.int16)
+    out = []
+    for i in range(n // 160):
+        room.put(talker, x[i * 160:(i + 1) * 160])
+        room.tick()
+        out.append(room.get(listener))
+    return np.concatenate(out)
+
+
+def test_automatic_level_brings_a_quiet_talker_up_and_a_loud_one_down():
+    """MIX_LEG_AGC aims at -22 dBFS: a -34 dBFS talker is heard at -22 after 2 s (+12 dB, rising
+    7.5 dB/s, no step), a -10 dBFS one at -22 within half a second."""
+    quiet = _agc_run(925, 3.0)
+    assert abs(_rms_dbfs(quiet[-8000:]) - (-22)) < 0.5
+    steps = np.abs(np.diff(quiet.astype(np.int32)))
+    assert steps.max() < 2 * 2 * np.pi * 300 / 8000 * np.abs(quiet).max()  # no click
+    loud = _agc_run(14654, 1.0)
+    assert abs(_rms_dbfs(loud[4000:]) - (-22)) < 0.5
+
+
+def test_automatic_level_does_not_raise_noise():
+    """A member who only sends background noise (-50 dBFS) is passed as it is: the gain adapts on
+    speech only, so the pauses between words are not filled with amplified hiss."""
+    heard = _agc_run(0, 3.0, rng=np.random.default_rng(3), noise=103)
+    assert abs(_rms_dbfs(heard[-8000:]) - (-50)) < 0.5
