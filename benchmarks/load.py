@@ -1,15 +1,29 @@
 """Node under SIPp load, and node-added latency, measured on the wire.
 
     .venv/bin/python benchmarks/load.py [--calls 20 100 200] [--hold 20] [--node-arg=--OPTION=V]
+    .venv/bin/python benchmarks/load.py --codec pcmu opus g722 --calls 100 [--talkers 2]
 
 Load: N SIPp calls in rooms of 20, each streaming speech (espeak-ng, PCMU). Over a 10 s window
 with every call up: the node's CPU (% of one core, /proc), its RSS, how many legs get RTP back
 (loopback capture) and the p99 gap between consecutive RTP packets on a leg.
 
-Latency: one caller streams 1 kHz bursts (100 ms on, 400 ms off), another streams silence, in
-one room. Onsets of bursts in the RTP going into the node are matched to the onsets in the RTP
-coming out of it to the other caller (sample-accurate: packet capture time plus the offset of
-the first loud sample), giving the node-added delay: jitter buffer, mixer tick, encoder.
+Codecs (``--codec pcmu g722 opus``, any of them, one table): N legs in rooms of 20, each
+offering only that codec; ``--talkers`` legs a room (default 2) send speech, the others quiet
+noise (-64 dBFS). SIPp replays pre-encoded RTP (``play_pcap_audio``, pcaps written by
+``rtpgen.py`` with libopus / spandsp's G.722 / mu-law), two SIPp processes (talkers,
+listeners) whose CPU is measured over the same window as the node's and printed apart
+("gen %core"). The capture of the node's RTP also checks that every leg gets the codec's
+payload type back ("pt ok").
+
+Latency: in each of ``--latency-calls`` rooms (default 24, run ``--latency-parallel`` at a
+time) one caller streams silence and another, started a random 0-1 s later (so at a random
+phase against the node's 20 ms tick), 1 kHz bursts (100 ms on, 400 ms off). Onsets of bursts in
+the RTP going into the node are matched to the onsets in the RTP coming out of it to the other
+caller (sample-accurate: packet capture time plus the offset of the first loud sample), giving
+the node-added delay: jitter buffer, mixer tick, encoder. A call's figure is the median over its
+bursts (its phase does not change during the call); printed: p50/p99/min/max over calls, and
+each call's delay beside its phase (from a packet's arrival to the node's next packet out to
+the listener, median over the call).
 
 Targets (issue 3): latency <= 25 ms median; 100 legs < 30 % of one core; 200 legs with
 p99 gap <= 25 ms.
@@ -24,19 +38,22 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+import rtpgen  # noqa: E402
 from support import ports, sipp  # noqa: E402
 from support.audio import ulaw_decode, write_tone_wav  # noqa: E402
 from support.node import NodeProcess  # noqa: E402
@@ -88,26 +105,50 @@ def run_sipp_async(work, node, rows, rtpfile, hold_ms, rate, results, key):
     return t
 
 
-def rtp_window(work: Path, node: NodeProcess, window: float, tag: str) -> dict:
+def rtp_window(work: Path, node: NodeProcess, window: float, tag: str,
+               gen_pids: tuple[int, ...] = (), want_pt: int | None = None,
+               codec: str | None = None) -> dict:
     """Over ``window`` seconds: the node's CPU (% of one core) and RSS, the legs that got RTP
-    back (>= 80 % of the packets due), and the gaps between consecutive packets on a leg."""
+    back (>= 80 % of the packets due), and the gaps between consecutive packets on a leg; with
+    ``gen_pids`` the load generator's CPU over the same window, with ``want_pt`` the legs whose
+    RTP back is all of that payload type."""
     bpf = f"udp and src portrange {node.rtp[0]}-{node.rtp[1]}"
     with Capture(work / f"{tag}.pcap", bpf) as cap:
-        c0, t0 = cpu_seconds(node.proc.pid), time.monotonic()
+        c0, g0, t0 = (cpu_seconds(node.proc.pid), sum(cpu_seconds(p) for p in gen_pids),
+                      time.monotonic())
         time.sleep(window)
-        c1, t1 = cpu_seconds(node.proc.pid), time.monotonic()
+        c1, g1, t1 = (cpu_seconds(node.proc.pid), sum(cpu_seconds(p) for p in gen_pids),
+                      time.monotonic())
         rss = rss_mb(node.proc.pid)
     per_leg: dict[int, list[float]] = defaultdict(list)
+    pts: dict[int, Counter] = defaultdict(Counter)
+    bodies: dict[int, list[bytes]] = defaultdict(list)
     for p in cap.packets():
-        if len(p.payload) >= 2 and not 200 <= p.payload[1] <= 204:  # RTP, not RTCP
+        if len(p.payload) >= 12 and not 200 <= p.payload[1] <= 204:  # RTP, not RTCP
             per_leg[p.src[1]].append(p.t)
+            pts[p.src[1]][p.payload[1] & 0x7F] += 1
+            if codec and len(bodies[p.src[1]]) < 50:
+                cc = p.payload[0] & 0x0F  # no CSRCs or extensions expected; skip them anyway
+                bodies[p.src[1]].append(p.payload[12 + 4 * cc:])
     (work / f"{tag}.pcap").unlink(missing_ok=True)
     gaps = [np.diff(sorted(ts)) for ts in per_leg.values() if len(ts) > 1]
     gaps = np.concatenate(gaps) if gaps else np.zeros(0)
+    back = [port for port, ts in per_leg.items() if len(ts) > window * 50 * 0.8]
+    every = [t for ts in per_leg.values() for t in ts]
+    span = max(every) - min(every) + 0.02 if every else window  # the capture's own length
+    seen = Counter()
+    for c in pts.values():
+        seen.update(c)
     return {
         "cpu_pct": (c1 - c0) / (t1 - t0) * 100,
+        "gen_cpu_pct": (g1 - g0) / (t1 - t0) * 100,
         "rss_mb": rss,
-        "legs_back": len([ts for ts in per_leg.values() if len(ts) > window * 50 * 0.8]),
+        "legs_back": len(back),
+        "back_pct": sum(len(ts) for ts in per_leg.values()) / max(1, len(per_leg))
+        / (span * 50) * 100,
+        "legs_pt_ok": len([p for p in back if set(pts[p]) == {want_pt}]),
+        "pts_seen": dict(seen),
+        "payload_check": rtpgen.check_payloads(codec, list(bodies.values())) if codec else "",
         "gap_p99_ms": float(np.percentile(gaps, 99) * 1000) if len(gaps) else float("nan"),
         "gap_max_ms": float(gaps.max() * 1000) if len(gaps) else float("nan"),
     }
@@ -152,6 +193,78 @@ def load(work: Path, calls: int, hold_s: float, speech: Path, media: str = "mixe
         node.terminate()
 
 
+PLAY_PCAP = Path(__file__).with_name("uac_play_pcap.xml")
+QUIET_RMS = 20  # the listeners' noise: -64 dBFS, white
+
+
+def speech_pcm(work: Path, rate: int, seconds: float) -> np.ndarray:
+    """espeak-ng speech at ``rate`` (int16), repeated to ``seconds``."""
+    wav, raw = work / "speech-src.wav", work / f"speech-{rate}.s16"
+    if not wav.exists():
+        text = ("This is a conference load test. Two callers in every room speak this "
+                "sentence again and again, and the others listen, so that the mixer has "
+                "real speech to add up and every leg has a mix to hear.")
+        subprocess.run(["espeak-ng", "-w", str(wav), text], check=True, timeout=60)
+    subprocess.run(["sox", str(wav), "-r", str(rate), "-c", "1", "-e", "signed", "-b", "16",
+                    "-t", "raw", str(raw)], check=True, timeout=60)
+    pcm = np.frombuffer(raw.read_bytes(), dtype="<i2")
+    return np.resize(pcm, int(seconds * rate))
+
+
+def codec_pcaps(work: Path, codec: str, seconds: float) -> tuple[Path, Path]:
+    """(talker, listener) pcaps of ``codec`` RTP, ``seconds`` long: speech, quiet noise."""
+    spec = rtpgen.CODECS[codec]
+    talk = speech_pcm(work, spec.rate, seconds)
+    quiet = np.random.default_rng(7).normal(0, QUIET_RMS, len(talk)).astype(np.int16)
+    out = []
+    for tag, pcm in (("talk", talk), ("quiet", quiet)):
+        out.append(rtpgen.write_rtp_pcap(work / f"{codec}-{tag}.pcap", codec,
+                                         rtpgen.encode_frames(codec, pcm)))
+    return out[0], out[1]
+
+
+def codec_load(work: Path, calls: int, hold_s: float, codec: str, talkers: int,
+               media: str = "mixer_ext") -> dict:
+    """``calls`` legs offering only ``codec``, rooms of 20, ``talkers`` a room speaking."""
+    rate = 50
+    ramp = calls / rate + 3
+    talk, quiet = codec_pcaps(work, codec, hold_s + ramp + 10)
+    spec = rtpgen.CODECS[codec]
+    rooms = [f"{codec}{i // 20}" for i in range(calls)]
+    talk_rows = [[r] for i, r in enumerate(rooms) if i % 20 < talkers]
+    quiet_rows = [[r] for i, r in enumerate(rooms) if i % 20 >= talkers]
+    node = start_load_node(work, calls, media)
+    gens: list[sipp.Uac] = []
+    try:
+        idle0 = cpu_seconds(node.proc.pid)
+        time.sleep(3)
+        idle_pct = (cpu_seconds(node.proc.pid) - idle0) / 3 * 100
+        idle_rss = rss_mb(node.proc.pid)
+        target = f"127.0.0.1:{node.sip_port}"
+        for rows, pcap in ((talk_rows, talk), (quiet_rows, quiet)):
+            if rows:
+                subs = {"PT": spec.pt, "SDP_ATTRS": "\n      ".join(spec.sdp),
+                        "PCAP": pcap, "HOLD_MS": int(hold_s * 1000)}
+                gens.append(sipp.Uac(work, target, str(PLAY_PCAP), rows, subs, rate=rate,
+                                     timeout=hold_s + ramp + 60))
+        time.sleep(ramp)
+        w = rtp_window(work, node, 10.0, f"{codec}{calls}",
+                       tuple(g.proc.pid for g in gens), spec.pt, codec)
+        res = [g.wait() for g in gens]
+        ok = sum(r.successful for r in res)
+        if ok < calls:
+            for r in res:
+                print(r.output[-1500:], file=sys.stderr)
+        return {"calls": calls, "codec": codec, "ok": ok,
+                "failed": calls - ok, "idle_cpu_pct": idle_pct, "idle_rss_mb": idle_rss, **w}
+    finally:
+        for g in gens:
+            if g.proc.poll() is None:
+                g.proc.kill()
+                g.proc.wait(10)
+        node.terminate()
+
+
 def onsets(stream: list[tuple[float, bytes]], threshold: int = 2000,
            quiet_s: float = 0.2) -> list[float]:
     out: list[float] = []
@@ -167,48 +280,91 @@ def onsets(stream: list[tuple[float, bytes]], threshold: int = 2000,
     return out
 
 
-def latency(work: Path, media: str = "mixer_ext", bursts: int = 40) -> dict:
-    node = start_load_node(work, 20, media)
+def burst_files(work: Path) -> tuple[Path, Path]:
     n = 8000 * 60
     tt = np.arange(n) / 8000
     on = (tt % 0.5) < 0.1
     burst = (on * 8000 * np.sin(2 * np.pi * 1000 * tt)).astype(np.int16)
-    bursts_file = ulaw_file(work, "bursts", burst)
-    silence_file = ulaw_file(work, "silence", np.zeros(8000 * 10, dtype=np.int16))
-    hold_ms = int(bursts * 0.5 * 1000) + 3000
-    results: dict = {}
+    return (ulaw_file(work, "bursts", burst),
+            ulaw_file(work, "silence", np.zeros(8000 * 10, dtype=np.int16)))
+
+
+def latency_call(work: Path, node: NodeProcess, room: str, bursts: int, files: tuple[Path, Path],
+                 start_delay: float) -> tuple[int, int]:
+    """One room: a silent listener, then after ``start_delay`` s a caller streaming ``bursts``
+    bursts. Returns the SIPp media ports (talker, listener) to find their RTP in a capture."""
+    bursts_file, silence_file = files
+    hold_ms = int(bursts * 500) + 300
+    target = f"127.0.0.1:{node.sip_port}"
+    listener = sipp.Uac(work, target, "uac_pcmu.xml", [[room]],
+                        {"RTPFILE": silence_file, "HOLD_MS": hold_ms + 2500, "ROOM": room}, rate=10,
+                        timeout=hold_ms / 1000 + 60)
+    time.sleep(1.0 + start_delay)
+    talker = sipp.Uac(work, target, "uac_pcmu.xml", [[room]],
+                      {"RTPFILE": bursts_file, "HOLD_MS": hold_ms, "ROOM": room}, rate=10,
+                      timeout=hold_ms / 1000 + 60)  # ROOM: a scenario file of its own
+    talker.wait()
+    listener.wait()
+    return talker.media_port, listener.media_port
+
+
+def latency(work: Path, media: str = "mixer_ext", calls: int = 24, parallel: int = 4,
+            bursts: int = 10) -> dict:
+    """Node-added latency over ``calls`` calls, each at a random phase (see the module doc)."""
+    node = start_load_node(work, 2 * parallel + 4, media)
+    files = burst_files(work)
+    rng = random.Random()
     try:
         bpf = f"udp and (src portrange {node.rtp[0]}-{node.rtp[1]} or " \
               f"dst portrange {node.rtp[0]}-{node.rtp[1]})"
         with Capture(work / "latency.pcap", bpf) as cap:
-            ta = run_sipp_async(work, node, [["lat"]], silence_file, hold_ms, 10, results, "b")
-            time.sleep(1.0)
-            tb = run_sipp_async(work, node, [["lat"]], bursts_file, hold_ms - 1000, 10, results,
-                                "a")
-            ta.join(hold_ms / 1000 + 90)
-            tb.join(hold_ms / 1000 + 90)
+            with ThreadPoolExecutor(parallel) as pool:
+                futs = []
+                for i in range(calls):
+                    futs.append(pool.submit(latency_call, work, node, f"lat{i}", bursts, files,
+                                            rng.uniform(0, 1.0)))
+                    if i < parallel:
+                        time.sleep(0.37)  # spread the first ones
+                legs = [f.result(timeout=bursts * 0.5 + 200) for f in futs]
         lo, hi = node.rtp
-        inbound: dict[int, list] = defaultdict(list)
-        outbound: dict[int, list] = defaultdict(list)
+        inbound: dict[int, list] = defaultdict(list)  # by the talker's SIPp media port
+        outbound: dict[int, list] = defaultdict(list)  # by the listener's SIPp media port
         for p in cap.packets():
-            if len(p.payload) < 12 + 160:
+            if len(p.payload) < 12 + 160 or 200 <= p.payload[1] <= 204:
                 continue
             body = p.payload[12:]
             if lo <= p.dst[1] <= hi:
-                inbound[p.dst[1]].append((p.t, body))
+                inbound[p.src[1]].append((p.t, body))
             elif lo <= p.src[1] <= hi:
-                outbound[p.src[1]].append((p.t, body))
-        ins = max((onsets(s) for s in inbound.values()), key=len)
-        outs = max((onsets(s) for s in outbound.values()), key=len)
-        delays = []
-        for t_in in ins:
-            later = [t for t in outs if 0 <= t - t_in < 0.3]
-            if later:
-                delays.append((later[0] - t_in) * 1000)
-        d = np.array(delays)
-        return {"bursts_in": len(ins), "matched": len(d),
-                "median_ms": float(np.median(d)) if len(d) else float("nan"),
-                "p99_ms": float(np.percentile(d, 99)) if len(d) else float("nan")}
+                outbound[p.dst[1]].append((p.t, body))
+        per_call, phases, pooled, missing = [], [], [], 0
+        for talker_port, listener_port in legs:
+            ins = onsets(inbound[talker_port])
+            outs = onsets(outbound[listener_port])
+            delays = []
+            for t_in in ins:
+                later = [t for t in outs if 0 <= t - t_in < 0.3]
+                if later:
+                    delays.append((later[0] - t_in) * 1000)
+            if not delays:
+                missing += 1
+                continue
+            out_t = np.array(sorted(t for t, _ in outbound[listener_port]))
+            in_t = np.array(sorted(t for t, _ in inbound[talker_port]))
+            nxt = np.searchsorted(out_t, in_t)
+            ok = nxt < len(out_t)
+            phases.append(float(np.median(out_t[nxt[ok]] - in_t[ok])) * 1000)
+            per_call.append(float(np.median(delays)))
+            pooled += delays
+        d = np.array(per_call)
+        pct = (lambda q: float(np.percentile(d, q))) if len(d) else (lambda q: float("nan"))
+        return {"calls": calls, "measured": len(d), "missing": missing,
+                "bursts": len(pooled), "p50_ms": pct(50), "p99_ms": pct(99),
+                "min_ms": float(d.min()) if len(d) else float("nan"),
+                "max_ms": float(d.max()) if len(d) else float("nan"),
+                "bursts_p50_ms": float(np.median(pooled)) if pooled else float("nan"),
+                "bursts_p99_ms": float(np.percentile(pooled, 99)) if pooled else float("nan"),
+                "per_call": sorted(zip(phases, per_call, strict=True))}
     finally:
         node.terminate()
 
@@ -289,6 +445,14 @@ def main() -> None:
                     help="an option for the node, repeatable (e.g. --node-arg=--strict-rtp=off)")
     ap.add_argument("--srtp", type=int, nargs="?", const=100, metavar="LEGS",
                     help="only the SRTP cost: LEGS baresip legs (default 100), plain then SRTP")
+    ap.add_argument("--codec", nargs="+", choices=sorted(rtpgen.CODECS), metavar="CODEC",
+                    help="pcmu, g722 and/or opus: legs offering only that codec, --talkers a "
+                         "room speaking, the others quiet; one table")
+    ap.add_argument("--talkers", type=int, default=2, help="with --codec: talkers a room")
+    ap.add_argument("--latency-calls", type=int, default=24,
+                    help="calls the latency is measured over, each at a random phase")
+    ap.add_argument("--latency-parallel", type=int, default=4,
+                    help="latency calls (rooms) up at once")
     args = ap.parse_args()
     NODE_ARGS[:] = args.node_arg
     with tempfile.TemporaryDirectory(prefix="sipconf-load-") as d:
@@ -307,9 +471,40 @@ def main() -> None:
                   f"{srtp['srtp_logs']}/{len(range(0, n, 25))}")
             return
         if not args.no_latency:
-            lat = latency(work, args.media)
-            print(f"node-added latency (RTP in -> RTP out, {lat['matched']}/{lat['bursts_in']} "
-                  f"bursts): median {lat['median_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms")
+            lat = latency(work, args.media, args.latency_calls, args.latency_parallel)
+            print(f"node-added latency (RTP in -> RTP out) over {lat['measured']}/{lat['calls']} "
+                  f"calls at random phases ({lat['bursts']} bursts): p50 {lat['p50_ms']:.1f} ms, "
+                  f"p99 {lat['p99_ms']:.1f} ms, min {lat['min_ms']:.1f} ms, "
+                  f"max {lat['max_ms']:.1f} ms (over bursts: p50 {lat['bursts_p50_ms']:.1f}, "
+                  f"p99 {lat['bursts_p99_ms']:.1f})", flush=True)
+            print("  by phase (ms from arrival to the node's next packet out: delay ms): " +
+                  ", ".join(f"{ph:.1f}: {dl:.1f}" for ph, dl in lat["per_call"]), flush=True)
+        if args.codec:
+            print(f"{'legs':>5} {'codec':>5} {'ok':>4} {'fail':>4} {'node %core':>10} "
+                  f"{'%/leg':>6} {'idle %':>6} {'gen %core':>9} {'rss MB':>7} {'MB/leg':>6} "
+                  f"{'legs back':>9} {'rtp back %':>10} {'pt ok':>5} {'gap p99 ms':>10} "
+                  f"{'gap max ms':>10}",
+                  flush=True)
+            for n in args.calls:
+                rows = []
+                for codec in args.codec:
+                    r = codec_load(work, n, args.hold, codec, args.talkers, args.media)
+                    rows.append(r)
+                    print(f"{n:>5} {codec:>5} {r['ok']:>4} {r['failed']:>4} "
+                          f"{r['cpu_pct']:>10.1f} {(r['cpu_pct'] - r['idle_cpu_pct']) / n:>6.3f} "
+                          f"{r['idle_cpu_pct']:>6.1f} {r['gen_cpu_pct']:>9.1f} "
+                          f"{r['rss_mb']:>7.1f} {(r['rss_mb'] - r['idle_rss_mb']) / n:>6.3f} "
+                          f"{r['legs_back']:>9} {r['back_pct']:>10.1f} {r['legs_pt_ok']:>5} "
+                          f"{r['gap_p99_ms']:>10.1f} "
+                          f"{r['gap_max_ms']:>10.1f}", flush=True)
+                print(f"{n:>5} legs, {args.talkers} talkers a room: payload types back "
+                      + "; ".join(f"{r['codec']} {r['pts_seen']}" for r in rows)
+                      + "; node %/leg " + ", ".join(
+                          f"{r['codec']} {(r['cpu_pct'] - r['idle_cpu_pct']) / n:.3f}"
+                          for r in rows), flush=True)
+                for r in rows:
+                    print(f"{n:>5} legs, {r['codec']}: RTP back {r['payload_check']}", flush=True)
+            return
         speech = speech_ulaw(work)
         print(f"{'legs':>5} {'ok':>4} {'fail':>4} {'cpu %core':>9} {'%/leg':>6} {'idle %':>7} "
               f"{'rss MB':>7} {'MB/leg':>6} {'legs back':>9} {'gap p99 ms':>10} "

@@ -121,3 +121,33 @@ def _counts(stat: Path) -> tuple[int, int]:
     last = lines[-1].split(";")
     col = {h: i for i, h in enumerate(head)}
     return int(last[col["SuccessfulCall(C)"]]), int(last[col["FailedCall(C)"]])
+
+
+class Uac:
+    """SIPp placing ``len(rows)`` calls in the background (all up at once, ``rate`` a second),
+    so that its process can be measured while they run; ``wait`` gives the result (killed past
+    ``timeout``). Its port block is 8 wide: SIPp also binds the media port + 2 (video), which
+    a 4-port block would share with the next block's SIP port when two start together."""
+
+    def __init__(self, workdir: Path, target: str, scenario_name: str, rows: list[list[str]],
+                 subs: dict[str, str] | None = None, rate: int = 10, timeout: float = 60.0):
+        self.workdir, self.base, self.timeout = workdir, ports.block(8), timeout
+        self.media_port = self.base + 2
+        csv = write_csv(workdir / f"sipp-{self.base}.csv", rows)
+        sf = scenario(workdir, scenario_name, subs or {})
+        self._out = open(workdir / f"sipp-{self.base}-out.txt", "w+")
+        self.proc = subprocess.Popen(
+            ["sipp", target, "-inf", str(csv), *_args(workdir, self.base, sf, timeout),
+             "-m", str(len(rows)), "-l", str(len(rows)), "-r", str(rate)],
+            stdout=self._out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=workdir)
+
+    def wait(self, timeout: float | None = None) -> SippResult:
+        try:
+            self.proc.wait(self.timeout + 30 if timeout is None else timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        self._out.seek(0)
+        res = _result(self.workdir, self.base, self.proc.returncode or 0, self._out.read())
+        self._out.close()
+        return res

@@ -1,0 +1,169 @@
+"""Pre-encoded RTP streams for load: PCMU, G.722 and Opus payloads in a pcap file that SIPp
+replays with ``play_pcap_audio`` (SIPp 3.6.1's ``rtp_stream`` only streams G.711 files).
+
+Encoders are the system libraries, through ctypes: libopus (``libopus0``, which pjproject's
+Opus codec links too) and spandsp's G.722 (``libspandsp2``); mu-law is computed here.
+
+RTP as the payload formats say: PCMU payload type 0, 8 kHz clock (160 a 20 ms packet); G.722
+payload type 9, 64 kbit/s, sampled at 16 kHz but clocked at 8000 (RFC 3551 4.5.2: 160 a
+packet, 160 bytes); Opus a dynamic payload type, ``opus/48000/2`` in the SDP, 48 kHz clock
+whatever the coded bandwidth (RFC 7587 4.1: 960 a packet), one Opus frame a packet, mono.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+OPUS_PT = 96
+
+
+@dataclass(frozen=True)
+class CodecSpec:
+    name: str
+    pt: int
+    rate: int  # sample rate of the PCM the encoder takes
+    ts_step: int  # RTP timestamp units a 20 ms packet
+    sdp: tuple[str, ...]  # a= lines of the offer
+
+
+CODECS: dict[str, CodecSpec] = {
+    "pcmu": CodecSpec("pcmu", 0, 8000, 160, ("a=rtpmap:0 PCMU/8000",)),
+    "g722": CodecSpec("g722", 9, 16000, 160, ("a=rtpmap:9 G722/8000",)),
+    "opus": CodecSpec("opus", OPUS_PT, 48000, 960,
+                      (f"a=rtpmap:{OPUS_PT} opus/48000/2",
+                       f"a=fmtp:{OPUS_PT} useinbandfec=0;maxplaybackrate=48000")),
+}
+
+
+def _lib(name: str, soname: str) -> ctypes.CDLL:
+    return ctypes.CDLL(ctypes.util.find_library(name) or soname)
+
+
+def ulaw_encode(pcm: np.ndarray) -> bytes:
+    """G.711 mu-law (the segment/mantissa form of ITU-T G.711, bias 0x84)."""
+    x = pcm.astype(np.int32)
+    sign = np.where(x < 0, 0x80, 0)
+    mag = np.minimum(np.abs(x), 32635) + 0x84
+    exp = np.floor(np.log2(mag)).astype(np.int32) - 7
+    mant = (mag >> (exp + 3)) & 0x0F
+    return (~(sign | (exp << 4) | mant) & 0xFF).astype(np.uint8).tobytes()
+
+
+def encode_frames(codec: str, pcm: np.ndarray, opus_bitrate: int = 32000) -> list[bytes]:
+    """20 ms RTP payloads of ``pcm`` (int16 at the codec's rate)."""
+    spec = CODECS[codec]
+    n = spec.rate // 50
+    frames = [np.ascontiguousarray(pcm[i:i + n], dtype="<i2")
+              for i in range(0, len(pcm) - n + 1, n)]
+    if codec == "pcmu":
+        return [ulaw_encode(f) for f in frames]
+    if codec == "g722":
+        lib = _lib("spandsp", "libspandsp.so.2")
+        lib.g722_encode_init.restype = ctypes.c_void_p
+        lib.g722_encode_init.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+        lib.g722_encode.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p,
+                                    ctypes.c_int]
+        lib.g722_encode_free.argtypes = [ctypes.c_void_p]
+        st = lib.g722_encode_init(None, 64000, 0)
+        out = ctypes.create_string_buffer(n)
+        res = []
+        for f in frames:
+            k = lib.g722_encode(st, out, f.ctypes.data, n)
+            res.append(out.raw[:k])
+        lib.g722_encode_free(st)
+        return res
+    lib = _lib("opus", "libopus.so.0")
+    lib.opus_encoder_create.restype = ctypes.c_void_p
+    lib.opus_encoder_create.argtypes = [ctypes.c_int32, ctypes.c_int, ctypes.c_int,
+                                        ctypes.POINTER(ctypes.c_int)]
+    lib.opus_encode.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int,
+                                ctypes.c_char_p, ctypes.c_int32]
+    lib.opus_encoder_destroy.argtypes = [ctypes.c_void_p]
+    err = ctypes.c_int()
+    enc = lib.opus_encoder_create(48000, 1, 2048, ctypes.byref(err))  # OPUS_APPLICATION_VOIP
+    if err.value != 0 or not enc:
+        raise RuntimeError(f"opus_encoder_create: {err.value}")
+    lib.opus_encoder_ctl(ctypes.c_void_p(enc), ctypes.c_int(4002),  # OPUS_SET_BITRATE
+                         ctypes.c_int32(opus_bitrate))
+    out = ctypes.create_string_buffer(1500)
+    res = []
+    for f in frames:
+        k = lib.opus_encode(enc, f.ctypes.data, n, out, 1500)
+        if k < 0:
+            raise RuntimeError(f"opus_encode: {k}")
+        res.append(out.raw[:k])
+    lib.opus_encoder_destroy(enc)
+    return res
+
+
+def write_rtp_pcap(path: Path, codec: str, payloads: list[bytes], ssrc: int = 0x5EED0001,
+                   port: int = 6000) -> Path:
+    """Classic pcap (Ethernet, IPv4, UDP 127.0.0.1:port -> :port), one RTP packet each 20 ms.
+    SIPp replays it with the captured gaps, rewriting only the UDP ports and addresses."""
+    spec = CODECS[codec]
+    out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)]
+    for i, body in enumerate(payloads):
+        rtp = struct.pack("!BBHII", 0x80, (0x80 if i == 0 else 0) | spec.pt, i & 0xFFFF,
+                          (i * spec.ts_step) & 0xFFFFFFFF, ssrc) + body
+        udp = struct.pack("!HHHH", port, port, 8 + len(rtp), 0) + rtp
+        ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), i & 0xFFFF, 0,
+                                   64, 17, 0, bytes([127, 0, 0, 1]), bytes([127, 0, 0, 1])))
+        csum = sum(struct.unpack("!10H", bytes(ip)))
+        csum = (csum & 0xFFFF) + (csum >> 16)
+        csum = (csum & 0xFFFF) + (csum >> 16)
+        ip[10:12] = struct.pack("!H", ~csum & 0xFFFF)
+        frame = b"\x00" * 12 + b"\x08\x00" + bytes(ip) + udp
+        t = i * 0.02
+        out.append(struct.pack("<IIII", int(t), int(round((t % 1) * 1e6)), len(frame),
+                               len(frame)))
+        out.append(frame)
+    path.write_bytes(b"".join(out))
+    return path
+
+
+_OPUS_BW = {0: "NB", 1: "MB", 2: "WB", 3: "SWB", 4: "FB"}
+
+
+def _opus_bandwidth(toc: int) -> str:
+    """The audio bandwidth a TOC byte names (RFC 6716 3.1)."""
+    config = toc >> 3
+    if config < 12:  # SILK
+        return _OPUS_BW[config // 4]
+    if config < 16:  # hybrid
+        return "SWB" if config < 14 else "FB"
+    return _OPUS_BW[{0: 0, 1: 2, 2: 3, 3: 4}[(config - 16) // 4]]  # CELT
+
+
+def check_payloads(codec: str, streams: list[list[bytes]], per_stream: int = 50) -> str:
+    """Are RTP payloads the node sent what ``codec`` makes? G.711 / G.722: 160 bytes each;
+    Opus: the first ``per_stream`` of each stream decoded by libopus (one decoder a stream),
+    with the audio bandwidths their TOC bytes name."""
+    if codec != "opus":
+        sizes = {len(p) for s in streams for p in s}
+        return f"payload bytes {sorted(sizes)}"
+    lib = _lib("opus", "libopus.so.0")
+    lib.opus_decoder_create.restype = ctypes.c_void_p
+    lib.opus_decoder_create.argtypes = [ctypes.c_int32, ctypes.c_int,
+                                        ctypes.POINTER(ctypes.c_int)]
+    lib.opus_decode.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int32,
+                                ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+    lib.opus_decoder_destroy.argtypes = [ctypes.c_void_p]
+    pcm = (ctypes.c_int16 * 5760)()
+    ok = bad = 0
+    bws: dict[str, int] = {}
+    for s in streams:
+        err = ctypes.c_int()
+        dec = lib.opus_decoder_create(48000, 1, ctypes.byref(err))
+        for p in s[:per_stream]:
+            n = lib.opus_decode(dec, p, len(p), pcm, 5760, 0)
+            ok, bad = (ok + 1, bad) if n == 960 else (ok, bad + 1)
+            bw = _opus_bandwidth(p[0])
+            bws[bw] = bws.get(bw, 0) + 1
+        lib.opus_decoder_destroy(dec)
+    return f"opus decoded {ok} ok / {bad} bad 20 ms frames, bandwidth {bws}"
