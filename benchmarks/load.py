@@ -453,6 +453,9 @@ def main() -> None:
                     help="calls the latency is measured over, each at a random phase")
     ap.add_argument("--latency-parallel", type=int, default=4,
                     help="latency calls (rooms) up at once")
+    ap.add_argument("--latency-baseline-arg", action="append", default=[], metavar="OPTION",
+                    help="also measure the latency, in the same run, on a node with this "
+                         "option too (e.g. --latency-baseline-arg=--jb-catchup-ms=0)")
     args = ap.parse_args()
     NODE_ARGS[:] = args.node_arg
     with tempfile.TemporaryDirectory(prefix="sipconf-load-") as d:
@@ -471,14 +474,21 @@ def main() -> None:
                   f"{srtp['srtp_logs']}/{len(range(0, n, 25))}")
             return
         if not args.no_latency:
-            lat = latency(work, args.media, args.latency_calls, args.latency_parallel)
-            print(f"node-added latency (RTP in -> RTP out) over {lat['measured']}/{lat['calls']} "
-                  f"calls at random phases ({lat['bursts']} bursts): p50 {lat['p50_ms']:.1f} ms, "
-                  f"p99 {lat['p99_ms']:.1f} ms, min {lat['min_ms']:.1f} ms, "
-                  f"max {lat['max_ms']:.1f} ms (over bursts: p50 {lat['bursts_p50_ms']:.1f}, "
-                  f"p99 {lat['bursts_p99_ms']:.1f})", flush=True)
-            print("  by phase (ms from arrival to the node's next packet out: delay ms): " +
-                  ", ".join(f"{ph:.1f}: {dl:.1f}" for ph, dl in lat["per_call"]), flush=True)
+            variants = [("", [])]
+            if args.latency_baseline_arg:
+                variants.insert(0, (f"baseline ({' '.join(args.latency_baseline_arg)}): ",
+                                    args.latency_baseline_arg))
+            for label, extra in variants:
+                NODE_ARGS[:] = [*args.node_arg, *extra]
+                lat = latency(work, args.media, args.latency_calls, args.latency_parallel)
+                print(f"{label}node-added latency (RTP in -> RTP out) over {lat['measured']}/"
+                      f"{lat['calls']} calls at random phases ({lat['bursts']} bursts): p50 "
+                      f"{lat['p50_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms, min "
+                      f"{lat['min_ms']:.1f} ms, max {lat['max_ms']:.1f} ms (over bursts: p50 "
+                      f"{lat['bursts_p50_ms']:.1f}, p99 {lat['bursts_p99_ms']:.1f})", flush=True)
+                print("  by phase (ms from arrival to the node's next packet out: delay ms): " +
+                      ", ".join(f"{ph:.1f}: {dl:.1f}" for ph, dl in lat["per_call"]), flush=True)
+            NODE_ARGS[:] = args.node_arg
         if args.codec:
             print(f"{'legs':>5} {'codec':>5} {'ok':>4} {'fail':>4} {'node %core':>10} "
                   f"{'%/leg':>6} {'idle %':>6} {'gen %core':>9} {'rss MB':>7} {'MB/leg':>6} "

@@ -57,7 +57,7 @@ from pesq import pesq
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from support import ports  # noqa: E402
-from support.audio import read_wav, ulaw_decode, write_wav  # noqa: E402
+from support.audio import read_wav, ulaw_decode, ulaw_encode, write_wav  # noqa: E402
 from support.baresip import BaresipUA  # noqa: E402
 from support.node import NodeProcess  # noqa: E402
 from support.pcap import Capture, read_udp  # noqa: E402
@@ -96,16 +96,6 @@ def make_speech(work: Path) -> np.ndarray:
     rms = np.sqrt(np.mean(pcm ** 2))
     pcm = pcm * (32768 * 10 ** (SPEECH_DBFS / 20) / rms)
     return np.clip(pcm, -32768, 32767).astype(np.int16)
-
-
-def ulaw_encode(pcm: np.ndarray) -> bytes:
-    """Linear int16 to G.711 mu-law (the inverse of support.audio.ulaw_decode)."""
-    x = pcm.astype(np.int32)
-    sign = np.where(x < 0, 0x80, 0)
-    mag = np.minimum(np.abs(x), 32635) + 0x84
-    exponent = np.floor(np.log2(mag)).astype(np.int32) - 7
-    mantissa = (mag >> (exponent + 3)) & 0x0F
-    return (~(sign | (exponent << 4) | mantissa) & 0xFF).astype(np.uint8).tobytes()
 
 
 def padded(speech: np.ndarray) -> np.ndarray:
@@ -394,6 +384,8 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--only", default="clean,noise,loss",
                     help="comma-separated: clean, noise, loss (default all)")
+    ap.add_argument("--node-arg", action="append", default=[], metavar="OPTION",
+                    help="an option for every node of the run, e.g. --node-arg=--jb-size-ms=500")
     args = ap.parse_args()
     only = {s.strip() for s in args.only.split(",") if s.strip()}
     if not only <= {"clean", "noise", "loss"}:
@@ -404,8 +396,9 @@ def main() -> None:
         speech = make_speech(work)
         rows: dict[str, list[Result]] = {}
         rows["codec alone (G.711 in numpy)"] = [Result(codec_alone(speech), float("nan"))]
-        node = start_node(work, [])
-        node_ns = start_node(work, ["--noise-suppression"]) if "noise" in only else None
+        node = start_node(work, args.node_arg)
+        node_ns = (start_node(work, [*args.node_arg, "--noise-suppression"]) if "noise" in only
+                   else None)
         try:
             for rep in range(args.reps):
                 seed = 1000 + rep

@@ -15,10 +15,15 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import struct
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from support.audio import ulaw_encode  # noqa: E402
 
 OPUS_PT = 96
 
@@ -43,16 +48,6 @@ CODECS: dict[str, CodecSpec] = {
 
 def _lib(name: str, soname: str) -> ctypes.CDLL:
     return ctypes.CDLL(ctypes.util.find_library(name) or soname)
-
-
-def ulaw_encode(pcm: np.ndarray) -> bytes:
-    """G.711 mu-law (the segment/mantissa form of ITU-T G.711, bias 0x84)."""
-    x = pcm.astype(np.int32)
-    sign = np.where(x < 0, 0x80, 0)
-    mag = np.minimum(np.abs(x), 32635) + 0x84
-    exp = np.floor(np.log2(mag)).astype(np.int32) - 7
-    mant = (mag >> (exp + 3)) & 0x0F
-    return (~(sign | (exp << 4) | mant) & 0xFF).astype(np.uint8).tobytes()
 
 
 def encode_frames(codec: str, pcm: np.ndarray, opus_bitrate: int = 32000) -> list[bytes]:

@@ -38,6 +38,7 @@ cdef extern from "engine.h" nogil:
         int rate
         uint64_t rx_audio
         uint64_t rx_empty
+        uint64_t catchups
         uint64_t tx
         uint64_t errors
         uint64_t energy
@@ -68,6 +69,7 @@ cdef extern from "engine.h" nogil:
     void eng_leg_set_gain(eng_leg *leg, int gain_in, int gain_out)
     int eng_leg_relate(eng_leg *listener, eng_leg *src, int hear)
     void eng_leg_get_stats(eng_leg *leg, eng_leg_stats *st)
+    void eng_set_catchup(int ticks)
     eng_leg *eng_source_create(int rate)
     void eng_leg_play(eng_leg *leg, const int16_t *pcm, int n, int loops)
     void eng_leg_stop(eng_leg *leg)

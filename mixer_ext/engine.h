@@ -33,6 +33,7 @@ typedef struct eng_leg_stats {
     int rate;
     uint64_t rx_audio;     /* frames with decoded audio */
     uint64_t rx_empty;     /* frames with nothing (jitter buffer empty, no RTP yet) */
+    uint64_t catchups;     /* frames dropped to catch up with a stream running a frame behind */
     uint64_t tx;           /* frames handed to the encoder */
     uint64_t errors;
     uint64_t energy;       /* last frame's talker energy */
@@ -98,6 +99,9 @@ void eng_leg_set_gain(eng_leg *leg, int gain_in, int gain_out);
  * room; 0 on success, -1 otherwise. Leaving the room ends the relation. */
 int eng_leg_relate(eng_leg *listener, eng_leg *src, int hear);
 void eng_leg_get_stats(eng_leg *leg, eng_leg_stats *st);
+/* Node-wide: a leg catches up after its jitter buffer kept a frame back for this many ticks in
+ * a row (0: never). Set before calls start. */
+void eng_set_catchup(int ticks);
 
 /* Sounds. A player walks a PCM clip (at the leg's rate) frame by frame; loops < 0 = forever.
  * On a call leg it is a private overlay: added to what that caller hears (wait music, a Play

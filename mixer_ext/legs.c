@@ -42,6 +42,57 @@ void legs_denoise(eng_leg *leg)
         speex_preprocess_run((SpeexPreprocessState *)leg->denoise, leg->m.in);
 }
 
+/* Catch-up. pjmedia's adaptive jitter buffer keeps what its prefetch asks for, but once a
+ * burst (a tick that came late, two packets in one turn) has left one frame more in it than
+ * the stream needs, it can keep it for the whole call: that leg then lags 20 ms, depending on
+ * where its packets fall against the tick. A leg whose buffer still held a whole frame after
+ * every read for g_catchup_ticks gets that frame read on (the older one dropped), on a quiet
+ * frame if one comes within CATCHUP_FORCE_TICKS, else anyway. Real jitter drains the buffer to
+ * empty now and then, and a frame lost, concealed or discarded starts the second again: only
+ * a clean stream catches up (on a lossy one it cost up to 0.7 PESQ at 3 % loss). */
+static int g_catchup_ticks = 50;     /* 1 s of a frame to spare on every read (--jb-catchup-ms) */
+#define CATCHUP_FORCE_TICKS 250      /* 5 s more: a talker who never pauses */
+#define CATCHUP_QUIET_POWER 1074ULL  /* a frame's mean power at -55 dBFS */
+
+void eng_set_catchup(int ticks)
+{
+    __atomic_store_n(&g_catchup_ticks, ticks, __ATOMIC_RELAXED);
+}
+
+void legs_catch_up(eng_leg *leg)
+{
+    pjmedia_jb_state st;
+    const int ticks = __atomic_load_n(&g_catchup_ticks, __ATOMIC_RELAXED);
+    if (ticks <= 0 || !leg->stream || leg->frm_ms <= 0
+            || pjmedia_stream_get_stat_jbuf(leg->stream, &st) != PJ_SUCCESS)
+        return;
+    const uint64_t events = (uint64_t)st.lost + st.empty + st.discard;
+    if ((int)st.size * leg->frm_ms < MIX_FRAME_MS || events != leg->jb_events) {
+        leg->behind = 0;  /* not behind, or not a clean stream: loss and jitter are the */
+        leg->jb_events = events;  /* buffer's to handle (catching up there cost PESQ) */
+        return;
+    }
+    if (++leg->behind < ticks)
+        return;
+    uint64_t e = 0;
+    for (int i = 0; i < leg->m.spf; i++)
+        e += (uint64_t)((int32_t)leg->m.in[i] * leg->m.in[i]);
+    if (e > (uint64_t)leg->m.spf * CATCHUP_QUIET_POWER && leg->behind < ticks + CATCHUP_FORCE_TICKS)
+        return;
+    pjmedia_frame f;
+    memset(&f, 0, sizeof(f));
+    f.type = PJMEDIA_FRAME_TYPE_AUDIO;
+    f.buf = leg->m.in;
+    f.size = (pj_size_t)leg->m.spf * 2;
+    if (pjmedia_port_get_frame(leg->port, &f) == PJ_SUCCESS && f.type == PJMEDIA_FRAME_TYPE_AUDIO
+            && f.size > 0) {
+        if (f.size < (pj_size_t)leg->m.spf * 2)
+            memset((char *)leg->m.in + f.size, 0, leg->m.spf * 2 - f.size);
+        BUMP(leg->catchups, 1);
+    }
+    leg->behind = 0;
+}
+
 /* The tick's input hook on call legs: in-band DTMF. */
 static void legs_detect_input(void *user, mix_leg *m, const int16_t *pcm, int n, int rate)
 {
@@ -153,6 +204,10 @@ eng_leg *eng_leg_attach(void *stream, void **placeholder, int *err)
     leg->m.on_input_user = leg;
     leg->stream = (pjmedia_stream *)stream;
     leg->port = port;
+    pjmedia_stream_info si;
+    if (pjmedia_stream_get_info(leg->stream, &si) == PJ_SUCCESS && si.param)
+        leg->frm_ms = si.param->info.frm_ptime / (si.param->info.frm_ptime_denum
+                                                   ? si.param->info.frm_ptime_denum : 1);
     if (pjmedia_null_port_create(leg->pool, rate, 1, spf, 16, &leg->placeholder) != PJ_SUCCESS) {
         *err = ENG_ERR_NO_MEMORY;
         goto fail;
@@ -287,6 +342,7 @@ void eng_leg_get_stats(eng_leg *leg, eng_leg_stats *st)
     st->rate = leg->m.rate;
     st->rx_audio = LOAD(leg->rx_audio);
     st->rx_empty = LOAD(leg->rx_empty);
+    st->catchups = LOAD(leg->catchups);
     st->tx = LOAD(leg->tx);
     st->errors = LOAD(leg->errors);
     st->energy = LOAD(leg->energy);

@@ -44,6 +44,7 @@ uint64_t rooms_tick(eng_room *r)
                 memset((char *)leg->m.in + f.size, 0, leg->m.spf * 2 - f.size);
             leg->m.has_audio = 1;
             BUMP(leg->rx_audio, 1);
+            legs_catch_up(leg);
             legs_denoise(leg);
         } else {
             BUMP(leg->rx_empty, 1);

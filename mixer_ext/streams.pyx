@@ -182,7 +182,7 @@ cdef class _Leg:
         with nogil:
             eng_leg_get_stats(leg, &st)
         return {"id": eng_leg_id(leg), "rate": st.rate, "rx_audio": st.rx_audio,
-                "rx_empty": st.rx_empty,
+                "rx_empty": st.rx_empty, "catchups": st.catchups,
                 "tx": st.tx, "errors": st.errors, "energy": st.energy,
                 "talking": bool(st.talking)}
 
@@ -405,6 +405,12 @@ cdef class Tap:
 # Strict media (rtpguard.h): each call's media transport wrapped in a guard that takes RTP and
 # RTCP only from the call's source.
 from mixer_ext._rtpguard cimport *
+
+
+def catchup_settings(int after_ms):
+    """Node-wide: a leg whose jitter buffer kept a whole frame back on every read for
+    ``after_ms`` reads on to the newer frame (0: never)."""
+    eng_set_catchup(after_ms // 20)
 
 
 def rtpguard_settings(double relatch_seconds, unsigned learn_packets=3):

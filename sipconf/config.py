@@ -91,7 +91,14 @@ class NodeConfig:
     # Jitter buffer (ms): small, because the node adds as little delay as it can.
     jb_init_ms: int = 20
     jb_min_ms: int = 10
-    jb_max_ms: int = 60
+    jb_max_ms: int = 60  # the most it prefetches after running empty
+    jb_size_ms: int = opt(500, "the most audio a leg's jitter buffer holds, ms (default 500, "
+                               "pjmedia's; 40-1000): its delay never grows past it, however "
+                               "much the network jitters; past it the oldest frames give way "
+                               "(a smaller one bounds delay at a cost in quality under jitter)")
+    jb_catchup_ms: int = opt(1000, "a leg whose jitter buffer kept a whole frame more than it "
+                                   "needed on every read for this long (ms, default 1000; 0: "
+                                   "never) drops one, on a quiet frame: 20 ms less delay")
     opus_bitrate: int = 32000
     sound_fetch_timeout: float = opt(10.0, "seconds a sound file or sound document may take "
                                            "to fetch in all (default 10)")
@@ -220,6 +227,10 @@ class NodeConfig:
             why = tls_files_problem(self.tls_cert, self.tls_key)
             if why:
                 raise ValueError(f"sip_tls_port: {why}")
+        if not 40 <= self.jb_size_ms <= 1000:
+            raise ValueError("jb_size_ms must be 40-1000")
+        if self.jb_catchup_ms and not 200 <= self.jb_catchup_ms <= 60000:
+            raise ValueError("jb_catchup_ms must be 0 (never) or 200-60000")
         if self.rtp_timeout and not 2 <= self.rtp_timeout <= 86400:
             raise ValueError("rtp_timeout must be 0 (never) or 2-86400 seconds")
         if not 90 <= self.session_expires <= 86400:

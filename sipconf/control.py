@@ -27,6 +27,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("sipconf.node")
 
 
+def _media(st: dict | None) -> dict | None:
+    """A member's RTP and jitter buffer figures, as the member list shows them."""
+    if st is None:  # an agent, or a call without a stream
+        return None
+    return {"packets": st["rx_packets"], "lost": st["rx_lost"],
+            "jitter_ms": round(st["jitter_s"] * 1000, 1), "concealed": st["concealed"],
+            "jb_discarded": st["jb_discarded"], "jb_delay_ms": round(st["jb_delay_s"] * 1000, 1)}
+
+
 class Control:
     """What the control API may see and do (``http.api.Controls``)."""
 
@@ -44,9 +53,12 @@ class Control:
         run = self.node.rooms.get(name)
         if run is None:
             return None
-        return self._room_dict(run, (await self.node.engine.stats())["legs"])
+        st = await self.node.engine.stats(rtp=True)
+        return self._room_dict(run, st["legs"], st.get("rtp", {}))
 
-    def _room_dict(self, run: RoomRun, legs: dict) -> dict:
+    def _room_dict(self, run: RoomRun, legs: dict, rtp: dict | None = None) -> dict:
+        """The room and its members; with ``rtp`` (one room's listing), each member's media
+        figures too: what its line loses and how its jitter buffer copes."""
         now_wall, now = time.time(), trio.current_time()
         members = []
         coached = {m.call_uuid: m.member_id for m in run.state.members.values()}
@@ -67,6 +79,8 @@ class Control:
                 "talking": legs.get(m.call_uuid, {}).get("talking", False),
                 "floor": run.floor == m.call_uuid,
                 "joined_at": round(now_wall - (now - m.joined_at), 3)})
+            if rtp is not None:
+                members[-1]["media"] = _media(rtp.get(m.call_uuid))
         started = run.state.started_at
         return {"name": run.state.name, "uuid": run.key, "members": members,
                 "started_at": round(now_wall - (now - started), 3) if started is not None

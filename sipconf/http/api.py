@@ -62,6 +62,10 @@ def openapi() -> dict[str, Any]:
         "waiting": {"type": "boolean"}, "talking": {"type": "boolean"},
         "denoise": {"type": "boolean", "description": "denoised and gated"},
         "agc": {"type": "boolean", "description": "its level set automatically"},
+        "media": {"type": "object", "nullable": True,
+                  "description": "GET /v1/rooms/{room} only: packets received, lost, jitter_ms, "
+                                 "concealed (frames the codec filled in), jb_discarded, "
+                                 "jb_delay_ms; null for an agent"},
         "floor": {"type": "boolean"}, "joined_at": {"type": "number",
                                                    "description": "Unix time, seconds"}}}
     room = {"type": "object", "properties": {

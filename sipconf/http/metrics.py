@@ -95,6 +95,10 @@ def render(m: Metrics, *, calls: int, rooms: int, legs: int, engine: dict,
     metric("sipconf_rtp_frames_empty_total", "counter",
            "Frames with no decoded audio (loss or late packets), over live legs.",
            [("", sum(st["rx_empty"] for st in legs_st))])
+    metric("sipconf_rtp_catchups_total", "counter",
+           "Frames dropped to bring a leg whose jitter buffer kept a whole frame back for a "
+           "second 20 ms nearer real time, over live legs.",
+           [("", sum(st.get("catchups", 0) for st in legs_st))])
     reg = engine.get("registration")
     if reg is not None:
         metric("sipconf_registered", "gauge", "1 while the PBX holds our registration.",
@@ -119,6 +123,16 @@ def render(m: Metrics, *, calls: int, rooms: int, legs: int, engine: dict,
            "Interarrival jitter on a live leg, last RFC 3550 estimate.", per_leg("jitter_s"))
     metric("sipconf_leg_rtp_jitter_max_seconds", "gauge",
            "Largest interarrival jitter seen on a live leg.", per_leg("jitter_max_s"))
+    metric("sipconf_leg_concealed_frames", "gauge",
+           "Frames the jitter buffer had no packet for on a live leg (lost or too late), "
+           "filled in by the codec's concealment.", per_leg("concealed"))
+    metric("sipconf_leg_jb_discarded_frames", "gauge",
+           "Frames the jitter buffer discarded on a live leg (too late, or to shorten its "
+           "delay).", per_leg("jb_discarded"))
+    metric("sipconf_leg_jb_delay_seconds", "gauge",
+           "Average delay of a live leg's jitter buffer.", per_leg("jb_delay_s"))
+    metric("sipconf_rtp_concealed_frames", "gauge", "Concealed frames, over the live legs.",
+           [("", sum(st["concealed"] for st in rtp.values()))])
     metric("sipconf_rtp_lost_packets", "gauge", "RTP packets lost, over the live legs.",
            [("", sum(st["rx_lost"] for st in rtp.values()))])
     metric("sipconf_webhook_queue_depth", "gauge", "Events waiting to be delivered.",

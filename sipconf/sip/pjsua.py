@@ -53,7 +53,8 @@ def endpoint_config(pj, cfg: NodeConfig, log_writer):
     mc.threadCnt = cfg.media_threads
     mc.jbInit = cfg.jb_init_ms
     mc.jbMinPre = cfg.jb_min_ms
-    mc.jbMaxPre = cfg.jb_max_ms
+    mc.jbMaxPre = min(cfg.jb_max_ms, cfg.jb_size_ms)
+    mc.jbMax = cfg.jb_size_ms
     return epc
 
 

@@ -129,6 +129,7 @@ class SipThread:
         self.media = Media(streams, self.emit, self.calls)
         streams.start(cfg.mixer_clocks)
         streams.rtpguard_settings(cfg.rtp_relatch_seconds)
+        streams.catchup_settings(cfg.jb_catchup_ms)
 
         acfg = pjsua.account_config(pj, cfg)
         self.call_cls = callbacks.call_class(pj)

@@ -144,6 +144,9 @@ def test_automatic_level_evens_out_a_quiet_and_a_loud_talker(answer_server, node
     q_raw = span()
     assert all(m["agc"] == (m["member_id"] != ids["quiet"])
                for m in node.members(TOKEN, "levels"))
+    media = {m["member_id"]: m["media"] for m in node.members(TOKEN, "levels")}
+    assert media[ids["quiet"]]["packets"] > 100 and media[ids["quiet"]]["lost"] == 0, media
+    assert media[ids["quiet"]]["concealed"] == 0 and media[ids["quiet"]]["jb_delay_ms"] < 200
     assert api.post(member + ids["quiet"] + "/mute").status_code == 200
     assert api.post(member + ids["loud"] + "/unmute").status_code == 200
     time.sleep(1.0)

@@ -10,7 +10,9 @@ import time
 
 import numpy as np
 import pytest
-from support.audio import band_levels, timeline, tone_pcm
+from support.audio import band_levels, timeline, tone_pcm, ulaw_decode
+from support.rawsip import RawUA
+from support.rtp import Receiver, udp_socket
 from support.waiting import wait_until
 from support.ws_app import WsApp
 
@@ -122,6 +124,39 @@ def test_burst_plays_at_real_time_and_clear_audio_barges_in(answer_server, node_
     assert cleared_in < 0.5, cleared_in
     print(f"FIGURE barge-in: a 10 s burst played at real time for {heard:.2f} s until "
           f"clearAudio (clearedAudio after {cleared_in * 1000:.0f} ms), nothing after")
+
+
+def test_clear_audio_cuts_the_apps_speech_at_once(answer_server, node_factory, ws_app):
+    """Barge-in measured on the wire: a raw RTP caller timestamps every packet the node sends
+    it; the app's tone stops reaching it within a tick or two of clearAudio."""
+    url = answer_server.route(
+        "/answer", f'<Response><Stream bidirectional="true" keepCallAlive="true" '
+                   f'contentType="audio/x-l16;rate=8000">{ws_app.url("/bot")}</Stream>'
+                   '</Response>')
+    node = node_factory(url)
+    ua, sock = RawUA(node.sip_port), udp_socket()
+    rx = Receiver(sock)
+    try:
+        ua.call(node.uri("bot"), sock.getsockname()[1])
+        rx.start()
+        conn = ws_app.wait_conn()
+        time.sleep(0.5)
+        ws_app.play(conn, tone_pcm(B, 10.0, 8000), 8000)
+        time.sleep(2.0)
+        t_clear = time.monotonic()
+        ws_app.send(conn, {"event": "clearAudio"})
+        time.sleep(1.0)
+    finally:
+        rx.stop()
+        ua.close()
+        sock.close()
+    loud = [t for t, _src, d in rx.got if len(d) > 12 and d[1] & 0x7F == 0
+            and np.abs(ulaw_decode(d[12:]).astype(np.int32)).max() > 2000]
+    assert loud and loud[0] < t_clear - 1.5, "the app's tone never played"
+    cut_ms = (max(loud) - t_clear) * 1000
+    print(f"FIGURE barge-in on the wire: the last packet carrying the app's audio left "
+          f"{cut_ms:.1f} ms after clearAudio was sent")
+    assert cut_ms <= 200, cut_ms  # not the 8 s still queued; the figure is in the note
 
 
 def test_agent_member_hears_the_room_and_is_heard(answer_server, node_factory, uas, ws_app):

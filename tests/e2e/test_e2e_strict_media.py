@@ -13,97 +13,21 @@ taken, and the room's audio follows it."""
 from __future__ import annotations
 
 import random
-import socket
 import struct
-import threading
 import time
 
 import numpy as np
 import pytest
-from support.audio import band_levels, timeline, ulaw_decode
+from support.audio import band_levels, timeline
 from support.rawsip import SDP, RawUA
 from support.rawsip import code as _code
+from support.rtp import Receiver, RtpSender
+from support.rtp import udp_socket as _udp
 
 pytestmark = pytest.mark.e2e
 
 RELATCH_S = 3.0
 FREQS = [440.0, 1000.0, 1700.0, 2300.0]
-
-
-def ulaw_encode(pcm: np.ndarray) -> bytes:
-    """Linear 16-bit samples to G.711 mu-law (the reference algorithm)."""
-    x = np.clip(pcm.astype(np.int32), -32635, 32635)
-    sign = np.where(x < 0, 0x80, 0)
-    x = np.abs(x) + 0x84
-    exponent = np.floor(np.log2(x)).astype(np.int32) - 7
-    exponent = np.clip(exponent, 0, 7)
-    mantissa = (x >> (exponent + 3)) & 0x0F
-    return (~(sign | (exponent << 4) | mantissa) & 0xFF).astype(np.uint8).tobytes()
-
-
-class RtpSender:
-    """One RTP stream (SSRC, sequence, timestamp), PCMU, 20 ms packets, paced in real time."""
-
-    def __init__(self, ssrc: int):
-        self.ssrc = ssrc
-        self.seq = random.randrange(1 << 16)
-        self.ts = random.randrange(1 << 32)
-        self.started = time.monotonic()
-        self.sent = 0
-
-    def packet(self, payload: bytes, marker: bool = False) -> bytes:
-        hdr = struct.pack("!BBHII", 0x80, (0x80 if marker else 0), self.seq & 0xFFFF,
-                          self.ts & 0xFFFFFFFF, self.ssrc)
-        self.seq += 1
-        self.ts += 160
-        return hdr + payload
-
-    def send(self, sock: socket.socket, dest, freq: float | None, seconds: float) -> None:
-        n = int(seconds / 0.02)
-        t = np.arange(n * 160) / 8000
-        pcm = (np.zeros(n * 160) if freq is None
-               else 0.25 * 32767 * np.sin(2 * np.pi * freq * t))
-        start = time.monotonic()
-        for i in range(n):
-            sock.sendto(self.packet(ulaw_encode(pcm[i * 160:(i + 1) * 160]), i == 0), dest)
-            self.sent += 1
-            delay = start + (i + 1) * 0.02 - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-
-
-class Receiver(threading.Thread):
-    """Everything that reaches a socket: (time, source, bytes)."""
-
-    def __init__(self, sock: socket.socket):
-        super().__init__(daemon=True)
-        self.sock = sock
-        self.got: list[tuple[float, tuple, bytes]] = []
-        self.stopping = False
-        sock.settimeout(0.1)
-
-    def run(self) -> None:
-        while not self.stopping:
-            try:
-                data, src = self.sock.recvfrom(4096)
-            except (TimeoutError, OSError):
-                continue
-            self.got.append((time.monotonic(), src, data))
-
-    def stop(self) -> None:
-        self.stopping = True
-        self.join(2)
-
-    def pcmu_after(self, t0: float) -> np.ndarray:
-        return np.concatenate([ulaw_decode(d[12:]) for t, _, d in self.got
-                               if t >= t0 and len(d) > 12 and d[1] & 0x7F == 0]
-                              or [np.zeros(0)]).astype(np.float64)
-
-
-def _udp(host: str = "127.0.0.1") -> socket.socket:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind((host, 0))
-    return s
 
 
 def _tone_db(pcm: np.ndarray, freq: float) -> float:

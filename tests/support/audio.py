@@ -140,6 +140,16 @@ def ulaw_decode(payload: bytes) -> np.ndarray:
     mag = ((mantissa.astype(np.int32) << 3) + 0x84) << exponent
     return np.where(sign != 0, -(mag - 0x84), mag - 0x84).astype(np.int32)
 
+def ulaw_encode(pcm: np.ndarray) -> bytes:
+    """Linear int16 to G.711 mu-law (ITU-T G.711's segment/mantissa form, bias 0x84; the
+    inverse of ulaw_decode)."""
+    x = pcm.astype(np.int32)
+    sign = np.where(x < 0, 0x80, 0)
+    mag = np.minimum(np.abs(x), 32635) + 0x84
+    exponent = np.floor(np.log2(mag)).astype(np.int32) - 7
+    mantissa = (mag >> (exponent + 3)) & 0x0F
+    return (~(sign | (exponent << 4) | mantissa) & 0xFF).astype(np.uint8).tobytes()
+
 
 def dtmf_wav(path: Path, digits: str, start_s: float, seconds: float, gap_s: float = 0.25,
              rate: int = 8000) -> Path:

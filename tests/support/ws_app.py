@@ -1,19 +1,21 @@
 """A real WebSocket server playing the app side of Plivo's Audio Streaming protocol (a voice
-agent, a transcriber): trio-websocket in its own thread; every message the node sends is kept
-(parsed) with its arrival time, and a test sends messages back on a connection."""
+agent, a transcriber), built on the ``websockets`` library (what most Python agents serve
+with; the node's client is trio-websocket, so the two ends are different implementations):
+its threaded server, every message the node sends kept (parsed) with its arrival time, and a
+test sends messages back on a connection."""
 
 from __future__ import annotations
 
 import base64
-import functools
 import json
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
-import trio
-from trio_websocket import ConnectionClosed, serve_websocket
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.server import ServerConnection, serve
 
 from . import ports
 
@@ -49,66 +51,58 @@ class WsApp:
         self.media_count = 0
         self.port = ports.block(1)
         self.conns: list[Conn] = []
-        self._token: trio.lowlevel.TrioToken | None = None
-        self._stop: trio.Event | None = None
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=trio.run, args=(self._main,), daemon=True)
+        self._stopping = threading.Event()
+        self._server = None
+        self._thread: threading.Thread | None = None
 
     def url(self, path: str = "/agent") -> str:
         return f"ws://127.0.0.1:{self.port}{path}"
 
     def start(self) -> WsApp:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if self.stall:  # a small receive window (inherited by accepted sockets): fills fast
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.bind(("127.0.0.1", self.port))
+        sock.listen(64)
+        self._server = serve(self._handle, sock=sock, compression=None, max_size=2 ** 22,
+                             max_queue=1 if self.stall else 64, ping_interval=None)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
-        assert self._ready.wait(10), "WebSocket server did not start"
         return self
 
     def stop(self) -> None:
-        if self._token is not None:
-            try:
-                trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
-            except trio.RunFinishedError:
-                pass
-        self._thread.join(10)
+        self._stopping.set()
+        if self._server is not None:
+            self._server.shutdown()
+        if self._thread is not None:
+            self._thread.join(10)
 
-    async def _main(self) -> None:
-        self._token = trio.lowlevel.current_trio_token()
-        self._stop = trio.Event()
-        async with trio.open_nursery() as nursery:
-            await nursery.start(functools.partial(
-                serve_websocket, self._handle, "127.0.0.1", self.port, None,
-                message_queue_size=1, receive_buffer_size=4096))
-            self._ready.set()
-            await self._stop.wait()
-            nursery.cancel_scope.cancel()
-
-    async def _handle(self, request) -> None:
-        ws = await request.accept()
-        conn = Conn(request.path, ws=ws)
+    def _handle(self, ws: ServerConnection) -> None:
+        conn = Conn(ws.request.path, ws=ws)
         self.conns.append(conn)
         if self.stall:
-            await trio.sleep_forever()
+            self._stopping.wait(120)
+            return
         try:
-            while True:
-                msg = await ws.get_message()
+            for msg in ws:
                 if not self.keep_media and msg.startswith('{"event": "media"'):
                     self.media_count += 1
                     continue
                 conn.walls.append(time.time())
                 conn.received.append((time.monotonic(), json.loads(msg)))
         except ConnectionClosed:
-            conn.closed_at = time.monotonic()
+            pass
+        conn.closed_at = time.monotonic()
 
     # --- from the test's thread -----------------------------------------------------------
 
     def send(self, conn: Conn, message: dict) -> None:
-        async def go() -> None:
-            await conn.ws.send_message(json.dumps(message))
-
-        trio.from_thread.run(go, trio_token=self._token)
+        conn.ws.send(json.dumps(message))
 
     def close(self, conn: Conn, code: int = 1000) -> None:
         """Close the socket (1000: normally; e.g. 1011: the app failed)."""
-        trio.from_thread.run(conn.ws.aclose, code, trio_token=self._token)
+        conn.ws.close(code)
 
     def play(self, conn: Conn, pcm: np.ndarray, rate: int, content_type: str = "audio/x-l16",
              chunk_s: float = 1.0) -> None:
