@@ -160,7 +160,8 @@ NODE_ARGS: list[str] = []  # --node-arg: the same load against the node with oth
 def start_load_node(work: Path, calls: int, media: str = "mixer_ext") -> NodeProcess:
     node = NodeProcess(work, rtp_ports=max(200, calls * 2 + 20),
                        extra=["--log-level", "warning", "--max-calls", str(max(calls, 20)),
-                              *NODE_ARGS])
+                              # one SIPp address places every call
+                              "--max-calls-per-source", str(max(calls, 20)), *NODE_ARGS])
     if media == "pyport":  # the baseline: same SIP stack, rooms mixed in Python media ports
         node.args[1:4] = [str(Path(__file__).with_name("pyport_node.py"))]
     return node.start()
@@ -250,12 +251,14 @@ def codec_load(work: Path, calls: int, hold_s: float, codec: str, talkers: int,
         time.sleep(ramp)
         w = rtp_window(work, node, 10.0, f"{codec}{calls}",
                        tuple(g.proc.pid for g in gens), spec.pt, codec)
+        m = node.metrics()
+        sent = m.get("sipconf_rtp_frames_shared_total", 0.0)
         res = [g.wait() for g in gens]
         ok = sum(r.successful for r in res)
         if ok < calls:
             for r in res:
                 print(r.output[-1500:], file=sys.stderr)
-        return {"calls": calls, "codec": codec, "ok": ok,
+        return {"calls": calls, "codec": codec, "ok": ok, "shared_frames": sent,
                 "failed": calls - ok, "idle_cpu_pct": idle_pct, "idle_rss_mb": idle_rss, **w}
     finally:
         for g in gens:
@@ -449,6 +452,9 @@ def main() -> None:
                     help="pcmu, g722 and/or opus: legs offering only that codec, --talkers a "
                          "room speaking, the others quiet; one table")
     ap.add_argument("--talkers", type=int, default=2, help="with --codec: talkers a room")
+    ap.add_argument("--share-baseline", action="store_true",
+                    help="with --codec: each row also on a node with --shared-encoding off "
+                         "(every leg encodes its own), in the same run")
     ap.add_argument("--latency-calls", type=int, default=24,
                     help="calls the latency is measured over, each at a random phase")
     ap.add_argument("--latency-parallel", type=int, default=4,
@@ -490,17 +496,20 @@ def main() -> None:
                       ", ".join(f"{ph:.1f}: {dl:.1f}" for ph, dl in lat["per_call"]), flush=True)
             NODE_ARGS[:] = args.node_arg
         if args.codec:
-            print(f"{'legs':>5} {'codec':>5} {'ok':>4} {'fail':>4} {'node %core':>10} "
+            print(f"{'legs':>5} {'codec':>5} {'share':>5} {'ok':>4} {'fail':>4} {'node %core':>10} "
                   f"{'%/leg':>6} {'idle %':>6} {'gen %core':>9} {'rss MB':>7} {'MB/leg':>6} "
                   f"{'legs back':>9} {'rtp back %':>10} {'pt ok':>5} {'gap p99 ms':>10} "
                   f"{'gap max ms':>10}",
                   flush=True)
             for n in args.calls:
                 rows = []
-                for codec in args.codec:
+                shares = ("off", "on") if args.share_baseline else ("on",)
+                for codec, share in ((c, s) for c in args.codec for s in shares):
+                    NODE_ARGS[:] = [*args.node_arg, f"--shared-encoding={share}"]
                     r = codec_load(work, n, args.hold, codec, args.talkers, args.media)
+                    r["codec"] = f"{codec}/{share}" if args.share_baseline else codec
                     rows.append(r)
-                    print(f"{n:>5} {codec:>5} {r['ok']:>4} {r['failed']:>4} "
+                    print(f"{n:>5} {codec:>5} {share:>5} {r['ok']:>4} {r['failed']:>4} "
                           f"{r['cpu_pct']:>10.1f} {(r['cpu_pct'] - r['idle_cpu_pct']) / n:>6.3f} "
                           f"{r['idle_cpu_pct']:>6.1f} {r['gen_cpu_pct']:>9.1f} "
                           f"{r['rss_mb']:>7.1f} {(r['rss_mb'] - r['idle_rss_mb']) / n:>6.3f} "
@@ -513,7 +522,9 @@ def main() -> None:
                           f"{r['codec']} {(r['cpu_pct'] - r['idle_cpu_pct']) / n:.3f}"
                           for r in rows), flush=True)
                 for r in rows:
-                    print(f"{n:>5} legs, {r['codec']}: RTP back {r['payload_check']}", flush=True)
+                    print(f"{n:>5} legs, {r['codec']}: RTP back {r['payload_check']}; "
+                          f"{r['shared_frames']:.0f} frames sent as a shared encode",
+                          flush=True)
             return
         speech = speech_ulaw(work)
         print(f"{'legs':>5} {'ok':>4} {'fail':>4} {'cpu %core':>9} {'%/leg':>6} {'idle %':>7} "

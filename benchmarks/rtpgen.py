@@ -2,7 +2,8 @@
 replays with ``play_pcap_audio`` (SIPp 3.6.1's ``rtp_stream`` only streams G.711 files).
 
 Encoders are the system libraries, through ctypes: libopus (``libopus0``, which pjproject's
-Opus codec links too) and spandsp's G.722 (``libspandsp2``); mu-law is computed here.
+Opus codec links too; tests/support/opus.py) and spandsp's G.722 (``libspandsp2``); mu-law is
+computed here.
 
 RTP as the payload formats say: PCMU payload type 0, 8 kHz clock (160 a 20 ms packet); G.722
 payload type 9, 64 kbit/s, sampled at 16 kHz but clocked at 8000 (RFC 3551 4.5.2: 160 a
@@ -23,6 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+from support import opus  # noqa: E402
 from support.audio import ulaw_encode  # noqa: E402
 
 OPUS_PT = 96
@@ -73,28 +75,8 @@ def encode_frames(codec: str, pcm: np.ndarray, opus_bitrate: int = 32000) -> lis
             res.append(out.raw[:k])
         lib.g722_encode_free(st)
         return res
-    lib = _lib("opus", "libopus.so.0")
-    lib.opus_encoder_create.restype = ctypes.c_void_p
-    lib.opus_encoder_create.argtypes = [ctypes.c_int32, ctypes.c_int, ctypes.c_int,
-                                        ctypes.POINTER(ctypes.c_int)]
-    lib.opus_encode.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int,
-                                ctypes.c_char_p, ctypes.c_int32]
-    lib.opus_encoder_destroy.argtypes = [ctypes.c_void_p]
-    err = ctypes.c_int()
-    enc = lib.opus_encoder_create(48000, 1, 2048, ctypes.byref(err))  # OPUS_APPLICATION_VOIP
-    if err.value != 0 or not enc:
-        raise RuntimeError(f"opus_encoder_create: {err.value}")
-    lib.opus_encoder_ctl(ctypes.c_void_p(enc), ctypes.c_int(4002),  # OPUS_SET_BITRATE
-                         ctypes.c_int32(opus_bitrate))
-    out = ctypes.create_string_buffer(1500)
-    res = []
-    for f in frames:
-        k = lib.opus_encode(enc, f.ctypes.data, n, out, 1500)
-        if k < 0:
-            raise RuntimeError(f"opus_encode: {k}")
-        res.append(out.raw[:k])
-    lib.opus_encoder_destroy(enc)
-    return res
+    enc = opus.Encoder(opus_bitrate)
+    return [enc.encode(f) for f in frames]
 
 
 def write_rtp_pcap(path: Path, codec: str, payloads: list[bytes], ssrc: int = 0x5EED0001,
@@ -142,23 +124,13 @@ def check_payloads(codec: str, streams: list[list[bytes]], per_stream: int = 50)
     if codec != "opus":
         sizes = {len(p) for s in streams for p in s}
         return f"payload bytes {sorted(sizes)}"
-    lib = _lib("opus", "libopus.so.0")
-    lib.opus_decoder_create.restype = ctypes.c_void_p
-    lib.opus_decoder_create.argtypes = [ctypes.c_int32, ctypes.c_int,
-                                        ctypes.POINTER(ctypes.c_int)]
-    lib.opus_decode.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int32,
-                                ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
-    lib.opus_decoder_destroy.argtypes = [ctypes.c_void_p]
-    pcm = (ctypes.c_int16 * 5760)()
     ok = bad = 0
     bws: dict[str, int] = {}
     for s in streams:
-        err = ctypes.c_int()
-        dec = lib.opus_decoder_create(48000, 1, ctypes.byref(err))
+        dec = opus.Decoder()
         for p in s[:per_stream]:
-            n = lib.opus_decode(dec, p, len(p), pcm, 5760, 0)
-            ok, bad = (ok + 1, bad) if n == 960 else (ok, bad + 1)
+            n = len(dec.decode(p))
+            ok, bad = (ok + 1, bad) if n == opus.FRAME else (ok, bad + 1)
             bw = _opus_bandwidth(p[0])
             bws[bw] = bws.get(bw, 0) + 1
-        lib.opus_decoder_destroy(dec)
     return f"opus decoded {ok} ok / {bad} bad 20 ms frames, bandwidth {bws}"

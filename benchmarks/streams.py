@@ -31,7 +31,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from trio_websocket import ConnectionClosed
+from websockets.exceptions import ConnectionClosed
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))

@@ -40,6 +40,7 @@ cdef extern from "engine.h" nogil:
         uint64_t rx_empty
         uint64_t catchups
         uint64_t tx
+        uint64_t shared
         uint64_t errors
         uint64_t energy
         int talking
@@ -70,6 +71,8 @@ cdef extern from "engine.h" nogil:
     int eng_leg_relate(eng_leg *listener, eng_leg *src, int hear)
     void eng_leg_get_stats(eng_leg *leg, eng_leg_stats *st)
     void eng_set_catchup(int ticks)
+    void eng_set_shared_encoding(int on)
+    void eng_leg_own_encoder(eng_leg *leg, int ms)
     eng_leg *eng_source_create(int rate)
     void eng_leg_play(eng_leg *leg, const int16_t *pcm, int n, int loops)
     void eng_leg_stop(eng_leg *leg)

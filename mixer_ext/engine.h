@@ -34,7 +34,8 @@ typedef struct eng_leg_stats {
     uint64_t rx_audio;     /* frames with decoded audio */
     uint64_t rx_empty;     /* frames with nothing (jitter buffer empty, no RTP yet) */
     uint64_t catchups;     /* frames dropped to catch up with a stream running a frame behind */
-    uint64_t tx;           /* frames handed to the encoder */
+    uint64_t tx;           /* frames sent (handed to the encoder, or a shared payload) */
+    uint64_t shared;       /* of those, frames sent as a payload encoded once for the room */
     uint64_t errors;
     uint64_t energy;       /* last frame's talker energy */
     int talking;           /* speaking (floor.c): what talk events and the API report */
@@ -102,6 +103,10 @@ void eng_leg_get_stats(eng_leg *leg, eng_leg_stats *st);
 /* Node-wide: a leg catches up after its jitter buffer kept a frame back for this many ticks in
  * a row (0: never). Set before calls start. */
 void eng_set_catchup(int ticks);
+/* Node-wide: listeners hearing the same frame share one encode (share.c; default on). */
+void eng_set_shared_encoding(int on);
+/* The leg encodes its own frames for the next `ms` (digits are being sent on its stream). */
+void eng_leg_own_encoder(eng_leg *leg, int ms);
 
 /* Sounds. A player walks a PCM clip (at the leg's rate) frame by frame; loops < 0 = forever.
  * On a call leg it is a private overlay: added to what that caller hears (wait music, a Play

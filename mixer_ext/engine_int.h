@@ -8,6 +8,7 @@
  *   taps.c    recording taps: the tick's hook and the ring the recorder drains
  *   events.c  the event queue the ticks push to and the control plane polls
  *   pipes.c   a leg's audio to and from another thread (streams, agents), agent legs
+ *   share.c   one encode per shared mix: listeners hearing the same frame share a payload
  *
  * Lock order (outer first): g_lock (clock.c) > a clock's lock > g_tap_lock (taps.c) > a room's
  * lock > a tap's lock, g_ev_lock (events.c). A clock thread holds its clock's lock, then each
@@ -45,6 +46,9 @@ struct eng_leg {
     pjmedia_port *port;         /* what the clock drives: the stream's port, or a converter */
     pjmedia_port *mono;         /* channel converter over the stream port, if needed */
     pjmedia_port *resampler;    /* rate converter to 16 kHz, if needed */
+    pjmedia_resample *up;       /* with it: what the leg hears, 16 kHz to the stream's rate, */
+    pjmedia_port *below;        /* put to the port below (ours, so share.c can prime it) */
+    int below_spf;
     pj_pool_t *pool;
     pjmedia_port *placeholder;
     eng_room *room;
@@ -60,7 +64,33 @@ struct eng_leg {
     eng_pipe *pipe;             /* a stream or agent pipe, or NULL (pipes.c) */
     void *denoise;              /* speexdsp preprocessor while MIX_LEG_GATE (a call leg) */
     int agent;                  /* an agent leg: no stream, its pipe is its voice */
+    /* shared encoding (share.c): the leg's encoder configuration, NULL if it never shares */
+    pjmedia_codec_param *sh_param;
+    pjmedia_codec_info sh_info;
+    char sh_name[32];
+    pjmedia_transport *tp;      /* the stream's transport (a guard, rtpguard.c) */
+    int64_t own_until_ns;       /* digits being sent: its own encoder until then */
+    eng_room *sh_room;          /* the room sh_slot was found in */
+    int sh_slot;                /* its room's shared encoder, -1: none */
+    uint64_t shared;            /* frames sent as a shared payload */
+    pjmedia_codec *codec;       /* the stream's own encoder (its state continued, share.c) */
+    int quiet_ticks;            /* ticks in a row it has heard the room's whole mix */
+    int was_shared;             /* its last frame was a shared payload */
 };
+
+/* The rate converters of legs at another rate (Opus at 48 kHz) and of the shared encoders, one
+ * quality for all (a leg and the shared encoder must convert alike for a seamless switch):
+ * speexdsp's resampler through pjmedia, high quality (pjmedia: quality 10 with the large
+ * filter, 7 with the small one) or not (quality 3). */
+#define ENG_RS_HIGH_QUALITY PJ_FALSE
+#define ENG_RS_LARGE_FILTER PJ_FALSE
+#define ENG_RS_PORT_OPTS ((ENG_RS_HIGH_QUALITY ? 0 : PJMEDIA_RESAMPLE_USE_LINEAR) \
+                          | (ENG_RS_LARGE_FILTER ? 0 : PJMEDIA_RESAMPLE_USE_SMALL_FILTER))
+
+#define ENG_SHARE_CONFIGS 4     /* shared encoders (configurations) a room keeps */
+#define ENG_SHARE_PAYLOAD 1280  /* bytes an encoded frame may take */
+#define ENG_SHARE_MAX_SPF 960   /* 20 ms at 48 kHz */
+struct eng_shared;
 
 struct eng_room {
     mix_room m;
@@ -71,6 +101,7 @@ struct eng_room {
     eng_tap *tap;
     uint64_t ticks, tick_ns_total, tick_ns_max;
     int rate, nlegs;            /* m.rate and m.nlegs, for stats (set under lock, read without) */
+    struct eng_shared *shared[ENG_SHARE_CONFIGS];  /* share.c; freed with the room */
 };
 
 static inline int64_t now_ns(void)
@@ -96,6 +127,13 @@ static inline void pcm_add_sat(int16_t *dst, const int16_t *src, int n)
         dst[i] = (int16_t)(v > 32767 ? 32767 : (v < -32768 ? -32768 : v));
     }
 }
+
+/* share.c: at attach, a leg that can share keeps its encoder configuration; each tick, the
+ * legs whose frames one shared encode can serve are sent it and cleared from send[] (one flag
+ * per room leg: it still needs a frame); a room's encoders go with it. */
+void share_leg_init(eng_leg *leg, const pjmedia_stream_info *si);
+void share_tick(eng_room *r, unsigned char *send);
+void share_room_gone(eng_room *r);
 
 /* legs.c: the tick denoises a gated call leg's decoded frame (m.in), if it has a denoiser. */
 void legs_denoise(eng_leg *leg);

@@ -107,6 +107,10 @@ static void legs_detect_input(void *user, mix_leg *m, const int16_t *pcm, int n,
 static void legs_release_converters(eng_leg *leg)
 {
     /* Outermost first; neither destroys the port below it (DONT_DESTROY_DN). */
+    if (leg->up) {
+        pjmedia_resample_destroy(leg->up);
+        leg->up = NULL;
+    }
     if (leg->resampler) {
         pjmedia_port_destroy(leg->resampler);
         leg->resampler = NULL;
@@ -184,9 +188,20 @@ eng_leg *eng_leg_attach(void *stream, void **placeholder, int *err)
     if (rate != 8000 && rate != 16000) {
         pjmedia_port *rs = NULL;
         if (pjmedia_resample_port_create(leg->pool, port, 16000,
-                                         PJMEDIA_RESAMPLE_DONT_DESTROY_DN, &rs) != PJ_SUCCESS) {
+                                         PJMEDIA_RESAMPLE_DONT_DESTROY_DN | ENG_RS_PORT_OPTS,
+                                         &rs) != PJ_SUCCESS) {
             *err = ENG_ERR_CONVERT;
             goto fail;
+        }
+        unsigned below_rate = rate;
+        if (PJMEDIA_PIA_SPF(&port->info) <= ENG_SHARE_MAX_SPF
+                && pjmedia_resample_create(leg->pool, ENG_RS_HIGH_QUALITY, ENG_RS_LARGE_FILTER, 1,
+                                           16000, below_rate,
+                                           16000 * MIX_FRAME_MS / 1000, &leg->up) == PJ_SUCCESS) {
+            leg->below = port;
+            leg->below_spf = (int)PJMEDIA_PIA_SPF(&port->info);
+        } else {
+            leg->up = NULL;
         }
         port = leg->resampler = rs;
         rate = 16000;
@@ -199,15 +214,18 @@ eng_leg *eng_leg_attach(void *stream, void **placeholder, int *err)
     mix_leg_init(&leg->m, (int)rate);
     leg->m.user = leg;
     leg->id = clock_new_id();
+    leg->sh_slot = -1;
     dtmf_init(&leg->dtmf, (int)rate);
     leg->m.on_input = legs_detect_input;
     leg->m.on_input_user = leg;
     leg->stream = (pjmedia_stream *)stream;
     leg->port = port;
     pjmedia_stream_info si;
-    if (pjmedia_stream_get_info(leg->stream, &si) == PJ_SUCCESS && si.param)
+    if (pjmedia_stream_get_info(leg->stream, &si) == PJ_SUCCESS && si.param) {
         leg->frm_ms = si.param->info.frm_ptime / (si.param->info.frm_ptime_denum
                                                    ? si.param->info.frm_ptime_denum : 1);
+        share_leg_init(leg, &si);
+    }
     if (pjmedia_null_port_create(leg->pool, rate, 1, spf, 16, &leg->placeholder) != PJ_SUCCESS) {
         *err = ENG_ERR_NO_MEMORY;
         goto fail;
@@ -344,6 +362,7 @@ void eng_leg_get_stats(eng_leg *leg, eng_leg_stats *st)
     st->rx_empty = LOAD(leg->rx_empty);
     st->catchups = LOAD(leg->catchups);
     st->tx = LOAD(leg->tx);
+    st->shared = LOAD(leg->shared);
     st->errors = LOAD(leg->errors);
     st->energy = LOAD(leg->energy);
     st->talking = LOAD(leg->talking);

@@ -296,6 +296,23 @@ void mix_room_init(mix_room *room)
     room->rate = 8000;
     room->spf = MIX_NB_SPF;
     room->lim_gain = 1.f;
+    room->full_lim[0] = room->full_lim[1] = 1.f;
+}
+
+const int16_t *mix_room_full(mix_room *room, int rate)
+{
+    const int w = rate == 16000;
+    const int n = w ? MIX_WB_SPF : MIX_NB_SPF;
+    const int32_t *total = w ? room->acc_wb : room->acc_nb;
+    if (room->full_at[w] != room->frames + 1) {
+        if (room->full_lim[w] < 1.f || !n_minus_one_fits(room->full[w], total, 0, n)) {
+            int32_t d[MIX_MAX_SPF];
+            n_minus_one(d, total, 0, n);
+            limit(room->full[w], d, n, &room->full_lim[w]);
+        }
+        room->full_at[w] = room->frames + 1;
+    }
+    return room->full[w];
 }
 
 static void room_counts_update(mix_room *room)

@@ -98,6 +98,9 @@ struct mix_room {
     mix_tap_hook tap;
     void *tap_user;
     uint64_t frames;
+    int16_t full[2][MIX_MAX_SPF]; /* mix_room_full: the whole mix at 8k [0] and 16k [1] */
+    float full_lim[2];
+    uint64_t full_at[2];         /* the frame each was made for, plus one (0: never) */
 };
 
 void mix_leg_init(mix_leg *leg, int rate);
@@ -112,6 +115,9 @@ int mix_room_remove(mix_room *room, mix_leg *leg);
 int mix_room_relate(mix_room *room, mix_leg *listener, mix_leg *src, int hear);
 /* One 20 ms frame: reads every leg's in[] (where has_audio), writes every leg's out[]. */
 void mix_room_tick(mix_room *room);
+/* After a tick: the whole mix at `rate` (8000 or 16000), what a member contributing nothing
+ * hears (no gains, relations or sounds of its own), soft-limited; made once a tick. */
+const int16_t *mix_room_full(mix_room *room, int rate);
 
 /* The half-band 2x resamplers on float buffers. hist holds MIX_UP_HIST / MIX_DOWN_HIST
  * samples of history (+ room for n), kept between calls; n is the number of input samples. */

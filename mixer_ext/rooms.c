@@ -53,6 +53,7 @@ uint64_t rooms_tick(eng_room *r)
             pipes_up(leg->pipe, ENG_PIPE_IN, leg->m.has_audio ? leg->m.in : NULL, leg->m.spf);
     }
     mix_room_tick(m);
+    unsigned char send[MIX_MAX_LEGS];
     if (floor_update(&r->floor, m))
         events_push(ENG_EV_FLOOR, 0, ((eng_leg *)r->floor.holder)->id, r->id);
     for (int i = 0; i < m->nlegs; i++) {
@@ -63,24 +64,40 @@ uint64_t rooms_tick(eng_room *r)
         STORE(leg->talking, leg->m.speaking);
         if (leg->agent && leg->pipe)  /* what the agent hears */
             pipes_up(leg->pipe, ENG_PIPE_OUT, leg->m.out, leg->m.spf);
-        if ((leg->m.flags & MIX_LEG_SOURCE) || !leg->port)
+        send[i] = !(leg->m.flags & MIX_LEG_SOURCE) && leg->port;
+        if (!send[i])
             continue;
         legs_player_fill(&leg->player, leg->m.out, leg->m.spf, 1);  /* private sound, if any */
         if (leg->pipe) {  /* a <Stream>: its app's audio to this caller alone, and the whole */
             pipes_down(leg->pipe, leg->m.out, leg->m.spf, 1);
             pipes_up(leg->pipe, ENG_PIPE_OUT, leg->m.out, leg->m.spf);
         }
+    }
+    share_tick(r, send);  /* listeners hearing one frame: one encode (share.c) */
+    for (int i = 0; i < m->nlegs; i++) {
+        eng_leg *leg = (eng_leg *)m->legs[i];
+        pj_timestamp ts = leg->ts;
+        leg->ts.u64 += (pj_uint64_t)leg->m.spf;  /* the stream's clock runs on when shared */
+        if (!send[i])
+            continue;
         pjmedia_frame f;
         memset(&f, 0, sizeof(f));
         f.type = PJMEDIA_FRAME_TYPE_AUDIO;
         f.buf = leg->m.out;
         f.size = (pj_size_t)leg->m.spf * 2;
-        f.timestamp = leg->ts;
-        if (pjmedia_port_put_frame(leg->port, &f) != PJ_SUCCESS)
+        f.timestamp = ts;
+        pjmedia_port *to = leg->port;
+        int16_t up[ENG_SHARE_MAX_SPF];
+        if (leg->up) {  /* to the stream's rate ourselves (share.c primes this resampler) */
+            pjmedia_resample_run(leg->up, leg->m.out, up);
+            f.buf = up;
+            f.size = (pj_size_t)leg->below_spf * 2;
+            to = leg->below;
+        }
+        if (pjmedia_port_put_frame(to, &f) != PJ_SUCCESS)
             BUMP(leg->errors, 1);
         else
             BUMP(leg->tx, 1);
-        leg->ts.u64 += (pj_uint64_t)leg->m.spf;
     }
     pthread_mutex_unlock(&r->lock);
     uint64_t dt = (uint64_t)(now_ns() - t0);
@@ -122,6 +139,7 @@ void eng_room_destroy(eng_room *r)
     clock_remove_room(r);
     /* No clock can reach the room now; a tap still on it is let go. */
     taps_room_gone(r);
+    share_room_gone(r);
     for (int i = 0; i < r->m.nlegs; i++)
         ((eng_leg *)r->m.legs[i])->room = NULL;
     pthread_mutex_destroy(&r->lock);
@@ -134,6 +152,7 @@ int eng_room_add(eng_room *r, eng_leg *leg)
         return 0;
     eng_leg_leave(leg);
     pthread_mutex_lock(&r->lock);
+    leg->sh_room = NULL;  /* its shared encoder is found again in this room */
     int rc = mix_room_add(&r->m, &leg->m);
     if (rc == 0)
         leg->room = r;

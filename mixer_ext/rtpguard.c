@@ -126,7 +126,34 @@ struct rtpguard {
 
     struct published rtp_pub;   /* the latched RTP source (by the RTP callback) */
     struct published rtcp_pub;  /* the RTCP destination learned (by the RTCP callback) */
+
+    /* Outgoing RTP, for shared encoding (rtpguard_send_shared): written only by the thread
+     * that drives the stream's sending (its room's clock thread; see rtpguard.h). */
+    unsigned tx_seen;           /* the stream's own packets seen */
+    pj_uint8_t tx_pt;           /* its audio payload type */
+    pj_uint16_t tx_seq;         /* last sequence number and timestamp sent, as sent */
+    pj_uint32_t tx_ts, tx_ssrc;
+    pj_uint32_t tx_step;        /* timestamp units between consecutive audio packets */
+    pj_uint16_t seq_off;        /* added to the stream's own numbers since a shared run */
+    pj_uint32_t ts_off;
+    int shared_run;             /* shared packets sent since the stream's last own one */
+    pj_uint32_t shared_pkts, shared_octets;  /* added to the counts in the stream's SRs */
 };
+
+#define RTPGUARD_MAX_PKT 1500
+
+static inline pj_uint32_t rd32(const pj_uint8_t *p)
+{
+    return ((pj_uint32_t)p[0] << 24) | ((pj_uint32_t)p[1] << 16) | ((pj_uint32_t)p[2] << 8) | p[3];
+}
+
+static inline void wr32(pj_uint8_t *p, pj_uint32_t v)
+{
+    p[0] = (pj_uint8_t)(v >> 24);
+    p[1] = (pj_uint8_t)(v >> 16);
+    p[2] = (pj_uint8_t)(v >> 8);
+    p[3] = (pj_uint8_t)v;
+}
 
 static int same_ip(const pj_sockaddr *a, const pj_sockaddr *b)
 {
@@ -377,9 +404,94 @@ static pj_status_t guard_get_info(pjmedia_transport *tp, pjmedia_transport_info 
     return pjmedia_transport_get_info(((struct rtpguard *)tp)->slave, info);
 }
 
+/* The stream's own RTP. After shared packets (rtpguard_send_shared) its numbering is shifted
+ * to go on from theirs, so the peer sees one stream: one SSRC, sequence numbers and
+ * timestamps without a gap or a step back. */
 static pj_status_t guard_send_rtp(pjmedia_transport *tp, const void *pkt, pj_size_t size)
 {
-    return pjmedia_transport_send_rtp(((struct rtpguard *)tp)->slave, pkt, size);
+    struct rtpguard *g = (struct rtpguard *)tp;
+    const pj_uint8_t *p = (const pj_uint8_t *)pkt;
+    if (size < 12 || size > RTPGUARD_MAX_PKT || (p[0] & 0xC0) != 0x80)
+        return pjmedia_transport_send_rtp(g->slave, pkt, size);
+    pj_uint16_t seq = (pj_uint16_t)((p[2] << 8) | p[3]);
+    pj_uint32_t ts = rd32(p + 4);
+    pj_uint8_t pt = p[1] & 0x7F;
+    if (g->shared_run) {
+        g->seq_off = (pj_uint16_t)(g->tx_seq + 1 - seq);
+        g->ts_off = g->tx_ts + g->tx_step - ts;
+        g->shared_run = 0;
+    }
+    pj_uint16_t oseq = (pj_uint16_t)(seq + g->seq_off);
+    pj_uint32_t ots = ts + g->ts_off;
+    if (!g->tx_seen)
+        g->tx_pt = pt;
+    if (pt == g->tx_pt) {   /* audio (not a telephone-event): its timestamp steps */
+        pj_uint32_t d = ots - g->tx_ts;
+        if (g->tx_seen && (pj_uint16_t)(oseq - g->tx_seq) == 1 && d > 0 && d <= 4800)
+            g->tx_step = d;
+        g->tx_ts = ots;
+    }
+    g->tx_seq = oseq;
+    g->tx_ssrc = rd32(p + 8);
+    g->tx_seen++;
+    if (!g->seq_off && !g->ts_off)
+        return pjmedia_transport_send_rtp(g->slave, pkt, size);
+    pj_uint8_t buf[RTPGUARD_MAX_PKT];
+    memcpy(buf, pkt, size);
+    buf[2] = (pj_uint8_t)(oseq >> 8);
+    buf[3] = (pj_uint8_t)oseq;
+    wr32(buf + 4, ots);
+    return pjmedia_transport_send_rtp(g->slave, buf, size);
+}
+
+static struct pjmedia_transport_op guard_op;
+
+static struct rtpguard *guard_of(pjmedia_transport *tp)
+{
+    return tp && tp->op == &guard_op ? (struct rtpguard *)tp : NULL;
+}
+
+unsigned rtpguard_own_sent(pjmedia_transport *tp)
+{
+    struct rtpguard *g = guard_of(tp);
+    return g && g->tx_step ? g->tx_seen : 0;
+}
+
+pj_status_t rtpguard_send_shared(pjmedia_transport *tp, const void *payload, unsigned len)
+{
+    struct rtpguard *g = guard_of(tp);
+    if (!g || len + 12 > RTPGUARD_MAX_PKT)
+        return PJ_EINVAL;
+    pj_uint8_t buf[RTPGUARD_MAX_PKT];
+    pj_uint16_t seq = (pj_uint16_t)(g->tx_seq + 1);
+    pj_uint32_t ts = g->tx_ts + g->tx_step;
+    buf[0] = 0x80;
+    buf[1] = g->tx_pt;
+    buf[2] = (pj_uint8_t)(seq >> 8);
+    buf[3] = (pj_uint8_t)seq;
+    wr32(buf + 4, ts);
+    wr32(buf + 8, g->tx_ssrc);
+    memcpy(buf + 12, payload, len);
+    g->tx_seq = seq;
+    g->tx_ts = ts;
+    g->shared_run = 1;
+    g->shared_pkts++;
+    g->shared_octets += len;
+    return pjmedia_transport_send_rtp(g->slave, buf, len + 12);
+}
+
+/* A sender report of a stream whose numbering was shifted: its RTP timestamp shifted the
+ * same way, its counts including the shared packets. Anything else as it is. */
+static const void *shift_sr(struct rtpguard *g, const void *pkt, pj_size_t size, pj_uint8_t *buf)
+{
+    const pj_uint8_t *p = (const pj_uint8_t *)pkt;
+    if ((!g->ts_off && !g->shared_pkts) || size < 28 || size > RTPGUARD_MAX_PKT || p[1] != 200)
+        return pkt;
+    memcpy(buf, pkt, size);
+    wr32(buf + 16, rd32(p + 16) + g->ts_off);
+    wr32(buf + 20, rd32(p + 20) + g->shared_pkts);
+    wr32(buf + 24, rd32(p + 24) + g->shared_octets);
+    return buf;
 }
 
 static pj_status_t guard_send_rtcp2(pjmedia_transport *tp, const pj_sockaddr_t *addr,
@@ -394,6 +506,8 @@ static pj_status_t guard_send_rtcp2(pjmedia_transport *tp, const pj_sockaddr_t *
 static pj_status_t guard_send_rtcp(pjmedia_transport *tp, const void *pkt, pj_size_t size)
 {
     struct rtpguard *g = (struct rtpguard *)tp;
+    pj_uint8_t buf[RTPGUARD_MAX_PKT];
+    pkt = shift_sr(g, pkt, size, buf);
     pj_sockaddr dest, peer;
     unsigned gen, dgen;
     int latched, learned;

@@ -42,4 +42,14 @@ pjmedia_transport *rtpguard_wrap(pjmedia_transport *base, int close_member);
 
 unsigned long rtpguard_count(int which);
 
+/* Shared encoding (issue 19): a payload encoded once for several legs that hear the same mix
+ * is sent on `tp` (a guard) as the next packet of the stream's own RTP: its SSRC and payload
+ * type, the next sequence number and timestamp; the stream's own packets after it are
+ * renumbered to go on from there, its sender reports adjusted. Called by the thread that
+ * drives the stream's sending (its room's clock), between the stream's own packets.
+ * rtpguard_own_sent: the stream's own packets so far, 0 until the timestamp step is known (two
+ * audio packets in a row) or if `tp` is no guard; a shared packet needs it non-zero. */
+unsigned rtpguard_own_sent(pjmedia_transport *tp);
+pj_status_t rtpguard_send_shared(pjmedia_transport *tp, const void *payload, unsigned len);
+
 #endif

@@ -144,6 +144,11 @@ cdef class _Leg:
             rc = eng_leg_relate(leg, other, hear)
         return rc == 0
 
+    def own_encoder(self, int ms):
+        """Encode this leg's own frames (no shared payload) for the next ``ms``: digits are
+        being sent on its stream, which only its own encoding sends."""
+        eng_leg_own_encoder(self._get(), ms)
+
     def leave(self):
         cdef eng_leg *leg = self._get()
         with nogil:
@@ -183,7 +188,7 @@ cdef class _Leg:
             eng_leg_get_stats(leg, &st)
         return {"id": eng_leg_id(leg), "rate": st.rate, "rx_audio": st.rx_audio,
                 "rx_empty": st.rx_empty, "catchups": st.catchups,
-                "tx": st.tx, "errors": st.errors, "energy": st.energy,
+                "tx": st.tx, "shared": st.shared, "errors": st.errors, "energy": st.energy,
                 "talking": bool(st.talking)}
 
 
@@ -411,6 +416,11 @@ def catchup_settings(int after_ms):
     """Node-wide: a leg whose jitter buffer kept a whole frame back on every read for
     ``after_ms`` reads on to the newer frame (0: never)."""
     eng_set_catchup(after_ms // 20)
+
+
+def shared_encoding_settings(bint on):
+    """Node-wide: call legs hearing the same frame share one encode (share.c)."""
+    eng_set_shared_encoding(on)
 
 
 def rtpguard_settings(double relatch_seconds, unsigned learn_packets=3):

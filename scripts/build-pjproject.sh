@@ -20,7 +20,7 @@ PREFIX=$VENV/pjproject
 JOBS=${PJ_JOBS:-$(nproc)}
 MIN_VERSION=2.14
 # Bump when the flags, config_site.h or patches below change: it invalidates the stamp.
-RECIPE=4
+RECIPE=6
 
 die() { echo "build-pjproject: $*" >&2; exit 1; }
 log() { echo "build-pjproject: $*" >&2; }
@@ -129,8 +129,8 @@ log "building pjproject $VERSION (shared) into $PREFIX"
 touch "$SRC/pjmedia/src/pjmedia-audiodev/bdimad_dev.c"
 cat > "$SRC/pjlib/include/pj/config_site.h" <<'CFG'
 /* sipconf: a conferencing node, not a phone. */
-#define PJSUA_MAX_CALLS             512
-#define PJ_IOQUEUE_MAX_HANDLES      4096
+#define PJSUA_MAX_CALLS             2048  /* sipconf.config.PJSUA_MAX_CALLS */
+#define PJ_IOQUEUE_MAX_HANDLES      8192
 #define PJSUA_MAX_PLAYERS           256
 #define PJSUA_MAX_RECORDERS         256
 #define PJSUA_MAX_CONF_PORTS        (PJSUA_MAX_CALLS+2*PJSUA_MAX_PLAYERS)
@@ -154,6 +154,47 @@ if ! grep -q 'SIPCONF: 488' "$INV_C"; then
     [ "$(grep -c 'pjsip_dlg_create_response(dlg, rdata, 500, &reason,' "$INV_C")" = 1 ] \
         || die "could not patch $INV_C (the re-INVITE answer changed?)"
     sed -i 's|pjsip_dlg_create_response(dlg, rdata, 500, &reason,|pjsip_dlg_create_response(dlg, rdata, /* SIPCONF: 488 */ PJSIP_SC_NOT_ACCEPTABLE_HERE, \&reason,|' "$INV_C"
+fi
+
+# Shared encoding (mixer_ext/share.c): a leg going back from the room's shared encoder to its
+# own continues the shared encoder's state, so the peer's decoder sees one encoder. Two
+# accessors pjmedia lacks: a stream's codec, and a copy of one Opus encoder's state into another
+# (libopus states are flat, position-independent blocks: memcpy is a valid copy).
+STREAM_C=$SRC/pjmedia/src/pjmedia/stream.c
+OPUS_C=$SRC/pjmedia/src/pjmedia-codec/opus.c
+if ! grep -q 'sipconf_stream_codec' "$STREAM_C"; then
+    grep -q 'pjmedia_codec           \*codec;' "$STREAM_C" || die "could not patch $STREAM_C"
+    cat >> "$STREAM_C" <<'PATCH'
+
+/* sipconf: the stream's codec instance (mixer_ext/share.c). */
+PJ_DEF(pjmedia_codec*) sipconf_stream_codec(pjmedia_stream *stream)
+{
+    return stream ? stream->codec : NULL;
+}
+PATCH
+fi
+if ! grep -q 'sipconf_opus_copy_encoder' "$OPUS_C"; then
+    grep -q '^#endif /\* PJMEDIA_HAS_OPUS_CODEC \*/' "$OPUS_C" || die "could not patch $OPUS_C"
+    awk '/^#endif \/\* PJMEDIA_HAS_OPUS_CODEC \*\// && !done {
+        print "/* sipconf: dst'"'"'s encoder continues from src'"'"'s state (mixer_ext/share.c). */"
+        print "PJ_DEF(pj_status_t) sipconf_opus_copy_encoder(pjmedia_codec *dst, pjmedia_codec *src)"
+        print "{"
+        print "    struct opus_data *d, *s;"
+        print "    if (!dst || !src || dst->factory != &opus_codec_factory.base"
+        print "        || src->factory != &opus_codec_factory.base)"
+        print "        return PJ_EINVAL;"
+        print "    d = (struct opus_data*)dst->codec_data;"
+        print "    s = (struct opus_data*)src->codec_data;"
+        print "    if (!d || !s || !d->enc || !s->enc || d->cfg.channel_cnt != s->cfg.channel_cnt"
+        print "        || d->cfg.sample_rate != s->cfg.sample_rate)"
+        print "        return PJ_EINVAL;"
+        print "    pj_memcpy(d->enc, s->enc, opus_encoder_get_size(d->cfg.channel_cnt));"
+        print "    return PJ_SUCCESS;"
+        print "}"
+        print ""
+        done = 1 }
+        { print }' "$OPUS_C" > "$OPUS_C.new" && mv "$OPUS_C.new" "$OPUS_C"
+    grep -q 'sipconf_opus_copy_encoder' "$OPUS_C" || die "could not patch $OPUS_C"
 fi
 
 cd "$SRC"

@@ -10,6 +10,7 @@ from sipconf.core.access import DEFAULT_TRUST, parse_networks
 from sipconf.core.registration import RegisterTarget
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+PJSUA_MAX_CALLS = 2048  # the pjproject build's ceiling (scripts/build-pjproject.sh)
 
 
 def default_data_dir() -> str:
@@ -99,6 +100,10 @@ class NodeConfig:
     jb_catchup_ms: int = opt(1000, "a leg whose jitter buffer kept a whole frame more than it "
                                    "needed on every read for this long (ms, default 1000; 0: "
                                    "never) drops one, on a quiet frame: 20 ms less delay")
+    shared_encoding: str = opt("on", "call legs of a room that hear the same frame (everyone "
+                                     "not talking) share one encode of it per codec "
+                                     "configuration (default on; off: every leg encodes its "
+                                     "own)", choices=("on", "off"))
     opus_bitrate: int = 32000
     sound_fetch_timeout: float = opt(10.0, "seconds a sound file or sound document may take "
                                            "to fetch in all (default 10)")
@@ -243,8 +248,9 @@ class NodeConfig:
             raise ValueError(f"HTTP port {self.http_port} out of range")
         if self.webhook_ttl <= 0 or self.webhook_max_backoff <= 0:
             raise ValueError("webhook TTL and backoff must be positive")
-        if not (1 <= self.max_calls <= 512):
-            raise ValueError("max calls must be 1-512 (the pjproject build's PJSUA_MAX_CALLS)")
+        if not (1 <= self.max_calls <= PJSUA_MAX_CALLS):
+            raise ValueError(f"max calls must be 1-{PJSUA_MAX_CALLS} (the pjproject build's "
+                             "PJSUA_MAX_CALLS, scripts/build-pjproject.sh)")
         if self.register is not None:
             RegisterTarget.parse(self.register)
             if not self.auth_password:

@@ -99,6 +99,10 @@ def render(m: Metrics, *, calls: int, rooms: int, legs: int, engine: dict,
            "Frames dropped to bring a leg whose jitter buffer kept a whole frame back for a "
            "second 20 ms nearer real time, over live legs.",
            [("", sum(st.get("catchups", 0) for st in legs_st))])
+    metric("sipconf_rtp_frames_shared_total", "counter",
+           "Frames sent as a payload encoded once for every member of a room hearing the same "
+           "mix (--shared-encoding), over live legs.",
+           [("", sum(st.get("shared", 0) for st in legs_st))])
     reg = engine.get("registration")
     if reg is not None:
         metric("sipconf_registered", "gauge", "1 while the PBX holds our registration.",

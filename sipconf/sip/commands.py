@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sipconf.sip")
 PJMEDIA_RTP_EREMNORFC2833 = 220107  # pjmedia/errno.h: the peer did not offer telephone-event
+DIGIT_MS = 250  # an RFC 2833 digit's time on the stream (pjmedia: 200 ms and its end packets)
 
 
 @dataclass(frozen=True)
@@ -319,6 +320,7 @@ def _send_digits(t: SipThread, c: SendDigits) -> bool:
         return False
     if rec.rfc2833 is not False:
         try:
+            rec.leg.own_encoder(DIGIT_MS * len(c.digits) + 1000)  # only its own stream sends them
             rec.call.dialDtmf(c.digits)
             rec.rfc2833 = True
             log.info("call %s: sent digits %s as RFC 2833 events", c.call_uuid, c.digits)

@@ -130,6 +130,7 @@ class SipThread:
         streams.start(cfg.mixer_clocks)
         streams.rtpguard_settings(cfg.rtp_relatch_seconds)
         streams.catchup_settings(cfg.jb_catchup_ms)
+        streams.shared_encoding_settings(cfg.shared_encoding == "on")
 
         acfg = pjsua.account_config(pj, cfg)
         self.call_cls = callbacks.call_class(pj)

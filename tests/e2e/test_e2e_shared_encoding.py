@@ -1,0 +1,205 @@
+"""One encode per shared mix (issue 19), on the wire.
+
+Raw RTP callers (every packet ours to send and to read): a talker sends a 1 kHz tone; the
+listeners are quiet, and one of them talks (600 Hz) for a while in the middle, so it goes from
+the room's shared encoder to its own and back. What each listener gets must stay one clean RTP
+stream (one SSRC, sequence numbers +1, timestamps +1 frame, whatever encoder made the
+payload), carry the talker's tone, and never the listener's own voice; the node counts the
+shared frames. With Opus, the frames around each switch are measured against the same call on
+a node with shared encoding off."""
+
+from __future__ import annotations
+
+import struct
+import threading
+import time
+
+import numpy as np
+import pytest
+from support import opus
+from support.audio import ulaw_decode, ulaw_encode
+from support.rawsip import RawUA
+from support.rtp import Receiver, udp_socket
+from support.waiting import wait_until
+
+pytestmark = pytest.mark.e2e
+
+TOKEN = "share-token"
+OPUS_SDP = ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            "m=audio {port} RTP/AVP 96 101\r\na=rtpmap:96 opus/48000/2\r\n"
+            "a=fmtp:96 useinbandfec=0\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n")
+
+
+class Codec:
+    def __init__(self, name: str):
+        self.name = name
+        self.rate, self.pt, self.step = (8000, 0, 160) if name == "pcmu" else (48000, 96, 960)
+        self._enc = opus.Encoder() if name == "opus" else None
+
+    def encode(self, frame: np.ndarray) -> bytes:
+        return ulaw_encode(frame) if self._enc is None else self._enc.encode(frame)
+
+
+def _talk(sock, dest, name: str, plan: list[tuple[float | None, float]], ssrc: int) -> None:
+    """Send ``plan`` ((Hz or None for silence, seconds), ...) as 20 ms packets in real time,
+    with an encoder of its own."""
+    codec = Codec(name)
+    n = codec.rate // 50
+    seq, ts, k = 1000, 5000, 0
+    start = time.monotonic()
+    phase = 0
+    for freq, seconds in plan:
+        for _ in range(int(round(seconds / 0.02))):
+            t = (phase + np.arange(n)) / codec.rate
+            frame = (np.zeros(n) if freq is None
+                     else 0.25 * 32767 * np.sin(2 * np.pi * freq * t)).astype(np.int16)
+            phase += n
+            hdr = struct.pack("!BBHII", 0x80, codec.pt, seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc)
+            sock.sendto(hdr + codec.encode(frame), dest)
+            seq, ts, k = seq + 1, ts + codec.step, k + 1
+            delay = start + k * 0.02 - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+
+
+def _room(node, codec: Codec, plans: list[list[tuple[float | None, float]]]):
+    """Call one room with one raw caller a plan; return each caller's received RTP packets
+    (time, bytes) and the node's shared frame count."""
+    ua = RawUA(node.sip_port)
+    socks = [udp_socket() for _ in plans]
+    rxs = [Receiver(s) for s in socks]
+    body = None if codec.name == "pcmu" else OPUS_SDP
+    try:
+        dests = []
+        for s in socks:
+            dlg = ua.call(node.uri("share"), s.getsockname()[1],
+                          body=None if body is None else body.format(port=s.getsockname()[1]))
+            dests.append(dlg.node_rtp)
+        assert wait_until(lambda: len(node.members(TOKEN, "share")) == len(plans), 5)
+        for rx in rxs:
+            rx.start()
+        threads = [threading.Thread(target=_talk, args=(s, d, codec.name, p, 0x1000 + i))
+                   for i, (s, d, p) in enumerate(zip(socks, dests, plans, strict=True))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        shared = node.metrics().get("sipconf_rtp_frames_shared_total", 0.0)
+    finally:
+        for rx in rxs:
+            rx.stop()
+        ua.close()
+        for s in socks:
+            s.close()
+    return [[(t, d) for t, _src, d in rx.got if len(d) > 12 and d[1] & 0x7F == codec.pt]
+            for rx in rxs], shared
+
+
+def _one_stream(pkts: list[tuple[float, bytes]], step: int) -> None:
+    """One SSRC; each packet the next sequence number and one frame later."""
+    assert len(pkts) > 100
+    ssrcs = {struct.unpack("!I", d[8:12])[0] for _, d in pkts}
+    assert len(ssrcs) == 1, ssrcs
+    seqs = np.array([struct.unpack("!H", d[2:4])[0] for _, d in pkts], dtype=np.int64)
+    tss = np.array([struct.unpack("!I", d[4:8])[0] for _, d in pkts], dtype=np.int64)
+    assert set(np.diff(seqs) % 65536) == {1}, sorted(set(np.diff(seqs) % 65536))
+    assert set(np.diff(tss) % (1 << 32)) == {step}, sorted(set(np.diff(tss) % (1 << 32)))
+
+
+def _level(pcm: np.ndarray, rate: int, freq: float) -> float:
+    """dB of ``freq`` in ``pcm`` (Hann window), relative to full scale."""
+    w = np.hanning(len(pcm))
+    spec = np.abs(np.fft.rfft(pcm * w)) / (w.sum() / 2) / 32768
+    f = np.fft.rfftfreq(len(pcm), 1 / rate)
+    band = (f > freq - 20) & (f < freq + 20)
+    return 20 * np.log10(spec[band].max() + 1e-9)
+
+
+def _window(pkts, t0: float, a: float, b: float) -> np.ndarray:
+    return np.concatenate([ulaw_decode(d[12:]) for t, d in pkts if t0 + a <= t < t0 + b]
+                          ).astype(np.float64)
+
+
+def test_quiet_members_share_one_encode_and_stay_one_stream(node_factory):
+    node = node_factory(extra=["--api-token", TOKEN])
+    talk = [(1000.0, 4.0)]
+    quiet = [(None, 4.0)]
+    switcher = [(None, 1.5), (600.0, 1.0), (None, 1.5)]
+    t0 = time.monotonic()
+    got, shared = _room(node, Codec("pcmu"), [talk, quiet, switcher, quiet])
+    print(f"FIGURE shared encoding: {shared:g} of the room's frames sent as one shared encode")
+    assert shared >= 3 * 100  # three quiet listeners, most of 4 s
+    for pkts in got:
+        _one_stream(pkts, 160)
+    listener, me = got[1], got[2]
+    # the listener hears the talker throughout and the switcher while it talks
+    assert _level(_window(listener, t0, 0.5, 1.4), 8000, 1000) > -20
+    assert _level(_window(listener, t0, 1.9, 2.4), 8000, 600) > -20
+    # the switcher, on its own encoder while it talks, hears the talker, never itself
+    mine = _window(me, t0, 1.9, 2.4)
+    assert _level(mine, 8000, 1000) > -20
+    assert _level(mine, 8000, 600) < _level(mine, 8000, 1000) - 40
+
+
+def _decode_opus(pkts) -> np.ndarray:
+    dec = opus.Decoder()
+    return np.concatenate([dec.decode(d[12:]) for _t, d in pkts]).astype(np.float64)
+
+
+def _residual_db(pcm: np.ndarray, freq: float) -> np.ndarray:
+    """Per 20 ms frame: what is not the tone at ``freq`` (fitted in amplitude and phase),
+    dB relative to the tone's level."""
+    n = opus.FRAME
+    t = np.arange(n) / opus.RATE
+    basis = np.stack([np.sin(2 * np.pi * freq * t), np.cos(2 * np.pi * freq * t)], axis=1)
+    out = []
+    for i in range(len(pcm) // n):
+        x = pcm[i * n:(i + 1) * n]
+        coef, *_ = np.linalg.lstsq(basis, x, rcond=None)
+        tone = basis @ coef
+        level = np.sum(tone ** 2) / n
+        out.append(10 * np.log10((np.sum((x - tone) ** 2) / n + 1e-9) / (level + 1e-9))
+                   if level > (0.05 * 32768) ** 2 / 2 else np.nan)  # the tone over -26 dBFS
+    return np.array(out)
+
+
+def test_opus_switch_between_shared_and_own_encoder(node_factory):
+    """A quiet Opus listener hears the talker's tone from the shared encoder, starts talking
+    amid it (its own encoder, continuing the shared one's state), stops (shared again, in a
+    pause), three times. The tone it hears is measured frame by frame: what is not the tone,
+    relative to it, worst over the call vs the same call on a node that never shares."""
+    # the switcher starts talking amid the tone, and is back on the shared encoder in a pause
+    switcher = [(None, 1.0)] + [(600.0, 0.4), (None, 1.1)] * 3 + [(None, 0.5)]
+    talker = [(1010.0, 1.8), (None, 0.4), (1010.0, 1.1), (None, 0.4), (1010.0, 1.5),
+              (None, 0.4), (1010.0, 0.4)]
+    plans = [talker, [(None, 6.0)], switcher]
+    worst = {}
+    for mode in ("on", "off"):
+        node = node_factory(extra=["--api-token", TOKEN, "--shared-encoding", mode])
+        got, shared = _room(node, Codec("opus"), plans)
+        node.terminate()
+        for pkts in got:
+            _one_stream(pkts, 960)
+        res = _residual_db(_decode_opus(got[2]), 1010.0)
+        # each payload the switcher got: the one the quiet listener got too (the shared
+        # encoder's), or its own encoder's
+        theirs = {d[12:] for _t, d in got[1]}
+        mine = np.array([d[12:] in theirs for _t, d in got[2]])[:len(res)]
+        # frames with the talker's tone, not next to its pauses (its on/offsets)
+        near = np.convolve(np.isnan(res), np.ones(5), mode="same") > 0
+        keep = ~near
+        keep[:45] = False  # the call's start and end
+        keep[-15:] = False
+        switches = int(np.sum(mine[:-1] & ~mine[1:] & keep[:-1] & keep[1:]))
+        worst[mode] = float(np.max(res[keep]))
+        print(f"FIGURE opus shared encoding {mode}: the switcher hears the tone with its "
+              f"residual at median {np.median(res[keep]):.1f} dB, worst frame "
+              f"{worst[mode]:.1f} dB ({shared:g} frames shared, {switches} switches to its "
+              f"own encoder amid the tone)")
+        if mode == "on":
+            assert shared > 150 and switches >= 2, (shared, switches)
+        else:
+            assert shared == 0
+    # A switch is seamless: the worst frame stays far under the tone and within 6 dB of the
+    # worst the node gives without switching.
+    assert worst["on"] < -30 and worst["on"] < worst["off"] + 6, worst
