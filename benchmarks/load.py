@@ -265,6 +265,9 @@ def codec_load(work: Path, calls: int, hold_s: float, codec: str, talkers: int,
             if g.proc.poll() is None:
                 g.proc.kill()
                 g.proc.wait(10)
+        if not node.alive():
+            print(f"the node exited ({node.proc.returncode}); its log ends:\n"
+                  + node.log()[-3000:], file=sys.stderr)
         node.terminate()
 
 

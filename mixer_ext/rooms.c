@@ -152,7 +152,9 @@ int eng_room_add(eng_room *r, eng_leg *leg)
         return 0;
     eng_leg_leave(leg);
     pthread_mutex_lock(&r->lock);
-    leg->sh_room = NULL;  /* its shared encoder is found again in this room */
+    leg->sh_room = NULL;  /* its shared encoder is found again in this room, */
+    leg->quiet_ticks = 0;  /* after settling on its own encoder again (share.c) */
+    leg->was_shared = 0;
     int rc = mix_room_add(&r->m, &leg->m);
     if (rc == 0)
         leg->room = r;

@@ -102,8 +102,10 @@ static void share_resume_own(eng_leg *leg, struct eng_shared *s)
 void share_leg_init(eng_leg *leg, const pjmedia_stream_info *si)
 {
     const pjmedia_codec_param *p = si->param;
-    /* one packet a tick: G.711 and G.722 code 2 x 10 ms frames a packet, Opus 1 x 20 ms */
-    if (!p || p->info.channel_cnt != 1 || leg->mono || si->fmt.encoding_name.slen <= 0
+    /* a stream that sends (not held: a recvonly stream's own frames go nowhere, and neither
+     * may a shared payload), one packet a tick: G.711 and G.722 code 2 x 10 ms frames a
+     * packet, Opus 1 x 20 ms */
+    if (!p || !(si->dir & PJMEDIA_DIR_ENCODING) || p->info.channel_cnt != 1 || leg->mono || si->fmt.encoding_name.slen <= 0
             || si->fmt.encoding_name.slen >= (pj_ssize_t)sizeof(leg->sh_name)
             || p->info.frm_ptime * p->setting.frm_per_pkt
                    != MIX_FRAME_MS * (p->info.frm_ptime_denum ? p->info.frm_ptime_denum : 1)

@@ -203,3 +203,47 @@ def test_opus_switch_between_shared_and_own_encoder(node_factory):
     # A switch is seamless: the worst frame stays far under the tone and within 6 dB of the
     # worst the node gives without switching.
     assert worst["on"] < -30 and worst["on"] < worst["off"] + 6, worst
+
+
+def test_a_member_holding_the_call_gets_no_shared_payload(node_factory):
+    """A quiet member who puts the call on hold (re-INVITE, a=sendonly) is sent nothing,
+    shared encoding or not; the other quiet member goes on hearing the talker."""
+    node = node_factory(extra=["--api-token", TOKEN])
+    ua = RawUA(node.sip_port)
+    socks = [udp_socket() for _ in range(3)]
+    rxs = [Receiver(s) for s in socks]
+    try:
+        dlgs = [ua.call(node.uri("share"), s.getsockname()[1]) for s in socks]
+        assert wait_until(lambda: len(node.members(TOKEN, "share")) == 3, 5)
+        for rx in rxs:
+            rx.start()
+        plans = [[(1000.0, 4.0)], [(None, 4.0)], [(None, 4.0)]]
+        threads = [threading.Thread(target=_talk, args=(s, d.node_rtp, "pcmu", p, 0x2000 + i))
+                   for i, (s, d, p) in enumerate(zip(socks, dlgs, plans, strict=True))]
+        for t in threads:
+            t.start()
+        time.sleep(1.0)
+        port = socks[2].getsockname()[1]
+        held = ua.reinvite(dlgs[2], SDP_HOLD.format(port=port))
+        assert held.startswith("SIP/2.0 200"), held[:200]
+        t_held = time.monotonic() + 0.3
+        for t in threads:
+            t.join(30)
+        shared = node.metrics().get("sipconf_rtp_frames_shared_total", 0.0)
+    finally:
+        for rx in rxs:
+            rx.stop()
+        ua.close()
+        for s in socks:
+            s.close()
+    to_held = [t for t, _src, d in rxs[2].got if t >= t_held and len(d) > 12]
+    to_other = [(t, d) for t, _src, d in rxs[1].got if t >= t_held and len(d) > 12]
+    assert shared > 100
+    assert len(to_held) <= 2, len(to_held)  # 2.7 s of a sending stream would be ~135
+    assert len(to_other) > 100
+    assert _level(_window(to_other, t_held, 0.2, 2.0), 8000, 1000) > -20
+
+
+SDP_HOLD = ("v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            "m=audio {port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n"
+            "a=rtpmap:101 telephone-event/8000\r\na=sendonly\r\n")
