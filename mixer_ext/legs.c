@@ -193,15 +193,14 @@ eng_leg *eng_leg_attach(void *stream, void **placeholder, int *err)
             *err = ENG_ERR_CONVERT;
             goto fail;
         }
-        unsigned below_rate = rate;
+        /* the other way (what the leg hears) ours, not the port's, so share.c can prime it;
+         * without it (no memory) the port converts */
         if (PJMEDIA_PIA_SPF(&port->info) <= ENG_SHARE_MAX_SPF
                 && pjmedia_resample_create(leg->pool, ENG_RS_HIGH_QUALITY, ENG_RS_LARGE_FILTER, 1,
-                                           16000, below_rate,
-                                           16000 * MIX_FRAME_MS / 1000, &leg->up) == PJ_SUCCESS) {
+                                           16000, rate, 16000 * MIX_FRAME_MS / 1000,
+                                           &leg->up) == PJ_SUCCESS) {
             leg->below = port;
             leg->below_spf = (int)PJMEDIA_PIA_SPF(&port->info);
-        } else {
-            leg->up = NULL;
         }
         port = leg->resampler = rs;
         rate = 16000;
