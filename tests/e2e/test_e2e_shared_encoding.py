@@ -62,26 +62,29 @@ def _talk(sock, dest, name: str, plan: list[tuple[float | None, float]], ssrc: i
                 time.sleep(delay)
 
 
-def _room(node, codec: Codec, plans: list[list[tuple[float | None, float]]]):
+def _room(node, codec: Codec, plans: list[list[tuple[float | None, float]]], during=None):
     """Call one room with one raw caller a plan; return each caller's received RTP packets
-    (time, bytes) and the node's shared frame count."""
+    (time, bytes), the node's shared frame count and what
+    ``during(ua, dialogs, sockets)``, run once the callers talk, returned."""
     ua = RawUA(node.sip_port)
     socks = [udp_socket() for _ in plans]
     rxs = [Receiver(s) for s in socks]
     body = None if codec.name == "pcmu" else OPUS_SDP
+    mid = None
     try:
-        dests = []
-        for s in socks:
-            dlg = ua.call(node.uri("share"), s.getsockname()[1],
-                          body=None if body is None else body.format(port=s.getsockname()[1]))
-            dests.append(dlg.node_rtp)
+        dlgs = [ua.call(node.uri("share"), s.getsockname()[1],
+                        body=None if body is None else body.format(port=s.getsockname()[1]))
+                for s in socks]
         assert wait_until(lambda: len(node.members(TOKEN, "share")) == len(plans), 5)
         for rx in rxs:
             rx.start()
-        threads = [threading.Thread(target=_talk, args=(s, d, codec.name, p, 0x1000 + i))
-                   for i, (s, d, p) in enumerate(zip(socks, dests, plans, strict=True))]
+        threads = [threading.Thread(target=_talk,
+                                    args=(s, d.node_rtp, codec.name, p, 0x1000 + i))
+                   for i, (s, d, p) in enumerate(zip(socks, dlgs, plans, strict=True))]
         for t in threads:
             t.start()
+        if during is not None:
+            mid = during(ua, dlgs, socks)
         for t in threads:
             t.join(30)
         shared = node.metrics().get("sipconf_rtp_frames_shared_total", 0.0)
@@ -91,8 +94,12 @@ def _room(node, codec: Codec, plans: list[list[tuple[float | None, float]]]):
         ua.close()
         for s in socks:
             s.close()
-    return [[(t, d) for t, _src, d in rx.got if len(d) > 12 and d[1] & 0x7F == codec.pt]
-            for rx in rxs], shared
+    return [[(t, d) for t, _src, d in rx.got if len(d) > 12] for rx in rxs], shared, mid
+
+
+def _audio(got, pt: int):
+    """Each caller's packets of payload type ``pt``."""
+    return [[(t, d) for t, d in pkts if d[1] & 0x7F == pt] for pkts in got]
 
 
 def _one_stream(pkts: list[tuple[float, bytes]], step: int) -> None:
@@ -126,7 +133,8 @@ def test_quiet_members_share_one_encode_and_stay_one_stream(node_factory):
     quiet = [(None, 4.0)]
     switcher = [(None, 1.5), (600.0, 1.0), (None, 1.5)]
     t0 = time.monotonic()
-    got, shared = _room(node, Codec("pcmu"), [talk, quiet, switcher, quiet])
+    got, shared, _ = _room(node, Codec("pcmu"), [talk, quiet, switcher, quiet])
+    got = _audio(got, 0)
     print(f"FIGURE shared encoding: {shared:g} of the room's frames sent as one shared encode")
     assert shared >= 3 * 100  # three quiet listeners, most of 4 s
     for pkts in got:
@@ -176,7 +184,8 @@ def test_opus_switch_between_shared_and_own_encoder(node_factory):
     worst = {}
     for mode in ("on", "off"):
         node = node_factory(extra=["--api-token", TOKEN, "--shared-encoding", mode])
-        got, shared = _room(node, Codec("opus"), plans)
+        got, shared, _ = _room(node, Codec("opus"), plans)
+        got = _audio(got, 96)
         node.terminate()
         for pkts in got:
             _one_stream(pkts, 960)
@@ -209,35 +218,18 @@ def test_a_member_holding_the_call_gets_no_shared_payload(node_factory):
     """A quiet member who puts the call on hold (re-INVITE, a=sendonly) is sent nothing,
     shared encoding or not; the other quiet member goes on hearing the talker."""
     node = node_factory(extra=["--api-token", TOKEN])
-    ua = RawUA(node.sip_port)
-    socks = [udp_socket() for _ in range(3)]
-    rxs = [Receiver(s) for s in socks]
-    try:
-        dlgs = [ua.call(node.uri("share"), s.getsockname()[1]) for s in socks]
-        assert wait_until(lambda: len(node.members(TOKEN, "share")) == 3, 5)
-        for rx in rxs:
-            rx.start()
-        plans = [[(1000.0, 4.0)], [(None, 4.0)], [(None, 4.0)]]
-        threads = [threading.Thread(target=_talk, args=(s, d.node_rtp, "pcmu", p, 0x2000 + i))
-                   for i, (s, d, p) in enumerate(zip(socks, dlgs, plans, strict=True))]
-        for t in threads:
-            t.start()
+
+    def hold(ua, dlgs, socks) -> float:
         time.sleep(1.0)
         port = socks[2].getsockname()[1]
         held = ua.reinvite(dlgs[2], SDP_HOLD.format(port=port))
         assert held.startswith("SIP/2.0 200"), held[:200]
-        t_held = time.monotonic() + 0.3
-        for t in threads:
-            t.join(30)
-        shared = node.metrics().get("sipconf_rtp_frames_shared_total", 0.0)
-    finally:
-        for rx in rxs:
-            rx.stop()
-        ua.close()
-        for s in socks:
-            s.close()
-    to_held = [t for t, _src, d in rxs[2].got if t >= t_held and len(d) > 12]
-    to_other = [(t, d) for t, _src, d in rxs[1].got if t >= t_held and len(d) > 12]
+        return time.monotonic() + 0.3
+
+    plans = [[(1000.0, 4.0)], [(None, 4.0)], [(None, 4.0)]]
+    got, shared, t_held = _room(node, Codec("pcmu"), plans, during=hold)
+    to_held = [t for t, _d in got[2] if t >= t_held]
+    to_other = [(t, d) for t, d in got[1] if t >= t_held]
     assert shared > 100
     assert len(to_held) <= 2, len(to_held)  # 2.7 s of a sending stream would be ~135
     assert len(to_other) > 100
