@@ -212,24 +212,31 @@ def speech_pcm(work: Path, rate: int, seconds: float) -> np.ndarray:
     return np.resize(pcm, int(seconds * rate))
 
 
-def codec_pcaps(work: Path, codec: str, seconds: float) -> tuple[Path, Path]:
-    """(talker, listener) pcaps of ``codec`` RTP, ``seconds`` long: speech, quiet noise."""
+def codec_pcaps(work: Path, codec: str, seconds: float,
+                opus_peer: str = "asked") -> tuple[Path, Path]:
+    """(talker, listener) pcaps of ``codec`` RTP, ``seconds`` long: speech, quiet noise.
+    Opus as the node's answer asks (``opus_peer`` asked: wideband, the quiet with DTX) or
+    fullband and continuous (plain)."""
     spec = rtpgen.CODECS[codec]
     talk = speech_pcm(work, spec.rate, seconds)
     quiet = np.random.default_rng(7).normal(0, QUIET_RMS, len(talk)).astype(np.int16)
     out = []
+    asked = opus_peer == "asked"
     for tag, pcm in (("talk", talk), ("quiet", quiet)):
         out.append(rtpgen.write_rtp_pcap(work / f"{codec}-{tag}.pcap", codec,
-                                         rtpgen.encode_frames(codec, pcm)))
+                                         rtpgen.encode_frames(
+                                             codec, pcm,
+                                             opus_bandwidth="wb" if asked else "fb",
+                                             opus_dtx=asked and tag == "quiet")))
     return out[0], out[1]
 
 
 def codec_load(work: Path, calls: int, hold_s: float, codec: str, talkers: int,
-               media: str = "mixer_ext") -> dict:
+               media: str = "mixer_ext", opus_peer: str = "asked") -> dict:
     """``calls`` legs offering only ``codec``, rooms of 20, ``talkers`` a room speaking."""
     rate = 50
     ramp = calls / rate + 3
-    talk, quiet = codec_pcaps(work, codec, hold_s + ramp + 10)
+    talk, quiet = codec_pcaps(work, codec, hold_s + ramp + 10, opus_peer)
     spec = rtpgen.CODECS[codec]
     rooms = [f"{codec}{i // 20}" for i in range(calls)]
     talk_rows = [[r] for i, r in enumerate(rooms) if i % 20 < talkers]
@@ -455,6 +462,11 @@ def main() -> None:
                     help="pcmu, g722 and/or opus: legs offering only that codec, --talkers a "
                          "room speaking, the others quiet; one table")
     ap.add_argument("--talkers", type=int, default=2, help="with --codec: talkers a room")
+    ap.add_argument("--opus-peer", choices=("asked", "plain"), default="asked",
+                    help="with --codec opus: callers that do what the node's answer asks "
+                         "(default: maxplaybackrate=16000, usedtx=1: wideband, the quiet in "
+                         "DTX as a pjsip peer at complexity 5 does), or plain ones (fullband, "
+                         "continuous, whatever the answer says)")
     ap.add_argument("--share-baseline", action="store_true",
                     help="with --codec: each row also on a node with --shared-encoding off "
                          "(every leg encodes its own), in the same run")
@@ -509,7 +521,8 @@ def main() -> None:
                 shares = ("off", "on") if args.share_baseline else ("on",)
                 for codec, share in ((c, s) for c in args.codec for s in shares):
                     NODE_ARGS[:] = [*args.node_arg, f"--shared-encoding={share}"]
-                    r = codec_load(work, n, args.hold, codec, args.talkers, args.media)
+                    r = codec_load(work, n, args.hold, codec, args.talkers, args.media,
+                                   args.opus_peer)
                     r["codec"] = f"{codec}/{share}" if args.share_baseline else codec
                     rows.append(r)
                     print(f"{n:>5} {codec:>5} {share:>5} {r['ok']:>4} {r['failed']:>4} "

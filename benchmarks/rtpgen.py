@@ -52,8 +52,11 @@ def _lib(name: str, soname: str) -> ctypes.CDLL:
     return ctypes.CDLL(ctypes.util.find_library(name) or soname)
 
 
-def encode_frames(codec: str, pcm: np.ndarray, opus_bitrate: int = 32000) -> list[bytes]:
-    """20 ms RTP payloads of ``pcm`` (int16 at the codec's rate)."""
+def encode_frames(codec: str, pcm: np.ndarray, opus_bitrate: int = 32000,
+                  opus_bandwidth: str = "fb", opus_dtx: bool = False) -> list[bytes | None]:
+    """20 ms RTP payloads of ``pcm`` (int16 at the codec's rate); Opus coded up to
+    ``opus_bandwidth`` (wb or fb), with ``opus_dtx`` as a pjsip peer at its default complexity
+    (5) does when asked usedtx=1: None for a frame not sent."""
     spec = CODECS[codec]
     n = spec.rate // 50
     frames = [np.ascontiguousarray(pcm[i:i + n], dtype="<i2")
@@ -75,21 +78,27 @@ def encode_frames(codec: str, pcm: np.ndarray, opus_bitrate: int = 32000) -> lis
             res.append(out.raw[:k])
         lib.g722_encode_free(st)
         return res
-    enc = opus.Encoder(opus_bitrate)
-    return [enc.encode(f) for f in frames]
+    enc = opus.Encoder(opus_bitrate, opus_bandwidth, opus_dtx, 5 if opus_dtx else None)
+    return [p if len(p) > 2 else None for p in (enc.encode(f) for f in frames)]
 
 
-def write_rtp_pcap(path: Path, codec: str, payloads: list[bytes], ssrc: int = 0x5EED0001,
-                   port: int = 6000) -> Path:
-    """Classic pcap (Ethernet, IPv4, UDP 127.0.0.1:port -> :port), one RTP packet each 20 ms.
+def write_rtp_pcap(path: Path, codec: str, payloads: list[bytes | None],
+                   ssrc: int = 0x5EED0001, port: int = 6000) -> Path:
+    """Classic pcap (Ethernet, IPv4, UDP 127.0.0.1:port -> :port), one RTP packet each 20 ms
+    (none for a None payload: DTX, the timestamp steps on, the sequence number does not).
     SIPp replays it with the captured gaps, rewriting only the UDP ports and addresses."""
     spec = CODECS[codec]
     out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)]
+    seq = 0
     for i, body in enumerate(payloads):
-        rtp = struct.pack("!BBHII", 0x80, (0x80 if i == 0 else 0) | spec.pt, i & 0xFFFF,
+        if body is None:
+            continue
+        marker = 0x80 if i == 0 or payloads[i - 1] is None else 0  # a talkspurt's first
+        rtp = struct.pack("!BBHII", 0x80, marker | spec.pt, seq & 0xFFFF,
                           (i * spec.ts_step) & 0xFFFFFFFF, ssrc) + body
+        seq += 1
         udp = struct.pack("!HHHH", port, port, 8 + len(rtp), 0) + rtp
-        ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), i & 0xFFFF, 0,
+        ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), seq & 0xFFFF, 0,
                                    64, 17, 0, bytes([127, 0, 0, 1]), bytes([127, 0, 0, 1])))
         csum = sum(struct.unpack("!10H", bytes(ip)))
         csum = (csum & 0xFFFF) + (csum >> 16)

@@ -73,6 +73,7 @@ cdef extern from "engine.h" nogil:
     void eng_set_catchup(int ticks)
     void eng_set_shared_encoding(int on)
     void eng_leg_own_encoder(eng_leg *leg, int ms)
+    void sipconf_opus_set_application(int app)
     eng_leg *eng_source_create(int rate)
     void eng_leg_play(eng_leg *leg, const int16_t *pcm, int n, int loops)
     void eng_leg_stop(eng_leg *leg)

@@ -107,6 +107,9 @@ void eng_set_catchup(int ticks);
 void eng_set_shared_encoding(int on);
 /* The leg encodes its own frames for the next `ms` (digits are being sent on its stream). */
 void eng_leg_own_encoder(eng_leg *leg, int ms);
+/* pjproject as scripts/build-pjproject.sh patches it: the Opus application (OPUS_APPLICATION_*)
+ * of every Opus encoder opened from now on. */
+void sipconf_opus_set_application(int app);
 
 /* Sounds. A player walks a PCM clip (at the leg's rate) frame by frame; loops < 0 = forever.
  * On a call leg it is a private overlay: added to what that caller hears (wait music, a Play

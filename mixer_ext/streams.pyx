@@ -423,6 +423,14 @@ def shared_encoding_settings(bint on):
     eng_set_shared_encoding(on)
 
 
+OPUS_APPLICATIONS = {"voip": 2048, "audio": 2049, "lowdelay": 2051}  # opus_defines.h
+
+
+def opus_settings(str application):
+    """Node-wide, before calls: the Opus encoders' application (``OPUS_APPLICATIONS``)."""
+    sipconf_opus_set_application(OPUS_APPLICATIONS[application])
+
+
 def rtpguard_settings(double relatch_seconds, unsigned learn_packets=3):
     """Node-wide: a latched source is replaced only after ``relatch_seconds`` of its silence
     (by one with its SSRC); a source the SDP did not name is learned after ``learn_packets``

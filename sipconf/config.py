@@ -105,6 +105,12 @@ class NodeConfig:
                                      "configuration (default on; off: every leg encodes its "
                                      "own)", choices=("on", "off"))
     opus_bitrate: int = 32000
+    opus_application: str = opt("lowdelay", "how Opus legs are coded, at the room's 16 kHz: "
+                                            "lowdelay (default: CELT only, 2.5 ms lookahead, "
+                                            "a quarter of voip's encoding cost), voip or audio "
+                                            "(libopus' hybrid modes: SILK for speech, 4 ms "
+                                            "more lookahead)",
+                                choices=("lowdelay", "voip", "audio"))
     sound_fetch_timeout: float = opt(10.0, "seconds a sound file or sound document may take "
                                            "to fetch in all (default 10)")
     sound_cache_bytes: int = opt(20 * 1024 * 1024, "bytes of decoded sounds kept in memory "

@@ -90,15 +90,26 @@ def create_transports(pj, ep, cfg: NodeConfig) -> int | None:
 
 
 def set_codecs(pj, ep, cfg: NodeConfig) -> None:
-    """Our codecs at their priorities, every other one off; Opus fullband mono."""
+    """Our codecs at their priorities, every other one off; Opus mono, coded as
+    ``--opus-application`` says."""
     for ci in ep.codecEnum2():
         ep.codecSetPriority(ci.codecId, pjsua_priority(ci.codecId))
     try:
+        # usedtx=1 in our fmtp: a peer stops sending in its pauses, so a quiet Opus member
+        # costs the node almost nothing to receive and decode (a pause is no loss: see the
+        # stream.c patch in scripts/build-pjproject.sh). What we send follows the peer's own
+        # fmtp (pjmedia codes DTX only to a peer that asks usedtx=1).
+        for ci in ep.codecEnum2():
+            if ci.codecId.lower().startswith("opus/"):
+                cp = ep.codecGetParam(ci.codecId)
+                cp.setting.vad = True
+                ep.codecSetParam(ci.codecId, cp)
         oc = ep.getCodecOpusConfig()
-        # Fullband: at 16 kHz Opus codes in SILK (a speech model) and smears a room mix of
-        # several voices or tones (measured: sidebands 19 dB down). The mixer gets 16 kHz
-        # through a per-leg resampler (mixer_ext.streams) instead.
-        oc.sample_rate = 48000
+        # At the room's 16 kHz: no resampler on the leg, and the answer's maxplaybackrate=16000
+        # asks the peer for wideband, cheaper to decode. (Fullband bought nothing a 16 kHz mix
+        # has; an earlier "SILK smears a mix at 16 kHz" was pjmedia opening encoders at
+        # OPUS_AUTO, 19 kbit/s at 16 kHz, fixed in scripts/build-pjproject.sh.)
+        oc.sample_rate = 16000
         oc.channel_cnt = 1
         oc.frm_ptime = 20
         oc.bit_rate = cfg.opus_bitrate

@@ -131,6 +131,7 @@ class SipThread:
         streams.rtpguard_settings(cfg.rtp_relatch_seconds)
         streams.catchup_settings(cfg.jb_catchup_ms)
         streams.shared_encoding_settings(cfg.shared_encoding == "on")
+        streams.opus_settings(cfg.opus_application)
 
         acfg = pjsua.account_config(pj, cfg)
         self.call_cls = callbacks.call_class(pj)

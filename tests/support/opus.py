@@ -13,6 +13,10 @@ RATE = 48000
 FRAME = 960  # 20 ms at 48 kHz
 _APPLICATION_VOIP = 2048
 _SET_BITRATE = 4002
+_SET_MAX_BANDWIDTH = 4004
+_SET_DTX = 4016
+_SET_COMPLEXITY = 4010
+BANDWIDTHS = {"wb": 1103, "fb": 1105}  # opus_defines.h
 
 _lib = ctypes.CDLL(ctypes.util.find_library("opus") or "libopus.so.0")
 _lib.opus_encoder_create.restype = ctypes.c_void_p
@@ -30,15 +34,26 @@ _lib.opus_decoder_destroy.argtypes = [ctypes.c_void_p]
 
 
 class Encoder:
-    """One Opus encoder (VoIP application) at ``bitrate``."""
+    """One Opus encoder (VoIP application) at ``bitrate``, coding up to ``bandwidth``
+    (``BANDWIDTHS``: wb for a peer whose maxplaybackrate is 16000); with ``dtx`` a frame the
+    encoder finds silent comes out as a payload of 2 bytes or less, not to be sent (a packet
+    each 400 ms keeps the stream alive)."""
 
-    def __init__(self, bitrate: int = 32000):
+    def __init__(self, bitrate: int = 32000, bandwidth: str = "fb", dtx: bool = False,
+                 complexity: int | None = None):
         err = ctypes.c_int()
         self._st = _lib.opus_encoder_create(RATE, 1, _APPLICATION_VOIP, ctypes.byref(err))
         if err.value != 0 or not self._st:
             raise RuntimeError(f"opus_encoder_create: {err.value}")
         _lib.opus_encoder_ctl(ctypes.c_void_p(self._st), ctypes.c_int(_SET_BITRATE),
                               ctypes.c_int32(bitrate))
+        _lib.opus_encoder_ctl(ctypes.c_void_p(self._st), ctypes.c_int(_SET_MAX_BANDWIDTH),
+                              ctypes.c_int32(BANDWIDTHS[bandwidth]))
+        _lib.opus_encoder_ctl(ctypes.c_void_p(self._st), ctypes.c_int(_SET_DTX),
+                              ctypes.c_int32(1 if dtx else 0))
+        if complexity is not None:
+            _lib.opus_encoder_ctl(ctypes.c_void_p(self._st), ctypes.c_int(_SET_COMPLEXITY),
+                                  ctypes.c_int32(complexity))
         self._out = ctypes.create_string_buffer(1500)
 
     def encode(self, frame: np.ndarray) -> bytes:
