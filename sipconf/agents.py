@@ -23,10 +23,12 @@ from sipconf.calls import new_session
 from sipconf.core import dialout
 from sipconf.core.answer import (
     STREAM_CONTENT_TYPES,
+    STREAM_PROTOCOLS,
     AnswerError,
     Stream,
     extra_headers,
     parse_document,
+    twilio_content_type,
     ws_url,
 )
 from sipconf.core.backoff import backoff
@@ -46,7 +48,16 @@ def parse(room: str, body: dict, node: Node) -> tuple[Stream, object, str]:
     url = body.get("url")
     if not isinstance(url, str):
         raise ValueError("url is required: the agent's ws:// or wss:// URL")
-    ctype = body.get("contentType", "audio/x-l16;rate=16000")
+    protocol = body.get("protocol", "plivo")
+    if protocol not in STREAM_PROTOCOLS:
+        raise ValueError(f"protocol must be one of {', '.join(STREAM_PROTOCOLS)}")
+    ctype = body.get("contentType")
+    if protocol == "twilio":
+        try:
+            ctype = twilio_content_type("contentType", ctype)
+        except AnswerError as exc:
+            raise ValueError(str(exc)) from None
+    ctype = "audio/x-l16;rate=16000" if ctype is None else ctype
     if not isinstance(ctype, str) or ctype.replace(" ", "") not in STREAM_CONTENT_TYPES:
         raise ValueError(f"contentType must be one of {', '.join(STREAM_CONTENT_TYPES)}")
     headers = body.get("extraHeaders", "")
@@ -67,7 +78,7 @@ def parse(room: str, body: dict, node: Node) -> tuple[Stream, object, str]:
         if not isinstance(headers, str):
             raise ValueError("extraHeaders must be a string of key=value pairs")
         spec = Stream(url=ws_url("url", url), bidirectional=True,
-                      content_type=ctype.replace(" ", ""),
+                      content_type=ctype.replace(" ", ""), protocol=protocol,
                       extra_headers=extra_headers("extraHeaders", headers),
                       status_callback_url=check_url(callback) if callback is not None else None,
                       status_callback_method=method)

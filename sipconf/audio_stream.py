@@ -1,5 +1,6 @@
-"""A call's or an AI agent's audio over a WebSocket, in Plivo's Audio Streaming protocol
-(``core/streamproto.py``): ``<Stream>`` on a call, and agent members of a room.
+"""A call's or an AI agent's audio over a WebSocket, in Plivo's Audio Streaming protocol or
+Twilio's Media Streams (``core/streamproto.py``): ``<Stream>`` on a call, and agent members
+of a room.
 
 The audio crosses between the mixer's clock and this task through the leg's pipe
 (``mixer_ext/pipes.c``): every 20 ms what the tick put up is sent as media chunks, and what the
@@ -75,8 +76,8 @@ async def run(node: Node, st: StreamRun, dtmf: trio.MemoryReceiveChannel | None 
     """Run the stream until the app closes it, its timeout, a stall, or cancellation (the call
     ended); returns why it ended. Status callbacks go out through the webhook worker."""
     spec, fmt = st.spec, sp.Format.parse(st.spec.content_type)
-    out = sp.Outgoing(st.stream_id, st.owner, st.tracks, fmt, spec.extra_headers,
-                      node.config.auth_id or "")
+    out = sp.outgoing(spec.protocol, st.stream_id, st.owner, st.tracks, fmt,
+                      spec.extra_headers, node.config.auth_id or "")
     started = False
     try:
         async with open_websocket_url(
@@ -84,7 +85,8 @@ async def run(node: Node, st: StreamRun, dtmf: trio.MemoryReceiveChannel | None 
                 connect_timeout=CONNECT_S, disconnect_timeout=2,
                 max_message_size=sp.MAX_MESSAGE) as ws:
             try:
-                await _send(ws, out.start())
+                for message in out.opening():
+                    await _send(ws, message)
                 started = True
                 status(node, st, "StartStream")
                 log.info("stream %s of %s to %s started (%s, %s)", st.stream_id, st.owner,
@@ -216,7 +218,7 @@ async def _down(ws, st: StreamRun, out: sp.Outgoing, fmt: sp.Format, nursery,
     while True:
         message = await ws.get_message()
         try:
-            ev = sp.parse(message, fmt)
+            ev = sp.parse(message, fmt, st.spec.protocol)
         except ValueError as exc:
             st.bad_messages += 1
             if st.bad_messages <= MAX_BAD_MESSAGES:
@@ -233,8 +235,10 @@ async def _down(ws, st: StreamRun, out: sp.Outgoing, fmt: sp.Format, nursery,
         elif isinstance(ev, sp.ClearAudio):
             pipe.clear()
             played = pipe.stats()["played"]
-            marks[:] = [m for m in marks if m[0] <= played]  # the cleared audio never plays
-            await _send(ws, out.cleared())
+            dropped = [name for at, name in marks if at > played]  # never plays
+            marks[:] = [m for m in marks if m[0] <= played]
+            for answer in out.cleared(dropped):
+                await _send(ws, answer)
         elif isinstance(ev, sp.Checkpoint):
             now = pipe.stats()
             marks.append((now["played"] + now["pending"], ev.name))

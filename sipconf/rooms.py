@@ -439,7 +439,9 @@ class RoomRuns:
         from sipconf import agents
 
         status, reply = await agents.start(self.node, room, {
-            "url": conf.agent_url, "contentType": conf.agent_content_type,
+            "url": conf.agent_url, "protocol": conf.agent_protocol,
+            **({} if conf.agent_protocol == "twilio"
+               else {"contentType": conf.agent_content_type}),
             **({"attrs": {"callbackUrl": conf.callback_url}} if conf.callback_url else {})})
         if status != 200:
             log.warning("room %s: agentUrl %s not attached: %s", room, conf.agent_url,

@@ -107,6 +107,7 @@ class Conference:
     coach: str = ""  # sipconf's own: the member (ID or CallUUID) this one coaches on joining
     agent_url: str = ""  # sipconf's own: an AI agent (ws/wss) joins with the run's first member
     agent_content_type: str = "audio/x-l16;rate=16000"
+    agent_protocol: str = "plivo"  # sipconf's own: the agent's dialect (STREAM_PROTOCOLS)
     noise_suppression: bool | None = None  # sipconf's own: denoised and gated (None: node's)
     agc: bool | None = None  # sipconf's own: automatic level (None: the node's --agc)
 
@@ -247,6 +248,7 @@ class Stream:
     content_type: str = "audio/x-l16;rate=8000"
     extra_headers: str = ""
     keep_call_alive: bool = False
+    protocol: str = "plivo"  # sipconf's own: "twilio" speaks Twilio's Media Streams (μ-law)
 
 
 Verb = (Conference | Play | Speak | Wait | Redirect | Hangup | GetDigits | PreAnswer | Dtmf
@@ -401,6 +403,7 @@ _CONFERENCE_ATTRS = {
     "agentUrl": ("agent_url", lambda n, v, c: ws_url(n, v)),
     "agentContentType": ("agent_content_type",
                          lambda n, v, c: _enum(n, v.replace(" ", ""), STREAM_CONTENT_TYPES)),
+    "agentProtocol": ("agent_protocol", lambda n, v, c: _enum(n, v, STREAM_PROTOCOLS)),
 }
 
 # Attributes the official SDK can emit that the node accepts without acting on them: why.
@@ -761,6 +764,7 @@ def _record(el: Element, ctx: _Ctx) -> Record:
 
 STREAM_CONTENT_TYPES = ("audio/x-l16;rate=8000", "audio/x-l16;rate=16000",
                         "audio/x-mulaw;rate=8000")
+STREAM_PROTOCOLS = ("plivo", "twilio")  # core/streamproto.py; twilio: μ-law 8 kHz only
 MAX_STREAM_SECONDS = 86400
 
 
@@ -798,8 +802,19 @@ def _stream(el: Element, ctx: _Ctx) -> Stream:
                         lambda n, v, c: _enum(n, v.replace(" ", ""), STREAM_CONTENT_TYPES)),
         "extraHeaders": ("extra_headers", lambda n, v, c: extra_headers(n, v)),
         "keepCallAlive": ("keep_call_alive", lambda n, v, c: _bool(n, v)),
+        "protocol": ("protocol", lambda n, v, c: _enum(n, v, STREAM_PROTOCOLS)),
     }
-    return Stream(url=ws_url("<Stream>", _text(el)), **_attrs(el, table, ctx))
+    attrs = _attrs(el, table, ctx)
+    if attrs.get("protocol") == "twilio":
+        attrs["content_type"] = twilio_content_type("contentType", attrs.get("content_type"))
+    return Stream(url=ws_url("<Stream>", _text(el)), **attrs)
+
+
+def twilio_content_type(name: str, value: str | None) -> str:
+    """Twilio's Media Streams carry μ-law at 8 kHz and nothing else."""
+    if value not in (None, STREAM_CONTENT_TYPES[2]):
+        raise AnswerError(f"{name}: protocol twilio carries {STREAM_CONTENT_TYPES[2]} only")
+    return STREAM_CONTENT_TYPES[2]
 
 
 _VERBS = {

@@ -1,11 +1,17 @@
-"""Plivo's Audio Streaming WebSocket protocol, as plain functions: the node's messages built
-(``start``, ``media``, ``dtmf``, ``playedStream``, ``clearedAudio``, ``stop``), the app's read
-and checked (``playAudio``, ``clearAudio``, ``checkpoint``, ``sendDTMF``), and the audio
-between the mixer's PCM (8/16 kHz int16) and the stream's content type (``audio/x-mulaw``
-8 kHz, ``audio/x-l16`` 8 or 16 kHz, little-endian as Plivo sends it).
+"""Audio-streaming WebSocket protocols, as plain functions: the node's messages built, the
+app's read and checked, and the audio between the mixer's PCM (8/16 kHz int16) and the
+stream's content type (``audio/x-mulaw`` 8 kHz, ``audio/x-l16`` 8 or 16 kHz, little-endian as
+Plivo sends it).
 
-Message shapes follow Plivo's "Stream Event Protocol" (docs: voice/audio-streaming) and what
-voice-agent frameworks' Plivo serializers (pipecat's ``PlivoFrameSerializer``) send and read.
+Two dialects (``PROTOCOLS``):
+- ``plivo`` (the default): Plivo's "Stream Event Protocol" (docs: voice/audio-streaming), as
+  voice-agent frameworks' Plivo serializers (pipecat's ``PlivoFrameSerializer``) send and read
+  it. Node: ``start``, ``media``, ``dtmf``, ``playedStream``, ``clearedAudio``, ``stop``; app:
+  ``playAudio``, ``clearAudio``, ``checkpoint``, ``sendDTMF``.
+- ``twilio``: Twilio's Media Streams (docs: voice/media-streams/websocket-messages), μ-law
+  8 kHz only. Node: ``connected``, ``start``, ``media``, ``dtmf``, ``mark`` (a mark's audio has
+  played, or a ``clear`` dropped it), ``stop``; app: ``media``, ``mark``, ``clear``. Sequence
+  numbers, chunks and timestamps are strings, as Twilio sends them.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 
 MAX_MESSAGE = 1024 * 1024  # bytes of one message from the app (a 1 MiB JSON frame)
+PROTOCOLS = ("plivo", "twilio")
+TWILIO_CONTENT_TYPE = "audio/x-mulaw;rate=8000"  # Twilio's only media format
 CHUNK_MS = 20  # audio per media message
 
 
@@ -121,6 +129,10 @@ class Outgoing:
                            "streamId": self.stream_id, **fields,
                            "extra_headers": self.extra_headers})
 
+    def opening(self) -> list[str]:
+        """What the node sends once the socket is open."""
+        return [self.start()]
+
     def start(self) -> str:
         return self._msg("start", start={
             "callId": self.call_id, "streamId": self.stream_id, "accountId": self.account_id,
@@ -140,11 +152,60 @@ class Outgoing:
     def played(self, name: str) -> str:
         return self._msg("playedStream", name=name)
 
-    def cleared(self) -> str:
-        return self._msg("clearedAudio")
+    def cleared(self, dropped: list[str]) -> list[str]:
+        """The answer to a clear; ``dropped``: the checkpoints whose audio it dropped."""
+        return [self._msg("clearedAudio")]
 
     def stop(self, reason: str) -> str:
         return self._msg("stop", stop={"callId": self.call_id, "reason": reason})
+
+
+class TwilioOutgoing(Outgoing):
+    """The node's side in Twilio's Media Streams dialect (``streamSid``, string counters)."""
+
+    def _msg(self, event: str, **fields) -> str:
+        self.seq += 1
+        return json.dumps({"event": event, "sequenceNumber": str(self.seq), **fields,
+                           "streamSid": self.stream_id})
+
+    def opening(self) -> list[str]:
+        # "connected" is the one message without a sequence number or streamSid
+        return [json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}),
+                self.start()]
+
+    def start(self) -> str:
+        return self._msg("start", start={
+            "accountSid": self.account_id, "streamSid": self.stream_id,
+            "callSid": self.call_id, "tracks": list(self.tracks),
+            "customParameters": dict(p.split("=", 1) for p in self.extra_headers.split(",")
+                                     if "=" in p),
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}})
+
+    def media(self, track: str, payload: bytes, timestamp_ms: int) -> str:
+        self.chunks[track] = self.chunks.get(track, 0) + 1
+        return self._msg("media", media={
+            "track": track, "chunk": str(self.chunks[track]),
+            "timestamp": str(timestamp_ms), "payload": base64.b64encode(payload).decode()})
+
+    def dtmf(self, digit: str, timestamp_ms: int) -> str:
+        return self._msg("dtmf", dtmf={"track": "inbound_track", "digit": digit})
+
+    def played(self, name: str) -> str:
+        return self._msg("mark", mark={"name": name})
+
+    def cleared(self, dropped: list[str]) -> list[str]:
+        # Twilio answers a clear with the marks of the audio it dropped
+        return [self.played(name) for name in dropped]
+
+    def stop(self, reason: str) -> str:
+        return self._msg("stop", stop={"accountSid": self.account_id, "callSid": self.call_id})
+
+
+def outgoing(protocol: str, stream_id: str, call_id: str, tracks: tuple[str, ...], fmt: Format,
+             extra_headers: str = "", account_id: str = "") -> Outgoing:
+    """The node's side of a stream in ``protocol`` (one of ``PROTOCOLS``)."""
+    cls = TwilioOutgoing if protocol == "twilio" else Outgoing
+    return cls(stream_id, call_id, tracks, fmt, extra_headers, account_id)
 
 
 # --- the app's messages -------------------------------------------------------------------
@@ -174,9 +235,16 @@ class SendDtmf:
 Incoming = PlayAudio | ClearAudio | Checkpoint | SendDtmf
 
 
-def parse(message: str | bytes, default: Format) -> Incoming | None:
-    """One message from the app; None for an event the node has no use for (ignored);
-    ValueError naming what is wrong with a message it cannot read."""
+def _payload(event: str, media: dict) -> bytes:
+    try:
+        return base64.b64decode(media["payload"], validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"{event}: payload is not base64") from None
+
+
+def parse(message: str | bytes, default: Format, protocol: str = "plivo") -> Incoming | None:
+    """One message from the app in ``protocol``; None for an event the node has no use for
+    (ignored); ValueError naming what is wrong with a message it cannot read."""
     if len(message) > MAX_MESSAGE:
         raise ValueError(f"message of {len(message)} bytes, more than {MAX_MESSAGE}")
     try:
@@ -186,6 +254,8 @@ def parse(message: str | bytes, default: Format) -> Incoming | None:
     if not isinstance(m, dict) or not isinstance(m.get("event"), str):
         raise ValueError("not an object with an event")
     event = m["event"]
+    if protocol == "twilio":
+        return _parse_twilio(event, m)
     if event == "playAudio":
         media = m.get("media")
         if not isinstance(media, dict) or not isinstance(media.get("payload"), str):
@@ -197,18 +267,11 @@ def parse(message: str | bytes, default: Format) -> Incoming | None:
             if not isinstance(rate, int | str) or not str(rate).isdigit():
                 raise ValueError(f"playAudio: sampleRate {rate!r}")
             fmt = Format.parse(f"{ctype};rate={int(rate)}")
-        try:
-            payload = base64.b64decode(media["payload"], validate=True)
-        except (binascii.Error, ValueError):
-            raise ValueError("playAudio: payload is not base64") from None
-        return PlayAudio(payload, fmt)
+        return PlayAudio(_payload(event, media), fmt)
     if event == "clearAudio":
         return ClearAudio()
     if event == "checkpoint":
-        name = m.get("name")
-        if not isinstance(name, str) or len(name) > 256:
-            raise ValueError("checkpoint without a name (a string of at most 256 characters)")
-        return Checkpoint(name)
+        return Checkpoint(_mark_name(event, m.get("name")))
     if event == "sendDTMF":
         digits = m.get("dtmf", m.get("digits"))
         if isinstance(digits, dict):
@@ -217,6 +280,29 @@ def parse(message: str | bytes, default: Format) -> Incoming | None:
                 or any(c not in "0123456789*#ABCDabcd" for c in digits):
             raise ValueError("sendDTMF: digits must be 1-64 of 0-9 * # A-D")
         return SendDtmf(digits.upper())
+    return None
+
+
+def _mark_name(event: str, name) -> str:
+    if not isinstance(name, str) or len(name) > 256:
+        raise ValueError(f"{event} without a name (a string of at most 256 characters)")
+    return name
+
+
+def _parse_twilio(event: str, m: dict) -> Incoming | None:
+    """Twilio's ``media`` (μ-law 8 kHz), ``mark`` and ``clear``; ``streamSid`` is not
+    checked (the socket is the stream)."""
+    if event == "media":
+        media = m.get("media")
+        if not isinstance(media, dict) or not isinstance(media.get("payload"), str):
+            raise ValueError("media without media.payload")
+        return PlayAudio(_payload(event, media), Format.parse(TWILIO_CONTENT_TYPE))
+    if event == "mark":
+        mark = m.get("mark")
+        return Checkpoint(_mark_name(event, mark.get("name") if isinstance(mark, dict)
+                                     else None))
+    if event == "clear":
+        return ClearAudio()
     return None
 
 

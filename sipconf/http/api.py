@@ -200,6 +200,9 @@ def openapi() -> dict[str, Any]:
                 "contentType": {"type": "string", "enum": [
                     "audio/x-l16;rate=16000", "audio/x-l16;rate=8000",
                     "audio/x-mulaw;rate=8000"]},
+                "protocol": {"type": "string", "enum": ["plivo", "twilio"],
+                             "description": "the messages' dialect: Plivo's Audio Streaming "
+                                            "(default) or Twilio's Media Streams (μ-law only)"},
                 "muted": {"type": "boolean"}, "name": {"type": "string"},
                 "extraHeaders": {"type": "string"},
                 "statusCallbackUrl": {"type": "string"},

@@ -6,11 +6,12 @@ muted and kicked like members). Measured with tones and FFT."""
 
 from __future__ import annotations
 
+import base64
 import time
 
 import numpy as np
 import pytest
-from support.audio import band_levels, timeline, tone_pcm, ulaw_decode
+from support.audio import band_levels, timeline, tone_pcm, ulaw_decode, ulaw_encode
 from support.rawsip import RawUA
 from support.rtp import Receiver, udp_socket
 from support.waiting import wait_until
@@ -259,3 +260,75 @@ def test_an_agent_whose_socket_drops_reconnects_as_the_same_member(answer_server
     time.sleep(1.5)
     assert len(ws_app.conns) == 2
     alice.stop()
+
+
+def test_stream_in_twilios_media_streams_dialect(answer_server, node_factory, uas, ws_app):
+    """``protocol="twilio"``: the messages of Twilio's Media Streams (docs:
+    voice/media-streams/websocket-messages) as an agent built for Twilio reads and sends them:
+    connected, start, media (μ-law 8 kHz), dtmf, mark after its audio played, clear answered
+    with the marks of the audio it dropped, stop; string counters, streamSid throughout."""
+    url = answer_server.per_user("/answer", {
+        "alice": f'<Response><Stream protocol="twilio" bidirectional="true" audioTrack="both">'
+                 f'{ws_app.url("/twilio")}</Stream><Conference>tw</Conference></Response>',
+        "bob": "<Response><Conference>tw</Conference></Response>"})
+    node = node_factory(url)
+    alice = uas("alice", tone_hz=A).dial(node.uri("alice"), 40)
+    assert alice.wait_for("Call established", 10), alice.output()[-2000:]
+    conn = ws_app.wait_conn()
+    bob = uas("bob", tone_hz=B).dial(node.uri("bob"), 40)
+    assert bob.wait_for("Call established", 10)
+    start = conn.events("start")[0]
+    sid = start["streamSid"]
+    time.sleep(2.0)
+
+    def media(pcm: np.ndarray) -> None:
+        for i in range(0, len(pcm), 160):  # 20 ms messages, as Twilio agents send them
+            ws_app.send(conn, {"event": "media", "streamSid": sid, "media": {
+                "payload": base64.b64encode(ulaw_encode(pcm[i:i + 160])).decode()}})
+
+    t_play = time.monotonic()
+    media(tone_pcm(C, 1.5, 8000))
+    ws_app.send(conn, {"event": "mark", "streamSid": sid, "mark": {"name": "greeting"}})
+    assert wait_until(lambda: conn.events("mark"), 6), conn.received[-3:]
+    marked_after = next(t for t, m in conn.received if m.get("event") == "mark") - t_play
+    media(tone_pcm(C, 8.0, 8000))  # a long answer, cut short by the caller
+    ws_app.send(conn, {"event": "mark", "streamSid": sid, "mark": {"name": "long"}})
+    time.sleep(1.0)
+    ws_app.send(conn, {"event": "clear", "streamSid": sid})
+    assert wait_until(lambda: len(conn.events("mark")) == 2, 3), conn.received[-3:]
+    alice.command("/sndcode 3")
+    assert wait_until(lambda: conn.events("dtmf"), 5)
+    time.sleep(1.0)
+    alice.stop()
+    bob.stop()
+    assert wait_until(lambda: conn.events("stop") or conn.closed_at, 10)
+
+    first = conn.received[0][1]
+    assert first == {"event": "connected", "protocol": "Call", "version": "1.0.0"}, first
+    msgs = [m for _, m in conn.received[1:]]
+    assert [m["sequenceNumber"] for m in msgs] == [str(i) for i in range(1, len(msgs) + 1)]
+    assert all(m["streamSid"] == sid for m in msgs)
+    assert start["start"]["tracks"] == ["inbound", "outbound"]
+    assert start["start"]["mediaFormat"] == {"encoding": "audio/x-mulaw", "sampleRate": 8000,
+                                             "channels": 1}
+    assert start["start"]["callSid"] and start["start"]["streamSid"] == sid
+    chunks = [m["media"]["chunk"] for m in conn.events("media")
+              if m["media"]["track"] == "inbound"]
+    assert chunks[:3] == ["1", "2", "3"]
+    assert [m["mark"]["name"] for m in conn.events("mark")] == ["greeting", "long"]
+    assert conn.events("dtmf")[0]["dtmf"] == {"track": "inbound_track", "digit": "3"}
+    assert conn.events("stop")[0]["stop"]["callSid"] == start["start"]["callSid"]
+    inbound = _over(conn.audio("inbound")[8000:], 8000, [A, B, C])
+    outbound = _over(conn.audio("outbound")[16000:], 8000, [A, B, C])
+    assert inbound[0] > 20 and inbound[1] < 3, inbound  # what alice says
+    assert outbound[1] > 20 and outbound[0] < 3, outbound  # what alice hears: bob
+    assert 1.2 <= marked_after <= 2.3, marked_after  # after its 1.5 s played, not before
+    levels, rest, frame = timeline(alice.heard(), [A, B, C])
+    on = np.flatnonzero(levels[:, 2] - rest > 20) * frame
+    # alice hears the app: 1.5 s, then the long answer for the 1 s before the clear
+    assert len(on) and 2.2 <= on[-1] - on[0] <= 3.3, on
+    levels, rest, frame = timeline(bob.heard(), [A, B, C])
+    assert np.max(levels[:, 2] - rest) < 10, "bob never hears the app's audio"
+    print(f"FIGURE Twilio dialect: inbound {inbound[0]:.0f} dB of alice's tone, outbound "
+          f"{outbound[1]:.0f} dB of bob's; mark {marked_after:.2f} s after 1.5 s of audio; "
+          f"alice heard the app for {on[-1] - on[0]:.2f} s (1.5 s + 1 s until clear)")

@@ -239,3 +239,36 @@ def test_a_bad_element_in_a_sound_document_is_skipped_not_the_sound():
                                "<Play>http://x/ok.wav</Play></Response>")
     assert doc.verbs == (Wait(length=2), Play(url="http://x/ok.wav"))
     assert len(doc.skipped) == 1 and doc.skipped[0].startswith("Play (Play=")
+
+
+def test_a_stream_in_twilios_dialect_carries_mulaw_only():
+    url = "wss://agents.example/a"
+    s = parse_document(f'<Response><Stream protocol="twilio">{url}</Stream></Response>').verbs[0]
+    assert (s.protocol, s.content_type) == ("twilio", "audio/x-mulaw;rate=8000")
+    assert parse_document(f"<Response><Stream>{url}</Stream></Response>").verbs[0].protocol \
+        == "plivo"
+    with pytest.raises(AnswerError, match="twilio carries audio/x-mulaw;rate=8000 only"):
+        parse_document(f'<Response><Stream protocol="twilio" contentType="audio/x-l16;rate=16000"'
+                       f">{url}</Stream></Response>")
+    with pytest.raises(AnswerError, match="protocol"):
+        parse_document(f'<Response><Stream protocol="sip">{url}</Stream></Response>')
+    assert conf('agentUrl="wss://a.example/x" agentProtocol="twilio"').agent_protocol == "twilio"
+
+
+def test_an_agent_request_picks_its_dialect():
+    from types import SimpleNamespace
+
+    from sipconf import agents
+    from sipconf.core.answer import DEFAULT_LIMITS
+
+    node = SimpleNamespace(limits=DEFAULT_LIMITS)
+    spec, _doc, _name = agents.parse("r", {"url": "ws://a.example/x", "protocol": "twilio"},
+                                     node)
+    assert (spec.protocol, spec.content_type) == ("twilio", "audio/x-mulaw;rate=8000")
+    assert agents.parse("r", {"url": "ws://a.example/x"}, node)[0].content_type \
+        == "audio/x-l16;rate=16000"
+    for body, why in (({"protocol": "sip"}, "protocol must be"),
+                      ({"protocol": "twilio", "contentType": "audio/x-l16;rate=16000"},
+                       "twilio carries")):
+        with pytest.raises(ValueError, match=why):
+            agents.parse("r", {"url": "ws://a.example/x", **body}, node)

@@ -1,5 +1,5 @@
-"""Plivo's Audio Streaming protocol as plain functions: formats, μ-law and L16 both ways,
-8 <-> 16 kHz, the node's messages and the app's messages checked."""
+"""Plivo's Audio Streaming protocol (and Twilio's Media Streams) as plain functions: formats,
+μ-law and L16 both ways, 8 <-> 16 kHz, the node's messages and the app's messages checked."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def test_the_nodes_messages_are_numbered_and_counted_per_track():
     msgs = [json.loads(m) for m in (out.start(), out.media("inbound", b"\xff" * 160, 5),
                                     out.media("outbound", b"\x7f", 6),
                                     out.media("inbound", b"\xff", 7), out.dtmf("5", 8),
-                                    out.played("x"), out.cleared(), out.stop("done"))]
+                                    out.played("x"), *out.cleared(["y"]), out.stop("done"))]
     assert [m["sequenceNumber"] for m in msgs] == list(range(1, 9))
     assert msgs[0]["start"] == {"callId": "c1", "streamId": "s1", "accountId": "",
                                 "tracks": ["inbound", "outbound"],
@@ -60,6 +60,47 @@ def test_the_nodes_messages_are_numbered_and_counted_per_track():
     assert msgs[1]["media"]["timestamp"] == "5" and msgs[4]["dtmf"]["digit"] == "5"
     assert [m["event"] for m in msgs[5:]] == ["playedStream", "clearedAudio", "stop"]
     assert all(m["extra_headers"] == "a=1" and m["streamId"] == "s1" for m in msgs)
+
+
+def test_twilio_dialect_the_nodes_messages():
+    """Twilio's Media Streams (docs: voice/media-streams/websocket-messages): connected first,
+    string counters, streamSid on every message after it, marks for played or cleared audio."""
+    out = sp.outgoing("twilio", "MZ1", "CA1", ("inbound",), sp.Format("audio/x-mulaw", 8000),
+                      "tenant=acme", "AC1")
+    msgs = [json.loads(m) for m in (*out.opening(), out.media("inbound", b"\xff" * 160, 20),
+                                    out.media("inbound", b"\xff", 40), out.dtmf("7", 50),
+                                    out.played("hello"), *out.cleared(["a", "b"]),
+                                    out.stop("done"))]
+    assert msgs[0] == {"event": "connected", "protocol": "Call", "version": "1.0.0"}
+    assert [m["sequenceNumber"] for m in msgs[1:]] == [str(i) for i in range(1, 9)]
+    assert all(m["streamSid"] == "MZ1" for m in msgs[1:])
+    assert msgs[1]["start"] == {"accountSid": "AC1", "streamSid": "MZ1", "callSid": "CA1",
+                                "tracks": ["inbound"], "customParameters": {"tenant": "acme"},
+                                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000,
+                                                "channels": 1}}
+    assert [m["media"]["chunk"] for m in msgs[2:4]] == ["1", "2"]
+    assert msgs[2]["media"]["timestamp"] == "20" and msgs[2]["media"]["track"] == "inbound"
+    assert msgs[4]["dtmf"] == {"track": "inbound_track", "digit": "7"}
+    assert [(m["event"], m["mark"]["name"]) for m in msgs[5:8]] == [
+        ("mark", "hello"), ("mark", "a"), ("mark", "b")]
+    assert msgs[8]["stop"] == {"accountSid": "AC1", "callSid": "CA1"}
+
+
+def test_twilio_dialect_the_apps_messages():
+    default = sp.Format("audio/x-mulaw", 8000)
+    ev = sp.parse(json.dumps({"event": "media", "streamSid": "MZ1", "media": {
+        "payload": base64.b64encode(b"\xff\x7f").decode()}}), default, "twilio")
+    assert ev == sp.PlayAudio(b"\xff\x7f", sp.Format("audio/x-mulaw", 8000))
+    assert sp.parse('{"event": "mark", "streamSid": "MZ1", "mark": {"name": "m"}}', default,
+                    "twilio") == sp.Checkpoint("m")
+    assert sp.parse('{"event": "clear", "streamSid": "MZ1"}', default, "twilio") \
+        == sp.ClearAudio()
+    assert sp.parse('{"event": "playAudio", "media": {"payload": ""}}', default,
+                    "twilio") is None  # Plivo's: not Twilio's, ignored
+    for bad in ('{"event": "media"}', '{"event": "media", "media": {"payload": "***"}}',
+                '{"event": "mark", "mark": {}}', '{"event": "mark"}'):
+        with pytest.raises(ValueError):
+            sp.parse(bad, default, "twilio")
 
 
 def test_the_apps_messages():
