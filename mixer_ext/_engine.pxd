@@ -50,6 +50,7 @@ cdef extern from "engine.h" nogil:
         uint64_t ticks
         uint64_t tick_ns_total
         uint64_t tick_ns_max
+        uint64_t phase_moves
     enum: ENG_TICK_BUCKETS
     const uint64_t eng_tick_bucket_ns[]
     ctypedef struct eng_clock_stats:
@@ -72,6 +73,7 @@ cdef extern from "engine.h" nogil:
     void eng_leg_get_stats(eng_leg *leg, eng_leg_stats *st)
     void eng_set_catchup(int ticks)
     void eng_set_shared_encoding(int on)
+    void eng_set_tick_align(int on)
     void eng_leg_own_encoder(eng_leg *leg, int ms)
     void sipconf_opus_set_application(int app)
     eng_leg *eng_source_create(int rate)

@@ -1,5 +1,6 @@
-/* clock.c: the clock threads. Each wakes every 20 ms (absolute deadlines on CLOCK_MONOTONIC)
- * and ticks every room it serves (rooms_tick); it keeps its counters (ticks, late starts,
+/* clock.c: the clock threads. Each ticks every room it serves (rooms_tick) every 20 ms, each
+ * room on its own schedule (absolute deadlines on CLOCK_MONOTONIC; rooms.c aligns a room's to
+ * its talker's packets); it keeps its counters (ticks, late starts,
  * resyncs, a histogram of room-tick times) and a heartbeat, the time its last tick completed.
  * Also the clock registry: rooms are placed on the clock serving the fewest, and the
  * process-unique ids of legs and rooms are drawn here, under the registry lock.
@@ -17,9 +18,10 @@
 
 #include <pjlib.h>
 
-#define TICK_NS (MIX_FRAME_MS * 1000000LL)
+#define TICK_NS ENG_TICK_NS
 #define LATE_NS (10 * 1000000LL)
 #define RESYNC_NS (100 * 1000000LL)
+#define DUE_SLACK_NS (200 * 1000LL)  /* a room due this soon ticks now */
 
 typedef struct eng_clock {
     pthread_t thread;
@@ -60,6 +62,16 @@ static void clock_tick_observe(eng_clock *c, uint64_t dt)
     BUMP(c->room_tick_ns, dt);
 }
 
+static void clock_sleep_until(int64_t t)
+{
+    struct timespec ts = { (time_t)(t / 1000000000LL), (long)(t % 1000000000LL) };
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+        ;
+}
+
+/* Each room ticks on its own schedule (r->next_ns, 20 ms apart; a new room joins the clock's
+ * period boundaries, alignment moves it, rooms.c); the thread sleeps until the earliest one
+ * due, ticks every room due, and counts the clock's own 20 ms periods (ticks, late, resyncs). */
 static void *clock_main(void *arg)
 {
     eng_clock *c = (eng_clock *)arg;
@@ -69,27 +81,44 @@ static void *clock_main(void *arg)
     memset(c->desc, 0, sizeof(c->desc));
     pj_thread_register(name, c->desc, &self);
 
-    int64_t next = now_ns();
+    int64_t base = now_ns() + TICK_NS;  /* the clock's next period boundary */
     while (c->running) {
-        next += TICK_NS;
-        struct timespec ts = { (time_t)(next / 1000000000LL), (long)(next % 1000000000LL) };
-        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
-            ;
-        int64_t start = now_ns();
-        if (start - next > LATE_NS)
-            BUMP(c->late, 1);
+        int64_t due = base;
         pthread_mutex_lock(&c->lock);
-        for (int i = 0; i < c->nrooms; i++)
-            clock_tick_observe(c, rooms_tick(c->rooms[i]));
-        BUMP(c->ticks, 1);
-        pthread_mutex_unlock(&c->lock);
-        int64_t done = now_ns();
-        STORE(c->last_tick_ns, done);  /* the heartbeat eng_clock_stall_ns reads */
-        if (done - next > RESYNC_NS) {
-            /* Far behind (the machine was stalled): skip ahead instead of bursting. */
-            next = done;
-            BUMP(c->resyncs, 1);
+        for (int i = 0; i < c->nrooms; i++) {
+            eng_room *r = c->rooms[i];
+            if (r->next_ns == 0)
+                r->next_ns = base;
+            if (r->next_ns < due)
+                due = r->next_ns;
         }
+        pthread_mutex_unlock(&c->lock);
+        clock_sleep_until(due);
+        int64_t start = now_ns();
+        pthread_mutex_lock(&c->lock);
+        if (start >= base) {
+            if (start - base > LATE_NS)
+                BUMP(c->late, 1);
+            BUMP(c->ticks, 1);
+            base += TICK_NS;
+            if (start - base > RESYNC_NS) {
+                /* Far behind (the machine was stalled): skip ahead instead of bursting. */
+                base = start + TICK_NS;
+                BUMP(c->resyncs, 1);
+            }
+        }
+        for (int i = 0; i < c->nrooms; i++) {
+            eng_room *r = c->rooms[i];
+            if (r->next_ns > now_ns() + DUE_SLACK_NS)
+                continue;
+            clock_tick_observe(c, rooms_tick(r));  /* may move r->next_ns (alignment) */
+            r->next_ns += TICK_NS;
+            int64_t now = now_ns();
+            if (now - r->next_ns > RESYNC_NS)
+                r->next_ns = now + TICK_NS;
+        }
+        pthread_mutex_unlock(&c->lock);
+        STORE(c->last_tick_ns, now_ns());  /* the heartbeat eng_clock_stall_ns reads */
     }
     return NULL;
 }

@@ -47,6 +47,7 @@ typedef struct eng_room_stats {
     uint64_t ticks;
     uint64_t tick_ns_total;
     uint64_t tick_ns_max;
+    uint64_t phase_moves;  /* times its tick was moved to its talker's packets (rooms.c) */
 } eng_room_stats;
 
 /* Room tick durations, for a histogram: bucket i counts ticks <= eng_tick_bucket_ns[i]; the
@@ -103,6 +104,8 @@ void eng_leg_get_stats(eng_leg *leg, eng_leg_stats *st);
 /* Node-wide: a leg catches up after its jitter buffer kept a frame back for this many ticks in
  * a row (0: never). Set before calls start. */
 void eng_set_catchup(int ticks);
+/* Node-wide: a room's tick follows its talker's packets (rooms.c; default on). */
+void eng_set_tick_align(int on);
 /* Node-wide: listeners hearing the same frame share one encode (share.c; default on). */
 void eng_set_shared_encoding(int on);
 /* The leg encodes its own frames for the next `ms` (digits are being sent on its stream). */

@@ -102,7 +102,28 @@ struct eng_room {
     uint64_t ticks, tick_ns_total, tick_ns_max;
     int rate, nlegs;            /* m.rate and m.nlegs, for stats (set under lock, read without) */
     struct eng_shared *shared[ENG_SHARE_CONFIGS];  /* share.c; freed with the room */
+    /* Its own tick schedule (clock.c; only its clock thread touches these): when it ticks
+     * next, 0 until its clock first sees it; rooms.c moves it so that the room's talker's
+     * packets arrive ENG_ALIGN_MARGIN_NS before the tick reads them. */
+    int64_t next_ns;
+    void *align_leg;            /* the talker being measured */
+    int align_n;                /* ticks measured */
+    int64_t align_min, align_max;  /* of the packet ages at read over those ticks */
+    int64_t align_at_ns;        /* last move */
+    uint64_t phase_moves;
 };
+
+/* Tick alignment (rooms.c): the room's talker (its floor holder) is read ENG_ALIGN_MARGIN_NS
+ * after its packets arrive (a margin for their jitter, so no frame straddles the read) when
+ * the youngest packet age at the reads falls outside ENG_ALIGN_LOW_NS..ENG_ALIGN_HIGH_NS;
+ * measured over ENG_ALIGN_TICKS ticks of steady arrivals (ages within ENG_ALIGN_SPREAD_NS),
+ * at most one move per ENG_ALIGN_HOLD_NS. */
+#define ENG_ALIGN_MARGIN_NS (5 * 1000000LL)
+#define ENG_ALIGN_LOW_NS (3 * 1000000LL)
+#define ENG_ALIGN_HIGH_NS (10 * 1000000LL)
+#define ENG_ALIGN_TICKS 25
+#define ENG_ALIGN_SPREAD_NS (5 * 1000000LL)
+#define ENG_ALIGN_HOLD_NS (2000 * 1000000LL)
 
 static inline int64_t now_ns(void)
 {
@@ -118,6 +139,7 @@ void clock_remove_room(eng_room *r);      /* the same locks; no tick reaches r a
 
 /* rooms.c: one room's tick (the caller holds its clock's lock); returns its duration. */
 uint64_t rooms_tick(eng_room *r);
+#define ENG_TICK_NS (MIX_FRAME_MS * 1000000LL)
 
 /* dst[i] += src[i], saturating at int16 (a sound added to what a leg hears). */
 static inline void pcm_add_sat(int16_t *dst, const int16_t *src, int n)

@@ -10,9 +10,61 @@
  * with relaxed stores and read by eng_room_get_stats without any lock.
  */
 #include "engine_int.h"
+#include "rtpguard.h"
 
 #include <stdlib.h>
 #include <string.h>
+
+static int g_align = 1;  /* --tick-align */
+
+void eng_set_tick_align(int on)
+{
+    __atomic_store_n(&g_align, on ? 1 : 0, __ATOMIC_RELAXED);
+}
+
+/* Tick alignment. A packet that arrives just after the tick read its leg's jitter buffer waits
+ * a whole tick: node-added delay ran from ~5 to ~26 ms with the packets' phase against the
+ * tick. So the room's talker (its floor holder) is watched: the age of its latest packet when
+ * the tick reads, over ENG_ALIGN_TICKS ticks; when those ages are steady (within
+ * ENG_ALIGN_SPREAD_NS: no real jitter) and the youngest is not ENG_ALIGN_LOW_NS..HIGH_NS,
+ * the room's schedule moves (once, by under a tick) so the tick reads the talker's packets
+ * ENG_ALIGN_MARGIN_NS after they arrive. The next tick comes that much sooner or later; its
+ * frame is there either way (sooner: still after the next packet's arrival plus the margin). */
+static void rooms_align(eng_room *r, int64_t t0)
+{
+    eng_leg *leg = (eng_leg *)r->floor.holder;
+    if (!__atomic_load_n(&g_align, __ATOMIC_RELAXED) || !leg || !leg->tp || !leg->m.has_audio
+            || leg != r->align_leg) {
+        r->align_leg = leg;
+        r->align_n = 0;
+        return;
+    }
+    const int64_t raw = t0 - rtpguard_last_rx_ns(leg->tp);
+    if (raw < -ENG_TICK_NS / 4 || raw >= ENG_TICK_NS) {  /* not sending (DTX, a pause) */
+        r->align_n = 0;
+        return;
+    }
+    int64_t age = raw;
+    if (age > ENG_TICK_NS * 3 / 4)  /* read just before a packet: it waits a whole tick */
+        age -= ENG_TICK_NS;         /* (counted as read just after it: packets that straddle
+                                     * the read are one steady phase, not a spread) */
+    if (r->align_n == 0 || age < r->align_min)
+        r->align_min = age;
+    if (r->align_n == 0 || age > r->align_max)
+        r->align_max = age;
+    if (++r->align_n < ENG_ALIGN_TICKS)
+        return;
+    r->align_n = 0;
+    if (r->align_max - r->align_min > ENG_ALIGN_SPREAD_NS || t0 - r->align_at_ns < ENG_ALIGN_HOLD_NS
+            || (r->align_min >= ENG_ALIGN_LOW_NS && r->align_min <= ENG_ALIGN_HIGH_NS))
+        return;
+    /* The next tick reads the packet after the one read now (the youngest age seen, on this
+     * tick's side of the wrap): none skipped, none left behind. */
+    const int64_t youngest = raw - (age - r->align_min);
+    r->next_ns -= youngest - ENG_ALIGN_MARGIN_NS;  /* the clock adds the tick after */
+    r->align_at_ns = t0;
+    BUMP(r->phase_moves, 1);
+}
 
 uint64_t rooms_tick(eng_room *r)
 {
@@ -52,6 +104,7 @@ uint64_t rooms_tick(eng_room *r)
         if (leg->pipe)  /* a <Stream>: what the caller says */
             pipes_up(leg->pipe, ENG_PIPE_IN, leg->m.has_audio ? leg->m.in : NULL, leg->m.spf);
     }
+    rooms_align(r, t0);
     mix_room_tick(m);
     unsigned char send[MIX_MAX_LEGS];
     if (floor_update(&r->floor, m))
@@ -187,4 +240,5 @@ void eng_room_get_stats(eng_room *r, eng_room_stats *st)
     st->ticks = LOAD(r->ticks);
     st->tick_ns_total = LOAD(r->tick_ns_total);
     st->tick_ns_max = LOAD(r->tick_ns_max);
+    st->phase_moves = LOAD(r->phase_moves);
 }

@@ -138,6 +138,8 @@ struct rtpguard {
     pj_uint32_t ts_off;
     int shared_run;             /* shared packets sent since the stream's last own one */
     pj_uint32_t shared_pkts, shared_octets;  /* added to the counts in the stream's SRs */
+
+    int64_t last_rx_ns;         /* when the latest admitted RTP packet arrived (atomic) */
 };
 
 #define RTPGUARD_MAX_PKT 1500
@@ -277,6 +279,12 @@ static void guard_rtp_cb2(pjmedia_tp_cb_param *param)
         !rtp_admit(g, (const pj_sockaddr *)param->src_addr, param->pkt, param->size, &sw))
         return;
 
+    if (param->size > 12) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        __atomic_store_n(&g->last_rx_ns, (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec,
+                         __ATOMIC_RELAXED);
+    }
     if (cb2) {
         pjmedia_tp_cb_param p = *param;
         p.user_data = ud;
@@ -609,4 +617,11 @@ pjmedia_transport *rtpguard_wrap(pjmedia_transport *base, int close_member)
         pj_grp_lock_add_handler(base->grp_lock, pool, g, &guard_on_destroy);
     }
     return &g->base;
+}
+
+int64_t rtpguard_last_rx_ns(pjmedia_transport *tp)
+{
+    if (!tp || tp->op != &guard_op)
+        return 0;
+    return __atomic_load_n(&((struct rtpguard *)tp)->last_rx_ns, __ATOMIC_RELAXED);
 }

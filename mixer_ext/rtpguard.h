@@ -52,4 +52,8 @@ unsigned long rtpguard_count(int which);
 unsigned rtpguard_own_sent(pjmedia_transport *tp);
 pj_status_t rtpguard_send_shared(pjmedia_transport *tp, const void *payload, unsigned len);
 
+/* CLOCK_MONOTONIC ns of the latest RTP packet the guard `tp` let through (0: none yet, or `tp`
+ * is no guard); any thread. The room tick aligns its phase to its talker's arrivals (rooms.c). */
+int64_t rtpguard_last_rx_ns(pjmedia_transport *tp);
+
 #endif

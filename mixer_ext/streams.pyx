@@ -337,7 +337,7 @@ cdef class MixRoom:
             eng_room_get_stats(self.room, &st)
         return {"rate": st.rate, "legs": st.nlegs, "ticks": st.ticks,
                 "tick_ns_avg": (st.tick_ns_total // st.ticks) if st.ticks else 0,
-                "tick_ns_max": st.tick_ns_max}
+                "tick_ns_max": st.tick_ns_max, "phase_moves": st.phase_moves}
 
 
 cdef class Tap:
@@ -416,6 +416,11 @@ def catchup_settings(int after_ms):
     """Node-wide: a leg whose jitter buffer kept a whole frame back on every read for
     ``after_ms`` reads on to the newer frame (0: never)."""
     eng_set_catchup(after_ms // 20)
+
+
+def tick_align_settings(bint on):
+    """Node-wide: a room's tick follows its talker's packets (rooms.c)."""
+    eng_set_tick_align(on)
 
 
 def shared_encoding_settings(bint on):

@@ -100,6 +100,11 @@ class NodeConfig:
     jb_catchup_ms: int = opt(1000, "a leg whose jitter buffer kept a whole frame more than it "
                                    "needed on every read for this long (ms, default 1000; 0: "
                                    "never) drops one, on a quiet frame: 20 ms less delay")
+    tick_align: str = opt("on", "a room's 20 ms tick moves to read its talker's packets 3 ms "
+                                "after they arrive, when they arrive steadily (default on; "
+                                "off: every room ticks at its clock's phase, and a packet "
+                                "arriving just after a tick waits 20 ms)",
+                          choices=("on", "off"))
     shared_encoding: str = opt("on", "call legs of a room that hear the same frame (everyone "
                                      "not talking) share one encode of it per codec "
                                      "configuration (default on; off: every leg encodes its "

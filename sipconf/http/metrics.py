@@ -86,6 +86,9 @@ def render(m: Metrics, *, calls: int, rooms: int, legs: int, engine: dict,
     metric("sipconf_mixer_tick_seconds_max", "gauge",
            "Longest room tick seen, over the rooms now open.",
            [("", max((r["tick_ns_max"] for r in rooms_st), default=0) / 1e9)])
+    metric("sipconf_mixer_tick_moves", "gauge",
+           "Times the rooms now open moved their tick to their talker's packets.",
+           [("", sum(r.get("phase_moves", 0) for r in rooms_st))])
     histogram("sipconf_mixer_room_tick_seconds",
               "Time one room's 20 ms tick took (read, mix, write every leg).",
               clock.get("room_tick_buckets_s", []), clock.get("room_tick_hist", []),

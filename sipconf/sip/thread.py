@@ -132,6 +132,7 @@ class SipThread:
         streams.catchup_settings(cfg.jb_catchup_ms)
         streams.shared_encoding_settings(cfg.shared_encoding == "on")
         streams.opus_settings(cfg.opus_application)
+        streams.tick_align_settings(cfg.tick_align == "on")
 
         acfg = pjsua.account_config(pj, cfg)
         self.call_cls = callbacks.call_class(pj)
