@@ -61,7 +61,12 @@ static void rooms_align(eng_room *r, int64_t t0)
     /* The next tick reads the packet after the one read now (the youngest age seen, on this
      * tick's side of the wrap): none skipped, none left behind. */
     const int64_t youngest = raw - (age - r->align_min);
-    r->next_ns -= youngest - ENG_ALIGN_MARGIN_NS;  /* the clock adds the tick after */
+    /* In whole ms: the rooms of a clock keep to its 1 ms grid (at most 20 wake-ups a tick,
+     * however many rooms). */
+    const int64_t ms = 1000000LL;
+    int64_t shift = youngest - ENG_ALIGN_MARGIN_NS;
+    shift = (shift >= 0 ? shift + ms / 2 : shift - ms / 2) / ms * ms;
+    r->next_ns -= shift;  /* the clock adds the tick after */
     r->align_at_ns = t0;
     BUMP(r->phase_moves, 1);
 }
