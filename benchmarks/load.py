@@ -13,7 +13,9 @@ noise (-64 dBFS). SIPp replays pre-encoded RTP (``play_pcap_audio``, pcaps writt
 ``rtpgen.py`` with libopus / spandsp's G.722 / mu-law), two SIPp processes (talkers,
 listeners) whose CPU is measured over the same window as the node's and printed apart
 ("gen %core"). The capture of the node's RTP also checks that every leg gets the codec's
-payload type back ("pt ok").
+payload type back ("pt ok"). ``--share-baseline`` repeats each row with shared encoding off,
+``--with-arg=OPTION`` with that node option on (e.g. ``--with-arg=--noise-suppression``: the
+cost of suppression per leg, printed beside the row without it).
 
 Latency: in each of ``--latency-calls`` rooms (default 24, run ``--latency-parallel`` at a
 time) one caller streams silence and another, started a random 0-1 s later (so at a random
@@ -470,6 +472,9 @@ def main() -> None:
     ap.add_argument("--share-baseline", action="store_true",
                     help="with --codec: each row also on a node with --shared-encoding off "
                          "(every leg encodes its own), in the same run")
+    ap.add_argument("--with-arg", action="append", default=[], metavar="OPTION",
+                    help="with --codec: each row also on a node with this option too, in the "
+                         "same run (e.g. --with-arg=--noise-suppression: its cost per leg)")
     ap.add_argument("--latency-calls", type=int, default=24,
                     help="calls the latency is measured over, each at a random phase")
     ap.add_argument("--latency-parallel", type=int, default=4,
@@ -511,7 +516,11 @@ def main() -> None:
                       ", ".join(f"{ph:.1f}: {dl:.1f}" for ph, dl in lat["per_call"]), flush=True)
             NODE_ARGS[:] = args.node_arg
         if args.codec:
-            print(f"{'legs':>5} {'codec':>5} {'share':>5} {'ok':>4} {'fail':>4} {'node %core':>10} "
+            withs = ("no", "yes") if args.with_arg else ("no",)
+            if args.with_arg:
+                print(f"'with': the node also has {' '.join(args.with_arg)}")
+            print(f"{'legs':>5} {'codec':>5} {'share':>5} {'with':>4} {'ok':>4} {'fail':>4} "
+                  f"{'node %core':>10} "
                   f"{'%/leg':>6} {'idle %':>6} {'gen %core':>9} {'rss MB':>7} {'MB/leg':>6} "
                   f"{'legs back':>9} {'rtp back %':>10} {'pt ok':>5} {'gap p99 ms':>10} "
                   f"{'gap max ms':>10}",
@@ -519,13 +528,16 @@ def main() -> None:
             for n in args.calls:
                 rows = []
                 shares = ("off", "on") if args.share_baseline else ("on",)
-                for codec, share in ((c, s) for c in args.codec for s in shares):
-                    NODE_ARGS[:] = [*args.node_arg, f"--shared-encoding={share}"]
+                for codec, share, w in ((c, s, w) for c in args.codec for s in shares
+                                        for w in withs):
+                    NODE_ARGS[:] = [*args.node_arg, f"--shared-encoding={share}",
+                                    *(args.with_arg if w == "yes" else [])]
                     r = codec_load(work, n, args.hold, codec, args.talkers, args.media,
                                    args.opus_peer)
-                    r["codec"] = f"{codec}/{share}" if args.share_baseline else codec
+                    r["codec"] = codec + (f"/{share}" if args.share_baseline else "") + (
+                        "/with" if w == "yes" else "")
                     rows.append(r)
-                    print(f"{n:>5} {codec:>5} {share:>5} {r['ok']:>4} {r['failed']:>4} "
+                    print(f"{n:>5} {codec:>5} {share:>5} {w:>4} {r['ok']:>4} {r['failed']:>4} "
                           f"{r['cpu_pct']:>10.1f} {(r['cpu_pct'] - r['idle_cpu_pct']) / n:>6.3f} "
                           f"{r['idle_cpu_pct']:>6.1f} {r['gen_cpu_pct']:>9.1f} "
                           f"{r['rss_mb']:>7.1f} {(r['rss_mb'] - r['idle_rss_mb']) / n:>6.3f} "
@@ -537,6 +549,12 @@ def main() -> None:
                       + "; node %/leg " + ", ".join(
                           f"{r['codec']} {(r['cpu_pct'] - r['idle_cpu_pct']) / n:.3f}"
                           for r in rows), flush=True)
+                if args.with_arg:
+                    per = {r["codec"]: (r["cpu_pct"] - r["idle_cpu_pct"]) / n for r in rows}
+                    print(f"{n:>5} legs, {' '.join(args.with_arg)} costs per leg: " + ", ".join(
+                        f"{k} {per[k + '/with'] - per[k]:+.3f} % of a core "
+                        f"({per[k]:.3f} -> {per[k + '/with']:.3f})"
+                        for k in per if not k.endswith("/with")), flush=True)
                 for r in rows:
                     print(f"{n:>5} legs, {r['codec']}: RTP back {r['payload_check']}; "
                           f"{r['shared_frames']:.0f} frames sent as a shared encode",

@@ -6,6 +6,10 @@ The path sipconf does not take: pjsua's conference bridge (clocked by its null s
 16 kHz, 20 ms) calls a Python ``AudioMediaPort`` per leg; ``onFrameReceived`` keeps the leg's
 latest frame, ``onFrameRequested`` returns the room's other legs summed with numpy. Every call
 joins the room named by its request-URI user. Benchmark only: no answer URL, no webhooks.
+
+``--bridge``: no Python per frame; each call's audio is connected to every other call of its
+room on pjsua's conference bridge (``startTransmit``), with pjsua's default jitter buffer: the
+plain pjsua2 conference that benchmarks/quality.py scores the node against.
 """
 
 from __future__ import annotations
@@ -49,6 +53,13 @@ class Call(pj.Call):
         if self.port is not None:
             return
         med = self.getAudioMedia(-1)
+        if self.node.bridge:
+            room = self.node.rooms.setdefault(self.room_name, {})
+            for other in room.values():
+                med.startTransmit(other)
+                other.startTransmit(med)
+            room[id(self)] = self.port = med
+            return
         room = self.node.rooms.setdefault(self.room_name, {})
         self.port = LegPort(room, id(self))
         fmt = pj.MediaFormatAudio()
@@ -60,7 +71,7 @@ class Call(pj.Call):
     def onCallState(self, prm):  # noqa: N802
         if self.getInfo().state == pj.PJSIP_INV_STATE_DISCONNECTED:
             if self.port is not None:
-                self.node.rooms.get(self.room_name, {}).pop(id(self.port), None)
+                self.node.rooms.get(self.room_name, {}).pop(id(self), None)
             self.node.dead.append(self)
 
 
@@ -84,6 +95,7 @@ class Node:
         self.rooms: dict[str, dict] = {}
         self.calls: list[Call] = []
         self.dead: list[Call] = []
+        self.bridge = args.bridge
         ep = self.ep = pj.Endpoint()
         ep.libCreate()
         cfg = pj.EpConfig()
@@ -134,6 +146,8 @@ def main() -> None:
     ap.add_argument("--sip-port", type=int, default=5080)
     ap.add_argument("--rtp-ports", type=lambda s: tuple(int(x) for x in s.split("-")),
                     default=(40000, 40999))
+    ap.add_argument("--bridge", action="store_true",
+                    help="calls connected on pjsua's conference bridge, no Python per frame")
     args, _ = ap.parse_known_args()
     sys.setswitchinterval(0.001)  # the bridge's clock thread needs the GIL often
     Node(args).run()

@@ -28,10 +28,18 @@ with the same seeds):
   packets, which the relay passes clean; its RTP back is relayed to the talker unimpaired.
   Beside each, ``codec+loss alone``: the same loss pattern applied to the speech's 20 ms
   frames in numpy with silence in place of a lost frame (no concealment; what the loss alone
-  costs without any jitter buffer or PLC).
+  costs without any jitter buffer or PLC);
+- the baseline (``pjsua2 bridge:`` rows, unless ``--no-bridge``): the clean and loss/jitter
+  rows again, same seeds, through pjsua2's own conference bridge on the same pjproject build
+  (benchmarks/pyport_node.py --bridge: calls connected with startTransmit, pjsua's default
+  jitter buffer), and per repetition the node's score and delay less the bridge's.
+
+Onset: from the talker's first packet louder than -35 dBFS to the first such packet the node
+sends the listener (over the -45 dBFS noise; a gate that clipped a first syllable would show
+here, compared between the noise rows with and without suppression).
 
 The first run on a new machine checks the PESQ installation (``pesq`` is in the project's test
-extra). A repetition takes about 2 minutes for all rows.
+extra). A repetition takes about 3 minutes for all rows.
 """
 
 from __future__ import annotations
@@ -73,6 +81,8 @@ SPEECH_DBFS = -26.0
 TEXT = ("The birch canoe slid on the smooth planks. Glue the sheet to the dark blue "
         "background. It is easy to tell the depth of a well. These days a chicken leg is a "
         "rare dish.")
+
+BRIDGE = "  pjsua2 bridge: "  # the baseline's rows
 
 LOSS_ROWS = [  # (label, loss %, delay ms, jitter ms)
     ("3 % loss", 3.0, 0.0, 0.0),
@@ -146,10 +156,15 @@ def codec_with_loss(speech: np.ndarray, loss: float, seed: int) -> float:
     return score(ref, dec)
 
 
+ONSET_DBFS = -35.0  # a frame louder than this starts the speech (over -45 dBFS noise)
+
+
 def wire_delay_ms(cap: Path, talker: BaresipUA, listener: BaresipUA, node: NodeProcess,
-                  ) -> float:
+                  ) -> tuple[float, float]:
     """Talker's RTP as sent vs the node's RTP to the listener, both laid out by capture time
-    and decoded; the lag (0..1 s) of the best cross-correlation, in ms."""
+    and decoded: the lag (0..1 s) of the best cross-correlation, in ms; and the onset delay,
+    from the talker's first packet over ONSET_DBFS to the listener's first (a gate that clips
+    a first syllable shows here)."""
     sent: list[tuple[float, bytes]] = []
     out: list[tuple[float, bytes]] = []
 
@@ -163,7 +178,7 @@ def wire_delay_ms(cap: Path, talker: BaresipUA, listener: BaresipUA, node: NodeP
               and node.rtp[0] <= p.src[1] <= node.rtp[1]):
             out.append((p.t, pl[12:12 + FRAME]))
     if len(sent) < 100 or len(out) < 100:
-        return float("nan")
+        return float("nan"), float("nan")
     t0 = min(sent[0][0], out[0][0])
     end = max(sent[-1][0], out[-1][0]) - t0
 
@@ -174,7 +189,13 @@ def wire_delay_ms(cap: Path, talker: BaresipUA, listener: BaresipUA, node: NodeP
             sig[i:i + FRAME] = ulaw_decode(body)
         return sig
 
-    return xcorr_lag(lay(out), lay(sent), 0, RATE) / RATE * 1000
+    def onset(stream: list[tuple[float, bytes]]) -> float:
+        floor = (32768 * 10 ** (ONSET_DBFS / 20)) ** 2
+        return next((t for t, body in stream if np.mean(ulaw_decode(body) ** 2) > floor),
+                    float("nan"))
+
+    return (xcorr_lag(lay(out), lay(sent), 0, RATE) / RATE * 1000,
+            (onset(out) - onset(sent)) * 1000)
 
 
 # --------------------------------------------------------------------------- impairment
@@ -319,6 +340,7 @@ class Result:
     pesq: float
     delay_ms: float
     lost_pct: float = float("nan")
+    onset_ms: float = float("nan")
 
 
 def call(work: Path, node: NodeProcess, room: str, speech: np.ndarray, kind: str,
@@ -369,14 +391,19 @@ def call(work: Path, node: NodeProcess, room: str, speech: np.ndarray, kind: str
         if path:
             path.stop()
     pesq_score, _ = heard_score(listeners[0].heard(), speech)
-    delay = wire_delay_ms(work / "rtp.pcap", talker, listeners[0], node)
+    delay, onset = wire_delay_ms(work / "rtp.pcap", talker, listeners[0], node)
     (work / "rtp.pcap").unlink(missing_ok=True)
     lost = path.dropped / max(path.seen - WARMUP_PACKETS, 1) * 100 if path else float("nan")
-    return Result(pesq_score, delay, lost)
+    return Result(pesq_score, delay, lost, onset)
 
 
-def start_node(work: Path, extra: list[str]) -> NodeProcess:
-    return NodeProcess(work, rtp_ports=400, extra=["--log-level", "warning", *extra]).start()
+def start_node(work: Path, extra: list[str], bridge: bool = False) -> NodeProcess:
+    """The node, or (``bridge``) the baseline: pjsua2's own conference bridge on the same
+    pjproject build (benchmarks/pyport_node.py --bridge), its jitter buffer at pjsua's defaults."""
+    node = NodeProcess(work, rtp_ports=400, extra=["--log-level", "warning", *extra])
+    if bridge:
+        node.args[1:4] = [str(Path(__file__).with_name("pyport_node.py")), "--bridge"]
+    return node.start()
 
 
 def main() -> None:
@@ -386,6 +413,8 @@ def main() -> None:
                     help="comma-separated: clean, noise, loss (default all)")
     ap.add_argument("--node-arg", action="append", default=[], metavar="OPTION",
                     help="an option for every node of the run, e.g. --node-arg=--jb-size-ms=500")
+    ap.add_argument("--no-bridge", dest="bridge", action="store_false",
+                    help="skip the baseline rows (pjsua2's conference bridge)")
     args = ap.parse_args()
     only = {s.strip() for s in args.only.split(",") if s.strip()}
     if not only <= {"clean", "noise", "loss"}:
@@ -399,12 +428,15 @@ def main() -> None:
         node = start_node(work, args.node_arg)
         node_ns = (start_node(work, [*args.node_arg, "--noise-suppression"]) if "noise" in only
                    else None)
+        bridge = start_node(work, [], bridge=True) if args.bridge else None
         try:
             for rep in range(args.reps):
                 seed = 1000 + rep
                 plan: list[tuple[str, NodeProcess, str, Impairment | None]] = []
                 if "clean" in only:
                     plan.append(("clean, 2 members", node, "", None))
+                    if bridge:
+                        plan.append((f"{BRIDGE}clean", bridge, "", None))
                 if "noise" in only:
                     plan.append(("no noise, 3 members (reference)", node, "quiet", None))
                     plan.append(("noise -45 dBFS, 3 members, default", node, "noise", None))
@@ -413,12 +445,16 @@ def main() -> None:
                 if "loss" in only:
                     for label, loss, delay, jitter in LOSS_ROWS:
                         plan.append((label, node, "", Impairment(loss, delay, jitter, seed)))
+                        if bridge:
+                            plan.append((BRIDGE + label, bridge, "",
+                                         Impairment(loss, delay, jitter, seed)))
                 for i, (label, n, room, imp) in enumerate(plan):
                     r = call(work / f"r{rep}-{i}", n, f"q{rep}x{i}", speech, room, imp, seed)
                     rows.setdefault(label, []).append(r)
                     extra = f", lost {r.lost_pct:.1f} %" if imp else ""
                     print(f"rep {rep + 1}/{args.reps}: {label}: PESQ {r.pesq:.2f}, "
-                          f"delay {r.delay_ms:.0f} ms{extra}", file=sys.stderr, flush=True)
+                          f"delay {r.delay_ms:.0f} ms, onset {r.onset_ms:.0f} ms{extra}",
+                          file=sys.stderr, flush=True)
                     if imp:
                         pct = imp.loss * 100
                         key = f"  codec alone + {pct:g} % loss, silence for a lost frame"
@@ -427,12 +463,13 @@ def main() -> None:
                             rows[key].append(Result(codec_with_loss(speech, pct, seed),
                                                     float("nan")))
         finally:
-            for n in (node, node_ns):
+            for n in (node, node_ns, bridge):
                 if n is not None and n.alive():
                     n.terminate()
         print(f"\nPESQ (P.862 narrowband, MOS-LQO), median of {args.reps} paired "
               f"repetition(s); speech {len(speech) / RATE:.1f} s, PCMU")
-        print(f"{'scenario':<54} {'PESQ':>5} {'runs':<20} {'delay ms':>8} {'lost %':>7}")
+        print(f"{'scenario':<54} {'PESQ':>5} {'runs':<20} {'delay ms':>8} {'lost %':>7} "
+              f"{'onset ms':>8}")
         for k in rows:
             rs = rows[k]
             med = statistics.median(r.pesq for r in rs)
@@ -441,7 +478,19 @@ def main() -> None:
             dl = f"{statistics.median(delays):8.0f}" if delays else f"{'':>8}"
             lost = [r.lost_pct for r in rs if not np.isnan(r.lost_pct)]
             lo = f"{statistics.median(lost):7.1f}" if lost else f"{'':>7}"
-            print(f"{k:<54} {med:5.2f} {runs:<20} {dl} {lo}")
+            onsets = [r.onset_ms for r in rs if not np.isnan(r.onset_ms)]
+            on = f"{statistics.median(onsets):8.0f}" if onsets else ""
+            print(f"{k:<54} {med:5.2f} {runs:<20} {dl} {lo} {on}")
+        if bridge:
+            print("\nnode - bridge, per paired repetition (PESQ; delay ms):")
+            for k in rows:
+                if k.startswith(BRIDGE) and k[len(BRIDGE):] in rows:
+                    mine, base = rows[k[len(BRIDGE):]], rows[k]
+                    d = [f"{a.pesq - b.pesq:+.2f}; {a.delay_ms - b.delay_ms:+.0f}"
+                         for a, b in zip(mine, base, strict=True)]
+                    worst = min(a.pesq - b.pesq for a, b in zip(mine, base, strict=True))
+                    print(f"  {k[len(BRIDGE):]:<30} {'  '.join(d)}   "
+                          f"{'node >= bridge in every run' if worst >= 0 else 'BELOW the bridge'}")
         print(f"(run took {time.monotonic() - t_start:.0f} s)")
 
 

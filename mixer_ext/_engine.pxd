@@ -39,6 +39,7 @@ cdef extern from "engine.h" nogil:
         uint64_t rx_audio
         uint64_t rx_empty
         uint64_t catchups
+        uint64_t in_place
         uint64_t tx
         uint64_t shared
         uint64_t errors

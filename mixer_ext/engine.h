@@ -34,6 +34,7 @@ typedef struct eng_leg_stats {
     uint64_t rx_audio;     /* frames with decoded audio */
     uint64_t rx_empty;     /* frames with nothing (jitter buffer empty, no RTP yet) */
     uint64_t catchups;     /* frames dropped to catch up with a stream running a frame behind */
+    uint64_t in_place;     /* packets dropped for slots already concealed (in place) */
     uint64_t tx;           /* frames sent (handed to the encoder, or a shared payload) */
     uint64_t shared;       /* of those, frames sent as a payload encoded once for the room */
     uint64_t errors;

@@ -53,10 +53,13 @@ struct eng_leg {
     pjmedia_port *placeholder;
     eng_room *room;
     pj_timestamp ts;
-    uint64_t rx_audio, rx_empty, tx, errors, catchups;
+    uint64_t rx_audio, rx_empty, tx, errors, catchups, in_place;
     int frm_ms;                 /* the codec's frame, ms (the jitter buffer counts these) */
     int behind;                 /* ticks in a row the jitter buffer kept a whole frame back */
     uint64_t jb_events;         /* its lost + empty + discarded frames when last looked at */
+    uint64_t jb_empty;          /* its empty reads when last looked at */
+    int owed_ms;                /* audio concealed for an empty buffer since its last packet */
+    int calm, calm_before;      /* ticks since its last empty read (capped); before this spell */
     uint64_t energy;            /* m.energy and m.speaking as of the last tick, for stats */
     int talking;
     uint64_t id;
@@ -161,7 +164,7 @@ void share_room_gone(eng_room *r);
 void legs_denoise(eng_leg *leg);
 /* legs.c: after the tick read a call leg's frame: when its jitter buffer has kept at least a
  * whole frame back for a while (eng_set_catchup), read on to the newer frame (20 ms less). */
-void legs_catch_up(eng_leg *leg);
+void legs_after_read(eng_leg *leg);
 
 /* legs.c: a leg with no stream (a source's or an agent's base), its id given. */
 eng_leg *legs_new_bare(int rate);

@@ -22,9 +22,14 @@
 /* A call leg that is gated is also denoised first (speexdsp's preprocessor: noise estimated
  * and suppressed by up to 30 dB; no AGC, no VAD: the gate decides), so the gate opens on
  * speech, not on a noisy room. Made and freed on the SIP thread, run by the tick. */
+/* speexdsp's preprocessor delays what it gives back by its frame (it analyses a window of two
+ * frames and overlaps-and-adds the halves): a 20 ms frame made a denoised member 20 ms later
+ * than a plain one (measured: delay 14 -> 34 ms, onset 26 -> 48 ms). So it runs on half a
+ * tick, twice a tick: 10 ms later. */
+#define DENOISE_SPLIT 2
 static void *legs_denoiser(int rate, int spf)
 {
-    SpeexPreprocessState *st = speex_preprocess_state_init(spf, rate);
+    SpeexPreprocessState *st = speex_preprocess_state_init(spf / DENOISE_SPLIT, rate);
     if (!st)
         return NULL;
     int on = 1, off = 0, suppress = -30;
@@ -38,8 +43,11 @@ static void *legs_denoiser(int rate, int spf)
 
 void legs_denoise(eng_leg *leg)
 {
-    if (leg->denoise)
-        speex_preprocess_run((SpeexPreprocessState *)leg->denoise, leg->m.in);
+    if (!leg->denoise)
+        return;
+    for (int k = 0; k < DENOISE_SPLIT; k++)
+        speex_preprocess_run((SpeexPreprocessState *)leg->denoise,
+                             leg->m.in + k * (leg->m.spf / DENOISE_SPLIT));
 }
 
 /* Catch-up. pjmedia's adaptive jitter buffer keeps what its prefetch asks for, but once a
@@ -59,12 +67,85 @@ void eng_set_catchup(int ticks)
     __atomic_store_n(&g_catchup_ticks, ticks, __ATOMIC_RELAXED);
 }
 
-void legs_catch_up(eng_leg *leg)
+/* Reads the stream's next frame over what the tick read (a frame dropped); 1 if it was audio. */
+static int read_on(eng_leg *leg)
+{
+    pjmedia_frame f;
+    memset(&f, 0, sizeof(f));
+    f.type = PJMEDIA_FRAME_TYPE_AUDIO;
+    f.buf = leg->m.in;
+    f.size = (pj_size_t)leg->m.spf * 2;
+    if (pjmedia_port_get_frame(leg->port, &f) != PJ_SUCCESS || f.type != PJMEDIA_FRAME_TYPE_AUDIO
+            || f.size == 0)
+        return 0;
+    if (f.size < (pj_size_t)leg->m.spf * 2)
+        memset((char *)leg->m.in + f.size, 0, leg->m.spf * 2 - f.size);
+    return 1;
+}
+
+/* Concealment in place. When a talker's packet comes too late for its tick, or is lost while
+ * the buffer holds nothing more, pjmedia conceals the frame (the buffer ran empty), and then,
+ * prefetching, plays the late packet (or the next) a tick or more late, and every packet after
+ * it, for the rest of the call: the stream is retimed. The room's tick, reading each talker
+ * ~5 ms after its packets arrive, leaves the buffer that dry; and the catch-up below never
+ * brings it back while loss goes on. Measured before: in 5 of 24 runs at 3 % loss delay
+ * 20 -> 45 ms and -0.3 to -0.9 PESQ for the call. So on the first frame read after such an
+ * empty spell, if the buffer now keeps a whole frame back, the stream is read on by the frames
+ * concealed (at most): the packets that came for slots already concealed are dropped, and the
+ * next plays in its own slot. Only for a hiccup in a calm stream (no empty spell in the 2 s
+ * before): under steady jitter the buffer grows, pjmedia's way, by what the network needs
+ * (measured with the hiccups' 300 ms: -0.1 to -0.9 PESQ at 5 % loss + 20+-10 ms jitter). */
+#define OWED_MAX_MS 60
+#define CALM_TICKS 100
+static void conceal_in_place(eng_leg *leg, const pjmedia_jb_state *st)
+{
+    const uint64_t empty = st->empty - leg->jb_empty;  /* in the buffer's frames */
+    leg->jb_empty = st->empty;
+    if (empty) {
+        if (!leg->owed_ms)
+            leg->calm_before = leg->calm;
+        /* a tick's read stops at the buffer's first empty frame and conceals the rest: in
+         * whole ticks */
+        const uint64_t ms = (uint64_t)leg->owed_ms
+            + (empty * (uint64_t)leg->frm_ms + MIX_FRAME_MS - 1) / MIX_FRAME_MS * MIX_FRAME_MS;
+        leg->owed_ms = ms > OWED_MAX_MS ? OWED_MAX_MS : (int)ms;
+        leg->calm = 0;
+        return;
+    }
+    if (leg->calm < CALM_TICKS)
+        leg->calm++;
+    if (!leg->owed_ms)
+        return;
+    int owed = leg->owed_ms;
+    leg->owed_ms = 0;
+
+    if (leg->calm_before < CALM_TICKS)
+        return;
+    pjmedia_jb_state now = *st;
+    for (; owed >= MIX_FRAME_MS && (int)now.size * leg->frm_ms >= MIX_FRAME_MS; owed -= MIX_FRAME_MS) {
+        if (!read_on(leg))
+            break;
+        BUMP(leg->in_place, 1);
+        if (pjmedia_stream_get_stat_jbuf(leg->stream, &now) != PJ_SUCCESS)
+            break;
+        leg->jb_empty = now.empty;
+    }
+}
+
+/* After the tick read a leg's frame: concealment in place, then catch-up. */
+void legs_after_read(eng_leg *leg)
 {
     pjmedia_jb_state st;
-    const int ticks = __atomic_load_n(&g_catchup_ticks, __ATOMIC_RELAXED);
-    if (ticks <= 0 || !leg->stream || leg->frm_ms <= 0
+    if (!leg->stream || leg->frm_ms <= 0
             || pjmedia_stream_get_stat_jbuf(leg->stream, &st) != PJ_SUCCESS)
+        return;
+    if (MIX_FRAME_MS % leg->frm_ms == 0) {  /* a tick reads whole frames of the buffer */
+        conceal_in_place(leg, &st);
+        if (pjmedia_stream_get_stat_jbuf(leg->stream, &st) != PJ_SUCCESS)
+            return;
+    }
+    const int ticks = __atomic_load_n(&g_catchup_ticks, __ATOMIC_RELAXED);
+    if (ticks <= 0)
         return;
     const uint64_t events = (uint64_t)st.lost + st.empty + st.discard;
     if ((int)st.size * leg->frm_ms < MIX_FRAME_MS || events != leg->jb_events) {
@@ -79,17 +160,8 @@ void legs_catch_up(eng_leg *leg)
         e += (uint64_t)((int32_t)leg->m.in[i] * leg->m.in[i]);
     if (e > (uint64_t)leg->m.spf * CATCHUP_QUIET_POWER && leg->behind < ticks + CATCHUP_FORCE_TICKS)
         return;
-    pjmedia_frame f;
-    memset(&f, 0, sizeof(f));
-    f.type = PJMEDIA_FRAME_TYPE_AUDIO;
-    f.buf = leg->m.in;
-    f.size = (pj_size_t)leg->m.spf * 2;
-    if (pjmedia_port_get_frame(leg->port, &f) == PJ_SUCCESS && f.type == PJMEDIA_FRAME_TYPE_AUDIO
-            && f.size > 0) {
-        if (f.size < (pj_size_t)leg->m.spf * 2)
-            memset((char *)leg->m.in + f.size, 0, leg->m.spf * 2 - f.size);
+    if (read_on(leg))
         BUMP(leg->catchups, 1);
-    }
     leg->behind = 0;
 }
 
@@ -360,6 +432,7 @@ void eng_leg_get_stats(eng_leg *leg, eng_leg_stats *st)
     st->rx_audio = LOAD(leg->rx_audio);
     st->rx_empty = LOAD(leg->rx_empty);
     st->catchups = LOAD(leg->catchups);
+    st->in_place = LOAD(leg->in_place);
     st->tx = LOAD(leg->tx);
     st->shared = LOAD(leg->shared);
     st->errors = LOAD(leg->errors);

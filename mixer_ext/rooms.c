@@ -101,7 +101,7 @@ uint64_t rooms_tick(eng_room *r)
                 memset((char *)leg->m.in + f.size, 0, leg->m.spf * 2 - f.size);
             leg->m.has_audio = 1;
             BUMP(leg->rx_audio, 1);
-            legs_catch_up(leg);
+            legs_after_read(leg);
             legs_denoise(leg);
         } else {
             BUMP(leg->rx_empty, 1);
@@ -152,10 +152,14 @@ uint64_t rooms_tick(eng_room *r)
             f.size = (pj_size_t)leg->below_spf * 2;
             to = leg->below;
         }
-        if (pjmedia_port_put_frame(to, &f) != PJ_SUCCESS)
+        const unsigned sent = rtpguard_sent(leg->tp);
+        if (pjmedia_port_put_frame(to, &f) != PJ_SUCCESS) {
             BUMP(leg->errors, 1);
-        else
+        } else {
             BUMP(leg->tx, 1);
+            if (rtpguard_sent(leg->tp) == sent)  /* DTX: the encoder had nothing to send */
+                rtpguard_skip(leg->tp, 0);
+        }
     }
     pthread_mutex_unlock(&r->lock);
     uint64_t dt = (uint64_t)(now_ns() - t0);

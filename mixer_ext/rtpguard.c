@@ -137,6 +137,7 @@ struct rtpguard {
     pj_uint16_t seq_off;        /* added to the stream's own numbers since a shared run */
     pj_uint32_t ts_off;
     int shared_run;             /* shared packets sent since the stream's last own one */
+    int paused;                 /* frames skipped (DTX) since the last packet: mark the next */
     pj_uint32_t shared_pkts, shared_octets;  /* added to the counts in the stream's SRs */
 
     int64_t last_rx_ns;         /* when the latest admitted RTP packet arrived (atomic) */
@@ -433,19 +434,25 @@ static pj_status_t guard_send_rtp(pjmedia_transport *tp, const void *pkt, pj_siz
     pj_uint32_t ots = ts + g->ts_off;
     if (!g->tx_seen)
         g->tx_pt = pt;
+    const int mark = g->paused && pt == g->tx_pt;  /* the first packet after a DTX pause */
     if (pt == g->tx_pt) {   /* audio (not a telephone-event): its timestamp steps */
         pj_uint32_t d = ots - g->tx_ts;
-        if (g->tx_seen && (pj_uint16_t)(oseq - g->tx_seq) == 1 && d > 0 && d <= 4800)
+        /* (a marked packet starts a talk spurt: its timestamp jumped over a DTX pause) */
+        if (g->tx_seen && (pj_uint16_t)(oseq - g->tx_seq) == 1 && d > 0 && d <= 4800
+                && !(p[1] & 0x80) && !g->paused)
             g->tx_step = d;
+        g->paused = 0;
         g->tx_ts = ots;
     }
     g->tx_seq = oseq;
     g->tx_ssrc = rd32(p + 8);
     g->tx_seen++;
-    if (!g->seq_off && !g->ts_off)
+    if (!g->seq_off && !g->ts_off && !mark)
         return pjmedia_transport_send_rtp(g->slave, pkt, size);
     pj_uint8_t buf[RTPGUARD_MAX_PKT];
     memcpy(buf, pkt, size);
+    if (mark)
+        buf[1] |= 0x80;
     buf[2] = (pj_uint8_t)(oseq >> 8);
     buf[3] = (pj_uint8_t)oseq;
     wr32(buf + 4, ots);
@@ -474,7 +481,8 @@ pj_status_t rtpguard_send_shared(pjmedia_transport *tp, const void *payload, uns
     pj_uint16_t seq = (pj_uint16_t)(g->tx_seq + 1);
     pj_uint32_t ts = g->tx_ts + g->tx_step;
     buf[0] = 0x80;
-    buf[1] = g->tx_pt;
+    buf[1] = (pj_uint8_t)(g->tx_pt | (g->paused ? 0x80 : 0));  /* marker: a spurt after DTX */
+    g->paused = 0;
     buf[2] = (pj_uint8_t)(seq >> 8);
     buf[3] = (pj_uint8_t)seq;
     wr32(buf + 4, ts);
@@ -486,6 +494,23 @@ pj_status_t rtpguard_send_shared(pjmedia_transport *tp, const void *payload, uns
     g->shared_pkts++;
     g->shared_octets += len;
     return pjmedia_transport_send_rtp(g->slave, buf, len + 12);
+}
+
+void rtpguard_skip(pjmedia_transport *tp, int shared)
+{
+    struct rtpguard *g = guard_of(tp);
+    if (!g || !g->tx_step)
+        return;
+    g->tx_ts += g->tx_step;
+    g->paused = 1;
+    if (shared)
+        g->shared_run = 1;
+}
+
+unsigned rtpguard_sent(pjmedia_transport *tp)
+{
+    struct rtpguard *g = guard_of(tp);
+    return g ? g->tx_seen : 0;
 }
 
 /* A sender report of a stream whose numbering was shifted: its RTP timestamp shifted the

@@ -51,6 +51,12 @@ unsigned long rtpguard_count(int which);
  * audio packets in a row) or if `tp` is no guard; a shared packet needs it non-zero. */
 unsigned rtpguard_own_sent(pjmedia_transport *tp);
 pj_status_t rtpguard_send_shared(pjmedia_transport *tp, const void *payload, unsigned len);
+/* DTX (Opus to a peer that asked usedtx=1): a frame the stream's timestamp runs over with no
+ * packet, the next one marked. `shared`: the shared encoder's frame (the stream's own numbering
+ * goes on from it, as after a shared packet); else the stream's own encoder sent nothing for the
+ * frame it was given (rtpguard_sent did not move), so a shared packet after it is timed right. */
+void rtpguard_skip(pjmedia_transport *tp, int shared);
+unsigned rtpguard_sent(pjmedia_transport *tp);
 
 /* CLOCK_MONOTONIC ns of the latest RTP packet the guard `tp` let through (0: none yet, or `tp`
  * is no guard); any thread. The room tick aligns its phase to its talker's arrivals (rooms.c). */

@@ -229,7 +229,9 @@ static int share_slot(eng_room *r, eng_leg *leg)
     return k;
 }
 
-/* One frame at the mixer's rate into a payload; 0 if the codec gave none. */
+/* One frame at the mixer's rate into a payload: 1, or SHARE_DTX if the encoder had nothing to
+ * send (Opus DTX in a pause, for peers that asked usedtx=1), or 0 if it failed. */
+#define SHARE_DTX 2
 static int shared_encode(struct eng_shared *s, const int16_t *pcm, void *out, unsigned cap,
                          unsigned *len)
 {
@@ -250,9 +252,10 @@ static int shared_encode(struct eng_shared *s, const int16_t *pcm, void *out, un
     s->ts += (pj_uint64_t)s->enc_spf;
     fo.buf = out;
     fo.size = cap;
-    if (pjmedia_codec_encode(s->codec, &fi, cap, &fo) != PJ_SUCCESS
-            || fo.type != PJMEDIA_FRAME_TYPE_AUDIO || fo.size == 0)
+    if (pjmedia_codec_encode(s->codec, &fi, cap, &fo) != PJ_SUCCESS)
         return 0;
+    if (fo.size == 0)
+        return SHARE_DTX;
     *len = (unsigned)fo.size;
     return 1;
 }
@@ -327,7 +330,9 @@ void share_tick(eng_room *r, unsigned char *send)
                 continue;
             send[i] = 0;
             leg->was_shared = 1;
-            if (rtpguard_send_shared(leg->tp, payload, len) != PJ_SUCCESS) {
+            if (have == SHARE_DTX) {
+                rtpguard_skip(leg->tp, 1);
+            } else if (rtpguard_send_shared(leg->tp, payload, len) != PJ_SUCCESS) {
                 BUMP(leg->errors, 1);
             } else {
                 BUMP(leg->tx, 1);

@@ -188,6 +188,7 @@ cdef class _Leg:
             eng_leg_get_stats(leg, &st)
         return {"id": eng_leg_id(leg), "rate": st.rate, "rx_audio": st.rx_audio,
                 "rx_empty": st.rx_empty, "catchups": st.catchups,
+                "in_place": st.in_place,
                 "tx": st.tx, "shared": st.shared, "errors": st.errors, "energy": st.energy,
                 "talking": bool(st.talking)}
 

@@ -20,7 +20,7 @@ PREFIX=$VENV/pjproject
 JOBS=${PJ_JOBS:-$(nproc)}
 MIN_VERSION=2.14
 # Bump when the flags, config_site.h or patches below change: it invalidates the stamp.
-RECIPE=10
+RECIPE=12
 
 die() { echo "build-pjproject: $*" >&2; exit 1; }
 log() { echo "build-pjproject: $*" >&2; }
@@ -284,6 +284,52 @@ if ! grep -q 'sipconf_opus_copy_encoder' "$OPUS_C"; then
         done = 1 }
         { print }' "$OPUS_C" > "$OPUS_C.new" && mv "$OPUS_C.new" "$OPUS_C"
     grep -q 'sipconf_opus_copy_encoder' "$OPUS_C" || die "could not patch $OPUS_C"
+fi
+
+if ! grep -q 'sipconf: DTX' "$OPUS_C"; then
+    # DTX to a peer that asked usedtx=1. libopus codes a frame it need not send as its TOC alone
+    # (1-2 bytes), and pjmedia sent those: 50 packets a second of nothing. And the node's default
+    # encoder (restricted low delay: CELT at complexity 5) has no DTX in libopus 1.3 at all, not
+    # even for a mix of decoders' idle output (+-1) or digital silence (3-byte frames forever).
+    # So the frame itself decides: under -60 dBFS peak (a quiet or gated room) is silence, and as
+    # libopus' DTX does, after 200 ms of it only one frame each 400 ms is sent. The encoder still
+    # codes every frame (its state follows the signal, as the peer's decoder conceals); the
+    # stream sends nothing, its RTP timestamp runs on, and the next packet carries the marker
+    # (mixer_ext/rtpguard.c; share.c for the shared encoder).
+    [ "$(grep -c '^    pj_size_t                    dec_frame_buf_size;$' "$OPUS_C")" = 1 ] \
+        || die "could not patch $OPUS_C"
+    [ "$(grep -c '} else if (size > 0) {' "$OPUS_C")" = 1 ] || die "could not patch $OPUS_C"
+    [ "$(grep -c '/\* Empty packet \*/' "$OPUS_C")" = 1 ] || die "could not patch $OPUS_C"
+    awk '{ print }
+        /^    pj_size_t                    dec_frame_buf_size;$/ {
+            print "    unsigned                     sipconf_quiet;  /* sipconf: DTX */"
+            field = 1; next }
+        field == 1 && /^};$/ {
+            field = 2
+            print ""
+            print "/* sipconf: DTX: 1 if a frame (size bytes, from n samples) is not to be sent. */"
+            print "static int sipconf_dtx_frame(struct opus_data *d, opus_int32 size,"
+            print "                             const opus_int16 *pcm, unsigned n)"
+            print "{"
+            print "    opus_int32 dtx = 0;"
+            print "    unsigned i;"
+            print "    opus_encoder_ctl(d->enc, OPUS_GET_DTX(&dtx));"
+            print "    if (!dtx)"
+            print "        return 0;"
+            print "    if (size <= 2)"
+            print "        return 1;  /* libopus DTX: its TOC alone */"
+            print "    for (i = 0; i < n; i++)"
+            print "        if (pcm[i] > 32 || pcm[i] < -32) {  /* -60 dBFS */"
+            print "            d->sipconf_quiet = 0;"
+            print "            return 0;"
+            print "        }"
+            print "    d->sipconf_quiet++;"
+            print "    return d->sipconf_quiet > 10 && (d->sipconf_quiet - 10) % 20 != 0;"
+            print "}"
+        }' "$OPUS_C" > "$OPUS_C.new" && mv "$OPUS_C.new" "$OPUS_C"
+    sed -i 's|} else if (size > 0) {|} else if (size > 0 \&\& !sipconf_dtx_frame(opus_data, size, (const opus_int16*)(((char*)input->buf) + in_pos), samples_per_frame * opus_data->cfg.channel_cnt)) {|' "$OPUS_C"
+    sed -i 's|/\* Empty packet \*/|/* Empty packet */\n        size = 0;  /* sipconf: DTX */|' "$OPUS_C"
+    [ "$(grep -c 'sipconf: DTX' "$OPUS_C")" = 3 ] || die "could not patch $OPUS_C"
 fi
 
 cd "$SRC"

@@ -92,7 +92,11 @@ class NodeConfig:
     # Jitter buffer (ms): small, because the node adds as little delay as it can.
     jb_init_ms: int = 20
     jb_min_ms: int = 10
-    jb_max_ms: int = 60  # the most it prefetches after running empty
+    jb_max_ms: int = opt(20, "the most a leg's jitter buffer prefetches after running empty, "
+                             "ms (default 20: one packet; 20-500): more holds quality under "
+                             "heavy jitter (measured at 40+-40 ms: 60 gave PESQ 2.4 at 130 ms "
+                             "where 20 gave 1.4-1.9 at 80-100 ms) but lets a lost packet delay "
+                             "the rest of the call")
     jb_size_ms: int = opt(500, "the most audio a leg's jitter buffer holds, ms (default 500, "
                                "pjmedia's; 40-1000): its delay never grows past it, however "
                                "much the network jitters; past it the oldest frames give way "
@@ -245,6 +249,8 @@ class NodeConfig:
                 raise ValueError(f"sip_tls_port: {why}")
         if not 40 <= self.jb_size_ms <= 1000:
             raise ValueError("jb_size_ms must be 40-1000")
+        if not 20 <= self.jb_max_ms <= 500:
+            raise ValueError("jb_max_ms must be 20-500")
         if self.jb_catchup_ms and not 200 <= self.jb_catchup_ms <= 60000:
             raise ValueError("jb_catchup_ms must be 0 (never) or 200-60000")
         if self.rtp_timeout and not 2 <= self.rtp_timeout <= 86400:

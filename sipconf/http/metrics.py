@@ -102,6 +102,10 @@ def render(m: Metrics, *, calls: int, rooms: int, legs: int, engine: dict,
            "Frames dropped to bring a leg whose jitter buffer kept a whole frame back for a "
            "second 20 ms nearer real time, over live legs.",
            [("", sum(st.get("catchups", 0) for st in legs_st))])
+    metric("sipconf_rtp_concealed_in_place_total", "counter",
+           "Lost frames concealed in their own slot: the buffer ran dry at the lost packet's "
+           "tick, and the next packet was played in its slot, not 20 ms late, over live legs.",
+           [("", sum(st.get("in_place", 0) for st in legs_st))])
     metric("sipconf_rtp_frames_shared_total", "counter",
            "Frames sent as a payload encoded once for every member of a room hearing the same "
            "mix (--shared-encoding), over live legs.",

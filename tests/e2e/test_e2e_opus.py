@@ -8,6 +8,7 @@ from __future__ import annotations
 import struct
 import threading
 import time
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -142,3 +143,76 @@ def test_a_dtx_peer_is_heard_as_promptly_as_a_continuous_one(node_factory):
     # RTCP counts Opus' 48 kHz RTP clock whatever the codec's rate (40 ms on loopback before;
     # the DTX talker's packets are late on purpose)
     assert all(m["jitter_ms"] < 10 for m in media["cont"]), media
+
+
+def _pause_packets(got: list[tuple[float, bytes]], onsets: list[float]) -> list[int]:
+    """Packets heard in each pause between bursts: from 0.8 s after a burst's start (its 0.3 s
+    and the encoder's hang-over past) to 1.9 s."""
+    return [sum(1 for t, _d in got if t0 + 0.8 <= t <= t0 + 1.9) for t0 in onsets]
+
+
+@pytest.mark.parametrize("shared_encoding", ["on", "off"])
+def test_the_node_sends_dtx_to_a_peer_that_asked_for_it(node_factory, shared_encoding):
+    """A listener whose offer says usedtx=1 gets no packets in the room's pauses (libopus' DTX:
+    a refresh every 400 ms) and every burst whole; one that did not ask gets 50 packets a
+    second. With shared encoding the listeners settle onto the room's shared encoders after
+    half a second of quiet; without, each stream's own encoder. Without the pjproject patch the
+    node's low-delay CELT encoder coded a silent mix as 50 packets a second, DTX or not."""
+    node = node_factory(extra=["--api-token", TOKEN, "--shared-encoding", shared_encoding])
+    ua = RawUA(node.sip_port)
+    names = ("talker", "asked", "plain")
+    socks = {n: udp_socket() for n in names}
+    rxs = {n: Receiver(socks[n]) for n in ("asked", "plain")}
+    sdp = {"talker": OPUS_SDP, "plain": OPUS_SDP,
+           "asked": OPUS_SDP.replace("useinbandfec=0", "useinbandfec=0;usedtx=1")}
+    onsets: list[float] = []
+    try:
+        dlgs = {n: ua.call(node.uri("dtxout"), s.getsockname()[1],
+                           body=sdp[n].format(port=s.getsockname()[1]))
+                for n, s in socks.items()}
+        assert wait_until(lambda: len(node.members(TOKEN, "dtxout")) == 3, 5)
+        for rx in rxs.values():
+            rx.start()
+        threads = [threading.Thread(target=_send, args=(
+            socks["talker"], dlgs["talker"].node_rtp, PLAN, False, 0x4000, onsets, [0]))]
+        for n in ("asked", "plain"):  # continuous silence: quiet members, no DTX of their own
+            threads.append(threading.Thread(target=_send, args=(
+                socks[n], dlgs[n].node_rtp, [(None, 11.0)], False, 0x5000, [], [0])))
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        shared = node.metrics().get("sipconf_rtp_frames_shared_total", 0.0)
+    finally:
+        for rx in rxs.values():
+            rx.stop()
+        ua.close()
+        for s in socks.values():
+            s.close()
+    got = {n: [(t, d) for t, _src, d in rx.got if len(d) > 12 and d[1] & 0x7F == 96]
+           for n, rx in rxs.items()}
+    heard = {n: _heard(got[n], onsets) for n in got}
+    pauses = {n: _pause_packets(got[n], onsets) for n in got}
+    asked = got["asked"]
+    # one stream: sequence numbers without a gap, the timestamp following the clock over each
+    # pause, the first packet after a pause marked
+    steps = [(struct.unpack("!H", b[2:4])[0] - struct.unpack("!H", a[2:4])[0]) & 0xFFFF
+             for (_ta, a), (_tb, b) in pairwise(asked)]
+    drift = [abs((struct.unpack("!I", b[4:8])[0] - struct.unpack("!I", a[4:8])[0]) / 48
+                 - (tb - ta) * 1000)
+             for (ta, a), (tb, b) in pairwise(asked)]
+    resumed = [b for (ta, _a), (tb, b) in pairwise(asked) if tb - ta > 0.1]
+    print(f"FIGURE opus DTX out (shared encoding {shared_encoding}): packets in each 1.1 s "
+          f"of pause: asked usedtx=1 "
+          f"{pauses['asked']}, did not {pauses['plain']}; loud packets a burst "
+          f"{[n for _d, n in heard['asked']]} vs {[n for _d, n in heard['plain']]}; packets "
+          f"in all {len(asked)} vs {len(got['plain'])}; timestamp vs arrival, worst "
+          f"{max(drift):.0f} ms; shared frames {shared:.0f}")
+    assert all(p <= 8 for p in pauses["asked"]), pauses
+    assert all(p >= 45 for p in pauses["plain"]), pauses
+    for n in heard:
+        assert all(k >= 14 for _d, k in heard[n]), (n, heard[n])
+    assert set(steps) == {1}, sorted(set(steps))
+    assert max(drift) < 30, max(drift)
+    assert resumed and all(b[1] & 0x80 for b in resumed), [b[1] for b in resumed]
+    assert (shared > 0) == (shared_encoding == "on"), shared

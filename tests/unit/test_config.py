@@ -112,6 +112,7 @@ def test_the_outbound_and_stream_options_are_bounded():
     for bad, why in (({"stream_chunk_ms": 30}, "stream_chunk_ms"),
                      ({"max_dials": 0}, "max_dials"), ({"agent_reconnects": 101}, "agent_"),
                      ({"jb_size_ms": 20}, "jb_size_ms"), ({"jb_size_ms": 5000}, "jb_size_ms"),
+                     ({"jb_max_ms": 10}, "jb_max_ms"), ({"jb_max_ms": 900}, "jb_max_ms"),
                      ({"jb_catchup_ms": 100}, "jb_catchup_ms"),
                      ({"dial_allow": ["x" * 300]}, "dial_allow"),
                      ({"dial_allow": [1]}, "dial_allow must be a list of strings")):
