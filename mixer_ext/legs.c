@@ -83,18 +83,18 @@ static int read_on(eng_leg *leg)
     return 1;
 }
 
-/* Concealment in place. When a talker's packet comes too late for its tick, or is lost while
- * the buffer holds nothing more, pjmedia conceals the frame (the buffer ran empty), and then,
- * prefetching, plays the late packet (or the next) a tick or more late, and every packet after
- * it, for the rest of the call: the stream is retimed. The room's tick, reading each talker
- * ~5 ms after its packets arrive, leaves the buffer that dry; and the catch-up below never
- * brings it back while loss goes on. Measured before: in 5 of 24 runs at 3 % loss delay
- * 20 -> 45 ms and -0.3 to -0.9 PESQ for the call. So on the first frame read after such an
- * empty spell, if the buffer now keeps a whole frame back, the stream is read on by the frames
- * concealed (at most): the packets that came for slots already concealed are dropped, and the
- * next plays in its own slot. Only for a hiccup in a calm stream (no empty spell in the 2 s
- * before): under steady jitter the buffer grows, pjmedia's way, by what the network needs
- * (measured with the hiccups' 300 ms: -0.1 to -0.9 PESQ at 5 % loss + 20+-10 ms jitter). */
+/* Concealment in place. When a talker's packet comes too late for its tick, pjmedia conceals
+ * the frame (the buffer ran empty) and plays the late packet at the next tick, and every packet
+ * after it a tick late, for the rest of the call: the stream is retimed (a buffer run empty
+ * also prefetches, up to --jb-max-ms, before it plays again: more retiming if that is over one
+ * packet). The room's tick, reading each talker ~5 ms after its packets arrive, leaves the
+ * buffer that dry, and the catch-up below never comes while such events go on. So on the
+ * first frame read after an empty spell, if the buffer now keeps a whole frame back, the
+ * stream is read on by the ticks concealed (at most): the packets that came for slots already
+ * concealed are dropped, and the next plays in its own slot. Only for a hiccup in a calm
+ * stream (no empty spell in the 2 s before): under steady jitter the buffer grows, pjmedia's
+ * way, by what the network needs (with a 300 ms calm window instead: -0.1 to -0.9 PESQ at 5 %
+ * loss + 20+-10 ms jitter in benchmarks/quality.py). */
 #define OWED_MAX_MS 60
 #define CALM_TICKS 100
 static void conceal_in_place(eng_leg *leg, const pjmedia_jb_state *st)
@@ -118,7 +118,6 @@ static void conceal_in_place(eng_leg *leg, const pjmedia_jb_state *st)
         return;
     int owed = leg->owed_ms;
     leg->owed_ms = 0;
-
     if (leg->calm_before < CALM_TICKS)
         return;
     pjmedia_jb_state now = *st;
