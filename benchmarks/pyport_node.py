@@ -53,14 +53,13 @@ class Call(pj.Call):
         if self.port is not None:
             return
         med = self.getAudioMedia(-1)
+        room = self.node.rooms.setdefault(self.room_name, {})
         if self.node.bridge:
-            room = self.node.rooms.setdefault(self.room_name, {})
             for other in room.values():
                 med.startTransmit(other)
                 other.startTransmit(med)
             room[id(self)] = self.port = med
             return
-        room = self.node.rooms.setdefault(self.room_name, {})
         self.port = LegPort(room, id(self))
         fmt = pj.MediaFormatAudio()
         fmt.init(pj.PJMEDIA_FORMAT_PCM, 16000, 1, 20000, 16)

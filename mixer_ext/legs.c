@@ -97,7 +97,8 @@ static int read_on(eng_leg *leg)
  * loss + 20+-10 ms jitter in benchmarks/quality.py). */
 #define OWED_MAX_MS 60
 #define CALM_TICKS 100
-static void conceal_in_place(eng_leg *leg, const pjmedia_jb_state *st)
+/* 1 if it read on (the buffer's state changed). */
+static int conceal_in_place(eng_leg *leg, const pjmedia_jb_state *st)
 {
     const uint64_t empty = st->empty - leg->jb_empty;  /* in the buffer's frames */
     leg->jb_empty = st->empty;
@@ -110,25 +111,28 @@ static void conceal_in_place(eng_leg *leg, const pjmedia_jb_state *st)
             + (empty * (uint64_t)leg->frm_ms + MIX_FRAME_MS - 1) / MIX_FRAME_MS * MIX_FRAME_MS;
         leg->owed_ms = ms > OWED_MAX_MS ? OWED_MAX_MS : (int)ms;
         leg->calm = 0;
-        return;
+        return 0;
     }
     if (leg->calm < CALM_TICKS)
         leg->calm++;
     if (!leg->owed_ms)
-        return;
+        return 0;
     int owed = leg->owed_ms;
     leg->owed_ms = 0;
     if (leg->calm_before < CALM_TICKS)
-        return;
+        return 0;
     pjmedia_jb_state now = *st;
+    int read = 0;
     for (; owed >= MIX_FRAME_MS && (int)now.size * leg->frm_ms >= MIX_FRAME_MS; owed -= MIX_FRAME_MS) {
         if (!read_on(leg))
             break;
         BUMP(leg->in_place, 1);
+        read = 1;
         if (pjmedia_stream_get_stat_jbuf(leg->stream, &now) != PJ_SUCCESS)
             break;
         leg->jb_empty = now.empty;
     }
+    return read;
 }
 
 /* After the tick read a leg's frame: concealment in place, then catch-up. */
@@ -139,8 +143,8 @@ void legs_after_read(eng_leg *leg)
             || pjmedia_stream_get_stat_jbuf(leg->stream, &st) != PJ_SUCCESS)
         return;
     if (MIX_FRAME_MS % leg->frm_ms == 0) {  /* a tick reads whole frames of the buffer */
-        conceal_in_place(leg, &st);
-        if (pjmedia_stream_get_stat_jbuf(leg->stream, &st) != PJ_SUCCESS)
+        if (conceal_in_place(leg, &st)
+                && pjmedia_stream_get_stat_jbuf(leg->stream, &st) != PJ_SUCCESS)
             return;
     }
     const int ticks = __atomic_load_n(&g_catchup_ticks, __ATOMIC_RELAXED);

@@ -137,7 +137,7 @@ struct rtpguard {
     pj_uint16_t seq_off;        /* added to the stream's own numbers since a shared run */
     pj_uint32_t ts_off;
     int shared_run;             /* shared packets sent since the stream's last own one */
-    int paused;                 /* frames skipped (DTX) since the last packet: mark the next */
+    int paused;                 /* a frame was skipped (DTX) since the last packet: mark the next */
     pj_uint32_t shared_pkts, shared_octets;  /* added to the counts in the stream's SRs */
 
     int64_t last_rx_ns;         /* when the latest admitted RTP packet arrived (atomic) */
