@@ -95,6 +95,21 @@ struct eng_leg {
 #define ENG_SHARE_MAX_SPF 960   /* 20 ms at 48 kHz */
 struct eng_shared;
 
+/* Tick alignment (rooms.c): the room's talker (its floor holder) is read ENG_ALIGN_MARGIN_NS
+ * after its packets arrive (a margin for their jitter, so no frame straddles the read) when
+ * the youngest packet age at the reads falls outside ENG_ALIGN_LOW_NS..ENG_ALIGN_HIGH_NS;
+ * measured over ENG_ALIGN_TICKS ticks of steady arrivals (ages within ENG_ALIGN_SPREAD_NS
+ * once the ENG_ALIGN_OUTLIERS youngest and oldest are set aside, and at most
+ * ENG_ALIGN_OUTLIERS ticks with no recent packet: a late packet now and then does not hold a
+ * move back), at most one move per ENG_ALIGN_HOLD_NS. */
+#define ENG_ALIGN_MARGIN_NS (5 * 1000000LL)
+#define ENG_ALIGN_LOW_NS (3 * 1000000LL)
+#define ENG_ALIGN_HIGH_NS (10 * 1000000LL)
+#define ENG_ALIGN_TICKS 25
+#define ENG_ALIGN_OUTLIERS 2
+#define ENG_ALIGN_SPREAD_NS (5 * 1000000LL)
+#define ENG_ALIGN_HOLD_NS (2000 * 1000000LL)
+
 struct eng_room {
     mix_room m;
     pthread_mutex_t lock;
@@ -111,22 +126,12 @@ struct eng_room {
     int64_t next_ns;
     void *align_leg;            /* the talker being measured */
     int align_n;                /* ticks measured */
-    int64_t align_min, align_max;  /* of the packet ages at read over those ticks */
+    int align_skipped;          /* ticks of the window with no recent packet (a late one) */
+    int64_t align_ages[ENG_ALIGN_TICKS];  /* the packet ages at read over those ticks */
     int64_t align_at_ns;        /* last move */
     uint64_t phase_moves;
 };
 
-/* Tick alignment (rooms.c): the room's talker (its floor holder) is read ENG_ALIGN_MARGIN_NS
- * after its packets arrive (a margin for their jitter, so no frame straddles the read) when
- * the youngest packet age at the reads falls outside ENG_ALIGN_LOW_NS..ENG_ALIGN_HIGH_NS;
- * measured over ENG_ALIGN_TICKS ticks of steady arrivals (ages within ENG_ALIGN_SPREAD_NS),
- * at most one move per ENG_ALIGN_HOLD_NS. */
-#define ENG_ALIGN_MARGIN_NS (5 * 1000000LL)
-#define ENG_ALIGN_LOW_NS (3 * 1000000LL)
-#define ENG_ALIGN_HIGH_NS (10 * 1000000LL)
-#define ENG_ALIGN_TICKS 25
-#define ENG_ALIGN_SPREAD_NS (5 * 1000000LL)
-#define ENG_ALIGN_HOLD_NS (2000 * 1000000LL)
 
 static inline int64_t now_ns(void)
 {

@@ -26,9 +26,9 @@ void eng_set_tick_align(int on)
  * a whole tick: node-added delay ran from ~5 to ~26 ms with the packets' phase against the
  * tick. So the room's talker (its floor holder) is watched: the age of its latest packet when
  * the tick reads, over ENG_ALIGN_TICKS ticks; when those ages are steady (within
- * ENG_ALIGN_SPREAD_NS: no real jitter) and the youngest is not ENG_ALIGN_LOW_NS..HIGH_NS,
- * the room's schedule moves (once, by under a tick) so the tick reads the talker's packets
- * ENG_ALIGN_MARGIN_NS after they arrive. The next tick comes that much sooner or later; its
+ * ENG_ALIGN_SPREAD_NS, a late packet or two aside: no real jitter) and the youngest is not
+ * ENG_ALIGN_LOW_NS..HIGH_NS, the room's schedule moves (once, by under a tick) so the tick
+ * reads the talker's packets ENG_ALIGN_MARGIN_NS after they arrive. The next tick comes that much sooner or later; its
  * frame is there either way (sooner: still after the next packet's arrival plus the margin). */
 static void rooms_align(eng_room *r, int64_t t0)
 {
@@ -36,31 +36,38 @@ static void rooms_align(eng_room *r, int64_t t0)
     if (!__atomic_load_n(&g_align, __ATOMIC_RELAXED) || !leg || !leg->tp || !leg->m.has_audio
             || leg != r->align_leg) {
         r->align_leg = leg;
-        r->align_n = 0;
+        r->align_n = r->align_skipped = 0;
         return;
     }
     const int64_t raw = t0 - rtpguard_last_rx_ns(leg->tp);
-    if (raw < -ENG_TICK_NS / 4 || raw >= ENG_TICK_NS) {  /* not sending (DTX, a pause) */
-        r->align_n = 0;
+    if (raw < -ENG_TICK_NS / 4 || raw >= ENG_TICK_NS) {
+        /* no packet in the last tick: a late one (skipped), or not sending (DTX, a pause) */
+        if (++r->align_skipped > ENG_ALIGN_OUTLIERS)
+            r->align_n = r->align_skipped = 0;
         return;
     }
     int64_t age = raw;
     if (age > ENG_TICK_NS * 3 / 4)  /* read just before a packet: it waits a whole tick */
         age -= ENG_TICK_NS;         /* (counted as read just after it: packets that straddle
                                      * the read are one steady phase, not a spread) */
-    if (r->align_n == 0 || age < r->align_min)
-        r->align_min = age;
-    if (r->align_n == 0 || age > r->align_max)
-        r->align_max = age;
-    if (++r->align_n < ENG_ALIGN_TICKS)
+    /* kept in order (insertion; 25 at most) */
+    int i = r->align_n++;
+    while (i > 0 && r->align_ages[i - 1] > age) {
+        r->align_ages[i] = r->align_ages[i - 1];
+        i--;
+    }
+    r->align_ages[i] = age;
+    if (r->align_n < ENG_ALIGN_TICKS)
         return;
-    r->align_n = 0;
-    if (r->align_max - r->align_min > ENG_ALIGN_SPREAD_NS || t0 - r->align_at_ns < ENG_ALIGN_HOLD_NS
-            || (r->align_min >= ENG_ALIGN_LOW_NS && r->align_min <= ENG_ALIGN_HIGH_NS))
+    r->align_n = r->align_skipped = 0;
+    const int64_t youngest_age = r->align_ages[ENG_ALIGN_OUTLIERS];
+    const int64_t oldest_age = r->align_ages[ENG_ALIGN_TICKS - 1 - ENG_ALIGN_OUTLIERS];
+    if (oldest_age - youngest_age > ENG_ALIGN_SPREAD_NS || t0 - r->align_at_ns < ENG_ALIGN_HOLD_NS
+            || (youngest_age >= ENG_ALIGN_LOW_NS && youngest_age <= ENG_ALIGN_HIGH_NS))
         return;
     /* The next tick reads the packet after the one read now (the youngest age seen, on this
      * tick's side of the wrap): none skipped, none left behind. */
-    const int64_t youngest = raw - (age - r->align_min);
+    const int64_t youngest = raw - (age - youngest_age);
     /* In whole ms: the rooms of a clock keep to its 1 ms grid (at most 20 wake-ups a tick,
      * however many rooms). */
     const int64_t ms = 1000000LL;

@@ -33,7 +33,8 @@ def _media(st: dict | None) -> dict | None:
         return None
     return {"packets": st["rx_packets"], "lost": st["rx_lost"],
             "jitter_ms": round(st["jitter_s"] * 1000, 1), "concealed": st["concealed"],
-            "jb_discarded": st["jb_discarded"], "jb_delay_ms": round(st["jb_delay_s"] * 1000, 1)}
+            "jb_discarded": st["jb_discarded"], "jb_empty": st["jb_empty"],
+            "jb_delay_ms": round(st["jb_delay_s"] * 1000, 1)}
 
 
 class Control:

@@ -65,6 +65,7 @@ def openapi() -> dict[str, Any]:
         "media": {"type": "object", "nullable": True,
                   "description": "GET /v1/rooms/{room} only: packets received, lost, jitter_ms, "
                                  "concealed (frames the codec filled in), jb_discarded, "
+                                 "jb_empty (reads that found the buffer empty), "
                                  "jb_delay_ms; null for an agent"},
         "floor": {"type": "boolean"}, "joined_at": {"type": "number",
                                                    "description": "Unix time, seconds"}}}

@@ -140,6 +140,9 @@ def render(m: Metrics, *, calls: int, rooms: int, legs: int, engine: dict,
     metric("sipconf_leg_jb_discarded_frames", "gauge",
            "Frames the jitter buffer discarded on a live leg (too late, or to shorten its "
            "delay).", per_leg("jb_discarded"))
+    metric("sipconf_leg_jb_empty_frames", "gauge",
+           "Reads of a live leg's jitter buffer that found it empty (before the first packet, "
+           "or a packet late).", per_leg("jb_empty"))
     metric("sipconf_leg_jb_delay_seconds", "gauge",
            "Average delay of a live leg's jitter buffer.", per_leg("jb_delay_s"))
     metric("sipconf_rtp_concealed_frames", "gauge", "Concealed frames, over the live legs.",

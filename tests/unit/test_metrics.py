@@ -25,7 +25,8 @@ def test_render_counts_refusals_histograms_and_per_leg_rtp():
         "legs": {},
         "rtp": {"u1": {"rx_packets": 500, "rx_lost": 3, "rx_discarded": 0, "jitter_s": 0.002,
                        "jitter_max_s": 0.004, "peer_lost": 1, "concealed": 7,
-                       "jb_discarded": 2, "jb_delay_s": 0.03, "jb_delay_max_s": 0.06,
+                       "jb_discarded": 2, "jb_empty": 4, "jb_delay_s": 0.03,
+                       "jb_delay_max_s": 0.06,
                        "room": 'we"ird'}},
         "registration": {"registered": True, "failures": 2, "last_code": 200, "expires": 300},
     }
@@ -48,6 +49,7 @@ def test_render_counts_refusals_histograms_and_per_leg_rtp():
     assert v["sipconf_rtp_lost_packets"] == 3
     assert v[f"sipconf_leg_concealed_frames{leg}"] == 7 and v["sipconf_rtp_concealed_frames"] == 7
     assert v[f"sipconf_leg_jb_discarded_frames{leg}"] == 2
+    assert v[f"sipconf_leg_jb_empty_frames{leg}"] == 4
     assert v[f"sipconf_leg_jb_delay_seconds{leg}"] == 0.03
     assert v["sipconf_registered"] == 1 and v["sipconf_registration_failures_total"] == 2
     assert "# TYPE sipconf_mixer_room_tick_seconds histogram" in text
