@@ -413,6 +413,8 @@ def main() -> None:
                     help="comma-separated: clean, noise, loss (default all)")
     ap.add_argument("--node-arg", action="append", default=[], metavar="OPTION",
                     help="an option for every node of the run, e.g. --node-arg=--jb-size-ms=500")
+    ap.add_argument("--loss-row", action="append", default=[], metavar="TEXT",
+                    help="only the loss rows whose label has TEXT, e.g. --loss-row=40+-40")
     ap.add_argument("--no-bridge", dest="bridge", action="store_false",
                     help="skip the baseline rows (pjsua2's conference bridge)")
     args = ap.parse_args()
@@ -444,6 +446,8 @@ def main() -> None:
                                  "noise", None))
                 if "loss" in only:
                     for label, loss, delay, jitter in LOSS_ROWS:
+                        if args.loss_row and not any(t in label for t in args.loss_row):
+                            continue
                         plan.append((label, node, "", Impairment(loss, delay, jitter, seed)))
                         if bridge:
                             plan.append((BRIDGE + label, bridge, "",

@@ -59,7 +59,7 @@ struct eng_leg {
     uint64_t jb_events;         /* its lost + empty + discarded frames when last looked at */
     uint64_t jb_empty;          /* its empty reads when last looked at */
     int owed_ms;                /* audio concealed for an empty buffer since its last packet */
-    int calm, calm_before;      /* ticks since its last empty read (capped); before this spell */
+    int calm;                   /* reads since its last late packet (capped) */
     uint64_t energy;            /* m.energy and m.speaking as of the last tick, for stats */
     int talking;
     uint64_t id;
@@ -167,8 +167,8 @@ void share_room_gone(eng_room *r);
 
 /* legs.c: the tick denoises a gated call leg's decoded frame (m.in), if it has a denoiser. */
 void legs_denoise(eng_leg *leg);
-/* legs.c: after the tick read a call leg's frame: after an empty spell in a calm stream, drop
- * the packets that came for slots already concealed (concealment in place); when its jitter
+/* legs.c: after the tick read a call leg's frame: after an empty spell that a late packet ended
+ * in a calm stream, drop the packets that came for slots already concealed (concealment in place); when its jitter
  * buffer has kept at least a whole frame back for a while (eng_set_catchup), read on to the
  * newer frame (20 ms less). */
 void legs_after_read(eng_leg *leg);

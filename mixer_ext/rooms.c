@@ -40,8 +40,9 @@ static void rooms_align(eng_room *r, int64_t t0)
         return;
     }
     const int64_t raw = t0 - rtpguard_last_rx_ns(leg->tp);
-    if (raw < -ENG_TICK_NS / 4 || raw >= ENG_TICK_NS) {
-        /* no packet in the last tick: a late one (skipped), or not sending (DTX, a pause) */
+    if (raw < -ENG_TICK_NS / 4 || raw >= ENG_TICK_NS * 5 / 4) {
+        /* no packet in the last tick and a quarter (a packet just after the read is the
+         * straddling phase below): a late one (skipped), or not sending (DTX, a pause) */
         if (++r->align_skipped > ENG_ALIGN_OUTLIERS)
             r->align_n = r->align_skipped = 0;
         return;

@@ -16,9 +16,9 @@ import time
 
 import numpy as np
 import pytest
-from support.audio import ulaw_decode, ulaw_encode
+from support.audio import ulaw_encode
 from support.rawsip import RawUA
-from support.rtp import Receiver, RtpSender, udp_socket
+from support.rtp import Receiver, RtpSender, loud_pcmu, udp_socket
 from support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -67,16 +67,7 @@ def _bursts_heard(got, onsets: list[float]) -> list[tuple[float, int]]:
     loud packets heard)."""
     out = []
     for t0 in onsets:
-        first, loud = None, 0
-        for t, _src, data in got:
-            if not t0 <= t <= t0 + 0.3 or len(data) <= 12 or data[1] & 0x7F != 0:
-                continue
-            pcm = ulaw_decode(data[12:]).astype(np.float64)
-            hot = np.flatnonzero(np.abs(pcm) > 2000)
-            if len(hot):
-                loud += 1
-                if first is None:  # its last sample left the node at t (less the transit)
-                    first = (t - t0) * 1000 - (len(pcm) - hot[0]) / 8
+        first, loud = loud_pcmu(got, t0, t0 + 0.3)
         out.append((first if first is not None else float("nan"), loud))
     return out
 

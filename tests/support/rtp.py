@@ -78,3 +78,20 @@ def udp_socket(host: str = "127.0.0.1") -> socket.socket:
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind((host, 0))
     return s
+
+
+def loud_pcmu(got, t0: float, t1: float, level: float = 2000) -> tuple[float | None, int]:
+    """Of the PCMU packets received (``Receiver.got``) from ``t0`` to ``t1``: ms from ``t0``
+    to the first sample over ``level`` leaving the node (a packet's last sample left it at its
+    arrival, less the loopback's transit), or None; and how many packets had such a sample."""
+    first, loud = None, 0
+    for t, _src, data in got:
+        if not t0 <= t <= t1 or len(data) <= 12 or data[1] & 0x7F != 0:
+            continue
+        pcm = ulaw_decode(data[12:]).astype(np.float64)
+        hot = np.flatnonzero(np.abs(pcm) > level)
+        if len(hot):
+            loud += 1
+            if first is None:
+                first = (t - t0) * 1000 - (len(pcm) - hot[0]) / 8
+    return first, loud
