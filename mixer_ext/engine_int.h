@@ -168,9 +168,9 @@ void share_room_gone(eng_room *r);
 /* legs.c: the tick denoises a gated call leg's decoded frame (m.in), if it has a denoiser. */
 void legs_denoise(eng_leg *leg);
 /* legs.c: after the tick read a call leg's frame: after an empty spell that a late packet ended
- * in a calm stream, drop the packets that came for slots already concealed (concealment in place); when its jitter
- * buffer has kept at least a whole frame back for a while (eng_set_catchup), read on to the
- * newer frame (20 ms less). */
+ * in a calm stream, drop the packets that came for slots already concealed (concealment in
+ * place); when its jitter buffer has kept at least a whole frame back for a while
+ * (eng_set_catchup), read on to the newer frame (20 ms less). */
 void legs_after_read(eng_leg *leg);
 
 /* legs.c: a leg with no stream (a source's or an agent's base), its id given. */

@@ -28,8 +28,9 @@ void eng_set_tick_align(int on)
  * the tick reads, over ENG_ALIGN_TICKS ticks; when those ages are steady (within
  * ENG_ALIGN_SPREAD_NS, a late packet or two aside: no real jitter) and the youngest is not
  * ENG_ALIGN_LOW_NS..HIGH_NS, the room's schedule moves (once, by under a tick) so the tick
- * reads the talker's packets ENG_ALIGN_MARGIN_NS after they arrive. The next tick comes that much sooner or later; its
- * frame is there either way (sooner: still after the next packet's arrival plus the margin). */
+ * reads the talker's packets ENG_ALIGN_MARGIN_NS after they arrive. The next tick comes that
+ * much sooner or later; its frame is there either way (sooner: still after the next packet's
+ * arrival plus the margin). */
 static void rooms_align(eng_room *r, int64_t t0)
 {
     eng_leg *leg = (eng_leg *)r->floor.holder;
