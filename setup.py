@@ -43,8 +43,10 @@ COPTS = ["-O3", "-std=gnu11", "-fno-math-errno", "-Wno-unused-function"]
 # The mixer maths (N-1 mix, DTMF, floor), used by both mixer (offline) and streams (live):
 # compiled once into a static library of position-independent code (build_clib) that both
 # extensions link. No pjproject in it. An extension relinks when these sources change.
-MIX_SOURCES = ["mixer_ext/mixcore.c", "mixer_ext/dtmf.c", "mixer_ext/floor.c"]
-MIX_HEADERS = ["mixer_ext/mixcore.h", "mixer_ext/dtmf.h", "mixer_ext/floor.h"]
+MIX_SOURCES = ["mixer_ext/mixcore.c", "mixer_ext/dtmf.c", "mixer_ext/floor.c",
+               "mixer_ext/transit.c"]
+MIX_HEADERS = ["mixer_ext/mixcore.h", "mixer_ext/dtmf.h", "mixer_ext/floor.h",
+               "mixer_ext/transit.h"]
 MIX_LIB = ("sipconf_mix", {"sources": MIX_SOURCES, "include_dirs": ["mixer_ext"],
                            "obj_deps": {"": MIX_HEADERS}, "cflags": COPTS + ["-fPIC"]})
 MIX_DEPENDS = MIX_SOURCES + MIX_HEADERS

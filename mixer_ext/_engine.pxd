@@ -40,6 +40,8 @@ cdef extern from "engine.h" nogil:
         uint64_t rx_empty
         uint64_t catchups
         uint64_t in_place
+        int64_t playout_us
+        int64_t target_us
         uint64_t tx
         uint64_t shared
         uint64_t errors
@@ -73,6 +75,7 @@ cdef extern from "engine.h" nogil:
     int eng_leg_relate(eng_leg *listener, eng_leg *src, int hear)
     void eng_leg_get_stats(eng_leg *leg, eng_leg_stats *st)
     void eng_set_catchup(int ticks)
+    void eng_set_playout(int wait_pct, int delay_max_ms)
     void eng_set_shared_encoding(int on)
     void eng_set_tick_align(int on)
     void eng_leg_own_encoder(eng_leg *leg, int ms)

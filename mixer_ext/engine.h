@@ -35,6 +35,8 @@ typedef struct eng_leg_stats {
     uint64_t rx_empty;     /* frames with nothing (jitter buffer empty, no RTP yet) */
     uint64_t catchups;     /* frames dropped to catch up with a stream running a frame behind */
     uint64_t in_place;     /* packets dropped for slots already concealed (in place) */
+    int64_t playout_us;    /* how long after its earliest possible arrival a packet plays, -1 */
+    int64_t target_us;     /* the lateness its jitter buffer waits for (legs.c), -1: unknown */
     uint64_t tx;           /* frames sent (handed to the encoder, or a shared payload) */
     uint64_t shared;       /* of those, frames sent as a payload encoded once for the room */
     uint64_t errors;
@@ -105,6 +107,9 @@ void eng_leg_get_stats(eng_leg *leg, eng_leg_stats *st);
 /* Node-wide: a leg catches up after its jitter buffer kept a frame back for this many ticks in
  * a row (0: never). Set before calls start. */
 void eng_set_catchup(int ticks);
+/* The jitter buffer's playout point (legs.c): waits for wait_pct % of a leg's packets, adding at
+ * most delay_max_ms for the late ones. */
+void eng_set_playout(int wait_pct, int delay_max_ms);
 /* Node-wide: a room's tick follows its talker's packets (rooms.c; default on). */
 void eng_set_tick_align(int on);
 /* Node-wide: listeners hearing the same frame share one encode (share.c; default on). */

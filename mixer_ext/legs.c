@@ -12,6 +12,7 @@
  * them without any lock.
  */
 #include "engine_int.h"
+#include "rtpguard.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -67,6 +68,15 @@ void eng_set_catchup(int ticks)
     __atomic_store_n(&g_catchup_ticks, ticks, __ATOMIC_RELAXED);
 }
 
+/* 1 if the frame the tick read is quiet (a frame dropped after it is barely heard). */
+static int leg_quiet(const eng_leg *leg)
+{
+    uint64_t e = 0;
+    for (int i = 0; i < leg->m.spf; i++)
+        e += (uint64_t)((int32_t)leg->m.in[i] * leg->m.in[i]);
+    return e <= (uint64_t)leg->m.spf * CATCHUP_QUIET_POWER;
+}
+
 /* Reads the stream's next frame over what the tick read (a frame dropped); 1 if it was audio. */
 static int read_on(eng_leg *leg)
 {
@@ -80,6 +90,52 @@ static int read_on(eng_leg *leg)
         return 0;
     if (f.size < (pj_size_t)leg->m.spf * 2)
         memset((char *)leg->m.in + f.size, 0, leg->m.spf * 2 - f.size);
+    return 1;
+}
+
+/* The playout point under jitter (issue 18). pjmedia's buffer numbers frames, not times: a read
+ * that finds it empty retimes the stream a frame later for good, a packet into an empty buffer
+ * skips the gap before it, and at 40+-40 ms of jitter the delay random-walks (PESQ 1.3). So
+ * each leg measures how late its packets come (transit.h: arrival less RTP timestamp, against
+ * the earliest of the last ~5 s) and waits for --jb-wait-pct of them (98 %), adding at most
+ * --jb-delay-max-ms (60): that is its target T. D, how long after its earliest possible
+ * arrival the packet just started is played, follows from the newest packet: its age now, how
+ * late it came, and the audio queued behind. Once T is over JITTER_ON_US the node sets the
+ * buffer's mode each tick (a pjmedia patch, scripts/build-pjproject.sh): D under T, GROW (the
+ * next empty read keeps its slot: D a frame longer); else HOLD (an empty read conceals its slot
+ * in place and the late packet is dropped; a gap before a packet is concealed, not skipped).
+ * D a frame or more over T for OVER_TICKS drops a frame, on a quiet one if one comes soon. In
+ * order and on time (T under JITTER_OFF_US) pjmedia's own ways are the better ones (with
+ * concealment in place and catch-up, below). */
+static int g_delay_max_us = 60000;
+
+enum { PLAYOUT_PJMEDIA, PLAYOUT_GROW, PLAYOUT_HOLD };
+#define OVER_TICKS 10                /* D a frame over T this long: a frame dropped, */
+#define OVER_FORCE_TICKS 50          /* on a quiet one if one comes within this */
+#define JITTER_ON_US 10000           /* T from which the node sets the delay, */
+#define JITTER_OFF_US 5000           /* and below which pjmedia does again */
+void sipconf_stream_playout(pjmedia_stream *stream, int mode);
+unsigned sipconf_stream_drop(pjmedia_stream *stream);
+
+void eng_set_playout(int wait_pct, int delay_max_ms)
+{
+    transit_set_pct((unsigned)wait_pct);
+    __atomic_store_n(&g_delay_max_us, delay_max_ms * 1000, __ATOMIC_RELAXED);
+}
+
+/* 1 with D and T (us) when the leg's transit is known (a guard, 50 packets seen). */
+static int playout(eng_leg *leg, const pjmedia_jb_state *st, int64_t *d_us, int64_t *t_us)
+{
+    transit_view v;
+    if (!rtpguard_transit(pjmedia_stream_get_transport(leg->stream), &v))
+        return 0;
+    /* the audio queued behind, less what of it came in the packet whose start was just read
+     * (reads and packets need not line up: a packet of 20 ms holds two 10 ms frames) */
+    const int64_t queued = (int64_t)st->size * leg->frm_ms * 1000;
+    *d_us = (now_ns() - v.newest_ns) / 1000 + v.newest_us + queued
+            - (v.packet_us > 0 ? queued % v.packet_us : 0);
+    const int64_t max = __atomic_load_n(&g_delay_max_us, __ATOMIC_RELAXED);
+    *t_us = v.target_us < max ? v.target_us : max;
     return 1;
 }
 
@@ -138,13 +194,49 @@ static int conceal_in_place(eng_leg *leg, const pjmedia_jb_state *st)
     return read;
 }
 
-/* After the tick read a leg's frame: concealment in place, then catch-up. */
+/* Under jitter: the buffer's mode for the next tick, and a frame dropped when D stays a frame
+ * or more over T. */
+static void hold_playout(eng_leg *leg, const pjmedia_jb_state *st, int64_t d, int64_t target)
+{
+    sipconf_stream_playout(leg->stream, d >= target ? PLAYOUT_HOLD : PLAYOUT_GROW);
+    leg->playout_mode = PLAYOUT_HOLD;  /* (GROW turns itself to HOLD, so: set each tick) */
+    if (d - leg->frm_ms * 1000 < target) {
+        leg->behind = 0;
+        return;
+    }
+    if (leg->behind < OVER_TICKS + OVER_FORCE_TICKS)
+        leg->behind++;
+    if (leg->behind < OVER_TICKS || !st->size
+            || (!leg_quiet(leg) && leg->behind < OVER_TICKS + OVER_FORCE_TICKS))
+        return;
+    if (sipconf_stream_drop(leg->stream) > 0)
+        BUMP(leg->catchups, 1);
+    leg->behind = 0;
+}
+
+/* After the tick read a leg's frame: the playout point under jitter; else concealment in
+ * place, then catch-up. */
 void legs_after_read(eng_leg *leg)
 {
     pjmedia_jb_state st;
     if (!leg->stream || leg->frm_ms <= 0
             || pjmedia_stream_get_stat_jbuf(leg->stream, &st) != PJ_SUCCESS)
         return;
+    int64_t d = -1, target = -1;
+    const int known = playout(leg, &st, &d, &target);
+    STORE(leg->playout_us, known ? d : -1);
+    STORE(leg->target_us, known ? target : -1);
+    leg->jittery = known && target >= (leg->jittery ? JITTER_OFF_US : JITTER_ON_US);
+    if (leg->jittery) {
+        hold_playout(leg, &st, d, target);
+        return;
+    }
+    if (leg->playout_mode != PLAYOUT_PJMEDIA) {
+        sipconf_stream_playout(leg->stream, PLAYOUT_PJMEDIA);
+        leg->playout_mode = PLAYOUT_PJMEDIA;
+        leg->behind = leg->owed_ms = leg->calm = 0;
+        leg->jb_empty = st.empty;
+    }
     if (MIX_FRAME_MS % leg->frm_ms == 0) {  /* a tick reads whole frames of the buffer */
         if (conceal_in_place(leg, &st)
                 && pjmedia_stream_get_stat_jbuf(leg->stream, &st) != PJ_SUCCESS)
@@ -161,10 +253,7 @@ void legs_after_read(eng_leg *leg)
     }
     if (++leg->behind < ticks)
         return;
-    uint64_t e = 0;
-    for (int i = 0; i < leg->m.spf; i++)
-        e += (uint64_t)((int32_t)leg->m.in[i] * leg->m.in[i]);
-    if (e > (uint64_t)leg->m.spf * CATCHUP_QUIET_POWER && leg->behind < ticks + CATCHUP_FORCE_TICKS)
+    if (!leg_quiet(leg) && leg->behind < ticks + CATCHUP_FORCE_TICKS)
         return;
     if (read_on(leg))
         BUMP(leg->catchups, 1);
@@ -302,6 +391,11 @@ eng_leg *eng_leg_attach(void *stream, void **placeholder, int *err)
         leg->frm_ms = si.param->info.frm_ptime / (si.param->info.frm_ptime_denum
                                                    ? si.param->info.frm_ptime_denum : 1);
         share_leg_init(leg, &si);
+        /* G.722's RTP clock is 8 kHz (RFC 3551), whatever its sampling rate */
+        const int g722 = si.fmt.encoding_name.slen == 4
+                         && !pj_ansi_strnicmp(si.fmt.encoding_name.ptr, "G722", 4);
+        rtpguard_measure(pjmedia_stream_get_transport(leg->stream), si.rx_pt,
+                         g722 ? 8000 : si.fmt.clock_rate);
     }
     if (pjmedia_null_port_create(leg->pool, rate, 1, spf, 16, &leg->placeholder) != PJ_SUCCESS) {
         *err = ENG_ERR_NO_MEMORY;
@@ -438,6 +532,8 @@ void eng_leg_get_stats(eng_leg *leg, eng_leg_stats *st)
     st->rx_audio = LOAD(leg->rx_audio);
     st->rx_empty = LOAD(leg->rx_empty);
     st->catchups = LOAD(leg->catchups);
+    st->playout_us = LOAD(leg->playout_us);
+    st->target_us = LOAD(leg->target_us);
     st->in_place = LOAD(leg->in_place);
     st->tx = LOAD(leg->tx);
     st->shared = LOAD(leg->shared);

@@ -10,6 +10,7 @@ from libc.string cimport memcpy
 from libc.stdlib cimport calloc, free
 cimport cython
 from mixer_ext._mixcore cimport *
+from mixer_ext._transit cimport *
 
 import numpy as np
 
@@ -208,3 +209,42 @@ def dtmf_tone(str digit, int rate=8000, int ms=100, int amplitude=6000):
     if len(digit) != 1 or n <= 0 or not c_dtmf_tone(ord(digit), rate, &v[0], n, amplitude):
         raise ValueError(f"not a DTMF digit: {digit!r}")
     return out
+
+
+cdef class Transit:
+    """How late a stream's RTP packets come (transit.h), fed by hand: ``feed(packet, now_ns)``
+    for each packet, ``view()`` the snapshot the jitter buffer's playout point follows."""
+    cdef transit *t
+
+    def __cinit__(self, unsigned pt=0, unsigned rate=8000):
+        self.t = <transit *>calloc(1, sizeof(transit))
+        if self.t == NULL:
+            raise MemoryError()
+        transit_configure(self.t, pt, rate)
+
+    def __dealloc__(self):
+        free(self.t)
+
+    def configure(self, unsigned pt, unsigned rate):
+        transit_configure(self.t, pt, rate)
+
+    def feed(self, const unsigned char[::1] packet, long long now_ns):
+        transit_on_rtp(self.t, &packet[0] if packet.shape[0] else NULL, packet.shape[0], now_ns)
+
+    def view(self):
+        """None until 50 packets; else newest_ns, newest_us (its lateness), target_us (the
+        quantile's), packet_us, count."""
+        cdef transit_view v
+        if not transit_read(self.t, &v):
+            return None
+        return {"newest_ns": v.newest_ns, "newest_us": v.newest_us, "target_us": v.target_us,
+                "packet_us": v.packet_us, "count": v.count}
+
+    @staticmethod
+    def set_pct(unsigned pct):
+        """Node-wide (as --jb-wait-pct): the share of packets waited for."""
+        transit_set_pct(pct)
+
+    @staticmethod
+    def pct():
+        return transit_pct()

@@ -141,6 +141,7 @@ struct rtpguard {
     pj_uint32_t shared_pkts, shared_octets;  /* added to the counts in the stream's SRs */
 
     int64_t last_rx_ns;         /* when the latest admitted RTP packet arrived (atomic) */
+    transit transit;            /* its transit jitter (written by the RTP callback) */
 };
 
 #define RTPGUARD_MAX_PKT 1500
@@ -283,8 +284,9 @@ static void guard_rtp_cb2(pjmedia_tp_cb_param *param)
     if (param->size > 12) {
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
-        __atomic_store_n(&g->last_rx_ns, (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec,
-                         __ATOMIC_RELAXED);
+        const int64_t now = (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+        __atomic_store_n(&g->last_rx_ns, now, __ATOMIC_RELAXED);
+        transit_on_rtp(&g->transit, param->pkt, (size_t)param->size, now);
     }
     if (cb2) {
         pjmedia_tp_cb_param p = *param;
@@ -649,4 +651,17 @@ int64_t rtpguard_last_rx_ns(pjmedia_transport *tp)
     if (!tp || tp->op != &guard_op)
         return 0;
     return __atomic_load_n(&((struct rtpguard *)tp)->last_rx_ns, __ATOMIC_RELAXED);
+}
+
+void rtpguard_measure(pjmedia_transport *tp, unsigned pt, unsigned rate)
+{
+    if (tp && tp->op == &guard_op)
+        transit_configure(&((struct rtpguard *)tp)->transit, pt, rate);
+}
+
+int rtpguard_transit(pjmedia_transport *tp, transit_view *v)
+{
+    if (!tp || tp->op != &guard_op)
+        return 0;
+    return transit_read(&((struct rtpguard *)tp)->transit, v);
 }

@@ -25,6 +25,8 @@
 
 #include <pjmedia.h>
 
+#include "transit.h"
+
 enum rtpguard_counter {
     RTPGUARD_FOREIGN_RTP,    /* RTP packets dropped: not from the call's source */
     RTPGUARD_FOREIGN_RTCP,   /* RTCP packets dropped: not from the call's source */
@@ -61,5 +63,10 @@ unsigned rtpguard_sent(pjmedia_transport *tp);
 /* CLOCK_MONOTONIC ns of the latest RTP packet the guard `tp` let through (0: none yet, or `tp`
  * is no guard); any thread. The room tick aligns its phase to its talker's arrivals (rooms.c). */
 int64_t rtpguard_last_rx_ns(pjmedia_transport *tp);
+
+/* Transit jitter (transit.h) of the RTP `tp` (a guard) lets through: payload type `pt` at RTP
+ * clock `rate` (0: none), set when a stream attaches; the view: 1 when there is one. */
+void rtpguard_measure(pjmedia_transport *tp, unsigned pt, unsigned rate);
+int rtpguard_transit(pjmedia_transport *tp, transit_view *v);
 
 #endif

@@ -189,6 +189,8 @@ cdef class _Leg:
         return {"id": eng_leg_id(leg), "rate": st.rate, "rx_audio": st.rx_audio,
                 "rx_empty": st.rx_empty, "catchups": st.catchups,
                 "in_place": st.in_place,
+                "playout_s": st.playout_us / 1e6 if st.playout_us >= 0 else None,
+                "target_s": st.target_us / 1e6 if st.target_us >= 0 else None,
                 "tx": st.tx, "shared": st.shared, "errors": st.errors, "energy": st.energy,
                 "talking": bool(st.talking)}
 
@@ -417,6 +419,12 @@ def catchup_settings(int after_ms):
     """Node-wide: a leg whose jitter buffer kept a whole frame back on every read for
     ``after_ms`` reads on to the newer frame (0: never)."""
     eng_set_catchup(after_ms // 20)
+
+
+def playout_settings(int wait_pct, int delay_max_ms):
+    """Node-wide: each leg's jitter buffer waits for ``wait_pct`` % of its packets (by their
+    measured lateness), adding at most ``delay_max_ms`` for them."""
+    eng_set_playout(wait_pct, delay_max_ms)
 
 
 def tick_align_settings(bint on):

@@ -20,7 +20,7 @@ PREFIX=$VENV/pjproject
 JOBS=${PJ_JOBS:-$(nproc)}
 MIN_VERSION=2.14
 # Bump when the flags, config_site.h or patches below change: it invalidates the stamp.
-RECIPE=12
+RECIPE=13
 
 die() { echo "build-pjproject: $*" >&2; exit 1; }
 log() { echo "build-pjproject: $*" >&2; }
@@ -330,6 +330,171 @@ if ! grep -q 'sipconf: DTX' "$OPUS_C"; then
     sed -i 's|} else if (size > 0) {|} else if (size > 0 \&\& !sipconf_dtx_frame(opus_data, size, (const opus_int16*)(((char*)input->buf) + in_pos), samples_per_frame * opus_data->cfg.channel_cnt)) {|' "$OPUS_C"
     sed -i 's|/\* Empty packet \*/|/* Empty packet */\n        size = 0;  /* sipconf: DTX */|' "$OPUS_C"
     [ "$(grep -c 'sipconf: DTX' "$OPUS_C")" = 3 ] || die "could not patch $OPUS_C"
+fi
+
+# The jitter buffer's playout point (mixer_ext/legs.c, issue 18). pjmedia's buffer numbers
+# frames, not times: a read that finds it empty leaves the slot for the late packet (the stream
+# is retimed a frame later for good), and a packet put into an empty buffer becomes its origin
+# whatever slot it is for (a gap before it is skipped: retimed earlier). Under 40+-40 ms of
+# jitter both happen many times a second and the delay random-walks (PESQ 1.3). A mode the node
+# sets per stream, each tick: 2, the delay holds (an empty read conceals its slot in place: a
+# packet for it comes too late) and a gap before a packet is concealed, not skipped; 1, the
+# same, but the first empty read keeps its slot (the delay grows a frame, no prefetch) and
+# turns the mode to 2. In both the node, not pjmedia's progressive discard, shrinks the delay;
+# an empty spell over SIPCONF_SPELL_MAX frames is a pause (DTX, hold), after which the buffer
+# goes back to pjmedia's own ways until a frame is read.
+JBUF_C=$SRC/pjmedia/src/pjmedia/jbuf.c
+if ! grep -q 'sipconf_mode' "$JBUF_C"; then
+    for pat in '^    int              origin;            /\*\*< original index of flist_head   \*/' \
+               '^    unsigned        jb_min_delay;       /\*\*< Minimum delay, in frames       \*/' \
+               '^    if (framelist->size == 0) {' \
+               '^    /\* Should be done in PUT operation \*/' \
+               '^        if (res) {' \
+               '^            if (jb->jb_prefetch)'; do
+        [ "$(grep -c "$pat" "$JBUF_C")" = 1 ] || die "could not patch $JBUF_C ($pat)"
+    done
+    awk '
+    /^    int              origin;            \/\*\*< original index of flist_head   \*\// {
+        print
+        print "    int              sipconf_anchored;  /* sipconf: origin kept while empty */"
+        next }
+    /^    unsigned        jb_min_delay;       \/\*\*< Minimum delay, in frames       \*\// {
+        print
+        print "    int             sipconf_mode;       /* sipconf: 0 pjmedia, 1 grow, 2 hold */"
+        print "    unsigned        sipconf_spell;      /* sipconf: empty reads in a row */"
+        print "    unsigned        sipconf_adv;        /* sipconf: of those, slots concealed */"
+        next }
+    /^    if \(framelist->size == 0\) \{/ {
+        print "    if (framelist->size == 0 && !(framelist->sipconf_anchored"
+        print "            && framelist->origin != INVALID_OFFSET"
+        print "            && distance < (int)framelist->max_count)) {  /* sipconf */"
+        next }
+    /^    \/\* Should be done in PUT operation \*\// {
+        print "    if (jb->sipconf_mode)"
+        print "        return;  /* sipconf: the node sets the delay */"
+        print
+        next }
+    /^        if \(res\) \{/ {
+        print
+        print "            jb->sipconf_spell = jb->sipconf_adv = 0;  /* sipconf */"
+        print "            jb->jb_framelist.sipconf_anchored = jb->sipconf_mode != 0;"
+        next }
+    /^            if \(jb->jb_prefetch\)/ {
+        print "            /* sipconf: the slot concealed in place (a packet for it is too late);"
+        print "             * a longer spell is a pause: the slots given back, pjmedia'"'"'s ways */"
+        print "            jb_framelist_t *fl = &jb->jb_framelist;"
+        print "            if (++jb->sipconf_spell > SIPCONF_SPELL_MAX || !jb->sipconf_mode) {"
+        print "                fl->origin -= (int)jb->sipconf_adv;"
+        print "                fl->head = (fl->head + fl->max_count - jb->sipconf_adv % fl->max_count)"
+        print "                           % fl->max_count;"
+        print "                jb->sipconf_adv = 0;"
+        print "                fl->sipconf_anchored = PJ_FALSE;"
+        print "            } else if (jb->sipconf_mode == 1) {"
+        print "                jb->sipconf_mode = 2;  /* grown by this frame: enough for now */"
+        print "            } else if (fl->origin != INVALID_OFFSET) {"
+        print "                fl->origin++;"
+        print "                fl->head = (fl->head + 1) % fl->max_count;"
+        print "                jb->sipconf_adv++;"
+        print "                fl->sipconf_anchored = PJ_TRUE;"
+        print "            }"
+        print "            if (jb->jb_prefetch && !jb->sipconf_mode)"
+        next }
+    { print }' "$JBUF_C" > "$JBUF_C.new" && mv "$JBUF_C.new" "$JBUF_C"
+    sed -i 's|^#define INVALID_OFFSET          -9999|&\n#define SIPCONF_SPELL_MAX       40     /* sipconf: frames (400 ms of 10 ms frames) */|' "$JBUF_C"
+    cat >> "$JBUF_C" <<'PATCH'
+
+/* sipconf: the playout mode (see build-pjproject.sh); the stream's jb_mutex need not be held
+ * (an int store; the next put or get reads it under that mutex). */
+PJ_DEF(void) sipconf_jbuf_mode(pjmedia_jbuf *jb, int mode)
+{
+    jb->sipconf_mode = mode;
+    if (!mode)
+        jb->jb_framelist.sipconf_anchored = PJ_FALSE;
+    else if (!jb->sipconf_spell)
+        jb->jb_framelist.sipconf_anchored = PJ_TRUE;
+}
+PATCH
+    cat >> "$JBUF_C" <<'PATCH'
+
+/* sipconf: a DTX pause ended (stream.c: the next packet in sequence, its timestamp jumped):
+ * the slots concealed in the empty spell were no late packet's; given back, and the packet
+ * starts the buffer again, as pjmedia would. Under the stream's jb_mutex. */
+PJ_DEF(void) sipconf_jbuf_pause(pjmedia_jbuf *jb)
+{
+    jb_framelist_t *fl = &jb->jb_framelist;
+    if (fl->size == 0 && jb->sipconf_adv) {
+        fl->origin -= (int)jb->sipconf_adv;
+        fl->head = (fl->head + fl->max_count - jb->sipconf_adv % fl->max_count) % fl->max_count;
+    }
+    jb->sipconf_adv = 0;
+    fl->sipconf_anchored = PJ_FALSE;
+}
+PATCH
+    cat >> "$JBUF_C" <<'PATCH'
+
+/* sipconf: after an empty read the stream conceals the rest of its read (`frames` more of the
+ * buffer's frames) and reads no further: in mode 2 those slots are concealed in place too. */
+PJ_DEF(void) sipconf_jbuf_concealed(pjmedia_jbuf *jb, unsigned frames)
+{
+    jb_framelist_t *fl = &jb->jb_framelist;
+    for (; frames && jb->sipconf_mode == 2 && jb->sipconf_adv && fl->size == 0
+           && jb->sipconf_spell < SIPCONF_SPELL_MAX; frames--) {
+        fl->origin++;
+        fl->head = (fl->head + 1) % fl->max_count;
+        jb->sipconf_adv++;
+        jb->sipconf_spell++;
+    }
+}
+PATCH
+    JBUF_H=$SRC/pjmedia/include/pjmedia/jbuf.h
+    cat >> "$JBUF_H" <<'PATCH'
+
+/* sipconf (scripts/build-pjproject.sh) */
+PJ_DECL(void) sipconf_jbuf_mode(pjmedia_jbuf *jb, int mode);
+PJ_DECL(void) sipconf_jbuf_pause(pjmedia_jbuf *jb);
+PJ_DECL(void) sipconf_jbuf_concealed(pjmedia_jbuf *jb, unsigned frames);
+PATCH
+    pat='^                    stream->sipconf_dtx_skip += (d - stream->sipconf_rx_span) / ts_span;'
+    [ "$(grep -c "$pat" "$STREAM_C")" = 1 ] || die "could not patch $STREAM_C ($pat)"
+    sed -i "s|$pat|                {  /* sipconf: a DTX pause */\n&\n                    sipconf_jbuf_pause(c_strm->jb);\n                }|" "$STREAM_C"
+    grep -q '^                    sipconf_jbuf_pause(c_strm->jb);' "$STREAM_C" || die "could not patch $STREAM_C"
+    pat='^            /\* Jitter buffer is empty. If this is the first "empty" state,'
+    [ "$(grep -c "$pat" "$STREAM_C")" = 1 ] || die "could not patch $STREAM_C ($pat)"
+    awk '
+    /^            \/\* Jitter buffer is empty. If this is the first "empty" state,/ { empty = 1 }
+    { print }
+    empty && /^                samples_count \+= samples_needed;/ {
+        print "                sipconf_jbuf_concealed(c_strm->jb,  /* sipconf */"
+        print "                    (samples_needed + samples_per_frame - 1) / samples_per_frame - 1);"
+        empty = 0 }' "$STREAM_C" > "$STREAM_C.new" && mv "$STREAM_C.new" "$STREAM_C"
+    grep -q '^                sipconf_jbuf_concealed(c_strm->jb,' "$STREAM_C" || die "could not patch $STREAM_C"
+    [ "$(grep -c 'sipconf' "$JBUF_C")" -ge 12 ] || die "could not patch $JBUF_C"
+    [ "$(grep -c 'SIPCONF_SPELL_MAX' "$JBUF_C")" = 3 ] || die "could not patch $JBUF_C"
+fi
+if ! grep -q 'sipconf_stream_playout' "$STREAM_C"; then
+    cat >> "$STREAM_C" <<'PATCH'
+
+/* sipconf: the jitter buffer's playout mode (mixer_ext/legs.c); from the thread that reads. */
+PJ_DEF(void) sipconf_stream_playout(pjmedia_stream *stream, int mode)
+{
+    if (stream && stream->base.jb)
+        sipconf_jbuf_mode(stream->base.jb, mode);
+}
+
+/* sipconf: the next frame in the jitter buffer dropped (the delay a frame shorter); 1 if one
+ * was there. */
+PJ_DEF(unsigned) sipconf_stream_drop(pjmedia_stream *stream)
+{
+    pjmedia_stream_common *c_strm = &stream->base;
+    unsigned n = 0;
+    if (!c_strm->jb)
+        return 0;
+    pj_mutex_lock(c_strm->jb_mutex);
+    n = pjmedia_jbuf_remove_frame(c_strm->jb, 1);
+    pj_mutex_unlock(c_strm->jb_mutex);
+    return n;
+}
+PATCH
 fi
 
 cd "$SRC"

@@ -101,6 +101,12 @@ class NodeConfig:
                                "pjmedia's; 40-1000): its delay never grows past it, however "
                                "much the network jitters; past it the oldest frames give way "
                                "(a smaller one bounds delay at a cost in quality under jitter)")
+    jb_wait_pct: int = opt(98, "the share of a leg's packets its jitter buffer waits for, by "
+                               "how late each came over the last 5 s, percent (default 98; "
+                               "50-100); later ones are concealed in place")
+    jb_delay_max_ms: int = opt(60, "the most a leg's jitter buffer delays audio to wait for late "
+                                   "packets, ms (default 60; 0-400): bounds the delay at any "
+                                   "jitter, at a cost in quality past it")
     jb_catchup_ms: int = opt(1000, "a leg whose jitter buffer kept a whole frame more than it "
                                    "needed on every read for this long (ms, default 1000; 0: "
                                    "never) drops one, on a quiet frame: 20 ms less delay")
@@ -251,6 +257,10 @@ class NodeConfig:
             raise ValueError("jb_size_ms must be 40-1000")
         if not 20 <= self.jb_max_ms <= 500:
             raise ValueError("jb_max_ms must be 20-500")
+        if not 50 <= self.jb_wait_pct <= 100:
+            raise ValueError("jb_wait_pct must be 50-100")
+        if not 0 <= self.jb_delay_max_ms <= 400:
+            raise ValueError("jb_delay_max_ms must be 0-400")
         if self.jb_catchup_ms and not 200 <= self.jb_catchup_ms <= 60000:
             raise ValueError("jb_catchup_ms must be 0 (never) or 200-60000")
         if self.rtp_timeout and not 2 <= self.rtp_timeout <= 86400:

@@ -34,7 +34,12 @@ def _media(st: dict | None) -> dict | None:
     return {"packets": st["rx_packets"], "lost": st["rx_lost"],
             "jitter_ms": round(st["jitter_s"] * 1000, 1), "concealed": st["concealed"],
             "jb_discarded": st["jb_discarded"], "jb_empty": st["jb_empty"],
-            "jb_delay_ms": round(st["jb_delay_s"] * 1000, 1)}
+            "jb_delay_ms": round(st["jb_delay_s"] * 1000, 1),
+            "jb_playout_ms": _ms(st.get("playout_s")), "jb_target_ms": _ms(st.get("target_s"))}
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
 
 
 class Control:

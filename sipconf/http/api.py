@@ -66,7 +66,10 @@ def openapi() -> dict[str, Any]:
                   "description": "GET /v1/rooms/{room} only: packets received, lost, jitter_ms, "
                                  "concealed (frames the codec filled in), jb_discarded, "
                                  "jb_empty (reads that found the buffer empty), "
-                                 "jb_delay_ms; null for an agent"},
+                                 "jb_delay_ms, jb_playout_ms (how long after its earliest "
+                                 "possible arrival a packet is played), jb_target_ms (the "
+                                 "lateness the jitter buffer waits for: a quantile of how "
+                                 "late packets came, capped); null for an agent"},
         "floor": {"type": "boolean"}, "joined_at": {"type": "number",
                                                    "description": "Unix time, seconds"}}}
     room = {"type": "object", "properties": {

@@ -119,9 +119,16 @@ def render(m: Metrics, *, calls: int, rooms: int, legs: int, engine: dict,
                [("", reg["failures"])])
     rtp = engine.get("rtp", {})
 
+    def per_leg_raw(key: str) -> list[tuple[str, float | None]]:
+        return [(f'{{call_uuid="{u}",room="{_label(st["room"])}"}}', st.get(key))
+                for u, st in sorted(rtp.items())]
+
     def per_leg(key: str) -> list[tuple[str, float]]:
         return [(f'{{call_uuid="{u}",room="{_label(st["room"])}"}}', st[key])
                 for u, st in sorted(rtp.items())]
+
+    def per_leg_known(key: str) -> list[tuple[str, float]]:
+        return [(k, v) for k, v in per_leg_raw(key) if v is not None]
 
     metric("sipconf_leg_rtp_received_packets", "gauge",
            "RTP packets received on a live leg (pjsua stream statistics).",
@@ -143,6 +150,13 @@ def render(m: Metrics, *, calls: int, rooms: int, legs: int, engine: dict,
     metric("sipconf_leg_jb_empty_frames", "gauge",
            "Reads of a live leg's jitter buffer that found it empty (before the first packet, "
            "or a packet late).", per_leg("jb_empty"))
+    metric("sipconf_leg_jb_playout_seconds", "gauge",
+           "How long after its earliest possible arrival a live leg's packet is played "
+           "(the node's playout point; legs with 50 packets or more).",
+           per_leg_known("playout_s"))
+    metric("sipconf_leg_jb_target_seconds", "gauge",
+           "The lateness a live leg's jitter buffer waits for (--jb-wait-pct of its packets, at "
+           "most --jb-delay-max-ms).", per_leg_known("target_s"))
     metric("sipconf_leg_jb_delay_seconds", "gauge",
            "Average delay of a live leg's jitter buffer.", per_leg("jb_delay_s"))
     metric("sipconf_rtp_concealed_frames", "gauge", "Concealed frames, over the live legs.",

@@ -348,18 +348,22 @@ def _rtp_stats(t: SipThread, rec: CallRec) -> dict | None:
     """A leg's RTP figures (pjsua's stream statistics) and its jitter buffer's: frames it
     had to conceal (a packet lost or too late: the codec's PLC filled in), frames it
     discarded (too late, or to bring its delay down), reads that found it empty (before the
-    first packet, or a packet late: the codec's concealment played), its delay now."""
+    first packet, or a packet late: the codec's concealment played), its delay now; and the
+    node's playout point (legs.c): how long after its earliest possible arrival a packet is
+    played, and the lateness the buffer waits for (None until 50 packets came)."""
     try:
         stat = rec.call.getStreamStat(0)
     except t.pj.Error:
         return None
     st, jb = stat.rtcp, stat.jbuf
     rx = st.rxStat
+    mix = rec.leg.stats() if rec.leg is not None else {}
     return {"rx_packets": rx.pkt, "rx_lost": rx.loss, "rx_discarded": rx.discard,
             "jitter_s": rx.jitterUsec.last / 1e6, "jitter_max_s": rx.jitterUsec.max / 1e6,
             "peer_lost": st.txStat.loss,  # what the caller's RTCP reports says it lost
             "concealed": jb.lost, "jb_discarded": jb.discard, "jb_empty": jb.empty,
-            "jb_delay_s": jb.avgDelayMsec / 1e3, "jb_delay_max_s": jb.maxDelayMsec / 1e3}
+            "jb_delay_s": jb.avgDelayMsec / 1e3, "jb_delay_max_s": jb.maxDelayMsec / 1e3,
+            "playout_s": mix.get("playout_s"), "target_s": mix.get("target_s")}
 
 
 def _refused(t: SipThread) -> dict[str, int]:

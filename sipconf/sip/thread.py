@@ -130,6 +130,7 @@ class SipThread:
         streams.start(cfg.mixer_clocks)
         streams.rtpguard_settings(cfg.rtp_relatch_seconds)
         streams.catchup_settings(cfg.jb_catchup_ms)
+        streams.playout_settings(cfg.jb_wait_pct, cfg.jb_delay_max_ms)
         streams.shared_encoding_settings(cfg.shared_encoding == "on")
         streams.opus_settings(cfg.opus_application)
         streams.tick_align_settings(cfg.tick_align == "on")

@@ -389,6 +389,6 @@ class FakeEngine:
             out["rtp"] = {u: {"rx_packets": 0, "rx_lost": 0, "rx_discarded": 0, "jitter_s": 0.0,
                               "jitter_max_s": 0.0, "peer_lost": 0, "concealed": 0,
                               "jb_discarded": 0, "jb_empty": 0, "jb_delay_s": 0.0,
-                              "jb_delay_max_s": 0.0}
+                              "jb_delay_max_s": 0.0, "playout_s": None, "target_s": None}
                           for u in legs}
         return out

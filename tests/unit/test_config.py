@@ -114,6 +114,8 @@ def test_the_outbound_and_stream_options_are_bounded():
                      ({"jb_size_ms": 20}, "jb_size_ms"), ({"jb_size_ms": 5000}, "jb_size_ms"),
                      ({"jb_max_ms": 10}, "jb_max_ms"), ({"jb_max_ms": 900}, "jb_max_ms"),
                      ({"jb_catchup_ms": 100}, "jb_catchup_ms"),
+                     ({"jb_wait_pct": 40}, "jb_wait_pct"),
+                     ({"jb_delay_max_ms": 500}, "jb_delay_max_ms"),
                      ({"dial_allow": ["x" * 300]}, "dial_allow"),
                      ({"dial_allow": [1]}, "dial_allow must be a list of strings")):
         with pytest.raises(ValueError, match=why):

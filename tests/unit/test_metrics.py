@@ -26,8 +26,13 @@ def test_render_counts_refusals_histograms_and_per_leg_rtp():
         "rtp": {"u1": {"rx_packets": 500, "rx_lost": 3, "rx_discarded": 0, "jitter_s": 0.002,
                        "jitter_max_s": 0.004, "peer_lost": 1, "concealed": 7,
                        "jb_discarded": 2, "jb_empty": 4, "jb_delay_s": 0.03,
-                       "jb_delay_max_s": 0.06,
-                       "room": 'we"ird'}},
+                       "jb_delay_max_s": 0.06, "playout_s": 0.065, "target_s": 0.06,
+                       "room": 'we"ird'},
+                "u2": {"rx_packets": 20, "rx_lost": 0, "rx_discarded": 0, "jitter_s": 0.0,
+                       "jitter_max_s": 0.0, "peer_lost": 0, "concealed": 0,
+                       "jb_discarded": 0, "jb_empty": 0, "jb_delay_s": 0.0,
+                       "jb_delay_max_s": 0.0, "playout_s": None, "target_s": None,
+                       "room": "r"}},
         "registration": {"registered": True, "failures": 2, "last_code": 200, "expires": 300},
     }
     text = render(m, calls=1, rooms=1, legs=1, engine=engine, webhooks={})
@@ -50,6 +55,11 @@ def test_render_counts_refusals_histograms_and_per_leg_rtp():
     assert v[f"sipconf_leg_concealed_frames{leg}"] == 7 and v["sipconf_rtp_concealed_frames"] == 7
     assert v[f"sipconf_leg_jb_discarded_frames{leg}"] == 2
     assert v[f"sipconf_leg_jb_empty_frames{leg}"] == 4
+    assert v[f"sipconf_leg_jb_playout_seconds{leg}"] == 0.065
+    assert v[f"sipconf_leg_jb_target_seconds{leg}"] == 0.06
+    # a leg whose transit is not known yet (under 50 packets) has no such sample
+    assert not any(k.startswith("sipconf_leg_jb_target_seconds") and 'call_uuid="u2"' in k
+                   for k in v)
     assert v[f"sipconf_leg_jb_delay_seconds{leg}"] == 0.03
     assert v["sipconf_registered"] == 1 and v["sipconf_registration_failures_total"] == 2
     assert "# TYPE sipconf_mixer_room_tick_seconds histogram" in text

@@ -1,0 +1,169 @@
+/* Transit jitter: see transit.h. */
+#include "transit.h"
+
+#include <string.h>
+
+static atomic_uint g_pct = 98;
+
+void transit_set_pct(unsigned pct)
+{
+    atomic_store(&g_pct, pct < 50 ? 50 : pct > 100 ? 100 : pct);
+}
+
+unsigned transit_pct(void)
+{
+    return atomic_load_explicit(&g_pct, memory_order_relaxed);
+}
+
+void transit_configure(transit *t, unsigned pt, unsigned rate)
+{
+    atomic_store(&t->want, rate ? ((pt & 0x7fu) << 24) | (rate & 0xffffffu) : 0u);
+    atomic_fetch_add(&t->gen, 1);
+}
+
+/* The k-th smallest of a[0..n) (n > k), a reordered: Hoare's selection. */
+static int32_t select_kth(int32_t *a, unsigned n, unsigned k)
+{
+    unsigned lo = 0, hi = n - 1;
+    while (lo < hi) {
+        const int32_t pivot = a[lo + (hi - lo) / 2];
+        unsigned i = lo, j = hi;
+        while (i <= j) {
+            while (a[i] < pivot)
+                i++;
+            while (a[j] > pivot)
+                j--;
+            if (i <= j) {
+                const int32_t x = a[i];
+                a[i] = a[j];
+                a[j] = x;
+                i++;
+                if (j == 0)
+                    break;
+                j--;
+            }
+        }
+        if (k <= j)
+            hi = j;
+        else if (k >= i)
+            lo = i;
+        else
+            return a[k];
+    }
+    return a[k];
+}
+
+static void publish(transit *t, int newest, int64_t now_ns, int32_t o, int stats)
+{
+    int32_t base = t->base, quant = t->quant;
+    const unsigned count = t->n < TRANSIT_WINDOW ? t->n : TRANSIT_WINDOW;
+    if (stats) {
+        int32_t copy[TRANSIT_WINDOW];
+        memcpy(copy, t->ring, count * sizeof(copy[0]));
+        base = copy[0];
+        for (unsigned i = 1; i < count; i++)
+            if (copy[i] < base)
+                base = copy[i];
+        quant = select_kth(copy, count, (count - 1) * transit_pct() / 100);
+    }
+    const unsigned s = atomic_load_explicit(&t->seq, memory_order_relaxed);
+    atomic_store_explicit(&t->seq, s + 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+    if (newest) {
+        t->newest_ns = now_ns;
+        t->newest_o = o;
+    }
+    t->base = base;
+    t->quant = quant;
+    t->packet = t->packet_w;
+    t->count = count;
+    atomic_store_explicit(&t->seq, s + 2, memory_order_release);
+}
+
+static void restart(transit *t, uint32_t ssrc, uint32_t ts, int64_t now_ns)
+{
+    t->have = 1;
+    t->n = t->since = 0;
+    t->ssrc = ssrc;
+    t->anchor_ts = t->newest_ts = ts;
+    t->anchor_ns = now_ns;
+    t->last_o = 0;
+    publish(t, 1, now_ns, 0, 0);
+}
+
+static uint32_t rd32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+void transit_on_rtp(transit *t, const void *pkt, size_t size, int64_t now_ns)
+{
+    const unsigned gen = atomic_load_explicit(&t->gen, memory_order_acquire);
+    if (gen != t->seen_gen) {
+        const unsigned want = atomic_load(&t->want);
+        t->seen_gen = gen;
+        t->pt = want >> 24;
+        t->rate = want & 0xffffffu;
+        t->have = 0;
+        t->n = 0;
+        publish(t, 0, 0, 0, 0);
+    }
+    const uint8_t *p = (const uint8_t *)pkt;
+    if (!t->rate || size < 12 || (p[0] >> 6) != 2 || (p[1] & 0x7fu) != t->pt)
+        return;
+    const uint32_t ts = rd32(p + 4), ssrc = rd32(p + 8);
+    if (!t->have || ssrc != t->ssrc || (uint32_t)(ts - t->anchor_ts + 0x40000000u) > 0x80000000u) {
+        restart(t, ssrc, ts, now_ns);  /* a new sender, or hours of timestamps */
+    }
+    const int64_t since_ts = (int64_t)(int32_t)(ts - t->anchor_ts) * 1000000 / t->rate;
+    int64_t o = (now_ns - t->anchor_ns) / 1000 - since_ts;
+    if (t->n && (o - t->last_o > TRANSIT_JUMP_US || t->last_o - o > TRANSIT_JUMP_US)) {
+        restart(t, ssrc, ts, now_ns);
+        o = 0;
+    }
+    t->last_o = o;
+    const uint16_t seq = (uint16_t)(p[2] << 8 | p[3]);
+    const uint32_t step = ts - t->last_ts;
+    int packet = 0;
+    if (t->n && seq == (uint16_t)(t->last_seq + 1) && step && step <= t->rate / 10)
+        packet = (int)((int64_t)step * 1000000 / t->rate);
+    t->last_seq = seq;
+    t->last_ts = ts;
+    t->ring[t->n % TRANSIT_WINDOW] = (int32_t)o;
+    t->n++;
+    const int newest = (int32_t)(ts - t->newest_ts) >= 0;
+    if (newest)
+        t->newest_ts = ts;
+    const int stats = t->n >= TRANSIT_MIN && ++t->since >= TRANSIT_EVERY;
+    if (stats)
+        t->since = 0;
+    if (packet)
+        t->packet_w = packet;  /* published with the next */
+    if (newest || stats)
+        publish(t, newest, now_ns, (int32_t)o, stats);
+}
+
+int transit_read(transit *t, transit_view *v)
+{
+    for (int tries = 0; tries < 8; tries++) {
+        const unsigned s1 = atomic_load_explicit(&t->seq, memory_order_acquire);
+        if (s1 & 1)
+            continue;
+        const int64_t newest_ns = t->newest_ns;
+        const int32_t o = t->newest_o, base = t->base, quant = t->quant;
+        const unsigned count = t->count;
+        const int32_t packet = t->packet;
+        atomic_thread_fence(memory_order_acquire);
+        if (atomic_load_explicit(&t->seq, memory_order_relaxed) != s1)
+            continue;
+        if (count < TRANSIT_MIN)
+            return 0;
+        v->newest_ns = newest_ns;
+        v->newest_us = o - base;
+        v->target_us = quant - base;
+        v->count = count;
+        v->packet_us = packet;
+        return 1;
+    }
+    return 0;  /* the writer is busy: no view this time */
+}

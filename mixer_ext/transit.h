@@ -1,0 +1,61 @@
+/* Transit jitter of a call's incoming RTP (issue 18): how late each packet came against the
+ * earliest any packet of the window came, in its own timestamp's time. The jitter buffer's
+ * playout point follows a quantile of it (legs.c), so a leg waits for, say, 90 % of its packets
+ * and conceals the rest in place, instead of retiming the stream at every late packet.
+ *
+ * One writer (the call's RTP receive thread, rtpguard.c) feeds every packet; any thread reads a
+ * snapshot through a seqlock. No lock, no allocation, no pjproject: unit-tested offline
+ * (mixer.pyx). */
+#ifndef SIPCONF_TRANSIT_H
+#define SIPCONF_TRANSIT_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define TRANSIT_WINDOW 256   /* packets (about 5 s of 20 ms packets) */
+#define TRANSIT_EVERY 16     /* packets between two quantile updates */
+#define TRANSIT_MIN 50       /* packets in the window before a snapshot is given */
+#define TRANSIT_JUMP_US 2000000  /* a step this big (a new sender, a clock jump) starts again */
+
+typedef struct {
+    /* what to measure: set by any thread (transit_configure), taken by the writer */
+    atomic_uint want;        /* (pt << 24) | clock rate; 0: nothing */
+    atomic_uint gen;         /* bumped by each configure */
+    /* the writer's own */
+    unsigned seen_gen, pt, rate, n, since, have;
+    uint32_t ssrc, anchor_ts, newest_ts, last_ts;
+    uint16_t last_seq;
+    int32_t packet_w;        /* the audio in a packet, us (two in sequence apart) */
+    int64_t anchor_ns, last_o;
+    int32_t ring[TRANSIT_WINDOW];   /* each packet's arrival less its timestamp, us */
+    /* published to readers (seqlock) */
+    atomic_uint seq;
+    int64_t newest_ns;       /* when the packet with the highest timestamp arrived */
+    int32_t newest_o, base, quant;  /* its arrival less timestamp; the window's min, quantile */
+    int32_t packet;          /* packet_w as published */
+    unsigned count;          /* packets in the window */
+} transit;
+
+typedef struct {
+    int64_t newest_ns;       /* CLOCK_MONOTONIC arrival of the newest packet */
+    int32_t newest_us;       /* how late that packet came (its jitter), us */
+    int32_t target_us;       /* the quantile's lateness: packets up to it are waited for */
+    int32_t packet_us;       /* the audio one packet carries */
+    unsigned count;
+} transit_view;
+
+/* Node-wide: the share of packets the playout point waits for, percent (50-100). */
+void transit_set_pct(unsigned pct);
+unsigned transit_pct(void);
+
+/* Measure payload type `pt` at RTP clock `rate` (0: stop); any thread. */
+void transit_configure(transit *t, unsigned pt, unsigned rate);
+
+/* An RTP packet arrived at `now_ns` (CLOCK_MONOTONIC); the writer only. */
+void transit_on_rtp(transit *t, const void *pkt, size_t size, int64_t now_ns);
+
+/* 1 and `v` when the window holds TRANSIT_MIN packets; else 0. Any thread. */
+int transit_read(transit *t, transit_view *v);
+
+#endif

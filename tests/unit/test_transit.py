@@ -1,0 +1,111 @@
+"""How late packets come (mixer_ext/transit.c): the measure the jitter buffer's playout point
+follows under jitter (issue 18), fed packets by hand with known arrival times."""
+
+from __future__ import annotations
+
+import random
+import struct
+
+import numpy as np
+import pytest
+
+mixer = pytest.importorskip("mixer_ext.mixer")
+
+PT, RATE = 0, 8000          # PCMU
+STEP = 160                  # 20 ms of timestamp
+
+
+def rtp(seq: int, ts: int, ssrc: int = 0x1234, pt: int = PT) -> bytes:
+    return struct.pack("!BBHII", 0x80, pt, seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc) + bytes(160)
+
+
+def feed(t, late_ms: list[float], *, seq0=0, ts0=1000, t0_ns=10**12, ssrc=0x1234, pt=PT):
+    """Packet i sent at 20*i ms arrives late_ms[i] ms after that (in the order of arrival)."""
+    arrivals = sorted((20.0 * i + d, i) for i, d in enumerate(late_ms))
+    for at, i in arrivals:
+        t.feed(rtp(seq0 + i, ts0 + i * STEP, ssrc, pt), t0_ns + int(at * 1e6))
+    return arrivals
+
+
+@pytest.fixture(autouse=True)
+def _default_pct():
+    mixer.Transit.set_pct(98)
+    yield
+    mixer.Transit.set_pct(98)
+
+
+def test_nothing_until_fifty_packets():
+    t = mixer.Transit(PT, RATE)
+    feed(t, [0.0] * 49)
+    assert t.view() is None
+    feed(t, [0.0] * 60, seq0=49, ts0=1000 + 49 * STEP, t0_ns=10**12 + 49 * 20 * 10**6)
+    v = t.view()
+    assert v is not None and v["count"] >= 50
+    assert v["packet_us"] == 20000
+
+
+def test_the_quantile_of_how_late_packets_came_over_the_window():
+    rng = random.Random(7)
+    late = [rng.uniform(0, 80) for _ in range(400)]  # 40+-40 ms of jitter, reordering
+    t = mixer.Transit(PT, RATE)
+    arrivals = feed(t, late)
+    v = t.view()
+    window = np.array([late[i] for _at, i in arrivals[-256:]])
+    expect = np.sort(window)[(len(window) - 1) * 98 // 100] - window.min()
+    # the quantile is taken every 16 packets: within the last few arrivals' reach
+    assert v["target_us"] / 1000 == pytest.approx(expect, abs=3.0)
+    assert 60 <= v["target_us"] / 1000 <= 80
+    newest = max(i for _at, i in arrivals)
+    # against the window's earliest as of the last update (up to 16 packets back)
+    assert v["newest_us"] / 1000 == pytest.approx(late[newest] - window.min(), abs=1.0)
+
+    mixer.Transit.set_pct(50)
+    feed(t, [rng.uniform(0, 80) for _ in range(64)], seq0=400, ts0=1000 + 400 * STEP,
+         t0_ns=10**12 + 400 * 20 * 10**6)
+    assert 25 <= t.view()["target_us"] / 1000 <= 55  # about the median now
+
+
+def test_steady_packets_have_no_lateness():
+    t = mixer.Transit(PT, RATE)
+    feed(t, [0.3] * 200)
+    v = t.view()
+    assert v["target_us"] <= 2 and v["newest_us"] <= 2  # (us: rounding)
+
+
+def test_other_payload_types_are_not_measured():
+    t = mixer.Transit(PT, RATE)
+    feed(t, [0.0] * 100, pt=101)  # telephone-event: its timestamp stays for an event
+    assert t.view() is None
+
+
+def test_a_pause_with_its_timestamps_is_no_lateness():
+    """DTX: the sender stops for 1 s, its timestamps jump with it."""
+    t = mixer.Transit(PT, RATE)
+    feed(t, [1.0] * 100)
+    feed(t, [1.0] * 100, seq0=100, ts0=1000 + 150 * STEP, t0_ns=10**12 + 150 * 20 * 10**6)
+    assert t.view()["target_us"] <= 2
+
+
+def test_a_new_sender_or_a_jump_starts_again():
+    t = mixer.Transit(PT, RATE)
+    feed(t, [0.0] * 100)
+    assert t.view() is not None
+    feed(t, [0.0] * 10, ssrc=0x9999, t0_ns=10**12 + 3 * 10**9)
+    assert t.view() is None  # a new SSRC: its own window
+    t2 = mixer.Transit(PT, RATE)
+    feed(t2, [0.0] * 100)
+    # the same sender 5 s later but its timestamps only 20 ms on (a restart): not 5 s "late"
+    feed(t2, [0.0] * 60, seq0=100, ts0=1000 + 100 * STEP, t0_ns=10**12 + 7 * 10**9)
+    assert t2.view()["target_us"] < 1000
+
+
+def test_timestamps_wrap():
+    t = mixer.Transit(PT, RATE)
+    feed(t, [0.0] * 120, ts0=0xFFFFFFFF - 60 * STEP)
+    assert t.view()["target_us"] <= 2
+
+
+def test_unconfigured_measures_nothing():
+    t = mixer.Transit(PT, 0)
+    feed(t, [0.0] * 100)
+    assert t.view() is None
