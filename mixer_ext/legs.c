@@ -104,7 +104,8 @@ static int read_on(eng_leg *leg)
  * buffer's mode each tick (a pjmedia patch, scripts/build-pjproject.sh): D under T, GROW (the
  * next empty read keeps its slot: D a frame longer); else HOLD (an empty read conceals its slot
  * in place and the late packet is dropped; a gap before a packet is concealed, not skipped).
- * D a frame or more over T for OVER_TICKS drops a frame, on a quiet one if one comes soon. In
+ * D a frame or more over T for OVER_TICKS drops a frame, on a quiet one if one comes soon
+ * (never with --jb-catchup-ms 0, like the catch-up below). In
  * order and on time (T under JITTER_OFF_US) pjmedia's own ways are the better ones (with
  * concealment in place and catch-up, below). */
 static int g_delay_max_us = 60000;
@@ -206,7 +207,7 @@ static void hold_playout(eng_leg *leg, const pjmedia_jb_state *st, int64_t d, in
     }
     if (leg->behind < OVER_TICKS + OVER_FORCE_TICKS)
         leg->behind++;
-    if (leg->behind < OVER_TICKS || !st->size
+    if (leg->behind < OVER_TICKS || !st->size || __atomic_load_n(&g_catchup_ticks, __ATOMIC_RELAXED) <= 0
             || (!leg_quiet(leg) && leg->behind < OVER_TICKS + OVER_FORCE_TICKS))
         return;
     if (sipconf_stream_drop(leg->stream) > 0)
