@@ -60,8 +60,7 @@ struct eng_leg {
     uint64_t jb_empty;          /* its empty reads when last looked at */
     int owed_ms;                /* audio concealed for an empty buffer since its last packet */
     int calm;                   /* reads since its last late packet (capped) */
-    int playout_mode;           /* its jitter buffer's (legs.c) */
-    int jittery;                /* its T over JITTER_ON_US (legs.c) */
+    int jittery;                /* its T over JITTER_ON_US: the node sets its playout (legs.c) */
     int64_t playout_us, target_us;  /* its playout delay D and target T, -1: not known */
     uint64_t energy;            /* m.energy and m.speaking as of the last tick, for stats */
     int talking;

@@ -199,8 +199,8 @@ static int conceal_in_place(eng_leg *leg, const pjmedia_jb_state *st)
  * or more over T. */
 static void hold_playout(eng_leg *leg, const pjmedia_jb_state *st, int64_t d, int64_t target)
 {
+    /* set each tick: GROW turns itself to HOLD at the empty read it grows by */
     sipconf_stream_playout(leg->stream, d >= target ? PLAYOUT_HOLD : PLAYOUT_GROW);
-    leg->playout_mode = PLAYOUT_HOLD;  /* (GROW turns itself to HOLD, so: set each tick) */
     if (d - leg->frm_ms * 1000 < target) {
         leg->behind = 0;
         return;
@@ -227,14 +227,14 @@ void legs_after_read(eng_leg *leg)
     const int known = playout(leg, &st, &d, &target);
     STORE(leg->playout_us, known ? d : -1);
     STORE(leg->target_us, known ? target : -1);
-    leg->jittery = known && target >= (leg->jittery ? JITTER_OFF_US : JITTER_ON_US);
+    const int was = leg->jittery;
+    leg->jittery = known && target >= (was ? JITTER_OFF_US : JITTER_ON_US);
     if (leg->jittery) {
         hold_playout(leg, &st, d, target);
         return;
     }
-    if (leg->playout_mode != PLAYOUT_PJMEDIA) {
+    if (was) {  /* back to pjmedia's ways */
         sipconf_stream_playout(leg->stream, PLAYOUT_PJMEDIA);
-        leg->playout_mode = PLAYOUT_PJMEDIA;
         leg->behind = leg->owed_ms = leg->calm = 0;
         leg->jb_empty = st.empty;
     }
