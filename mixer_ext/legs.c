@@ -68,13 +68,18 @@ void eng_set_catchup(int ticks)
     __atomic_store_n(&g_catchup_ticks, ticks, __ATOMIC_RELAXED);
 }
 
-/* 1 if the frame the tick read is quiet (a frame dropped after it is barely heard). */
-static int leg_quiet(const eng_leg *leg)
+/* 1 if the frame the tick read is quiet (a frame dropped after it is barely heard): under
+ * -55 dBFS, or within 3 dB of the talker's own noise floor (a pause on a noisy line: a laptop's
+ * fan, a car). The floor follows the quietest frames down at once and up by 3.4 dB a second. */
+static int leg_quiet(eng_leg *leg)
 {
     uint64_t e = 0;
     for (int i = 0; i < leg->m.spf; i++)
         e += (uint64_t)((int32_t)leg->m.in[i] * leg->m.in[i]);
-    return e <= (uint64_t)leg->m.spf * CATCHUP_QUIET_POWER;
+    const uint64_t p = e / (uint64_t)leg->m.spf;
+    const uint64_t floor = leg->floor_pow;
+    leg->floor_pow = p < floor || !floor ? p : floor + floor / 64 + 1;
+    return p <= CATCHUP_QUIET_POWER || (floor && p <= 2 * floor);
 }
 
 /* Reads the stream's next frame over what the tick read (a frame dropped); 1 if it was audio. */
@@ -197,7 +202,8 @@ static int conceal_in_place(eng_leg *leg, const pjmedia_jb_state *st)
 
 /* Under jitter: the buffer's mode for the next tick, and a frame dropped when D stays a frame
  * or more over T. */
-static void hold_playout(eng_leg *leg, const pjmedia_jb_state *st, int64_t d, int64_t target)
+static void hold_playout(eng_leg *leg, const pjmedia_jb_state *st, int64_t d, int64_t target,
+                         int quiet)
 {
     /* set each tick: GROW turns itself to HOLD at the empty read it grows by */
     sipconf_stream_playout(leg->stream, d >= target ? PLAYOUT_HOLD : PLAYOUT_GROW);
@@ -208,7 +214,7 @@ static void hold_playout(eng_leg *leg, const pjmedia_jb_state *st, int64_t d, in
     if (leg->behind < OVER_TICKS + OVER_FORCE_TICKS)
         leg->behind++;
     if (leg->behind < OVER_TICKS || !st->size || __atomic_load_n(&g_catchup_ticks, __ATOMIC_RELAXED) <= 0
-            || (!leg_quiet(leg) && leg->behind < OVER_TICKS + OVER_FORCE_TICKS))
+            || (!quiet && leg->behind < OVER_TICKS + OVER_FORCE_TICKS))
         return;
     if (sipconf_stream_drop(leg->stream) > 0)
         BUMP(leg->catchups, 1);
@@ -223,6 +229,7 @@ void legs_after_read(eng_leg *leg)
     if (!leg->stream || leg->frm_ms <= 0
             || pjmedia_stream_get_stat_jbuf(leg->stream, &st) != PJ_SUCCESS)
         return;
+    const int quiet = leg_quiet(leg);  /* each tick: it keeps the noise floor */
     int64_t d = -1, target = -1;
     const int known = playout(leg, &st, &d, &target);
     STORE(leg->playout_us, known ? d : -1);
@@ -230,7 +237,7 @@ void legs_after_read(eng_leg *leg)
     const int was = leg->jittery;
     leg->jittery = known && target >= (was ? JITTER_OFF_US : JITTER_ON_US);
     if (leg->jittery) {
-        hold_playout(leg, &st, d, target);
+        hold_playout(leg, &st, d, target, quiet);
         return;
     }
     if (was) {  /* back to pjmedia's ways */
@@ -254,7 +261,7 @@ void legs_after_read(eng_leg *leg)
     }
     if (++leg->behind < ticks)
         return;
-    if (!leg_quiet(leg) && leg->behind < ticks + CATCHUP_FORCE_TICKS)
+    if (!quiet && leg->behind < ticks + CATCHUP_FORCE_TICKS)
         return;
     if (read_on(leg))
         BUMP(leg->catchups, 1);
