@@ -1,5 +1,5 @@
 # C-level interface of the transit jitter measure (transit.h), for mixer.pyx (tests).
-from libc.stdint cimport int32_t, int64_t
+from libc.stdint cimport int32_t, int64_t, uint32_t
 
 cdef extern from "transit.h" nogil:
     ctypedef struct transit:
@@ -10,6 +10,8 @@ cdef extern from "transit.h" nogil:
         int32_t target_us
         int32_t packet_us
         unsigned count
+        uint32_t newest_ts
+    int64_t transit_earliest_ns(const transit_view *v, uint32_t ts)
     void transit_set_pct(unsigned pct)
     unsigned transit_pct()
     void transit_configure(transit *t, unsigned pt, unsigned rate)

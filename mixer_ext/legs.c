@@ -103,16 +103,15 @@ static int read_on(eng_leg *leg)
  * skips the gap before it, and at 40+-40 ms of jitter the delay random-walks (PESQ 1.3). So
  * each leg measures how late its packets come (transit.h: arrival less RTP timestamp, against
  * the earliest of the last ~5 s) and waits for --jb-wait-pct of them (98 %), adding at most
- * --jb-delay-max-ms (60): that is its target T. D, how long after its earliest possible
- * arrival the packet just started is played, follows from the newest packet: its age now, how
- * late it came, and the audio queued behind. Once T is over JITTER_ON_US the node sets the
- * buffer's mode each tick (a pjmedia patch, scripts/build-pjproject.sh): D under T, GROW (the
- * next empty read keeps its slot: D a frame longer); else HOLD (an empty read conceals its slot
- * in place and the late packet is dropped; a gap before a packet is concealed, not skipped).
- * D a frame or more over T for OVER_TICKS drops a frame, on a quiet one if one comes soon
- * (never with --jb-catchup-ms 0, like the catch-up below). In
- * order and on time (T under JITTER_OFF_US) pjmedia's own ways are the better ones (with
- * concealment in place and catch-up, below). */
+ * --jb-delay-max-ms (60): that is its target T. D is how long after its earliest possible
+ * arrival the packet read next is played (from the timestamp at the buffer's head). Once T is
+ * over JITTER_ON_US the node sets the buffer's mode each tick (a pjmedia patch,
+ * scripts/build-pjproject.sh): D under T, GROW (the next empty read keeps its slot: D a frame
+ * longer); else HOLD (an empty read conceals its slot in place and the late packet is dropped;
+ * a gap before a packet is concealed, not skipped). D over T by a packet (or the head within
+ * a packet) for OVER_TICKS drops audio up to the next packet's start, on a quiet frame if one
+ * comes soon (never with --jb-catchup-ms 0, like the catch-up below). In order and on time (T under JITTER_OFF_US) pjmedia's own ways are the
+ * better ones (with concealment in place and catch-up, below). */
 static int g_delay_max_us = 60000;
 
 enum { PLAYOUT_PJMEDIA, PLAYOUT_GROW, PLAYOUT_HOLD };
@@ -122,6 +121,7 @@ enum { PLAYOUT_PJMEDIA, PLAYOUT_GROW, PLAYOUT_HOLD };
 #define JITTER_OFF_US 5000           /* and below which pjmedia does again */
 void sipconf_stream_playout(pjmedia_stream *stream, int mode);
 unsigned sipconf_stream_drop(pjmedia_stream *stream);
+pj_bool_t sipconf_stream_head(pjmedia_stream *stream, uint32_t *ts);
 
 void eng_set_playout(int wait_pct, int delay_max_ms)
 {
@@ -129,19 +129,48 @@ void eng_set_playout(int wait_pct, int delay_max_ms)
     __atomic_store_n(&g_delay_max_us, delay_max_ms * 1000, __ATOMIC_RELAXED);
 }
 
-/* 1 with D and T (us) when the leg's transit is known (a guard, 50 packets seen). */
-static int playout(eng_leg *leg, const pjmedia_jb_state *st, int64_t *d_us, int64_t *t_us)
+/* A leg's playout point: D and T (us), and what dropping audio to shorten D would take. */
+typedef struct {
+    int64_t d_us, t_us;
+    unsigned drop;      /* buffer frames to drop: up to the next packet's start, */
+    int64_t cost_us;    /* and the D that takes (none from within a packet) */
+} playout_point;
+
+/* 1 with the leg's playout point when its transit is known (a guard, 50 packets seen). D: the
+ * next tick reads the frame at the buffer's head (pjmedia_stream, patched), so the packet
+ * starting there, or next if the head is within one, must come by then: D is how long after
+ * it could have come at the earliest that is. (Taken from the newest packet, its age and
+ * lateness and the audio queued behind it, as before the head is known, it swung by a packet
+ * or two under heavy reordering.) A head within a packet (a 10 ms frame of a 20 ms packet
+ * dropped or grown) costs a frame of delay for no wait: dropping up to the next packet's start
+ * shortens the delay and keeps D; from a packet's start, a whole packet is dropped. */
+static int playout(eng_leg *leg, const pjmedia_jb_state *st, playout_point *p)
 {
     transit_view v;
     if (!rtpguard_transit(pjmedia_stream_get_transport(leg->stream), &v))
         return 0;
-    /* the audio queued behind, less what of it came in the packet whose start was just read
-     * (reads and packets need not line up: a packet of 20 ms holds two 10 ms frames) */
-    const int64_t queued = (int64_t)st->size * leg->frm_ms * 1000;
-    *d_us = (now_ns() - v.newest_ns) / 1000 + v.newest_us + queued
-            - (v.packet_us > 0 ? queued % v.packet_us : 0);
+    const int64_t now = now_ns();
+    uint32_t head;
+    const uint32_t span = (uint32_t)((int64_t)v.packet_us * v.rate / 1000000);
+    const uint32_t frame = (uint32_t)((int64_t)leg->frm_ms * v.rate / 1000);
+    if (span && frame && sipconf_stream_head(leg->stream, &head)) {
+        const uint32_t within = (head - v.newest_ts) % span;
+        const uint32_t to_next = within ? span - within : span;
+        p->drop = to_next / frame ? to_next / frame : 1;
+        p->cost_us = within ? 0 : v.packet_us;
+        const uint32_t next = within ? head + to_next : head;  /* the packet that must come */
+        p->d_us = (now + MIX_FRAME_MS * 1000000LL - transit_earliest_ns(&v, next)) / 1000;
+    } else {
+        /* the audio queued behind the newest packet, less what of it came in the packet whose
+         * start was just read (a packet of 20 ms holds two 10 ms frames) */
+        const int64_t queued = (int64_t)st->size * leg->frm_ms * 1000;
+        p->d_us = (now - v.newest_ns) / 1000 + v.newest_us + queued
+                  - (v.packet_us > 0 ? queued % v.packet_us : 0);
+        p->drop = 1;
+        p->cost_us = leg->frm_ms * 1000;
+    }
     const int64_t max = __atomic_load_n(&g_delay_max_us, __ATOMIC_RELAXED);
-    *t_us = v.target_us < max ? v.target_us : max;
+    p->t_us = v.target_us < max ? v.target_us : max;
     return 1;
 }
 
@@ -200,23 +229,27 @@ static int conceal_in_place(eng_leg *leg, const pjmedia_jb_state *st)
     return read;
 }
 
-/* Under jitter: the buffer's mode for the next tick, and a frame dropped when D stays a frame
- * or more over T. */
-static void hold_playout(eng_leg *leg, const pjmedia_jb_state *st, int64_t d, int64_t target,
+/* Under jitter: the buffer's mode for the next tick, and audio dropped when D stays over T by
+ * what that costs (a packet, or nothing from within one). */
+static void hold_playout(eng_leg *leg, const pjmedia_jb_state *st, const playout_point *p,
                          int quiet)
 {
     /* set each tick: GROW turns itself to HOLD at the empty read it grows by */
-    sipconf_stream_playout(leg->stream, d >= target ? PLAYOUT_HOLD : PLAYOUT_GROW);
-    if (d - leg->frm_ms * 1000 < target) {
+    sipconf_stream_playout(leg->stream, p->d_us >= p->t_us ? PLAYOUT_HOLD : PLAYOUT_GROW);
+    if (p->d_us < p->t_us || p->d_us - p->cost_us < p->t_us) {
         leg->behind = 0;
         return;
     }
     if (leg->behind < OVER_TICKS + OVER_FORCE_TICKS)
         leg->behind++;
-    if (leg->behind < OVER_TICKS || !st->size || __atomic_load_n(&g_catchup_ticks, __ATOMIC_RELAXED) <= 0
+    if (leg->behind < OVER_TICKS || st->size < p->drop
+            || __atomic_load_n(&g_catchup_ticks, __ATOMIC_RELAXED) <= 0
             || (!quiet && leg->behind < OVER_TICKS + OVER_FORCE_TICKS))
         return;
-    if (sipconf_stream_drop(leg->stream) > 0)
+    unsigned n = 0;
+    while (n < p->drop && sipconf_stream_drop(leg->stream) > 0)
+        n++;
+    if (n)
         BUMP(leg->catchups, 1);
     leg->behind = 0;
 }
@@ -230,14 +263,14 @@ void legs_after_read(eng_leg *leg)
             || pjmedia_stream_get_stat_jbuf(leg->stream, &st) != PJ_SUCCESS)
         return;
     const int quiet = leg_quiet(leg);  /* each tick: it keeps the noise floor */
-    int64_t d = -1, target = -1;
-    const int known = playout(leg, &st, &d, &target);
-    STORE(leg->playout_us, known ? d : -1);
-    STORE(leg->target_us, known ? target : -1);
+    playout_point p;
+    const int known = playout(leg, &st, &p);
+    STORE(leg->playout_us, known ? p.d_us : -1);
+    STORE(leg->target_us, known ? p.t_us : -1);
     const int was = leg->jittery;
-    leg->jittery = known && target >= (was ? JITTER_OFF_US : JITTER_ON_US);
+    leg->jittery = known && p.t_us >= (was ? JITTER_OFF_US : JITTER_ON_US);
     if (leg->jittery) {
-        hold_playout(leg, &st, d, target, quiet);
+        hold_playout(leg, &st, &p, quiet);
         return;
     }
     if (was) {  /* back to pjmedia's ways */

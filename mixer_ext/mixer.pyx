@@ -232,13 +232,21 @@ cdef class Transit:
         transit_on_rtp(self.t, &packet[0] if packet.shape[0] else NULL, packet.shape[0], now_ns)
 
     def view(self):
-        """None until 50 packets; else newest_ns, newest_us (its lateness), target_us (the
-        quantile's), packet_us, count."""
+        """None until 50 packets; else newest_ns, newest_us (its lateness), newest_ts, target_us
+        (the quantile's), packet_us, count."""
         cdef transit_view v
         if not transit_read(self.t, &v):
             return None
         return {"newest_ns": v.newest_ns, "newest_us": v.newest_us, "target_us": v.target_us,
-                "packet_us": v.packet_us, "count": v.count}
+                "packet_us": v.packet_us, "count": v.count, "newest_ts": v.newest_ts}
+
+    def earliest_ns(self, unsigned ts):
+        """When the packet with RTP timestamp ``ts`` could come at the earliest; None until 50
+        packets."""
+        cdef transit_view v
+        if not transit_read(self.t, &v):
+            return None
+        return transit_earliest_ns(&v, ts)
 
     @staticmethod
     def set_pct(unsigned pct):

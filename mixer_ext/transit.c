@@ -72,7 +72,11 @@ static void publish(transit *t, int newest, int64_t now_ns, int32_t o, int stats
     if (newest) {
         t->newest_ns = now_ns;
         t->newest_o = o;
+        t->pub_newest_ts = t->newest_ts;
     }
+    t->pub_anchor_ns = t->anchor_ns;
+    t->pub_anchor_ts = t->anchor_ts;
+    t->pub_rate = t->rate;
     t->base = base;
     t->quant = quant;
     t->packet = t->packet_w;
@@ -153,16 +157,24 @@ int transit_read(transit *t, transit_view *v)
         const int32_t o = t->newest_o, base = t->base, quant = t->quant;
         const unsigned count = t->count;
         const int32_t packet = t->packet;
+        const uint32_t newest_ts = t->pub_newest_ts, anchor_ts = t->pub_anchor_ts;
+        const uint32_t rate = t->pub_rate;
+        const int64_t anchor_ns = t->pub_anchor_ns;
         atomic_thread_fence(memory_order_acquire);
         if (atomic_load_explicit(&t->seq, memory_order_relaxed) != s1)
             continue;
-        if (count < TRANSIT_MIN)
+        if (count < TRANSIT_MIN || !rate)
             return 0;
         v->newest_ns = newest_ns;
         v->newest_us = o - base;
         v->target_us = quant - base;
         v->count = count;
         v->packet_us = packet;
+        v->newest_ts = newest_ts;
+        v->anchor_ts = anchor_ts;
+        v->anchor_ns = anchor_ns;
+        v->rate = rate;
+        v->base_us = base;
         return 1;
     }
     return 0;  /* the writer is busy: no view this time */

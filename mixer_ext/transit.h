@@ -33,6 +33,8 @@ typedef struct {
     atomic_uint seq;
     int64_t newest_ns;       /* when the packet with the highest timestamp arrived */
     int32_t newest_o, base, quant;  /* its arrival less timestamp; the window's min, quantile */
+    uint32_t pub_newest_ts, pub_anchor_ts, pub_rate;  /* as published (times from the anchor) */
+    int64_t pub_anchor_ns;
     int32_t packet;          /* packet_w as published */
     unsigned count;          /* packets in the window */
 } transit;
@@ -43,7 +45,20 @@ typedef struct {
     int32_t target_us;       /* the quantile's lateness: packets up to it are waited for */
     int32_t packet_us;       /* the audio one packet carries */
     unsigned count;
+    uint32_t newest_ts;      /* the newest packet's RTP timestamp */
+    /* for transit_earliest_ns: a timestamp's earliest arrival */
+    uint32_t anchor_ts, rate;
+    int64_t anchor_ns;
+    int32_t base_us;
 } transit_view;
+
+/* When the packet with RTP timestamp `ts` could come at the earliest (the window's least
+ * lateness), CLOCK_MONOTONIC ns: a playout point is how long after that it is played. */
+static inline int64_t transit_earliest_ns(const transit_view *v, uint32_t ts)
+{
+    const int64_t since_us = (int64_t)(int32_t)(ts - v->anchor_ts) * 1000000 / (int64_t)v->rate;
+    return v->anchor_ns + (since_us + v->base_us) * 1000;
+}
 
 /* Node-wide: the share of packets the playout point waits for, percent (50-100). */
 void transit_set_pct(unsigned pct);

@@ -20,7 +20,7 @@ PREFIX=$VENV/pjproject
 JOBS=${PJ_JOBS:-$(nproc)}
 MIN_VERSION=2.14
 # Bump when the flags, config_site.h or patches below change: it invalidates the stamp.
-RECIPE=13
+RECIPE=14
 
 die() { echo "build-pjproject: $*" >&2; exit 1; }
 log() { echo "build-pjproject: $*" >&2; }
@@ -495,6 +495,50 @@ PJ_DEF(unsigned) sipconf_stream_drop(pjmedia_stream *stream)
     return n;
 }
 PATCH
+fi
+if ! grep -q 'sipconf_stream_head' "$STREAM_C"; then
+    # The RTP timestamp of the frame the jitter buffer reads next (mixer_ext/legs.c: the playout
+    # delay is how long after that frame could have come it is played). The buffer numbers its
+    # frames timestamp / frame span less the frames DTX skipped: that, backwards.
+    pat='^    pj_bool_t                sipconf_rx_seen;'
+    [ "$(grep -c "$pat" "$STREAM_C")" = 1 ] || die "could not patch $STREAM_C ($pat)"
+    sed -i "s|$pat|&\n    unsigned                 sipconf_ts_span;   /* sipconf: a frame's timestamps */|" "$STREAM_C"
+    pat='^            ext_seq = (unsigned)(frames\[i\].timestamp.u64 / ts_span)$'
+    [ "$(grep -c "$pat" "$STREAM_C")" = 1 ] || die "could not patch $STREAM_C ($pat)"
+    sed -i "s|$pat|            stream->sipconf_ts_span = ts_span;  /* sipconf */\n&|" "$STREAM_C"
+    cat >> "$STREAM_C" <<'PATCH'
+
+/* sipconf: the RTP timestamp of the frame the jitter buffer reads next; PJ_FALSE if none. */
+PJ_DEF(pj_bool_t) sipconf_stream_head(pjmedia_stream *stream, pj_uint32_t *ts)
+{
+    pjmedia_stream_common *c_strm = &stream->base;
+    int origin = 0;
+    pj_bool_t ok = PJ_FALSE;
+    if (!c_strm->jb)
+        return PJ_FALSE;
+    pj_mutex_lock(c_strm->jb_mutex);
+    if (stream->sipconf_ts_span && sipconf_jbuf_origin(c_strm->jb, &origin)) {
+        *ts = ((pj_uint32_t)origin + stream->sipconf_dtx_skip) * stream->sipconf_ts_span;
+        ok = PJ_TRUE;
+    }
+    pj_mutex_unlock(c_strm->jb_mutex);
+    return ok;
+}
+PATCH
+    cat >> "$JBUF_C" <<'PATCH'
+
+/* sipconf: the index of the frame read next (PJ_FALSE before the first). */
+PJ_DEF(pj_bool_t) sipconf_jbuf_origin(pjmedia_jbuf *jb, int *origin)
+{
+    if (jb->jb_framelist.origin == INVALID_OFFSET)
+        return PJ_FALSE;
+    *origin = jb->jb_framelist.origin;
+    return PJ_TRUE;
+}
+PATCH
+    echo 'PJ_DECL(pj_bool_t) sipconf_jbuf_origin(pjmedia_jbuf *jb, int *origin);' \
+        >> "$SRC/pjmedia/include/pjmedia/jbuf.h"
+    [ "$(grep -c 'sipconf_ts_span' "$STREAM_C")" = 4 ] || die "could not patch $STREAM_C"
 fi
 
 cd "$SRC"

@@ -109,3 +109,19 @@ def test_unconfigured_measures_nothing():
     t = mixer.Transit(PT, 0)
     feed(t, [0.0] * 100)
     assert t.view() is None
+
+
+def test_a_timestamps_earliest_arrival_is_its_slot_plus_the_least_lateness():
+    """The playout point is taken from the timestamp the jitter buffer reads next: how long
+    after that packet could have come at the earliest it is played."""
+    rng = random.Random(11)
+    late = [5.0 + rng.uniform(0, 40) for _ in range(300)]
+    t = mixer.Transit(PT, RATE)
+    arrivals = feed(t, late, ts0=0xFFFFF000)  # across the timestamp's wrap
+    v = t.view()
+    assert v["newest_ts"] == (0xFFFFF000 + 299 * STEP) & 0xFFFFFFFF
+    least = min(late[i] for _at, i in arrivals[-256:])
+    for i in (250, 299, 320):  # in the window, the newest, one not come yet
+        sent_ns = 10**12 + i * 20 * 10**6
+        got = t.earliest_ns((0xFFFFF000 + i * STEP) & 0xFFFFFFFF)
+        assert (got - sent_ns) / 1e6 == pytest.approx(least, abs=1.0)
