@@ -110,8 +110,9 @@ static int read_on(eng_leg *leg)
  * longer); else HOLD (an empty read conceals its slot in place and the late packet is dropped;
  * a gap before a packet is concealed, not skipped). D over T by a packet (or the head within
  * a packet) for OVER_TICKS drops audio up to the next packet's start, on a quiet frame if one
- * comes soon (never with --jb-catchup-ms 0, like the catch-up below). In order and on time (T under JITTER_OFF_US) pjmedia's own ways are the
- * better ones (with concealment in place and catch-up, below). */
+ * comes soon (never with --jb-catchup-ms 0, like the catch-up below). In order and on time (T
+ * under JITTER_OFF_US) pjmedia's own ways are the better ones (with concealment in place and
+ * catch-up, below). */
 static int g_delay_max_us = 60000;
 
 enum { PLAYOUT_PJMEDIA, PLAYOUT_GROW, PLAYOUT_HOLD };
@@ -236,7 +237,7 @@ static void hold_playout(eng_leg *leg, const pjmedia_jb_state *st, const playout
 {
     /* set each tick: GROW turns itself to HOLD at the empty read it grows by */
     sipconf_stream_playout(leg->stream, p->d_us >= p->t_us ? PLAYOUT_HOLD : PLAYOUT_GROW);
-    if (p->d_us < p->t_us || p->d_us - p->cost_us < p->t_us) {
+    if (p->d_us - p->cost_us < p->t_us) {  /* (cost_us >= 0: D under T too) */
         leg->behind = 0;
         return;
     }
