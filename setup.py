@@ -54,7 +54,7 @@ MIX_DEPENDS = MIX_SOURCES + MIX_HEADERS
 # The stream driver, split by concern (engine_int.h): only streams uses it.
 ENGINE_SOURCES = ["mixer_ext/clock.c", "mixer_ext/rooms.c", "mixer_ext/legs.c",
                   "mixer_ext/taps.c", "mixer_ext/events.c", "mixer_ext/pipes.c",
-                  "mixer_ext/share.c"]
+                  "mixer_ext/share.c", "mixer_ext/fec.c"]
 ENGINE_HEADERS = ["mixer_ext/engine.h", "mixer_ext/engine_int.h", "mixer_ext/ring.h"]
 
 extensions = [

@@ -47,6 +47,7 @@ cdef extern from "engine.h" nogil:
         uint64_t errors
         uint64_t energy
         int talking
+        int fec_pct
     ctypedef struct eng_room_stats:
         int rate
         int nlegs

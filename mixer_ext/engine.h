@@ -42,6 +42,7 @@ typedef struct eng_leg_stats {
     uint64_t errors;
     uint64_t energy;       /* last frame's talker energy */
     int talking;           /* speaking (floor.c): what talk events and the API report */
+    int fec_pct;           /* the loss (%) its Opus encoder codes FEC for (fec.c), -1: none */
 } eng_leg_stats;
 
 typedef struct eng_room_stats {

@@ -82,6 +82,13 @@ struct eng_leg {
     pjmedia_codec *codec;       /* the stream's own encoder (its state continued, share.c) */
     int quiet_ticks;            /* ticks in a row it has heard the room's whole mix */
     int was_shared;             /* its last frame was a shared payload */
+    /* in-band FEC on what it sends (fec.c): its Opus encoder, the loss (%) it codes for (-1:
+     * not told yet), the peer's last receiver report as counted then */
+    pjmedia_codec *fec_codec;
+    int loss_pct;
+    unsigned rr_count;
+    pj_uint32_t rr_lost;
+    uint64_t rr_sent;
 };
 
 /* The rate converters of legs at another rate (Opus at 48 kHz) and of the shared encoders, one
@@ -167,6 +174,10 @@ static inline void pcm_add_sat(int16_t *dst, const int16_t *src, int n)
 void share_leg_init(eng_leg *leg, const pjmedia_stream_info *si);
 void share_tick(eng_room *r, unsigned char *send);
 void share_room_gone(eng_room *r);
+void fec_leg_init(eng_leg *leg, const pjmedia_stream_info *si);
+void fec_tick(eng_room *r);
+void fec_own_again(eng_leg *leg);
+int fec_shared(pjmedia_codec *codec, int now, int want);
 
 /* legs.c: the tick denoises a gated call leg's decoded frame (m.in), if it has a denoiser. */
 void legs_denoise(eng_leg *leg);

@@ -423,6 +423,7 @@ eng_leg *eng_leg_attach(void *stream, void **placeholder, int *err)
     leg->m.user = leg;
     leg->id = clock_new_id();
     leg->sh_slot = -1;
+    leg->loss_pct = -1;
     dtmf_init(&leg->dtmf, (int)rate);
     leg->m.on_input = legs_detect_input;
     leg->m.on_input_user = leg;
@@ -433,11 +434,17 @@ eng_leg *eng_leg_attach(void *stream, void **placeholder, int *err)
         leg->frm_ms = si.param->info.frm_ptime / (si.param->info.frm_ptime_denum
                                                    ? si.param->info.frm_ptime_denum : 1);
         share_leg_init(leg, &si);
-        /* G.722's RTP clock is 8 kHz (RFC 3551), whatever its sampling rate */
+        fec_leg_init(leg, &si);
+        /* The RTP clock: G.722's is 8 kHz (RFC 3551) and Opus' 48 kHz (RFC 7587), whatever
+         * their sampling rate (an Opus leg at the room's 16 kHz has 16000 here: its packets'
+         * lateness, measured against a clock three times too slow, capped the playout target
+         * and retimed it at every loss, 30-60 ms more delay at 3-10 % loss) */
         const int g722 = si.fmt.encoding_name.slen == 4
                          && !pj_ansi_strnicmp(si.fmt.encoding_name.ptr, "G722", 4);
+        const int opus = si.fmt.encoding_name.slen == 4
+                         && !pj_ansi_strnicmp(si.fmt.encoding_name.ptr, "opus", 4);
         rtpguard_measure(pjmedia_stream_get_transport(leg->stream), si.rx_pt,
-                         g722 ? 8000 : si.fmt.clock_rate);
+                         g722 ? 8000 : opus ? 48000 : si.fmt.clock_rate);
     }
     if (pjmedia_null_port_create(leg->pool, rate, 1, spf, 16, &leg->placeholder) != PJ_SUCCESS) {
         *err = ENG_ERR_NO_MEMORY;
@@ -582,4 +589,5 @@ void eng_leg_get_stats(eng_leg *leg, eng_leg_stats *st)
     st->errors = LOAD(leg->errors);
     st->energy = LOAD(leg->energy);
     st->talking = LOAD(leg->talking);
+    st->fec_pct = LOAD(leg->loss_pct);
 }

@@ -140,6 +140,7 @@ uint64_t rooms_tick(eng_room *r)
             pipes_up(leg->pipe, ENG_PIPE_OUT, leg->m.out, leg->m.spf);
         }
     }
+    fec_tick(r);  /* the loss each Opus encoder codes for (fec.c) */
     share_tick(r, send);  /* listeners hearing one frame: one encode (share.c) */
     for (int i = 0; i < m->nlegs; i++) {
         eng_leg *leg = (eng_leg *)m->legs[i];

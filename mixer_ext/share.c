@@ -87,6 +87,7 @@ struct eng_shared {
     int16_t last[MIX_MAX_SPF];  /* the frame it last coded, at the mixer's rate */
     int quiet_ticks;            /* ticks in a row that frame was quiet (SHARE_MIX_QUIET) */
     int stateless;              /* G.711: any frame codes alone, a switch is always seamless */
+    int loss_pct;               /* the loss it codes for: its legs' worst (fec.c), -1: unset */
 };
 
 /* A leg back on its own encoder continues the shared one: its Opus state copied (the peer's
@@ -96,6 +97,7 @@ static void share_resume_own(eng_leg *leg, struct eng_shared *s)
 {
     int16_t scratch[ENG_SHARE_MAX_SPF];
     sipconf_opus_copy_encoder(leg->codec, s->codec);
+    fec_own_again(leg);  /* the copy brought the shared encoder's expected loss */
     if (leg->up)
         pjmedia_resample_run(leg->up, s->last, scratch);
 }
@@ -179,6 +181,7 @@ static struct eng_shared *shared_create(const eng_leg *leg)
         return NULL;
     struct eng_shared *s = PJ_POOL_ZALLOC_T(pool, struct eng_shared);
     s->pool = pool;
+    s->loss_pct = -1;
     s->info = leg->sh_info;
     pj_strdup(pool, &s->info.encoding_name, &leg->sh_info.encoding_name);
     s->param = pjmedia_codec_param_clone(pool, leg->sh_param);
@@ -319,6 +322,11 @@ void share_tick(eng_room *r, unsigned char *send)
         pj_uint8_t payload[ENG_SHARE_PAYLOAD];
         unsigned len = 0;
         int have = 0;
+        int worst = -1;
+        for (int i = 0; i < m->nlegs; i++)
+            if (slot[i] == k && ((eng_leg *)m->legs[i])->loss_pct > worst)
+                worst = ((eng_leg *)m->legs[i])->loss_pct;
+        r->shared[k]->loss_pct = fec_shared(r->shared[k]->codec, r->shared[k]->loss_pct, worst);
         for (int i = 0; i < m->nlegs; i++) {
             eng_leg *leg = (eng_leg *)m->legs[i];
             if (slot[i] != k)

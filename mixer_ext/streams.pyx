@@ -192,7 +192,8 @@ cdef class _Leg:
                 "playout_s": st.playout_us / 1e6 if st.playout_us >= 0 else None,
                 "target_s": st.target_us / 1e6 if st.target_us >= 0 else None,
                 "tx": st.tx, "shared": st.shared, "errors": st.errors, "energy": st.energy,
-                "talking": bool(st.talking)}
+                "talking": bool(st.talking),
+                "fec_pct": st.fec_pct if st.fec_pct >= 0 else None}
 
 
 cdef class Leg(_Leg):

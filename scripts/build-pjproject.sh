@@ -20,7 +20,7 @@ PREFIX=$VENV/pjproject
 JOBS=${PJ_JOBS:-$(nproc)}
 MIN_VERSION=2.14
 # Bump when the flags, config_site.h or patches below change: it invalidates the stamp.
-RECIPE=14
+RECIPE=15
 
 die() { echo "build-pjproject: $*" >&2; exit 1; }
 log() { echo "build-pjproject: $*" >&2; }
@@ -285,14 +285,41 @@ if ! grep -q 'sipconf_opus_copy_encoder' "$OPUS_C"; then
         { print }' "$OPUS_C" > "$OPUS_C.new" && mv "$OPUS_C.new" "$OPUS_C"
     grep -q 'sipconf_opus_copy_encoder' "$OPUS_C" || die "could not patch $OPUS_C"
 fi
+if ! grep -q 'sipconf_opus_set_loss' "$OPUS_C"; then
+    # The loss an encoder codes for (libopus' in-band FEC is coded only for an expected loss
+    # over 0 %, as much as it says): the node follows what each peer reports (mixer_ext/fec.c).
+    # pjmedia sets it once, at open, to the configured 5 %.
+    awk '/^#endif \/\* PJMEDIA_HAS_OPUS_CODEC \*\// && !done {
+        print "/* sipconf: the loss (%) the encoder codes for (mixer_ext/fec.c). */"
+        print "PJ_DEF(pj_status_t) sipconf_opus_set_loss(pjmedia_codec *codec, unsigned pct)"
+        print "{"
+        print "    struct opus_data *d;"
+        print "    if (!codec || codec->factory != &opus_codec_factory.base || pct > 100)"
+        print "        return PJ_EINVAL;"
+        print "    d = (struct opus_data*)codec->codec_data;"
+        print "    if (!d || !d->enc)"
+        print "        return PJ_EINVAL;"
+        print "    pj_mutex_lock(d->mutex);"
+        print "    opus_encoder_ctl(d->enc, OPUS_SET_PACKET_LOSS_PERC((int)pct));"
+        print "    pj_mutex_unlock(d->mutex);"
+        print "    return PJ_SUCCESS;"
+        print "}"
+        print ""
+        done = 1 }
+        { print }' "$OPUS_C" > "$OPUS_C.new" && mv "$OPUS_C.new" "$OPUS_C"
+    grep -q 'sipconf_opus_set_loss' "$OPUS_C" || die "could not patch $OPUS_C"
+fi
 
 if ! grep -q 'sipconf: DTX' "$OPUS_C"; then
     # DTX to a peer that asked usedtx=1. libopus codes a frame it need not send as its TOC alone
     # (1-2 bytes), and pjmedia sent those: 50 packets a second of nothing. And the node's default
     # encoder (restricted low delay: CELT at complexity 5) has no DTX in libopus 1.3 at all, not
     # even for a mix of decoders' idle output (+-1) or digital silence (3-byte frames forever).
-    # So the frame itself decides: under -60 dBFS peak (a quiet or gated room) is silence, and as
-    # libopus' DTX does, after 200 ms of it only one frame each 400 ms is sent. The encoder still
+    # So the frame itself decides: under -60 dBFS peak (a quiet or gated room), or a frame libopus
+    # coded as its TOC alone, is silence, and as libopus' DTX does, after 200 ms of it only one
+    # frame each 400 ms is sent (SILK codes a silent room as TOC-only frames, the refreshes too:
+    # sent none, the peer's NAT binding and RTP timeout saw nothing for as long as the room was
+    # quiet; a TOC-only packet is a valid one, decoded as a DTX frame). The encoder still
     # codes every frame (its state follows the signal, as the peer's decoder conceals); the
     # stream sends nothing, its RTP timestamp runs on, and the next packet carries the marker
     # (mixer_ext/rtpguard.c; share.c for the shared encoder).
@@ -316,8 +343,12 @@ if ! grep -q 'sipconf: DTX' "$OPUS_C"; then
             print "    opus_encoder_ctl(d->enc, OPUS_GET_DTX(&dtx));"
             print "    if (!dtx)"
             print "        return 0;"
-            print "    if (size <= 2)"
-            print "        return 1;  /* libopus DTX: its TOC alone */"
+            print "    if (size <= 2) {  /* libopus DTX (its TOC alone), after its own 200 ms */"
+            print "        if (d->sipconf_quiet < 10)"
+            print "            d->sipconf_quiet = 10;"
+            print "        d->sipconf_quiet++;"
+            print "        return (d->sipconf_quiet - 10) % 20 != 0;"
+            print "    }"
             print "    for (i = 0; i < n; i++)"
             print "        if (pcm[i] > 32 || pcm[i] < -32) {  /* -60 dBFS */"
             print "            d->sipconf_quiet = 0;"

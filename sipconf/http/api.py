@@ -69,7 +69,11 @@ def openapi() -> dict[str, Any]:
                                  "jb_delay_ms, jb_playout_ms (how long after its earliest "
                                  "possible arrival a packet is played), jb_target_ms (the "
                                  "lateness the jitter buffer waits for: a quantile of how "
-                                 "late packets came, capped); null for an agent"},
+                                 "late packets came, capped), sent_lost (packets the "
+                                 "member's RTCP reports say it lost of the node's), fec_pct "
+                                 "(the loss the node's Opus encoder codes in-band FEC for, "
+                                 "following those reports; null: not Opus or no report "
+                                 "yet); null for an agent"},
         "floor": {"type": "boolean"}, "joined_at": {"type": "number",
                                                    "description": "Unix time, seconds"}}}
     room = {"type": "object", "properties": {

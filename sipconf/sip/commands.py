@@ -350,7 +350,8 @@ def _rtp_stats(t: SipThread, rec: CallRec) -> dict | None:
     discarded (too late, or to bring its delay down), reads that found it empty (before the
     first packet, or a packet late: the codec's concealment played), its delay now; and the
     node's playout point (legs.c): how long after its earliest possible arrival a packet is
-    played, and the lateness the buffer waits for (None until 50 packets came)."""
+    played, and the lateness the buffer waits for (None until 50 packets came); the loss its
+    Opus encoder codes in-band FEC for (None: not Opus, or no report from the peer yet)."""
     try:
         stat = rec.call.getStreamStat(0)
     except t.pj.Error:
@@ -363,7 +364,8 @@ def _rtp_stats(t: SipThread, rec: CallRec) -> dict | None:
             "peer_lost": st.txStat.loss,  # what the caller's RTCP reports says it lost
             "concealed": jb.lost, "jb_discarded": jb.discard, "jb_empty": jb.empty,
             "jb_delay_s": jb.avgDelayMsec / 1e3, "jb_delay_max_s": jb.maxDelayMsec / 1e3,
-            "playout_s": mix.get("playout_s"), "target_s": mix.get("target_s")}
+            "playout_s": mix.get("playout_s"), "target_s": mix.get("target_s"),
+            "fec_pct": mix.get("fec_pct")}
 
 
 def _refused(t: SipThread) -> dict[str, int]:

@@ -116,6 +116,8 @@ def test_the_outbound_and_stream_options_are_bounded():
                      ({"jb_catchup_ms": 100}, "jb_catchup_ms"),
                      ({"jb_wait_pct": 40}, "jb_wait_pct"),
                      ({"jb_delay_max_ms": 500}, "jb_delay_max_ms"),
+                     ({"opus_bitrate": 5000}, "opus_bitrate"),
+                     ({"opus_bitrate": 600000}, "opus_bitrate"),
                      ({"dial_allow": ["x" * 300]}, "dial_allow"),
                      ({"dial_allow": [1]}, "dial_allow must be a list of strings")):
         with pytest.raises(ValueError, match=why):
