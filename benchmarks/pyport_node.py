@@ -111,8 +111,18 @@ class Node:
         tc = pj.TransportConfig()
         tc.port, tc.boundAddress = args.sip_port, args.sip_host
         ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tc)
+        # PCMU first; G.722 and Opus for benchmarks/quality.py's wideband rows (a caller that
+        # offers only one of them), Opus at the node's 16 kHz and 32 kbit/s
+        prio = {"pcmu/": 250, "g722/": 200, "opus/": 150}
         for ci in ep.codecEnum2():
-            ep.codecSetPriority(ci.codecId, 250 if ci.codecId.startswith("PCMU") else 0)
+            ep.codecSetPriority(ci.codecId, next(
+                (p for k, p in prio.items() if ci.codecId.lower().startswith(k)), 0))
+        try:
+            oc = ep.getCodecOpusConfig()
+            oc.sample_rate, oc.channel_cnt, oc.frm_ptime, oc.bit_rate = 16000, 1, 20, 32000
+            ep.setCodecOpusConfig(oc)
+        except pj.Error:
+            pass  # no Opus in this build
         ep.libStart()
         acfg = pj.AccountConfig()
         acfg.idUri = f"sip:pyport@{args.sip_host}:{args.sip_port}"

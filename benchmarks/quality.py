@@ -1,20 +1,25 @@
-"""What a listener hears through the node, scored with PESQ (ITU-T P.862, narrowband).
+"""What a listener hears through the node, scored with PESQ (ITU-T P.862).
 
     .venv/bin/python benchmarks/quality.py [--reps 3] [--only clean,noise,loss]
+                                          [--codec pcmu,g722,opus,opus-nofec]
 
-Speech in: a few sentences of espeak-ng (8 kHz, about 9 s, scaled to -26 dBFS over the
-utterance) with 2 s of silence before it, as the microphone (baresip ``aufile``) of a talker
-calling the node with PCMU. Speech out: what a listener (baresip, ``sndfile``) decoded. The
-listener's recording is aligned to the speech by cross-correlation and scored with
-``pesq(8000, ref, deg, 'nb')`` (ref and deg with 0.5 s of silence either side). Delay: the
-talker's RTP as it leaves the talker and the node's RTP to the listener, captured on ``lo``
-(dumpcap), decoded and laid out by capture time, cross-correlated: mouth-to-wire delay of the
-node plus the impairment's own delay (jitter buffer, mixer tick, encoder, relay).
+Speech in: a few sentences of espeak-ng (about 9 s, scaled to -26 dBFS over the utterance)
+with 2 s of silence before it, as the microphone (baresip ``aufile``) of a talker calling the
+node. Speech out: what a listener (baresip, ``sndfile``) decoded. The listener's recording is
+aligned to the speech by cross-correlation and scored with PESQ (ref and deg with 0.5 s of
+silence either side): narrowband at 8 kHz for PCMU (the default), wideband at 16 kHz for
+G.722 and Opus (``--codec``; the Opus talker is baresip at 32 kbit/s, VoIP application,
+coding in-band FEC for 10 % loss, as a WebRTC client does: ``opus-nofec`` is the same talker
+without FEC, to show what the node makes of it). Delay: the talker's RTP as it leaves the
+talker and the node's RTP to the listener, captured on ``lo`` (dumpcap), decoded and laid out
+by capture time, cross-correlated: mouth-to-wire delay of the node plus the impairment's own
+delay (jitter buffer, mixer tick, encoder, relay); not for G.722 (no decoder here).
 
 Rows (each the median of --reps paired repetitions: one repetition runs every selected row,
 with the same seeds):
 
-- codec alone: the same speech through G.711 mu-law encode/decode in numpy (the ceiling);
+- codec alone: the same speech through G.711 mu-law encode/decode in numpy, or libopus at
+  16 kHz (the ceiling; none for G.722);
 - clean: talker -> listener, a room of two;
 - noise: a room of three, the talker and two listeners whose microphones carry seeded white
   noise at -45 dBFS; the first listener's score (it hears the talker plus the other listener's
@@ -28,7 +33,8 @@ with the same seeds):
   packets, which the relay passes clean; its RTP back is relayed to the talker unimpaired.
   Beside each, ``codec+loss alone``: the same loss pattern applied to the speech's 20 ms
   frames in numpy with silence in place of a lost frame (no concealment; what the loss alone
-  costs without any jitter buffer or PLC);
+  costs without any jitter buffer or PLC); for Opus, libopus' own concealment instead, and
+  the frame recovered from the next packet's FEC where that one came (an ideal receiver);
 - the baseline (``pjsua2 bridge:`` rows, unless ``--no-bridge``): the clean and loss/jitter
   rows again, same seeds, through pjsua2's own conference bridge on the same pjproject build
   (benchmarks/pyport_node.py --bridge: calls connected with startTransmit, pjsua's default
@@ -70,8 +76,6 @@ from support.baresip import BaresipUA  # noqa: E402
 from support.node import NodeProcess  # noqa: E402
 from support.pcap import Capture, read_udp  # noqa: E402
 
-RATE = 8000
-FRAME = 160  # 20 ms of PCMU
 LEAD_S = 2.0  # silence on the talker's microphone before the speech
 TAIL_S = 2.0  # and after it (baresip's aufile ends the call when the file ends)
 PAD_S = 0.5  # silence either side of the utterance given to PESQ
@@ -84,6 +88,34 @@ TEXT = ("The birch canoe slid on the smooth planks. Glue the sheet to the dark b
 
 BRIDGE = "  pjsua2 bridge: "  # the baseline's rows
 
+
+@dataclass(frozen=True)
+class Codec:
+    """What the callers speak, and how the benchmark hears it."""
+
+    label: str  # prefixes the rows ("" for PCMU, the default)
+    name: str  # baresip's (and the SDP's) name
+    rate: int  # PESQ's: 8000 narrowband, 16000 wideband
+    mic_rate: int  # baresip 1.0's aufile does not resample: the codec's own rate
+    payload_type: int | None  # a static one, or None: dynamic (>= 96)
+    extra_conf: tuple[str, ...] = ()
+    fec: bool = False
+
+    @property
+    def frame(self) -> int:
+        return self.rate // 50
+
+
+OPUS_CONF = ("opus_application voip", "opus_bitrate 32000")
+CODECS = {
+    "pcmu": Codec("", "PCMU", 8000, 8000, 0),
+    "g722": Codec("G.722: ", "G722", 16000, 16000, 9),
+    "opus": Codec("Opus: ", "opus", 16000, 48000, None, (*OPUS_CONF, "opus_packet_loss 10"),
+                  fec=True),
+    "opus-nofec": Codec("Opus, no FEC: ", "opus", 16000, 48000, None,
+                        (*OPUS_CONF, "opus_packet_loss 0")),
+}
+
 LOSS_ROWS = [  # (label, loss %, delay ms, jitter ms)
     ("3 % loss", 3.0, 0.0, 0.0),
     ("10 % loss", 10.0, 0.0, 0.0),
@@ -94,13 +126,18 @@ LOSS_ROWS = [  # (label, loss %, delay ms, jitter ms)
 
 # ---------------------------------------------------------------------------------- audio
 
-def make_speech(work: Path) -> np.ndarray:
-    """espeak-ng speech at 8 kHz, int16, scaled to SPEECH_DBFS (RMS over the utterance)."""
-    raw, wav = work / "speech-22k.wav", work / "speech-8k.wav"
-    subprocess.run(["espeak-ng", "-w", str(raw), TEXT], check=True, timeout=60)
-    subprocess.run(["sox", str(raw), "-r", str(RATE), "-c", "1", "-b", "16", str(wav)],
+def resampled(src: Path, dst: Path, rate: int) -> Path:
+    subprocess.run(["sox", str(src), "-r", str(rate), "-c", "1", "-b", "16", str(dst)],
                    check=True, timeout=60)
-    pcm, _ = read_wav(wav)
+    return dst
+
+
+def make_speech(work: Path, rate: int) -> np.ndarray:
+    """espeak-ng speech at ``rate``, int16, scaled to SPEECH_DBFS (RMS over the utterance)."""
+    raw = work / "speech-22k.wav"
+    if not raw.exists():
+        subprocess.run(["espeak-ng", "-w", str(raw), TEXT], check=True, timeout=60)
+    pcm, _ = read_wav(resampled(raw, work / f"speech-{rate}.wav", rate))
     loud = np.nonzero(np.abs(pcm) > 100)[0]
     pcm = pcm[loud[0]:loud[-1] + 1]
     rms = np.sqrt(np.mean(pcm ** 2))
@@ -108,13 +145,14 @@ def make_speech(work: Path) -> np.ndarray:
     return np.clip(pcm, -32768, 32767).astype(np.int16)
 
 
-def padded(speech: np.ndarray) -> np.ndarray:
-    pad = np.zeros(int(PAD_S * RATE), np.int16)
+def padded(speech: np.ndarray, rate: int) -> np.ndarray:
+    pad = np.zeros(int(PAD_S * rate), np.int16)
     return np.concatenate([pad, speech, pad])
 
 
-def score(ref: np.ndarray, deg: np.ndarray) -> float:
-    return float(pesq(RATE, ref.astype(np.float64), deg.astype(np.float64), "nb"))
+def score(ref: np.ndarray, deg: np.ndarray, rate: int) -> float:
+    return float(pesq(rate, ref.astype(np.float64), deg.astype(np.float64),
+                      "nb" if rate == 8000 else "wb"))
 
 
 def xcorr_lag(signal: np.ndarray, ref: np.ndarray, lo: int = 0, hi: int | None = None) -> int:
@@ -125,76 +163,122 @@ def xcorr_lag(signal: np.ndarray, ref: np.ndarray, lo: int = 0, hi: int | None =
     return lo + int(np.argmax(c[lo:hi]))
 
 
-def heard_score(heard: Path, speech: np.ndarray) -> tuple[float, float]:
-    """(PESQ, the speech's offset in the recording in s): the listener's recording aligned
-    to the speech by cross-correlation."""
-    pcm, rate = read_wav(heard)
-    assert rate == RATE, f"{heard}: {rate} Hz"
+def heard_score(heard: Path, speech: np.ndarray, rate: int) -> tuple[float, float]:
+    """(PESQ, the speech's offset in the recording in s): the listener's recording (at
+    ``rate``, or brought there) aligned to the speech by cross-correlation."""
+    pcm, got = read_wav(heard)
+    if got != rate:
+        pcm, _ = read_wav(resampled(heard, heard.with_suffix(f".{rate}.wav"), rate))
     lag = xcorr_lag(pcm, speech.astype(np.float64))
-    ref = padded(speech)
-    start = lag - int(PAD_S * RATE)
+    ref = padded(speech, rate)
+    start = lag - int(PAD_S * rate)
     deg = np.zeros(len(ref))
     a, b = max(start, 0), min(start + len(ref), len(pcm))
     if b > a:
         deg[a - start:b - start] = pcm[a:b]
-    return score(ref, deg), lag / RATE
+    return score(ref, deg, rate), lag / rate
 
 
-def codec_alone(speech: np.ndarray) -> float:
-    ref = padded(speech)
-    return score(ref, ulaw_decode(ulaw_encode(ref)))
+def opus_through(ref: np.ndarray, codec: Codec, lost: set[int]) -> np.ndarray:
+    """``ref`` through libopus at 16 kHz as the talker codes it; a lost frame concealed by
+    the decoder, or recovered from the next packet's FEC when that one was not lost."""
+    from support.opus import Decoder, Encoder
+
+    enc = Encoder(32000, "wb", fec_loss_pct=10 if codec.fec else 0, rate=codec.rate)
+    dec = Decoder(codec.rate)
+    n = len(ref) // codec.frame
+    payloads = [enc.encode(ref[i * codec.frame:(i + 1) * codec.frame]) for i in range(n)]
+    out = []
+    for i, p in enumerate(payloads):
+        if i not in lost:
+            out.append(dec.decode(p))
+        elif i + 1 < n and i + 1 not in lost:
+            out.append(dec.decode(payloads[i + 1], fec=True))
+        else:
+            out.append(dec.decode(None))
+    return np.concatenate(out)[:len(ref)]
 
 
-def codec_with_loss(speech: np.ndarray, loss: float, seed: int) -> float:
-    """G.711 with the relay's loss pattern on 20 ms frames, silence for a lost frame."""
-    ref = padded(speech)
-    dec = ulaw_decode(ulaw_encode(ref)).astype(np.float64)
+def codec_alone(speech: np.ndarray, codec: Codec) -> float | None:
+    ref = padded(speech, codec.rate)
+    if codec.name == "PCMU":
+        return score(ref, ulaw_decode(ulaw_encode(ref)), codec.rate)
+    if codec.name == "opus":
+        out = opus_through(ref, codec, set())
+        return score(ref[:len(out)], out, codec.rate)
+    return None
+
+
+def codec_with_loss(speech: np.ndarray, codec: Codec, loss: float, seed: int) -> float | None:
+    """The codec with the relay's loss pattern on 20 ms frames: silence for a lost G.711
+    frame; Opus' own concealment (and FEC from the next packet)."""
+    ref = padded(speech, codec.rate)
     imp = Impairment(loss, 0.0, 0.0, seed)
-    for i in range(0, len(dec), FRAME):
-        if imp.fate() is None:
-            dec[i:i + FRAME] = 0
-    return score(ref, dec)
+    lost = {i for i in range(len(ref) // codec.frame) if imp.fate() is None}
+    if codec.name == "opus":
+        out = opus_through(ref, codec, lost)
+        return score(ref[:len(out)], out, codec.rate)
+    if codec.name != "PCMU":
+        return None
+    dec = ulaw_decode(ulaw_encode(ref)).astype(np.float64)
+    for i in lost:
+        dec[i * codec.frame:(i + 1) * codec.frame] = 0
+    return score(ref, dec, codec.rate)
 
 
 ONSET_DBFS = -35.0  # a frame louder than this starts the speech (over -45 dBFS noise)
 
 
 def wire_delay_ms(cap: Path, talker: BaresipUA, listener: BaresipUA, node: NodeProcess,
-                  ) -> tuple[float, float]:
+                  codec: Codec) -> tuple[float, float]:
     """Talker's RTP as sent vs the node's RTP to the listener, both laid out by capture time
     and decoded: the lag (0..1 s) of the best cross-correlation, in ms; and the onset delay,
     from the talker's first packet over ONSET_DBFS to the listener's first (a gate that clips
     a first syllable shows here)."""
-    sent: list[tuple[float, bytes]] = []
-    out: list[tuple[float, bytes]] = []
+    if codec.name not in ("PCMU", "opus"):
+        return float("nan"), float("nan")
+    sent: list[tuple[float, np.ndarray]] = []
+    out: list[tuple[float, np.ndarray]] = []
+    decoders: dict[str, object] = {}
+
+    def decode(which: str, body: bytes) -> np.ndarray:
+        if codec.name == "PCMU":
+            return ulaw_decode(body[:codec.frame])
+        from support.opus import Decoder
+
+        return decoders.setdefault(which, Decoder(codec.rate)).decode(body).astype(np.float64)
 
     for p in read_udp(cap):
         pl = p.payload
-        if len(pl) < 12 + FRAME or pl[0] >> 6 != 2 or pl[1] & 0x7F != 0:
-            continue  # PCMU only, not RTCP / events
+        if len(pl) <= 12 + 4 or pl[0] >> 6 != 2:
+            continue
+        pt = pl[1] & 0x7F
+        if pt != codec.payload_type and (codec.payload_type is not None or pt < 96):
+            continue  # not RTCP
         if talker.rtp[0] <= p.src[1] <= talker.rtp[1]:
-            sent.append((p.t, pl[12:12 + FRAME]))
+            sent.append((p.t, decode("sent", pl[12:])))
         elif (listener.rtp[0] <= p.dst[1] <= listener.rtp[1]
               and node.rtp[0] <= p.src[1] <= node.rtp[1]):
-            out.append((p.t, pl[12:12 + FRAME]))
+            out.append((p.t, decode("out", pl[12:])))
     if len(sent) < 100 or len(out) < 100:
         return float("nan"), float("nan")
     t0 = min(sent[0][0], out[0][0])
     end = max(sent[-1][0], out[-1][0]) - t0
+    rate = codec.rate
 
-    def lay(stream: list[tuple[float, bytes]]) -> np.ndarray:
-        sig = np.zeros(int((end + 1) * RATE))
-        for t, body in stream:
-            i = int(round((t - t0) * RATE))
-            sig[i:i + FRAME] = ulaw_decode(body)
+    def lay(stream: list[tuple[float, np.ndarray]]) -> np.ndarray:
+        sig = np.zeros(int((end + 1) * rate) + 6 * codec.frame)
+        for t, pcm in stream:
+            i = int(round((t - t0) * rate))
+            sig[i:i + len(pcm)] = pcm
         return sig
 
-    def onset(stream: list[tuple[float, bytes]]) -> float:
+    def onset(stream: list[tuple[float, np.ndarray]]) -> float:
         floor = (32768 * 10 ** (ONSET_DBFS / 20)) ** 2
-        return next((t for t, body in stream if np.mean(ulaw_decode(body) ** 2) > floor),
+        return next((t for t, pcm in stream if len(pcm) and np.mean(pcm ** 2) > floor),
                     float("nan"))
 
-    return (xcorr_lag(lay(out), lay(sent), 0, RATE) / RATE * 1000,
+    return (xcorr_lag(lay(out), lay(sent), 0, rate) / rate * 1000,
             (onset(out) - onset(sent)) * 1000)
 
 
@@ -341,18 +425,25 @@ class Result:
     delay_ms: float
     lost_pct: float = float("nan")
     onset_ms: float = float("nan")
+    media: dict | None = None  # the talker's member media (the node's API), near the end
 
 
-def call(work: Path, node: NodeProcess, room: str, speech: np.ndarray, kind: str,
+TOKEN = "quality"  # the nodes' API token (the talker's jitter buffer figures, --media)
+
+
+def call(work: Path, node: NodeProcess, room: str, speech: np.ndarray, codec: Codec, kind: str,
          imp: Impairment | None, seed: int) -> Result:
     """One talker and one listener in a room, or two listeners (``kind`` "noise": each with
     its own noise as microphone; "quiet": silent microphones); the first listener's PESQ and
     the wire delay talker -> node -> that listener."""
     work.mkdir(parents=True)
     mic = work / "talker.wav"
-    write_wav(mic, np.concatenate([np.zeros(int(LEAD_S * RATE), np.int16), speech,
-                                   np.zeros(int(TAIL_S * RATE), np.int16)]), RATE)
-    mic_s = LEAD_S + len(speech) / RATE + TAIL_S
+    rate = codec.rate
+    write_wav(mic, np.concatenate([np.zeros(int(LEAD_S * rate), np.int16), speech,
+                                   np.zeros(int(TAIL_S * rate), np.int16)]), rate)
+    if codec.mic_rate != rate:
+        mic = resampled(mic, work / "talker-mic.wav", codec.mic_rate)
+    mic_s = LEAD_S + len(speech) / rate + TAIL_S
     listeners = []
     for i in range(2 if kind else 1):
         lmic = None
@@ -360,11 +451,12 @@ def call(work: Path, node: NodeProcess, room: str, speech: np.ndarray, kind: str
             rng = np.random.default_rng(seed * 10 + i)
             sd = 32768 * 10 ** (NOISE_DBFS / 20)
             lmic = work / f"noise{i}.wav"
-            write_wav(lmic, np.clip(rng.normal(0, sd, int(90 * RATE)), -32768, 32767)
-                      .astype(np.int16), RATE)
-        listeners.append(BaresipUA(work, f"listener{i}", codecs="PCMU", tone_hz=0.0,
-                                   mic_wav=lmic))
-    talker = BaresipUA(work, "talker", codecs="PCMU", mic_wav=mic)
+            write_wav(lmic, np.clip(rng.normal(0, sd, int(90 * codec.mic_rate)), -32768, 32767)
+                      .astype(np.int16), codec.mic_rate)
+        listeners.append(BaresipUA(work, f"listener{i}", codecs=codec.name, tone_hz=0.0,
+                                   mic_wav=lmic, extra_conf=codec.extra_conf))
+    talker = BaresipUA(work, "talker", codecs=codec.name, mic_wav=mic,
+                       extra_conf=codec.extra_conf)
     path = ImpairedPath(node, imp) if imp else None
     uas = [*listeners, talker]
     bpf = (f"udp and (portrange {talker.rtp[0]}-{talker.rtp[1]} or "
@@ -380,8 +472,13 @@ def call(work: Path, node: NodeProcess, room: str, speech: np.ndarray, kind: str
             talker.dial(path.uri(room) if path else node.uri(room), int(mic_s) + 20)
             if not talker.wait_for("Call established", 10):
                 raise RuntimeError(f"talker not in the call:\n{talker.output()[-2000:]}")
-            # aufile ends the talker's call when the file ends
-            talker.wait_for("terminated", mic_s + 5)
+            # aufile ends the talker's call when the file ends; its figures a second before
+            media = None
+            if not talker.wait_for("terminated", mic_s - 1) and not node.args[1].endswith(
+                    "pyport_node.py"):
+                members = sorted(node.members(TOKEN, room), key=lambda m: m["joined_at"])
+                media = members[-1]["media"] if members else None  # it dialled last
+            talker.wait_for("terminated", 6)
             time.sleep(0.5)
             for ua in uas:
                 ua.stop()
@@ -390,20 +487,46 @@ def call(work: Path, node: NodeProcess, room: str, speech: np.ndarray, kind: str
             ua.stop()
         if path:
             path.stop()
-    pesq_score, _ = heard_score(listeners[0].heard(), speech)
-    delay, onset = wire_delay_ms(work / "rtp.pcap", talker, listeners[0], node)
+    pesq_score, _ = heard_score(listeners[0].heard(), speech, rate)
+    delay, onset = wire_delay_ms(work / "rtp.pcap", talker, listeners[0], node, codec)
     (work / "rtp.pcap").unlink(missing_ok=True)
     lost = path.dropped / max(path.seen - WARMUP_PACKETS, 1) * 100 if path else float("nan")
-    return Result(pesq_score, delay, lost, onset)
+    return Result(pesq_score, delay, lost, onset, media)
 
 
 def start_node(work: Path, extra: list[str], bridge: bool = False) -> NodeProcess:
     """The node, or (``bridge``) the baseline: pjsua2's own conference bridge on the same
     pjproject build (benchmarks/pyport_node.py --bridge), its jitter buffer at pjsua's defaults."""
-    node = NodeProcess(work, rtp_ports=400, extra=["--log-level", "warning", *extra])
+    node = NodeProcess(work, rtp_ports=400, extra=["--log-level", "warning", *extra]
+                       + ([] if bridge else ["--api-token", TOKEN]))
     if bridge:
         node.args[1:4] = [str(Path(__file__).with_name("pyport_node.py")), "--bridge"]
     return node.start()
+
+
+def rep_plan(c: Codec, only: set[str], loss_rows: list[str], seed: int, node: NodeProcess,
+             node_ns: NodeProcess | None, bridge: NodeProcess | None,
+             ) -> list[tuple[str, NodeProcess, Codec, str, Impairment | None]]:
+    """One repetition's calls for one codec: (label, node, codec, room kind, impairment)."""
+    plan: list[tuple[str, NodeProcess, Codec, str, Impairment | None]] = []
+    if "clean" in only:
+        plan.append((f"{c.label}clean, 2 members", node, c, "", None))
+        if bridge:
+            plan.append((f"{BRIDGE}{c.label}clean, 2 members", bridge, c, "", None))
+    if "noise" in only and node_ns:
+        plan.append((f"{c.label}no noise, 3 members (reference)", node, c, "quiet", None))
+        plan.append((f"{c.label}noise -45 dBFS, 3 members, default", node, c, "noise", None))
+        plan.append((f"{c.label}noise -45 dBFS, 3 members, --noise-suppression", node_ns, c,
+                     "noise", None))
+    if "loss" in only:
+        for label, loss, delay, jitter in LOSS_ROWS:
+            if loss_rows and not any(t in label for t in loss_rows):
+                continue
+            plan.append((c.label + label, node, c, "", Impairment(loss, delay, jitter, seed)))
+            if bridge:
+                plan.append((BRIDGE + c.label + label, bridge, c, "",
+                             Impairment(loss, delay, jitter, seed)))
+    return plan
 
 
 def main() -> None:
@@ -417,16 +540,27 @@ def main() -> None:
                     help="only the loss rows whose label has TEXT, e.g. --loss-row=40+-40")
     ap.add_argument("--no-bridge", dest="bridge", action="store_false",
                     help="skip the baseline rows (pjsua2's conference bridge)")
+    ap.add_argument("--media", action="store_true",
+                    help="print the talker's jitter buffer figures for each call on the node")
+    ap.add_argument("--codec", default="pcmu",
+                    help=f"comma-separated: {', '.join(CODECS)} (default pcmu)")
     args = ap.parse_args()
     only = {s.strip() for s in args.only.split(",") if s.strip()}
     if not only <= {"clean", "noise", "loss"}:
         ap.error(f"--only: unknown {sorted(only - {'clean', 'noise', 'loss'})}")
+    names = [c.strip() for c in args.codec.split(",") if c.strip()]
+    if not names or not set(names) <= set(CODECS):
+        ap.error(f"--codec: one or more of {', '.join(CODECS)}")
+    codecs = [CODECS[n] for n in names]
     t_start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="sipconf-quality-") as d:
         work = Path(d)
-        speech = make_speech(work)
+        speeches = {c.rate: make_speech(work, c.rate) for c in codecs}
         rows: dict[str, list[Result]] = {}
-        rows["codec alone (G.711 in numpy)"] = [Result(codec_alone(speech), float("nan"))]
+        for c in codecs:
+            alone = codec_alone(speeches[c.rate], c)
+            if alone is not None:
+                rows[f"{c.label}codec alone"] = [Result(alone, float("nan"))]
         node = start_node(work, args.node_arg)
         node_ns = (start_node(work, [*args.node_arg, "--noise-suppression"]) if "noise" in only
                    else None)
@@ -434,45 +568,39 @@ def main() -> None:
         try:
             for rep in range(args.reps):
                 seed = 1000 + rep
-                plan: list[tuple[str, NodeProcess, str, Impairment | None]] = []
-                if "clean" in only:
-                    plan.append(("clean, 2 members", node, "", None))
-                    if bridge:
-                        plan.append((f"{BRIDGE}clean", bridge, "", None))
-                if "noise" in only:
-                    plan.append(("no noise, 3 members (reference)", node, "quiet", None))
-                    plan.append(("noise -45 dBFS, 3 members, default", node, "noise", None))
-                    plan.append(("noise -45 dBFS, 3 members, --noise-suppression", node_ns,
-                                 "noise", None))
-                if "loss" in only:
-                    for label, loss, delay, jitter in LOSS_ROWS:
-                        if args.loss_row and not any(t in label for t in args.loss_row):
-                            continue
-                        plan.append((label, node, "", Impairment(loss, delay, jitter, seed)))
-                        if bridge:
-                            plan.append((BRIDGE + label, bridge, "",
-                                         Impairment(loss, delay, jitter, seed)))
-                for i, (label, n, room, imp) in enumerate(plan):
-                    r = call(work / f"r{rep}-{i}", n, f"q{rep}x{i}", speech, room, imp, seed)
+                plan: list[tuple[str, NodeProcess, Codec, str, Impairment | None]] = []
+                for c in codecs:
+                    plan += rep_plan(c, only, args.loss_row, seed, node, node_ns, bridge)
+                for i, (label, n, c, room, imp) in enumerate(plan):
+                    r = call(work / f"r{rep}-{i}", n, f"q{rep}x{i}", speeches[c.rate], c, room,
+                             imp, seed)
                     rows.setdefault(label, []).append(r)
                     extra = f", lost {r.lost_pct:.1f} %" if imp else ""
                     print(f"rep {rep + 1}/{args.reps}: {label}: PESQ {r.pesq:.2f}, "
-                          f"delay {r.delay_ms:.0f} ms, onset {r.onset_ms:.0f} ms{extra}",
+                          f"delay {r.delay_ms:.0f} ms, onset {r.onset_ms:.0f} ms{extra}"
+                          + (f"; talker's media {r.media}" if args.media and r.media else ""),
                           file=sys.stderr, flush=True)
                     if imp:
                         pct = imp.loss * 100
-                        key = f"  codec alone + {pct:g} % loss, silence for a lost frame"
-                        rows.setdefault(key, [])
-                        if len(rows[key]) <= rep:
-                            rows[key].append(Result(codec_with_loss(speech, pct, seed),
-                                                    float("nan")))
+                        key = (f"  {c.label}codec alone + {pct:g} % loss"
+                               + (", silence for a lost frame" if c.name == "PCMU" else ""))
+                        got = rows.setdefault(key, [])
+                        alone = (codec_with_loss(speeches[c.rate], c, pct, seed)
+                                 if len(got) <= rep else None)
+                        if alone is not None:
+                            got.append(Result(alone, float("nan")))
+                        elif not got:
+                            del rows[key]
         finally:
             for n in (node, node_ns, bridge):
                 if n is not None and n.alive():
                     n.terminate()
-        print(f"\nPESQ (P.862 narrowband, MOS-LQO), median of {args.reps} paired "
-              f"repetition(s); speech {len(speech) / RATE:.1f} s, PCMU")
-        print(f"{'scenario':<54} {'PESQ':>5} {'runs':<20} {'delay ms':>8} {'lost %':>7} "
+        bands = sorted({"narrowband (8 kHz)" if c.rate == 8000 else "wideband (16 kHz)"
+                        for c in codecs})
+        print(f"\nPESQ (P.862 {' and '.join(bands)}, MOS-LQO), median of {args.reps} paired "
+              f"repetition(s); speech {len(next(iter(speeches.values()))) / codecs[0].rate:.1f}"
+              f" s; {', '.join(c.label.rstrip(': ') or 'PCMU' for c in codecs)}")
+        print(f"{'scenario':<60} {'PESQ':>5} {'runs':<20} {'delay ms':>8} {'lost %':>7} "
               f"{'onset ms':>8}")
         for k in rows:
             rs = rows[k]
@@ -484,7 +612,7 @@ def main() -> None:
             lo = f"{statistics.median(lost):7.1f}" if lost else f"{'':>7}"
             onsets = [r.onset_ms for r in rs if not np.isnan(r.onset_ms)]
             on = f"{statistics.median(onsets):8.0f}" if onsets else ""
-            print(f"{k:<54} {med:5.2f} {runs:<20} {dl} {lo} {on}")
+            print(f"{k:<60} {med:5.2f} {runs:<20} {dl} {lo} {on}")
         if bridge:
             print("\nnode - bridge, per paired repetition (PESQ; delay ms):")
             for k in rows:
@@ -493,7 +621,7 @@ def main() -> None:
                     d = [f"{a.pesq - b.pesq:+.2f}; {a.delay_ms - b.delay_ms:+.0f}"
                          for a, b in zip(mine, base, strict=True)]
                     worst = min(a.pesq - b.pesq for a, b in zip(mine, base, strict=True))
-                    print(f"  {k[len(BRIDGE):]:<30} {'  '.join(d)}   "
+                    print(f"  {k[len(BRIDGE):]:<36} {'  '.join(d)}   "
                           f"{'node >= bridge in every run' if worst >= 0 else 'BELOW the bridge'}")
         print(f"(run took {time.monotonic() - t_start:.0f} s)")
 

@@ -21,8 +21,9 @@ class BaresipUA:
     def __init__(self, workdir: Path, name: str, tone_hz: float | None = None,
                  codecs: str = "PCMU,PCMA", mic_seconds: float = 60.0,
                  mic_wav: Path | None = None, tls_ca: Path | None = None,
-                 mediaenc: str | None = None):
-        """``tls_ca``: SIP over TLS (dial a ``;transport=tls`` URI), trusting that CA file;
+                 mediaenc: str | None = None, extra_conf: tuple[str, ...] = ()):
+        """``extra_conf``: more lines for its config (e.g. ``opus_packet_loss 10``);
+        ``tls_ca``: SIP over TLS (dial a ``;transport=tls`` URI), trusting that CA file;
         ``mediaenc``: baresip's media encryption, e.g. ``srtp-mand`` (RTP/SAVP with SDES
         keys) or ``srtp`` (RTP/AVP with keys offered)."""
         self.name = name
@@ -75,6 +76,7 @@ class BaresipUA:
             "opus_stereo no",
             "opus_sprop_stereo no",
             *([f"sip_cafile {tls_ca}"] if tls_ca else []),
+            *extra_conf,
         ]
         (self.dir / "config").write_text("\n".join(conf) + "\n")
         (self.dir / "accounts").write_text(
