@@ -18,6 +18,7 @@ import logging
 import ssl
 import time
 import uuid as uuidlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -84,9 +85,9 @@ async def run(node: Node, st: StreamRun, dtmf: trio.MemoryReceiveChannel | None 
                 spec.url, _ssl() if spec.url.startswith("wss") else None,
                 connect_timeout=CONNECT_S, disconnect_timeout=2,
                 max_message_size=sp.MAX_MESSAGE) as ws:
+            tx = _Sender(ws, out)
             try:
-                for message in out.opening():
-                    await _send(ws, message)
+                await tx.send(out.opening)
                 started = True
                 status(node, st, "StartStream")
                 log.info("stream %s of %s to %s started (%s, %s)", st.stream_id, st.owner,
@@ -94,11 +95,10 @@ async def run(node: Node, st: StreamRun, dtmf: trio.MemoryReceiveChannel | None 
                          extra={"call_uuid": st.owner, "event": "stream-start"})
                 with trio.move_on_after(spec.stream_timeout) as timer:
                     async with trio.open_nursery() as nursery:
-                        nursery.start_soon(_up, ws, st, out, fmt,
-                                           node.config.stream_chunk_ms)
-                        nursery.start_soon(_down, ws, st, out, fmt, nursery, send_digits)
+                        nursery.start_soon(_up, tx, st, fmt, node.config.stream_chunk_ms)
+                        nursery.start_soon(_down, ws, tx, st, fmt, nursery, send_digits)
                         if dtmf is not None:
-                            nursery.start_soon(_dtmf, ws, out, dtmf)
+                            nursery.start_soon(_dtmf, tx, dtmf)
                 if timer.cancelled_caught:
                     st.reason = "streamTimeout"
             except BaseException as exc:  # noqa: BLE001 - ours are told apart, the rest re-raised
@@ -166,14 +166,34 @@ def _ended(st: StreamRun, exc: BaseException) -> bool:
     return True
 
 
-async def _send(ws, message: str) -> None:
-    with trio.move_on_after(STALL_S) as waited:
-        await ws.send_message(message)
-    if waited.cancelled_caught:
-        raise _Stalled()
+class _Sender:
+    """Numbers and sends the node's messages one at a time (sender, checkpoint watcher and
+    digits share the socket), so numbers go out in order; a message the call's end cancelled
+    before it went out gives its number back, so the app never sees a gap."""
+
+    def __init__(self, ws, out: sp.Outgoing):
+        self.ws, self.out, self.lock = ws, out, trio.Lock()
+
+    async def send(self, make: Callable[..., str | list[str]], *args) -> None:
+        """Sends what ``make(*args)`` (one of the Outgoing's messages) builds."""
+        async with self.lock:
+            before = self.out.snapshot()
+            built = make(*args)
+            messages = [built] if isinstance(built, str) else built
+            sent = 0
+            try:
+                for message in messages:
+                    with trio.move_on_after(STALL_S) as waited:
+                        await self.ws.send_message(message)  # all of it or none (trio's send)
+                    if waited.cancelled_caught:
+                        raise _Stalled()
+                    sent += 1
+            finally:
+                if sent < len(messages):
+                    self.out.rewind(before, sent)
 
 
-async def _up(ws, st: StreamRun, out: sp.Outgoing, fmt: sp.Format, chunk_ms: int) -> None:
+async def _up(tx: _Sender, st: StreamRun, fmt: sp.Format, chunk_ms: int) -> None:
     """Every ``chunk_ms``: what the tick put up, as media chunks of that length per track."""
     from mixer_ext import streams
 
@@ -194,12 +214,13 @@ async def _up(ws, st: StreamRun, out: sp.Outgoing, fmt: sp.Format, chunk_ms: int
             whole = len(buf) // chunk * chunk
             for i in range(0, whole, chunk):
                 ms = int(t0 * 1000) + sent[track] * 1000 // rate
-                await _send(ws, out.media(track, sp.encode(buf[i:i + chunk], rate, fmt), ms))
+                payload = sp.encode(buf[i:i + chunk], rate, fmt)
+                await tx.send(tx.out.media, track, payload, ms)
                 sent[track] += chunk
             held[track] = [buf[whole:]] if whole < len(buf) else []
 
 
-async def _down(ws, st: StreamRun, out: sp.Outgoing, fmt: sp.Format, nursery,
+async def _down(ws, tx: _Sender, st: StreamRun, fmt: sp.Format, nursery,
                 send_digits) -> None:
     """The app's messages: audio to play, clears, checkpoints, digits to send."""
     pipe = st.pipe
@@ -212,7 +233,8 @@ async def _down(ws, st: StreamRun, out: sp.Outgoing, fmt: sp.Format, nursery,
             if marks:
                 played = pipe.stats()["played"]
                 while marks and marks[0][0] <= played:
-                    await _send(ws, out.played(marks.pop(0)[1]))
+                    name = marks.pop(0)[1]
+                    await tx.send(tx.out.played, name)
 
     nursery.start_soon(watch)
     while True:
@@ -237,8 +259,7 @@ async def _down(ws, st: StreamRun, out: sp.Outgoing, fmt: sp.Format, nursery,
             played = pipe.stats()["played"]
             dropped = [name for at, name in marks if at > played]  # never plays
             marks[:] = [m for m in marks if m[0] <= played]
-            for answer in out.cleared(dropped):
-                await _send(ws, answer)
+            await tx.send(tx.out.cleared, dropped)
         elif isinstance(ev, sp.Checkpoint):
             now = pipe.stats()
             marks.append((now["played"] + now["pending"], ev.name))
@@ -246,9 +267,9 @@ async def _down(ws, st: StreamRun, out: sp.Outgoing, fmt: sp.Format, nursery,
             nursery.start_soon(send_digits, ev.digits)
 
 
-async def _dtmf(ws, out: sp.Outgoing, keys: trio.MemoryReceiveChannel) -> None:
+async def _dtmf(tx: _Sender, keys: trio.MemoryReceiveChannel) -> None:
     async for digit in keys:
-        await _send(ws, out.dtmf(digit, int(time.time() * 1000)))
+        await tx.send(tx.out.dtmf, digit, int(time.time() * 1000))
 
 
 def status(node: Node, st: StreamRun, event: str, error: str = "") -> None:

@@ -123,6 +123,18 @@ class Outgoing:
         self.seq = 0
         self.chunks: dict[str, int] = {}
 
+    def snapshot(self) -> tuple[int, dict[str, int]]:
+        """The counters before messages are built, for ``rewind`` if they are not sent."""
+        return self.seq, dict(self.chunks)
+
+    def rewind(self, before: tuple[int, dict[str, int]], sent: int) -> None:
+        """Only ``sent`` of the messages built since ``before`` went out (a send was cancelled
+        as the call ended): the next message takes the first unsent one's number, so the app
+        sees no gap."""
+        self.seq = before[0] + sent
+        if not sent:
+            self.chunks = dict(before[1])
+
     def _msg(self, event: str, **fields) -> str:
         self.seq += 1
         return json.dumps({"event": event, "sequenceNumber": self.seq,

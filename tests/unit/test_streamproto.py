@@ -162,3 +162,40 @@ def test_a_fault_beside_a_close_is_not_taken_for_the_close():
 
     st = audio_stream.StreamRun("call", None, None)
     assert not audio_stream._ended(st, ExceptionGroup("", [_closed(1000), KeyError("x")]))
+
+
+def test_a_message_the_calls_end_cancelled_gives_its_number_back():
+    """The call ended while a media chunk waited for the socket: it never went out, so the
+    stop takes its number and chunk count (the app sees 1, 2, 3 without a gap)."""
+    import trio
+
+    from sipconf import audio_stream
+
+    class Socket:
+        def __init__(self):
+            self.sent: list[dict] = []
+            self.block = False
+
+        async def send_message(self, message: str) -> None:
+            if self.block:
+                await trio.sleep_forever()
+            self.sent.append(json.loads(message))
+
+    ws = Socket()
+    out = sp.Outgoing("s1", "c1", ("inbound",), sp.Format("audio/x-mulaw", 8000))
+    tx = audio_stream._Sender(ws, out)
+
+    async def main():
+        await tx.send(out.opening)
+        await tx.send(out.media, "inbound", b"\xff", 1)
+        ws.block = True
+        with trio.move_on_after(0.05):
+            await tx.send(out.media, "inbound", b"\xff", 2)  # cancelled: not sent
+        ws.block = False
+        await tx.send(out.media, "inbound", b"\xff", 3)
+        await tx.send(out.stop, "done")
+
+    trio.run(main)
+    assert [m["sequenceNumber"] for m in ws.sent] == [1, 2, 3, 4]
+    assert [m["media"]["chunk"] for m in ws.sent[1:3]] == [1, 2]
+    assert ws.sent[2]["media"]["timestamp"] == "3"
