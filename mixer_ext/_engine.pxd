@@ -48,6 +48,7 @@ cdef extern from "engine.h" nogil:
         uint64_t energy
         int talking
         int fec_pct
+        unsigned fec_frames
     ctypedef struct eng_room_stats:
         int rate
         int nlegs
@@ -81,6 +82,7 @@ cdef extern from "engine.h" nogil:
     void eng_set_tick_align(int on)
     void eng_leg_own_encoder(eng_leg *leg, int ms)
     void sipconf_opus_set_application(int app)
+    void fec_set_decoding(int direct)
     eng_leg *eng_source_create(int rate)
     void eng_leg_play(eng_leg *leg, const int16_t *pcm, int n, int loops)
     void eng_leg_stop(eng_leg *leg)

@@ -43,6 +43,7 @@ typedef struct eng_leg_stats {
     uint64_t energy;       /* last frame's talker energy */
     int talking;           /* speaking (floor.c): what talk events and the API report */
     int fec_pct;           /* the loss (%) its Opus encoder codes FEC for (fec.c), -1: none */
+    unsigned fec_frames;   /* frames its Opus decoder rebuilt from the peer's FEC (fec.c) */
 } eng_leg_stats;
 
 typedef struct eng_room_stats {
@@ -120,6 +121,7 @@ void eng_leg_own_encoder(eng_leg *leg, int ms);
 /* pjproject as scripts/build-pjproject.sh patches it: the Opus application (OPUS_APPLICATION_*)
  * of every Opus encoder opened from now on. */
 void sipconf_opus_set_application(int app);
+void fec_set_decoding(int direct);     /* Opus decoders: 1 at once (fec.c), 0 pjmedia's way */
 
 /* Sounds. A player walks a PCM clip (at the leg's rate) frame by frame; loops < 0 = forever.
  * On a call leg it is a private overlay: added to what that caller hears (wait music, a Play

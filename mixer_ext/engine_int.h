@@ -89,6 +89,12 @@ struct eng_leg {
     unsigned rr_count;
     pj_uint32_t rr_lost;
     uint64_t rr_sent;
+    /* in-band FEC on what it receives (fec.c): its Opus decoder, whether it asked for the held
+     * frame, ticks a switch has waited for a quiet frame, frames rebuilt from FEC */
+    pjmedia_codec *dec_codec;
+    int dec_held;
+    int dec_switch_ticks;
+    unsigned fec_frames;
 };
 
 /* The rate converters of legs at another rate (Opus at 48 kHz) and of the shared encoders, one
@@ -176,6 +182,7 @@ void share_tick(eng_room *r, unsigned char *send);
 void share_room_gone(eng_room *r);
 void fec_leg_init(eng_leg *leg, const pjmedia_stream_info *si);
 void fec_tick(eng_room *r);
+void fec_after_read(eng_leg *leg, int quiet, int64_t target_us);
 void fec_own_again(eng_leg *leg);
 int fec_shared(pjmedia_codec *codec, int now, int want);
 

@@ -269,8 +269,10 @@ void legs_after_read(eng_leg *leg)
     STORE(leg->playout_us, known ? p.d_us : -1);
     STORE(leg->target_us, known ? p.t_us : -1);
     const int was = leg->jittery;
-    leg->jittery = known && p.t_us >= (was ? JITTER_OFF_US : JITTER_ON_US);
-    if (leg->jittery) {
+    const int jittery = known && p.t_us >= (was ? JITTER_OFF_US : JITTER_ON_US);
+    leg->jittery = jittery;
+    fec_after_read(leg, quiet, known ? p.t_us : -1);
+    if (jittery) {
         hold_playout(leg, &st, &p, quiet);
         return;
     }
@@ -590,4 +592,5 @@ void eng_leg_get_stats(eng_leg *leg, eng_leg_stats *st)
     st->energy = LOAD(leg->energy);
     st->talking = LOAD(leg->talking);
     st->fec_pct = LOAD(leg->loss_pct);
+    st->fec_frames = LOAD(leg->fec_frames);
 }

@@ -193,7 +193,8 @@ cdef class _Leg:
                 "target_s": st.target_us / 1e6 if st.target_us >= 0 else None,
                 "tx": st.tx, "shared": st.shared, "errors": st.errors, "energy": st.energy,
                 "talking": bool(st.talking),
-                "fec_pct": st.fec_pct if st.fec_pct >= 0 else None}
+                "fec_pct": st.fec_pct if st.fec_pct >= 0 else None,
+                "fec_frames": st.fec_frames}
 
 
 cdef class Leg(_Leg):
@@ -441,9 +442,11 @@ def shared_encoding_settings(bint on):
 OPUS_APPLICATIONS = {"voip": 2048, "audio": 2049, "lowdelay": 2051}  # opus_defines.h
 
 
-def opus_settings(str application):
-    """Node-wide, before calls: the Opus encoders' application (``OPUS_APPLICATIONS``)."""
+def opus_settings(str application, bint direct=True):
+    """Node-wide, before calls: the Opus encoders' application (``OPUS_APPLICATIONS``), and
+    whether decoders decode each packet at once (else pjmedia's way: a frame held)."""
     sipconf_opus_set_application(OPUS_APPLICATIONS[application])
+    fec_set_decoding(direct)
 
 
 def rtpguard_settings(double relatch_seconds, unsigned learn_packets=3):

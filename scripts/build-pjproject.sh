@@ -20,7 +20,7 @@ PREFIX=$VENV/pjproject
 JOBS=${PJ_JOBS:-$(nproc)}
 MIN_VERSION=2.14
 # Bump when the flags, config_site.h or patches below change: it invalidates the stamp.
-RECIPE=15
+RECIPE=18
 
 die() { echo "build-pjproject: $*" >&2; exit 1; }
 log() { echo "build-pjproject: $*" >&2; }
@@ -156,10 +156,8 @@ if ! grep -q 'SIPCONF: 488' "$INV_C"; then
     sed -i 's|pjsip_dlg_create_response(dlg, rdata, 500, &reason,|pjsip_dlg_create_response(dlg, rdata, /* SIPCONF: 488 */ PJSIP_SC_NOT_ACCEPTABLE_HERE, \&reason,|' "$INV_C"
 fi
 
-# Shared encoding (mixer_ext/share.c): a leg going back from the room's shared encoder to its
-# own continues the shared encoder's state, so the peer's decoder sees one encoder. Two
-# accessors pjmedia lacks: a stream's codec, and a copy of one Opus encoder's state into another
-# (libopus states are flat, position-independent blocks: memcpy is a valid copy).
+# Shared encoding (mixer_ext/share.c), FEC (fec.c): a stream's codec, which pjmedia does not
+# give; what the node asks of an Opus codec is in scripts/pjproject/opus_api.c (below).
 STREAM_C=$SRC/pjmedia/src/pjmedia/stream.c
 OPUS_C=$SRC/pjmedia/src/pjmedia-codec/opus.c
 if ! grep -q 'sipconf_stream_codec' "$STREAM_C"; then
@@ -262,54 +260,6 @@ if ! grep -q 'sipconf_opus_set_application' "$OPUS_C"; then
     [ "$(grep -c 'pj_bool_t auto_bit_rate = PJ_TRUE;' "$OPUS_C")" = 1 ] || die "could not patch $OPUS_C"
     sed -i 's/pj_bool_t auto_bit_rate = PJ_TRUE;/pj_bool_t auto_bit_rate = attr->info.avg_bps == 0;  \/* sipconf *\//' "$OPUS_C"
 fi
-if ! grep -q 'sipconf_opus_copy_encoder' "$OPUS_C"; then
-    grep -q '^#endif /\* PJMEDIA_HAS_OPUS_CODEC \*/' "$OPUS_C" || die "could not patch $OPUS_C"
-    awk '/^#endif \/\* PJMEDIA_HAS_OPUS_CODEC \*\// && !done {
-        print "/* sipconf: dst'"'"'s encoder continues from src'"'"'s state (mixer_ext/share.c). */"
-        print "PJ_DEF(pj_status_t) sipconf_opus_copy_encoder(pjmedia_codec *dst, pjmedia_codec *src)"
-        print "{"
-        print "    struct opus_data *d, *s;"
-        print "    if (!dst || !src || dst->factory != &opus_codec_factory.base"
-        print "        || src->factory != &opus_codec_factory.base)"
-        print "        return PJ_EINVAL;"
-        print "    d = (struct opus_data*)dst->codec_data;"
-        print "    s = (struct opus_data*)src->codec_data;"
-        print "    if (!d || !s || !d->enc || !s->enc || d->cfg.channel_cnt != s->cfg.channel_cnt"
-        print "        || d->cfg.sample_rate != s->cfg.sample_rate)"
-        print "        return PJ_EINVAL;"
-        print "    pj_memcpy(d->enc, s->enc, opus_encoder_get_size(d->cfg.channel_cnt));"
-        print "    return PJ_SUCCESS;"
-        print "}"
-        print ""
-        done = 1 }
-        { print }' "$OPUS_C" > "$OPUS_C.new" && mv "$OPUS_C.new" "$OPUS_C"
-    grep -q 'sipconf_opus_copy_encoder' "$OPUS_C" || die "could not patch $OPUS_C"
-fi
-if ! grep -q 'sipconf_opus_set_loss' "$OPUS_C"; then
-    # The loss an encoder codes for (libopus' in-band FEC is coded only for an expected loss
-    # over 0 %, as much as it says): the node follows what each peer reports (mixer_ext/fec.c).
-    # pjmedia sets it once, at open, to the configured 5 %.
-    awk '/^#endif \/\* PJMEDIA_HAS_OPUS_CODEC \*\// && !done {
-        print "/* sipconf: the loss (%) the encoder codes for (mixer_ext/fec.c). */"
-        print "PJ_DEF(pj_status_t) sipconf_opus_set_loss(pjmedia_codec *codec, unsigned pct)"
-        print "{"
-        print "    struct opus_data *d;"
-        print "    if (!codec || codec->factory != &opus_codec_factory.base || pct > 100)"
-        print "        return PJ_EINVAL;"
-        print "    d = (struct opus_data*)codec->codec_data;"
-        print "    if (!d || !d->enc)"
-        print "        return PJ_EINVAL;"
-        print "    pj_mutex_lock(d->mutex);"
-        print "    opus_encoder_ctl(d->enc, OPUS_SET_PACKET_LOSS_PERC((int)pct));"
-        print "    pj_mutex_unlock(d->mutex);"
-        print "    return PJ_SUCCESS;"
-        print "}"
-        print ""
-        done = 1 }
-        { print }' "$OPUS_C" > "$OPUS_C.new" && mv "$OPUS_C.new" "$OPUS_C"
-    grep -q 'sipconf_opus_set_loss' "$OPUS_C" || die "could not patch $OPUS_C"
-fi
-
 if ! grep -q 'sipconf: DTX' "$OPUS_C"; then
     # DTX to a peer that asked usedtx=1. libopus codes a frame it need not send as its TOC alone
     # (1-2 bytes), and pjmedia sent those: 50 packets a second of nothing. And the node's default
@@ -361,6 +311,111 @@ if ! grep -q 'sipconf: DTX' "$OPUS_C"; then
     sed -i 's|} else if (size > 0) {|} else if (size > 0 \&\& !sipconf_dtx_frame(opus_data, size, (const opus_int16*)(((char*)input->buf) + in_pos), samples_per_frame * opus_data->cfg.channel_cnt)) {|' "$OPUS_C"
     sed -i 's|/\* Empty packet \*/|/* Empty packet */\n        size = 0;  /* sipconf: DTX */|' "$OPUS_C"
     [ "$(grep -c 'sipconf: DTX' "$OPUS_C")" = 3 ] || die "could not patch $OPUS_C"
+fi
+
+# Opus decoded at once (scripts/pjproject/opus_direct.c, mixer_ext/fec.c, issue 18): pjmedia
+# holds each packet a frame for the next one's FEC, 20 ms on every Opus leg; now a lost frame's
+# FEC comes from the packet the jitter buffer holds next, and the held frame only where the node
+# asks for it (a peer that codes FEC, a short jitter buffer). And the node's Opus API (opus_api.c: the
+# encoder's state copied, the loss it codes FEC for, the decoder's mode and figures).
+if ! grep -q 'sipconf_opus_set_direct' "$OPUS_C"; then
+    for pat in '^    int                          dec_frame_index;$' \
+               '^    opus_data->dec_frame_index = -1;$' \
+               '^static pj_status_t  codec_decode( pjmedia_codec \*codec, $' \
+               '^static pj_status_t  codec_recover( pjmedia_codec \*codec,$' \
+               '^        fec = 1;$' '^#endif /\* PJMEDIA_HAS_OPUS_CODEC \*/'; do
+        [ "$(grep -c "$pat" "$OPUS_C")" = 1 ] || die "could not patch $OPUS_C ($pat)"
+    done
+    awk -v direct="$REPO/scripts/pjproject/opus_direct.c" \
+        -v api="$REPO/scripts/pjproject/opus_api.c" '
+    function insert(file,   line) {
+        while ((getline line < file) > 0) print line
+        close(file) }
+    /^    int                          dec_frame_index;$/ {
+        print
+        print "    int                          sipconf_direct;       /* sipconf: decoding at once */"
+        print "    int                          sipconf_want_direct;"
+        print "    const void                  *sipconf_next;         /* the packet after a lost one */"
+        print "    unsigned                     sipconf_next_size;"
+        print "    int                          sipconf_lbrr_age;     /* speech packets without FEC */"
+        print "    unsigned                     sipconf_fec_frames;   /* frames rebuilt from FEC */"
+        next }
+    /^    opus_data->dec_frame_index = -1;$/ {
+        print
+        print "    opus_data->sipconf_direct = opus_data->sipconf_want_direct = 0;  /* sipconf */"
+        print "    opus_data->sipconf_lbrr_age = 0;"
+        next }
+    /^static pj_status_t  codec_decode\( pjmedia_codec \*codec, $/ { insert(direct); where = "decode" }
+    /^static pj_status_t  codec_recover\( pjmedia_codec \*codec,$/ { where = "recover" }
+    /^    if \(opus_data->dec_frame_index == -1\) \{$/ && where == "decode" {
+        print "    {  /* sipconf: decoding at once */"
+        print "        pj_status_t st;"
+        print "        if (sipconf_decode(opus_data, input, output, &st)) {"
+        print "            pj_mutex_unlock (opus_data->mutex);"
+        print "            return st;"
+        print "        }"
+        print "    }"
+        where = "" }
+    /^    if \(opus_data->dec_frame_index == -1\) \{$/ && where == "recover" {
+        print "    if (opus_data->sipconf_direct) {  /* sipconf: decoding at once */"
+        print "        pj_status_t st = sipconf_recover(opus_data, output);"
+        print "        pj_mutex_unlock (opus_data->mutex);"
+        print "        return st;"
+        print "    }"
+        where = "" }
+    /^        fec = 1;$/ {
+        print
+        print "        if (sipconf_fec_flags((const unsigned char *)input->buf, input->size) & 2)"
+        print "            opus_data->sipconf_fec_frames++;  /* sipconf */"
+        next }
+    /^#endif \/\* PJMEDIA_HAS_OPUS_CODEC \*\// { insert(api) }
+    { print }' "$OPUS_C" > "$OPUS_C.new" && mv "$OPUS_C.new" "$OPUS_C"
+    [ "$(grep -c 'sipconf: decoding at once' "$OPUS_C")" = 3 ] \
+        && grep -q 'PJ_DEF(pj_status_t) sipconf_opus_set_loss' "$OPUS_C" || die "could not patch $OPUS_C"
+fi
+if ! grep -q 'sipconf_next_fec' "$STREAM_C"; then
+    for pat in '^static pj_status_t get_frame( pjmedia_port \*port, pjmedia_frame \*frame)$' \
+               '^            plc_invoked = synthesize_samples(stream, samples_needed,$'; do
+        [ "$(grep -c "$pat" "$STREAM_C")" = 1 ] || die "could not patch $STREAM_C ($pat)"
+    done
+    awk '
+    /^static pj_status_t get_frame\( pjmedia_port \*port, pjmedia_frame \*frame\)$/ {
+        print "/* sipconf: a lost frame is rebuilt from the FEC of the packet the jitter buffer holds"
+        print " * next (Opus, scripts/pjproject/opus_direct.c); the codec is told through a hook the"
+        print " * node sets, pjmedia-codec being a library above this one. */"
+        print "void (*sipconf_next_hook)(pjmedia_codec*, const void*, unsigned) = NULL;"
+        print "static void sipconf_next_fec(pjmedia_stream *stream, int find)"
+        print "{"
+        print "    const void *buf = NULL;"
+        print "    pj_size_t size = 0;"
+        print "    char type = PJMEDIA_JB_MISSING_FRAME;"
+        print "    pj_uint32_t bit_info = 0, ts = 0;"
+        print "    int seq = 0;"
+        print "    if (!sipconf_next_hook)"
+        print "        return;"
+        print "    if (find)"
+        print "        pjmedia_jbuf_peek_frame(stream->base.jb, 0, &buf, &size, &type, &bit_info,"
+        print "                                &ts, &seq);"
+        print "    if (type == PJMEDIA_JB_NORMAL_FRAME && buf && size)"
+        print "        sipconf_next_hook(stream->codec, buf, (unsigned)size);"
+        print "    else"
+        print "        sipconf_next_hook(stream->codec, NULL, 0);"
+        print "}"
+        print ""
+        print
+        next }
+    /^            plc_invoked = synthesize_samples\(stream, samples_needed,$/ {
+        print "            sipconf_next_fec(stream, 1);  /* sipconf */"
+        print
+        after = 1
+        next }
+    after && /&frame_out\);$/ {
+        print
+        print "            sipconf_next_fec(stream, 0);  /* sipconf */"
+        after = 0
+        next }
+    { print }' "$STREAM_C" > "$STREAM_C.new" && mv "$STREAM_C.new" "$STREAM_C"
+    [ "$(grep -c 'sipconf_next_fec' "$STREAM_C")" = 3 ] || die "could not patch $STREAM_C"
 fi
 
 # The jitter buffer's playout point (mixer_ext/legs.c, issue 18). pjmedia's buffer numbers

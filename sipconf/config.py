@@ -127,6 +127,12 @@ class NodeConfig:
                                         "lookahead and 40 % of voip's encoding cost, but "
                                         "speech at 32 kbit/s scores 1.2 PESQ lower)",
                                 choices=("voip", "lowdelay", "audio"))
+    opus_decoding: str = opt("direct", "how Opus packets are decoded: direct (default: at "
+                                       "once, a lost frame rebuilt from the FEC of a packet "
+                                       "the jitter buffer holds, a frame held only for a peer "
+                                       "that codes FEC on a short buffer) or held (pjmedia's way: "
+                                       "every packet a frame late, 20 ms more delay)",
+                             choices=("direct", "held"))
     sound_fetch_timeout: float = opt(10.0, "seconds a sound file or sound document may take "
                                            "to fetch in all (default 10)")
     sound_cache_bytes: int = opt(20 * 1024 * 1024, "bytes of decoded sounds kept in memory "

@@ -36,7 +36,8 @@ def _media(st: dict | None) -> dict | None:
             "jb_discarded": st["jb_discarded"], "jb_empty": st["jb_empty"],
             "jb_delay_ms": round(st["jb_delay_s"] * 1000, 1),
             "jb_playout_ms": _ms(st.get("playout_s")), "jb_target_ms": _ms(st.get("target_s")),
-            "sent_lost": st.get("peer_lost"), "fec_pct": st.get("fec_pct")}
+            "sent_lost": st.get("peer_lost"), "fec_pct": st.get("fec_pct"),
+            "fec_recovered": st.get("fec_recovered")}
 
 
 def _ms(seconds: float | None) -> float | None:

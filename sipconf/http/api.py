@@ -73,7 +73,9 @@ def openapi() -> dict[str, Any]:
                                  "member's RTCP reports say it lost of the node's), fec_pct "
                                  "(the loss the node's Opus encoder codes in-band FEC for, "
                                  "following those reports; null: not Opus or no report "
-                                 "yet); null for an agent"},
+                                 "yet), fec_recovered (lost frames its Opus decoder "
+                                 "rebuilt from the member's in-band FEC); null for an "
+                                 "agent"},
         "floor": {"type": "boolean"}, "joined_at": {"type": "number",
                                                    "description": "Unix time, seconds"}}}
     room = {"type": "object", "properties": {

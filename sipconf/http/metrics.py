@@ -160,6 +160,9 @@ def render(m: Metrics, *, calls: int, rooms: int, legs: int, engine: dict,
     metric("sipconf_leg_fec_loss_percent", "gauge",
            "The loss a live Opus leg's encoder codes in-band FEC for, following the peer's "
            "receiver reports (legs with a report).", per_leg_known("fec_pct"))
+    metric("sipconf_leg_fec_recovered_frames", "gauge",
+           "Lost frames a live Opus leg's decoder rebuilt from the peer's in-band FEC.",
+           per_leg_known("fec_recovered"))
     metric("sipconf_leg_jb_delay_seconds", "gauge",
            "Average delay of a live leg's jitter buffer.", per_leg("jb_delay_s"))
     metric("sipconf_rtp_concealed_frames", "gauge", "Concealed frames, over the live legs.",

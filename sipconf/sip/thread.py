@@ -132,7 +132,7 @@ class SipThread:
         streams.catchup_settings(cfg.jb_catchup_ms)
         streams.playout_settings(cfg.jb_wait_pct, cfg.jb_delay_max_ms)
         streams.shared_encoding_settings(cfg.shared_encoding == "on")
-        streams.opus_settings(cfg.opus_application)
+        streams.opus_settings(cfg.opus_application, cfg.opus_decoding == "direct")
         streams.tick_align_settings(cfg.tick_align == "on")
 
         acfg = pjsua.account_config(pj, cfg)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from support import opus
 from support.rawsip import RawUA
-from support.rtp import Receiver, udp_socket
+from support.rtp import Receiver, close_all, udp_socket
 from support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -113,12 +113,7 @@ def test_a_dtx_peer_is_heard_as_promptly_as_a_continuous_one(node_factory):
             t.join(30)
         media = {r: [m["media"] for m in node.members(TOKEN, r)] for r in rooms}
     finally:
-        for rx in rxs.values():
-            rx.stop()
-        ua.close()
-        for pair in socks.values():
-            for s in pair:
-                s.close()
+        close_all(rxs.values(), ua, socks.values())
     frames = sum(int(round(s / 0.02)) for _f, s in PLAN)
     got = {r: [(t, d) for t, _src, d in rx.got if len(d) > 12 and d[1] & 0x7F == 96]
            for r, rx in rxs.items()}
@@ -237,26 +232,31 @@ TONE_A, TONE_B = 500.0, 1500.0
 SEGMENT = 5  # frames
 
 
-def _send_hops(sock, dest, fec: bool, seconds: float) -> int:
+def _send_hops(sock, dest, fec: bool, seconds: float, jitter_ms: float = 0) -> int:
     """The alternating tones as 20 ms Opus packets (a WebRTC-like VoIP encoder, coding FEC for
-    20 % loss or none) after a clean second; returns the packets left out."""
+    20 % loss or none) after a clean second, each late by up to ``jitter_ms`` (seeded, so
+    reordered too); returns the packets left out."""
     enc = opus.Encoder(32000, "wb", complexity=5, fec_loss_pct=20 if fec else 0)
     n = int(seconds / 0.02)
     t = np.arange(n * FRAME) / opus.RATE
     seg = (np.arange(n * FRAME) // FRAME) // SEGMENT % 2
     pcm = (0.25 * 32767 * np.sin(2 * np.pi * np.where(seg == 1, TONE_B, TONE_A) * t)
            ).astype(np.int16)
-    start, dropped = time.monotonic(), 0
+    late = np.random.default_rng(7).uniform(0, jitter_ms / 1000, n)
+    plan, dropped = [], 0
     for k in range(n):
         payload = enc.encode(pcm[k * FRAME:(k + 1) * FRAME])
         if k >= 50 and k % (2 * SEGMENT) == SEGMENT:
             dropped += 1
         else:
-            sock.sendto(struct.pack("!BBHII", 0x80, 96, (100 + k) & 0xFFFF, 7000 + k * FRAME,
-                                    0x6000) + payload, dest)
-        delay = start + (k + 1) * 0.02 - time.monotonic()
+            plan.append(((k + 1) * 0.02 + late[k], struct.pack(
+                "!BBHII", 0x80, 96, (100 + k) & 0xFFFF, 7000 + k * FRAME, 0x6000) + payload))
+    start = time.monotonic()
+    for at, packet in sorted(plan, key=lambda p: p[0]):
+        delay = start + at - time.monotonic()
         if delay > 0:
             time.sleep(delay)
+        sock.sendto(packet, dest)
     return dropped
 
 
@@ -287,19 +287,23 @@ def _b_runs(got: list[tuple[float, bytes]]) -> list[float]:
 
 
 def test_a_lost_packet_is_recovered_from_the_next_ones_fec(node_factory):
-    """Two rooms, a raw Opus talker and listener each; one talker codes in-band FEC (as a
-    WebRTC client does; the node's answer says useinbandfec=1), the other not; both lose the
-    same packets (the first of each tone-B segment, 25 of them). The listener of the FEC talker
-    hears B segments whole, the other a frame short."""
+    """Three rooms, a raw Opus talker and listener each; two talkers code in-band FEC (as a
+    WebRTC client does; the node's answer says useinbandfec=1), one in time and one up to 60 ms
+    late, the third not; all lose the same packets (the first of each tone-B segment, 25 of
+    them). The listener of the FEC talker in time hears B segments whole, the other a frame
+    short. The node decodes each packet at once: in time, its jitter buffer holds no packet
+    ahead, so once the line proves lossy the decoder holds a frame for the next packet's FEC;
+    under 0-60 ms of jitter (a playout target over 45 ms) the buffer holds packets ahead and the
+    FEC comes from there."""
     node = node_factory(extra=["--api-token", TOKEN])
     ua = RawUA(node.sip_port)
-    rooms = {"fec": True, "nofec": False}
+    rooms = {"fec": (True, 0), "jit": (True, 60), "nofec": (False, 0)}
     socks = {r: (udp_socket(), udp_socket()) for r in rooms}
     rxs = {r: Receiver(s[1]) for r, s in socks.items()}
     dropped: dict[str, int] = {}
     try:
         dlgs = {}
-        for r, fec in rooms.items():
+        for r, (fec, _jitter) in rooms.items():
             sdp = OPUS_SDP.replace("useinbandfec=0", f"useinbandfec={int(fec)}")
             dlgs[r] = [ua.call(node.uri(f"fec{r}"), s.getsockname()[1],
                                body=sdp.format(port=s.getsockname()[1])) for s in socks[r]]
@@ -310,7 +314,8 @@ def test_a_lost_packet_is_recovered_from_the_next_ones_fec(node_factory):
             rx.start()
 
         def talk(r: str) -> None:
-            dropped[r] = _send_hops(socks[r][0], dlgs[r][0].node_rtp, rooms[r], 6.0)
+            fec, jitter = rooms[r]
+            dropped[r] = _send_hops(socks[r][0], dlgs[r][0].node_rtp, fec, 6.0, jitter)
 
         threads = [threading.Thread(target=talk, args=(r,)) for r in rooms]
         threads += [threading.Thread(target=_send, args=(
@@ -323,29 +328,32 @@ def test_a_lost_packet_is_recovered_from_the_next_ones_fec(node_factory):
         time.sleep(0.3)
         media = {r: [m["media"] for m in node.members(TOKEN, f"fec{r}")] for r in rooms}
     finally:
-        for rx in rxs.values():
-            rx.stop()
-        ua.close()
-        for pair in socks.values():
-            for s in pair:
-                s.close()
+        close_all(rxs.values(), ua, socks.values())
     runs = {r: _b_runs([(t, d) for t, _src, d in rxs[r].got
                         if len(d) > 12 and d[1] & 0x7F == 96]) for r in rooms}
     med = {r: float(np.median(runs[r])) if runs[r] else float("nan") for r in rooms}
+    rebuilt = {r: max(m["fec_recovered"] for m in media[r]) for r in rooms}
     print(f"FIGURE opus FEC: {dropped} packets left out; tone-B segments (100 ms sent) heard "
-          f"for median {med['fec']:.0f} ms with FEC, {med['nofec']:.0f} ms without "
-          f"(runs {sorted(runs['fec'])} / {sorted(runs['nofec'])}); node's media "
+          f"for median {med['fec']:.0f} ms with FEC, {med['jit']:.0f} ms with FEC under "
+          f"0-60 ms jitter, {med['nofec']:.0f} ms without (runs {sorted(runs['fec'])} / "
+          f"{sorted(runs['jit'])} / {sorted(runs['nofec'])}); frames rebuilt from FEC "
+          f"{rebuilt}; node's media "
           f"{[(m['lost'], m['concealed'], m['jb_target_ms']) for ms in media.values() for m in ms]}"
           " (lost, concealed, playout target ms)")
     # no jitter: the playout targets are the packets' few ms (Opus' RTP clock is 48 kHz
     # whatever the codec's rate: measured at 16 kHz, every target read the 60 ms cap)
     assert all(m["jb_target_ms"] is not None and m["jb_target_ms"] < 10
-               for ms in media.values() for m in ms), media
-    assert dropped == {"fec": 25, "nofec": 25}, dropped
-    assert len(runs["fec"]) >= 20 and len(runs["nofec"]) >= 20, runs
+               for r in ("fec", "nofec") for m in media[r]), media
+    assert max(m["jb_target_ms"] for m in media["jit"]) >= 20, media["jit"]  # under jitter
+    assert dropped == {r: 25 for r in rooms}, dropped
+    assert all(len(runs[r]) >= 20 for r in rooms), runs
     # whole with FEC; a 20 ms frame short without (the 10 ms windows blur a run by ~5 ms)
     assert med["fec"] >= 90, runs["fec"]
     assert med["fec"] - med["nofec"] >= 12, med
+    # rebuilt from FEC: all but the first few losses in time (before the line proved lossy);
+    # under jitter (a target over 45 ms) those whose next packet the buffer held when the lost
+    # one's turn came, decoding at once; none without
+    assert rebuilt["fec"] >= 20 and rebuilt["jit"] >= 5 and rebuilt["nofec"] == 0, rebuilt
 
 
 def _receiver_report(me: int, source: int, lost: int, highest: int) -> bytes:

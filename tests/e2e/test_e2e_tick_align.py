@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from support.audio import ulaw_decode, ulaw_encode
 from support.rawsip import RawUA
-from support.rtp import Receiver, udp_socket
+from support.rtp import Receiver, close_all, udp_socket
 from support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -64,12 +64,7 @@ def test_each_room_moves_its_tick_to_its_talker(node_factory):
         media = {r: node.members(TOKEN, r)[0]["media"] for r in ROOMS}
         moves = node.metrics().get("sipconf_mixer_tick_moves", 0.0)
     finally:
-        for rx in rxs.values():
-            rx.stop()
-        ua.close()
-        for pair in socks.values():
-            for s in pair:
-                s.close()
+        close_all(rxs.values(), ua, socks.values())
     delays = {}
     for r in ROOMS:
         loud = [t for t, _src, d in rxs[r].got if len(d) > 12 and d[1] & 0x7F == 0

@@ -80,6 +80,17 @@ def udp_socket(host: str = "127.0.0.1") -> socket.socket:
     return s
 
 
+def close_all(receivers, ua, socket_pairs) -> None:
+    """A raw-RTP test's cleanup: its receivers stopped, its calls ended (``ua.close()``), its
+    sockets closed."""
+    for rx in receivers:
+        rx.stop()
+    ua.close()
+    for pair in socket_pairs:
+        for s in pair:
+            s.close()
+
+
 def loud_pcmu(got, t0: float, t1: float, level: float = 2000) -> tuple[float | None, int]:
     """Of the PCMU packets received (``Receiver.got``) from ``t0`` to ``t1``: ms from ``t0``
     to the first sample over ``level`` leaving the node (a packet's last sample left it at its
