@@ -169,6 +169,11 @@ def heard_score(heard: Path, speech: np.ndarray, rate: int) -> tuple[float, floa
     pcm, got = read_wav(heard)
     if got != rate:
         pcm, _ = read_wav(resampled(heard, heard.with_suffix(f".{rate}.wav"), rate))
+    return aligned_score(pcm, speech, rate)
+
+
+def aligned_score(pcm: np.ndarray, speech: np.ndarray, rate: int) -> tuple[float, float]:
+    """(PESQ, offset in s) of ``pcm`` against the speech it carries somewhere."""
     lag = xcorr_lag(pcm, speech.astype(np.float64))
     ref = padded(speech, rate)
     start = lag - int(PAD_S * rate)
@@ -229,16 +234,28 @@ def codec_with_loss(speech: np.ndarray, codec: Codec, loss: float, seed: int) ->
 ONSET_DBFS = -35.0  # a frame louder than this starts the speech (over -45 dBFS noise)
 
 
-def wire_delay_ms(cap: Path, talker: BaresipUA, listener: BaresipUA, node: NodeProcess,
-                  codec: Codec) -> tuple[float, float]:
+@dataclass
+class Wire:
+    """What the capture says: delays, and what the node sent the listener, decoded."""
+
+    delay_ms: float = float("nan")
+    onset_ms: float = float("nan")
+    out: np.ndarray | None = None  # laid out by RTP timestamp (an ideal receiver)
+
+
+def wire(cap: Path, talker: BaresipUA, listener: BaresipUA, node: NodeProcess,
+         codec: Codec) -> Wire:
     """Talker's RTP as sent vs the node's RTP to the listener, both laid out by capture time
     and decoded: the lag (0..1 s) of the best cross-correlation, in ms; and the onset delay,
     from the talker's first packet over ONSET_DBFS to the listener's first (a gate that clips
-    a first syllable shows here)."""
+    a first syllable shows here). And the node's RTP decoded and laid out by its timestamps:
+    what a listener with a perfect jitter buffer hears, so the node is scored without the
+    listener client's own playout (``wire`` column)."""
     if codec.name not in ("PCMU", "opus"):
-        return float("nan"), float("nan")
+        return Wire()
     sent: list[tuple[float, np.ndarray]] = []
     out: list[tuple[float, np.ndarray]] = []
+    out_ts: list[int] = []
     decoders: dict[str, object] = {}
 
     def decode(which: str, body: bytes) -> np.ndarray:
@@ -260,8 +277,9 @@ def wire_delay_ms(cap: Path, talker: BaresipUA, listener: BaresipUA, node: NodeP
         elif (listener.rtp[0] <= p.dst[1] <= listener.rtp[1]
               and node.rtp[0] <= p.src[1] <= node.rtp[1]):
             out.append((p.t, decode("out", pl[12:])))
+            out_ts.append(int.from_bytes(pl[4:8], "big"))
     if len(sent) < 100 or len(out) < 100:
-        return float("nan"), float("nan")
+        return Wire()
     t0 = min(sent[0][0], out[0][0])
     end = max(sent[-1][0], out[-1][0]) - t0
     rate = codec.rate
@@ -278,8 +296,13 @@ def wire_delay_ms(cap: Path, talker: BaresipUA, listener: BaresipUA, node: NodeP
         return next((t for t, pcm in stream if len(pcm) and np.mean(pcm ** 2) > floor),
                     float("nan"))
 
-    return (xcorr_lag(lay(out), lay(sent), 0, rate) / rate * 1000,
-            (onset(out) - onset(sent)) * 1000)
+    per_tick = 48000 // rate if codec.name == "opus" else 1  # RTP clock over PCM rate
+    spans = [((ts - out_ts[0]) % (1 << 32)) // per_tick for ts in out_ts]
+    heard = np.zeros(min(max(spans) + 6 * codec.frame, int((end + 1) * rate)))
+    for i, (_, pcm) in zip(spans, out, strict=True):
+        heard[i:i + len(pcm)] = pcm[:max(len(heard) - i, 0)]
+    return Wire(xcorr_lag(lay(out), lay(sent), 0, rate) / rate * 1000,
+                (onset(out) - onset(sent)) * 1000, heard)
 
 
 # --------------------------------------------------------------------------- impairment
@@ -426,6 +449,7 @@ class Result:
     lost_pct: float = float("nan")
     onset_ms: float = float("nan")
     media: dict | None = None  # the talker's member media (the node's API), near the end
+    wire: float = float("nan")  # PESQ of the node's RTP decoded by an ideal receiver
 
 
 TOKEN = "quality"  # the nodes' API token (the talker's jitter buffer figures, --media)
@@ -488,10 +512,11 @@ def call(work: Path, node: NodeProcess, room: str, speech: np.ndarray, codec: Co
         if path:
             path.stop()
     pesq_score, _ = heard_score(listeners[0].heard(), speech, rate)
-    delay, onset = wire_delay_ms(work / "rtp.pcap", talker, listeners[0], node, codec)
+    w = wire(work / "rtp.pcap", talker, listeners[0], node, codec)
     (work / "rtp.pcap").unlink(missing_ok=True)
     lost = path.dropped / max(path.seen - WARMUP_PACKETS, 1) * 100 if path else float("nan")
-    return Result(pesq_score, delay, lost, onset, media)
+    on_wire = aligned_score(w.out, speech, rate)[0] if w.out is not None else float("nan")
+    return Result(pesq_score, w.delay_ms, lost, w.onset_ms, media, on_wire)
 
 
 def start_node(work: Path, extra: list[str], bridge: bool = False) -> NodeProcess:
@@ -576,7 +601,8 @@ def main() -> None:
                              imp, seed)
                     rows.setdefault(label, []).append(r)
                     extra = f", lost {r.lost_pct:.1f} %" if imp else ""
-                    print(f"rep {rep + 1}/{args.reps}: {label}: PESQ {r.pesq:.2f}, "
+                    print(f"rep {rep + 1}/{args.reps}: {label}: PESQ {r.pesq:.2f} "
+                          f"(wire {r.wire:.2f}), "
                           f"delay {r.delay_ms:.0f} ms, onset {r.onset_ms:.0f} ms{extra}"
                           + (f"; talker's media {r.media}" if args.media and r.media else ""),
                           file=sys.stderr, flush=True)
@@ -600,27 +626,32 @@ def main() -> None:
         print(f"\nPESQ (P.862 {' and '.join(bands)}, MOS-LQO), median of {args.reps} paired "
               f"repetition(s); speech {len(next(iter(speeches.values()))) / codecs[0].rate:.1f}"
               f" s; {', '.join(c.label.rstrip(': ') or 'PCMU' for c in codecs)}")
-        print(f"{'scenario':<60} {'PESQ':>5} {'runs':<20} {'delay ms':>8} {'lost %':>7} "
-              f"{'onset ms':>8}")
+        print("(PESQ: as the listener client played it; wire: the node's RTP to it decoded by "
+              "an ideal receiver)")
+        print(f"{'scenario':<60} {'PESQ':>5} {'runs':<20} {'wire':>5} {'runs':<20} "
+              f"{'delay ms':>8} {'lost %':>7} {'onset ms':>8}")
         for k in rows:
             rs = rows[k]
             med = statistics.median(r.pesq for r in rs)
             runs = " ".join(f"{r.pesq:.2f}" for r in rs) if len(rs) > 1 else ""
+            wires = [r.wire for r in rs if not np.isnan(r.wire)]
+            wmed = f"{statistics.median(wires):5.2f}" if wires else f"{'':>5}"
+            wruns = " ".join(f"{w:.2f}" for w in wires) if len(wires) > 1 else ""
             delays = [r.delay_ms for r in rs if not np.isnan(r.delay_ms)]
             dl = f"{statistics.median(delays):8.0f}" if delays else f"{'':>8}"
             lost = [r.lost_pct for r in rs if not np.isnan(r.lost_pct)]
             lo = f"{statistics.median(lost):7.1f}" if lost else f"{'':>7}"
             onsets = [r.onset_ms for r in rs if not np.isnan(r.onset_ms)]
             on = f"{statistics.median(onsets):8.0f}" if onsets else ""
-            print(f"{k:<60} {med:5.2f} {runs:<20} {dl} {lo} {on}")
+            print(f"{k:<60} {med:5.2f} {runs:<20} {wmed} {wruns:<20} {dl} {lo} {on}")
         if bridge:
-            print("\nnode - bridge, per paired repetition (PESQ; delay ms):")
+            print("\nnode - bridge, per paired repetition (PESQ, wire PESQ; delay ms):")
             for k in rows:
                 if k.startswith(BRIDGE) and k[len(BRIDGE):] in rows:
-                    mine, base = rows[k[len(BRIDGE):]], rows[k]
-                    d = [f"{a.pesq - b.pesq:+.2f}; {a.delay_ms - b.delay_ms:+.0f}"
-                         for a, b in zip(mine, base, strict=True)]
-                    worst = min(a.pesq - b.pesq for a, b in zip(mine, base, strict=True))
+                    pairs = list(zip(rows[k[len(BRIDGE):]], rows[k], strict=True))
+                    d = [f"{a.pesq - b.pesq:+.2f} {a.wire - b.wire:+.2f}; "
+                         f"{a.delay_ms - b.delay_ms:+.0f}" for a, b in pairs]
+                    worst = min(a.pesq - b.pesq for a, b in pairs)
                     print(f"  {k[len(BRIDGE):]:<36} {'  '.join(d)}   "
                           f"{'node >= bridge in every run' if worst >= 0 else 'BELOW the bridge'}")
         print(f"(run took {time.monotonic() - t_start:.0f} s)")

@@ -155,7 +155,18 @@ static int playout(eng_leg *leg, const pjmedia_jb_state *st, playout_point *p)
     const uint32_t span = (uint32_t)((int64_t)v.packet_us * v.rate / 1000000);
     const uint32_t frame = (uint32_t)((int64_t)leg->frm_ms * v.rate / 1000);
     if (span && frame && sipconf_stream_head(leg->stream, &head)) {
-        const uint32_t within = (head - v.newest_ts) % span;
+        /* Signed, in timestamps: the patch gives the head as its frame's index times the
+         * frame's span, off the stream's own grid by the rest of a start that is not a
+         * multiple of it (RFC 3550's random start: nearly always); and a head behind the
+         * newest packet (the buffer holds packets) is a negative difference, which 32-bit
+         * unsigned modulo a span 2^32 is no multiple of (160, 960) made a head within a
+         * packet. Both made the drop below free (cost 0) at a packet's start: a packet
+         * dropped whenever D was over T, the next empty read grew it back, in a cycle (28
+         * times in 12 s of speech at 5 % loss + 20+-10 ms: PESQ 2.3 against 2.75). */
+        int32_t off = (int32_t)(v.newest_ts - head) % (int32_t)frame;
+        head += (uint32_t)(off < 0 ? off + (int32_t)frame : off);
+        int32_t in = (int32_t)(head - v.newest_ts) % (int32_t)span;
+        const uint32_t within = (uint32_t)(in < 0 ? in + (int32_t)span : in);
         const uint32_t to_next = within ? span - within : span;
         p->drop = to_next / frame ? to_next / frame : 1;
         p->cost_us = within ? 0 : v.packet_us;
