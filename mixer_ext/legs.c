@@ -102,7 +102,7 @@ static int read_on(eng_leg *leg)
  * that finds it empty retimes the stream a frame later for good, a packet into an empty buffer
  * skips the gap before it, and at 40+-40 ms of jitter the delay random-walks (PESQ 1.3). So
  * each leg measures how late its packets come (transit.h: arrival less RTP timestamp, against
- * the earliest of the last ~5 s) and waits for --jb-wait-pct of them (98 %), adding at most
+ * the earliest of the last ~5 s) and waits for --jb-wait-pct of them (99 %), adding at most
  * --jb-delay-max-ms (60): that is its target T. D is how long after its earliest possible
  * arrival the packet read next is played (from the timestamp at the buffer's head). Once T is
  * over JITTER_ON_US the node sets the buffer's mode each tick (a pjmedia patch,

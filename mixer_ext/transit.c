@@ -3,7 +3,7 @@
 
 #include <string.h>
 
-static atomic_uint g_pct = 98;
+static atomic_uint g_pct = 99;  /* as --jb-wait-pct's default */
 
 void transit_set_pct(unsigned pct)
 {

@@ -101,8 +101,8 @@ class NodeConfig:
                                "pjmedia's; 40-1000): its delay never grows past it, however "
                                "much the network jitters; past it the oldest frames give way "
                                "(a smaller one bounds delay at a cost in quality under jitter)")
-    jb_wait_pct: int = opt(98, "the share of a leg's packets its jitter buffer waits for, by "
-                               "how late each came over the last 5 s, percent (default 98; "
+    jb_wait_pct: int = opt(99, "the share of a leg's packets its jitter buffer waits for, by "
+                               "how late each came over the last 5 s, percent (default 99; "
                                "50-100); later ones are concealed in place")
     jb_delay_max_ms: int = opt(60, "the most a leg's jitter buffer delays audio to wait for late "
                                    "packets, ms (default 60; 0-400): bounds the delay at any "

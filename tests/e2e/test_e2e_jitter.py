@@ -2,7 +2,7 @@
 
 A raw talker sends 20 ms PCMU packets, each delayed by a seeded uniform 0-80 ms (40+-40 ms of
 jitter: reordering every few packets), a 100 ms tone every 500 ms over a soft hum. The node
-measures how late the packets come and waits for 98 % of them, at most --jb-delay-max-ms; later
+measures how late the packets come and waits for 99 % of them, at most --jb-delay-max-ms; later
 ones are concealed in their own slot (the jitter buffer drops them when they come). Run twice:
 0-80 ms with the cap at 60 (the network asks for ~78: the cap holds) and 0-30 ms with the cap at
 40 (the network's ~29 ms is the target). Asserted: the member's media reports that target and a
@@ -100,7 +100,7 @@ def _run(node_factory, cap: int, jitter_ms: float) -> tuple[dict, list[tuple[flo
 
 
 # (jitter ms, cap ms): the target the node should find
-RUNS = {(80, 60): 60.0, (30, 40): 29.4}
+RUNS = {(80, 60): 60.0, (30, 40): 29.7}
 
 
 def test_heavy_jitter_holds_a_playout_point_within_the_cap(node_factory):
@@ -113,7 +113,7 @@ def test_heavy_jitter_holds_a_playout_point_within_the_cap(node_factory):
               "loud packets "
               f"{[n for _d, n in heard]}")
     for run, (media, heard) in results.items():
-        # 98 % of 0-80 ms is ~78: the cap holds; 98 % of 0-30 is ~29, under the cap (a window
+        # 99 % of 0-80 ms is ~79: the cap holds; 99 % of 0-30 is ~29.7, under the cap (a window
         # of 256 packets: a quantile within a few ms)
         assert media["jb_target_ms"] == pytest.approx(RUNS[run], abs=3.0), media
         # (median of 7 reads: a drop or a grow moves it by a frame or a packet for a while)

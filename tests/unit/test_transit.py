@@ -31,7 +31,7 @@ def feed(t, late_ms: list[float], *, seq0=0, ts0=1000, t0_ns=10**12, ssrc=0x1234
 def _default_pct():
     mixer.Transit.set_pct(98)
     yield
-    mixer.Transit.set_pct(98)
+    mixer.Transit.set_pct(99)  # the node's default
 
 
 def test_nothing_until_fifty_packets():
