@@ -4,7 +4,7 @@ A raw talker sends 20 ms PCMU packets, each delayed by a seeded uniform 0-80 ms 
 jitter: reordering every few packets), a 100 ms tone every 500 ms over a soft hum. The node
 measures how late the packets come and waits for 99 % of them, at most --jb-delay-max-ms; later
 ones are concealed in their own slot (the jitter buffer drops them when they come). Run twice:
-0-80 ms with the cap at 60 (the network asks for ~78: the cap holds) and 0-30 ms with the cap at
+0-80 ms with the cap at 60 (the network asks for ~79: the cap holds) and 0-30 ms with the cap at
 40 (the network's ~29 ms is the target). Asserted: the member's media reports that target and a
 playout point near it, late packets discarded; the bursts reach the listener later in the first
 run by about the targets' difference; in both, every burst of the run's second half comes
