@@ -108,11 +108,12 @@ static int read_on(eng_leg *leg)
  * over JITTER_ON_US the node sets the buffer's mode each tick (a pjmedia patch,
  * scripts/build-pjproject.sh): D under T, GROW (the next empty read keeps its slot: D a frame
  * longer); else HOLD (an empty read conceals its slot in place and the late packet is dropped;
- * a gap before a packet is concealed, not skipped). D over T by a packet (or the head within
- * a packet) for OVER_TICKS drops audio up to the next packet's start, on a quiet frame if one
- * comes soon (never with --jb-catchup-ms 0, like the catch-up below). In order and on time (T
- * under JITTER_OFF_US) pjmedia's own ways are the better ones (with concealment in place and
- * catch-up, below). */
+ * a gap before a packet is concealed, not skipped; a packet for a slot of an empty spell over
+ * 60 ms is a delay step, not a late packet: the patch gives the slots back and it plays). D
+ * over T by a packet (or the head within a packet) for OVER_TICKS drops audio up to the next
+ * packet's start, on a quiet frame if one comes soon (never with --jb-catchup-ms 0, like the
+ * catch-up below). In order and on time (T under JITTER_OFF_US) pjmedia's own ways are the
+ * better ones (with concealment in place and catch-up, below). */
 static int g_delay_max_us = 60000;
 
 enum { PLAYOUT_PJMEDIA, PLAYOUT_GROW, PLAYOUT_HOLD };

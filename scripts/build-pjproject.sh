@@ -20,7 +20,7 @@ PREFIX=$VENV/pjproject
 JOBS=${PJ_JOBS:-$(nproc)}
 MIN_VERSION=2.14
 # Bump when the flags, config_site.h or patches below change: it invalidates the stamp.
-RECIPE=18
+RECIPE=19
 
 die() { echo "build-pjproject: $*" >&2; exit 1; }
 log() { echo "build-pjproject: $*" >&2; }
@@ -428,7 +428,11 @@ fi
 # same, but the first empty read keeps its slot (the delay grows a frame, no prefetch) and
 # turns the mode to 2. In both the node, not pjmedia's progressive discard, shrinks the delay;
 # an empty spell over SIPCONF_SPELL_MAX frames is a pause (DTX, hold), after which the buffer
-# goes back to pjmedia's own ways until a frame is read.
+# goes back to pjmedia's own ways until a frame is read. A packet that comes for a slot an empty
+# spell of over SIPCONF_STEP_MS concealed is a delay step (the talker's packets come later for
+# good, by more than the node waits: a route change, a sender's hiccup), not a late packet: the
+# slots from it on are given back and it plays, the stream retimed by the step as pjmedia would
+# (concealing on, every packet after the step came too late: 100 ms later lost ~400 ms).
 JBUF_C=$SRC/pjmedia/src/pjmedia/jbuf.c
 if ! grep -q 'sipconf_mode' "$JBUF_C"; then
     for pat in '^    int              origin;            /\*\*< original index of flist_head   \*/' \
@@ -436,6 +440,7 @@ if ! grep -q 'sipconf_mode' "$JBUF_C"; then
                '^    if (framelist->size == 0) {' \
                '^    /\* Should be done in PUT operation \*/' \
                '^        if (res) {' \
+               '^    /\* Attempt to store the frame \*/' \
                '^            if (jb->jb_prefetch)'; do
         [ "$(grep -c "$pat" "$JBUF_C")" = 1 ] || die "could not patch $JBUF_C ($pat)"
     done
@@ -458,6 +463,22 @@ if ! grep -q 'sipconf_mode' "$JBUF_C"; then
     /^    \/\* Should be done in PUT operation \*\// {
         print "    if (jb->sipconf_mode)"
         print "        return;  /* sipconf: the node sets the delay */"
+        print
+        next }
+    /^    \/\* Attempt to store the frame \*\// {
+        print "    {  /* sipconf: a delay step (see build-pjproject.sh) */"
+        print "        jb_framelist_t *fl = &jb->jb_framelist;"
+        print "        const int back = fl->origin - frame_seq;"
+        print "        if (jb->sipconf_mode && fl->size == 0 && fl->origin != INVALID_OFFSET"
+        print "                && back > 0 && back <= (int)jb->sipconf_adv"
+        print "                && jb->sipconf_adv * jb->jb_frame_ptime"
+        print "                   >= SIPCONF_STEP_MS * jb->jb_frame_ptime_denum) {"
+        print "            fl->origin = frame_seq;"
+        print "            fl->head = (fl->head + fl->max_count - (unsigned)back % fl->max_count)"
+        print "                       % fl->max_count;"
+        print "            jb->sipconf_adv -= (unsigned)back;"
+        print "        }"
+        print "    }"
         print
         next }
     /^        if \(res\) \{/ {
@@ -486,7 +507,7 @@ if ! grep -q 'sipconf_mode' "$JBUF_C"; then
         print "            if (jb->jb_prefetch && !jb->sipconf_mode)"
         next }
     { print }' "$JBUF_C" > "$JBUF_C.new" && mv "$JBUF_C.new" "$JBUF_C"
-    sed -i 's|^#define INVALID_OFFSET          -9999|&\n#define SIPCONF_SPELL_MAX       40     /* sipconf: frames (400 ms of 10 ms frames) */|' "$JBUF_C"
+    sed -i 's|^#define INVALID_OFFSET          -9999|&\n#define SIPCONF_SPELL_MAX       40     /* sipconf: frames (400 ms of 10 ms frames) */\n#define SIPCONF_STEP_MS         60     /* sipconf: a spell this long and a packet for it */|' "$JBUF_C"
     cat >> "$JBUF_C" <<'PATCH'
 
 /* sipconf: the playout mode (see build-pjproject.sh); the stream's jb_mutex need not be held
@@ -556,6 +577,7 @@ PATCH
     grep -q '^                sipconf_jbuf_concealed(c_strm->jb,' "$STREAM_C" || die "could not patch $STREAM_C"
     [ "$(grep -c 'sipconf' "$JBUF_C")" -ge 12 ] || die "could not patch $JBUF_C"
     [ "$(grep -c 'SIPCONF_SPELL_MAX' "$JBUF_C")" = 3 ] || die "could not patch $JBUF_C"
+    [ "$(grep -c 'SIPCONF_STEP_MS' "$JBUF_C")" = 2 ] || die "could not patch $JBUF_C"
 fi
 if ! grep -q 'sipconf_stream_playout' "$STREAM_C"; then
     cat >> "$STREAM_C" <<'PATCH'

@@ -8,7 +8,8 @@ ones are concealed in their own slot (the jitter buffer drops them when they com
 40 (the network's ~29 ms is the target). Asserted: the member's media reports that target and a
 playout point near it, late packets discarded; the bursts reach the listener later in the first
 run by about the targets' difference; in both, every burst of the run's second half comes
-through nearly whole and near the run's median (a held point, not a random walk)."""
+through nearly whole and near the run's median (a held point, not a random walk). And a delay
+step (every packet 150 ms later from 5 s on) is taken, not concealed away."""
 
 from __future__ import annotations
 
@@ -32,8 +33,10 @@ PERIOD, BURST = 25, 5   # a 100 ms tone every 500 ms
 SETTLED = 200           # the bursts from 4 s on are judged
 
 
-def _talk(sock, dest, seed: int, jitter_ms: float) -> list[float]:
-    """Sends the plan with jitter; each burst's nominal start (its first packet's slot)."""
+def _talk(sock, dest, seed: int, jitter_ms: float, step: tuple[int, float] = (PACKETS, 0.0)
+          ) -> list[float]:
+    """Sends the plan with jitter, every packet from ``step[0]`` on ``step[1]`` ms later still;
+    each burst's nominal start (its first packet's slot)."""
     rng = random.Random(seed)
     sender = RtpSender(rng.randrange(1 << 32))
     # a random start (RFC 3550) that is no multiple of a 10 ms frame's timestamps, and that
@@ -48,7 +51,8 @@ def _talk(sock, dest, seed: int, jitter_ms: float) -> list[float]:
     plan = []
     for i in range(PACKETS):
         burst = i % PERIOD < BURST
-        plan.append((start + i * 0.02 + rng.uniform(0, jitter_ms) / 1000,
+        later = step[1] / 1000 if i >= step[0] else 0.0
+        plan.append((start + i * 0.02 + rng.uniform(0, jitter_ms) / 1000 + later,
                      sender.packet(tone if burst else quiet)))
     plan.sort(key=lambda p: p[0])
     for at, pkt in plan:
@@ -59,7 +63,8 @@ def _talk(sock, dest, seed: int, jitter_ms: float) -> list[float]:
     return [start + i * 0.02 for i in range(0, PACKETS, PERIOD)]
 
 
-def _run(node_factory, cap: int, jitter_ms: float) -> tuple[dict, list[tuple[float, int]]]:
+def _run(node_factory, cap: int, jitter_ms: float, step: tuple[int, float] = (PACKETS, 0.0),
+         judged: int = SETTLED) -> tuple[dict, list[tuple[float, int]]]:
     node = node_factory(extra=["--api-token", TOKEN, "--jb-delay-max-ms", str(cap)])
     ua = RawUA(node.sip_port)
     talk, listen = udp_socket(), udp_socket()
@@ -76,7 +81,7 @@ def _run(node_factory, cap: int, jitter_ms: float) -> tuple[dict, list[tuple[flo
                    for k in range(7)]
         for r in readers:
             r.start()
-        onsets = _talk(talk, dest, seed=18, jitter_ms=jitter_ms)
+        onsets = _talk(talk, dest, seed=18, jitter_ms=jitter_ms, step=step)
         for r in readers:
             r.join(5)
         time.sleep(0.3)
@@ -93,7 +98,7 @@ def _run(node_factory, cap: int, jitter_ms: float) -> tuple[dict, list[tuple[flo
     media = dict(medias[-1], jb_playout_ms=statistics.median(m["jb_playout_ms"] for m in medias),
                  playout_samples=[m["jb_playout_ms"] for m in medias], drops=drops)
     heard = []
-    for t0 in onsets[SETTLED // PERIOD:]:
+    for t0 in onsets[judged // PERIOD:]:
         first, loud = loud_pcmu(rx.got, t0, t0 + 0.35)
         heard.append((first if first is not None else float("nan"), loud))
     return media, heard
@@ -135,3 +140,21 @@ def test_heavy_jitter_holds_a_playout_point_within_the_cap(node_factory):
            for run, (_m, heard) in results.items()}
     # later under the heavier jitter, by about the targets' difference (~30 ms)
     assert 12 <= med[(80, 60)] - med[(30, 40)] <= 50, med
+
+
+def test_a_delay_step_over_the_cap_is_taken_not_concealed(node_factory):
+    """The talker's packets come 150 ms later for good from 5 s on (a route change, a sender's
+    hiccup), under 0-30 ms of jitter: far over what the node waits (~30 ms). Each packet comes
+    for a slot already concealed in place; a spell of over 60 ms with a packet for it is a
+    delay step, and the stream is retimed by it (as pjmedia would). Concealing on, the leg fell
+    silent for 400 ms (the spell's limit): the burst right after the step was lost whole (a
+    100 ms pause before the tone of tests/e2e/test_e2e_latency.py lost all of it)."""
+    at = 10 * PERIOD  # a burst starts just after the step
+    media, heard = _run(node_factory, 60, 30, step=(at, 150.0), judged=at)
+    print(f"FIGURE a 150 ms delay step under 0-30 ms of jitter: target {media['jb_target_ms']} "
+          f"ms, playout {media['playout_samples']} ms; bursts after the step heard after (ms) "
+          f"{[round(d, 1) for d, _n in heard]}, loud packets {[n for _d, n in heard]}")
+    # every burst from the step on comes through nearly whole, the first one included, and
+    # about the step later than its slot (150 ms, the wait, a tick; NaN: not heard)
+    assert all(n >= BURST - 1 for _d, n in heard), heard
+    assert all(130 <= d <= 280 for d, _n in heard), heard
