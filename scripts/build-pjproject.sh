@@ -20,7 +20,7 @@ PREFIX=$VENV/pjproject
 JOBS=${PJ_JOBS:-$(nproc)}
 MIN_VERSION=2.14
 # Bump when the flags, config_site.h or patches below change: it invalidates the stamp.
-RECIPE=19
+RECIPE=20
 
 die() { echo "build-pjproject: $*" >&2; exit 1; }
 log() { echo "build-pjproject: $*" >&2; }
@@ -435,7 +435,8 @@ fi
 # (concealing on, every packet after the step came too late: 100 ms later lost ~400 ms).
 JBUF_C=$SRC/pjmedia/src/pjmedia/jbuf.c
 if ! grep -q 'sipconf_mode' "$JBUF_C"; then
-    for pat in '^    int              origin;            /\*\*< original index of flist_head   \*/' \
+    for pat in '^#define INVALID_OFFSET          -9999' \
+               '^    int              origin;            /\*\*< original index of flist_head   \*/' \
                '^    unsigned        jb_min_delay;       /\*\*< Minimum delay, in frames       \*/' \
                '^    if (framelist->size == 0) {' \
                '^    /\* Should be done in PUT operation \*/' \
@@ -445,6 +446,19 @@ if ! grep -q 'sipconf_mode' "$JBUF_C"; then
         [ "$(grep -c "$pat" "$JBUF_C")" = 1 ] || die "could not patch $JBUF_C ($pat)"
     done
     awk '
+    /^#define INVALID_OFFSET          -9999/ {
+        print
+        print "#define SIPCONF_SPELL_MAX       40     /* sipconf: frames (400 ms of 10 ms frames) */"
+        print "#define SIPCONF_STEP_MS         60     /* sipconf: a spell this long and a packet for it */"
+        print "/* sipconf: the last n of the slots an empty spell concealed given back */"
+        print "#define SIPCONF_GIVE_BACK(jb, n) do { \\"
+        print "        jb_framelist_t *fl_ = &(jb)->jb_framelist; \\"
+        print "        const unsigned n_ = (n); \\"
+        print "        fl_->origin -= (int)n_; \\"
+        print "        fl_->head = (fl_->head + fl_->max_count - n_ % fl_->max_count) % fl_->max_count; \\"
+        print "        (jb)->sipconf_adv -= n_; \\"
+        print "    } while (0)"
+        next }
     /^    int              origin;            \/\*\*< original index of flist_head   \*\// {
         print
         print "    int              sipconf_anchored;  /* sipconf: origin kept while empty */"
@@ -472,12 +486,8 @@ if ! grep -q 'sipconf_mode' "$JBUF_C"; then
         print "        if (jb->sipconf_mode && fl->size == 0 && fl->origin != INVALID_OFFSET"
         print "                && back > 0 && back <= (int)jb->sipconf_adv"
         print "                && jb->sipconf_adv * jb->jb_frame_ptime"
-        print "                   >= SIPCONF_STEP_MS * jb->jb_frame_ptime_denum) {"
-        print "            fl->origin = frame_seq;"
-        print "            fl->head = (fl->head + fl->max_count - (unsigned)back % fl->max_count)"
-        print "                       % fl->max_count;"
-        print "            jb->sipconf_adv -= (unsigned)back;"
-        print "        }"
+        print "                   >= SIPCONF_STEP_MS * jb->jb_frame_ptime_denum)"
+        print "            SIPCONF_GIVE_BACK(jb, (unsigned)back);  /* origin: this packet */"
         print "    }"
         print
         next }
@@ -491,10 +501,7 @@ if ! grep -q 'sipconf_mode' "$JBUF_C"; then
         print "             * a longer spell is a pause: the slots given back, pjmedia'"'"'s ways */"
         print "            jb_framelist_t *fl = &jb->jb_framelist;"
         print "            if (++jb->sipconf_spell > SIPCONF_SPELL_MAX || !jb->sipconf_mode) {"
-        print "                fl->origin -= (int)jb->sipconf_adv;"
-        print "                fl->head = (fl->head + fl->max_count - jb->sipconf_adv % fl->max_count)"
-        print "                           % fl->max_count;"
-        print "                jb->sipconf_adv = 0;"
+        print "                SIPCONF_GIVE_BACK(jb, jb->sipconf_adv);"
         print "                fl->sipconf_anchored = PJ_FALSE;"
         print "            } else if (jb->sipconf_mode == 1) {"
         print "                jb->sipconf_mode = 2;  /* grown by this frame: enough for now */"
@@ -507,7 +514,6 @@ if ! grep -q 'sipconf_mode' "$JBUF_C"; then
         print "            if (jb->jb_prefetch && !jb->sipconf_mode)"
         next }
     { print }' "$JBUF_C" > "$JBUF_C.new" && mv "$JBUF_C.new" "$JBUF_C"
-    sed -i 's|^#define INVALID_OFFSET          -9999|&\n#define SIPCONF_SPELL_MAX       40     /* sipconf: frames (400 ms of 10 ms frames) */\n#define SIPCONF_STEP_MS         60     /* sipconf: a spell this long and a packet for it */|' "$JBUF_C"
     cat >> "$JBUF_C" <<'PATCH'
 
 /* sipconf: the playout mode (see build-pjproject.sh); the stream's jb_mutex need not be held
@@ -529,10 +535,8 @@ PATCH
 PJ_DEF(void) sipconf_jbuf_pause(pjmedia_jbuf *jb)
 {
     jb_framelist_t *fl = &jb->jb_framelist;
-    if (fl->size == 0 && jb->sipconf_adv) {
-        fl->origin -= (int)jb->sipconf_adv;
-        fl->head = (fl->head + fl->max_count - jb->sipconf_adv % fl->max_count) % fl->max_count;
-    }
+    if (fl->size == 0)
+        SIPCONF_GIVE_BACK(jb, jb->sipconf_adv);
     jb->sipconf_adv = 0;
     fl->sipconf_anchored = PJ_FALSE;
 }
