@@ -109,7 +109,7 @@ static int read_on(eng_leg *leg)
  * scripts/build-pjproject.sh): D under T, GROW (the next empty read keeps its slot: D a frame
  * longer); else HOLD (an empty read conceals its slot in place and the late packet is dropped;
  * a gap before a packet is concealed, not skipped; a packet for a slot of an empty spell over
- * 60 ms is a delay step, not a late packet: the patch gives the slots back and it plays). D
+ * SIPCONF_STEP_MS is a delay step, not a late packet: the patch gives the slots back). D
  * over T by a packet (or the head within a packet) for OVER_TICKS drops audio up to the next
  * packet's start, on a quiet frame if one comes soon (never with --jb-catchup-ms 0, like the
  * catch-up below). In order and on time (T under JITTER_OFF_US) pjmedia's own ways are the

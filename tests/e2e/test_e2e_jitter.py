@@ -31,9 +31,10 @@ TOKEN = "jitter-token"
 PACKETS = 450           # 9 s of 20 ms packets
 PERIOD, BURST = 25, 5   # a 100 ms tone every 500 ms
 SETTLED = 200           # the bursts from 4 s on are judged
+NO_STEP = (PACKETS, 0.0)  # (from which packet, ms later): none
 
 
-def _talk(sock, dest, seed: int, jitter_ms: float, step: tuple[int, float] = (PACKETS, 0.0)
+def _talk(sock, dest, seed: int, jitter_ms: float, step: tuple[int, float] = NO_STEP
           ) -> list[float]:
     """Sends the plan with jitter, every packet from ``step[0]`` on ``step[1]`` ms later still;
     each burst's nominal start (its first packet's slot)."""
@@ -63,7 +64,7 @@ def _talk(sock, dest, seed: int, jitter_ms: float, step: tuple[int, float] = (PA
     return [start + i * 0.02 for i in range(0, PACKETS, PERIOD)]
 
 
-def _run(node_factory, cap: int, jitter_ms: float, step: tuple[int, float] = (PACKETS, 0.0),
+def _run(node_factory, cap: int, jitter_ms: float, step: tuple[int, float] = NO_STEP,
          judged: int = SETTLED) -> tuple[dict, list[tuple[float, int]]]:
     node = node_factory(extra=["--api-token", TOKEN, "--jb-delay-max-ms", str(cap)])
     ua = RawUA(node.sip_port)
