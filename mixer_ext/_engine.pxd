@@ -41,6 +41,7 @@ cdef extern from "engine.h" nogil:
         uint64_t catchups
         uint64_t in_place
         int64_t playout_us
+        uint64_t delay_steps
         int64_t target_us
         uint64_t tx
         uint64_t shared

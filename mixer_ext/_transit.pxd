@@ -10,6 +10,7 @@ cdef extern from "transit.h" nogil:
         int32_t target_us
         int32_t packet_us
         unsigned count
+        unsigned steps
         uint32_t newest_ts
     int64_t transit_earliest_ns(const transit_view *v, uint32_t ts)
     void transit_set_pct(unsigned pct)

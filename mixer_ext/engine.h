@@ -37,6 +37,7 @@ typedef struct eng_leg_stats {
     uint64_t in_place;     /* packets dropped for slots already concealed (in place) */
     int64_t playout_us;    /* how long after its earliest possible arrival a packet plays, -1 */
     int64_t target_us;     /* the lateness its jitter buffer waits for (legs.c), -1: unknown */
+    uint64_t delay_steps;  /* delay steps its lateness measure started again from (transit.c) */
     uint64_t tx;           /* frames sent (handed to the encoder, or a shared payload) */
     uint64_t shared;       /* of those, frames sent as a payload encoded once for the room */
     uint64_t errors;

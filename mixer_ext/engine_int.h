@@ -63,6 +63,7 @@ struct eng_leg {
     int jittery;                /* its T over JITTER_ON_US: the node sets its playout (legs.c) */
     uint64_t floor_pow;         /* its frames' noise floor, mean power (legs.c, leg_quiet) */
     int64_t playout_us, target_us;  /* its playout delay D and target T, -1: not known */
+    uint64_t delay_steps;           /* as its transit window counted them */
     uint64_t energy;            /* m.energy and m.speaking as of the last tick, for stats */
     int talking;
     uint64_t id;

@@ -184,6 +184,7 @@ static int playout(eng_leg *leg, const pjmedia_jb_state *st, playout_point *p)
     }
     const int64_t max = __atomic_load_n(&g_delay_max_us, __ATOMIC_RELAXED);
     p->t_us = v.target_us < max ? v.target_us : max;
+    STORE(leg->delay_steps, (uint64_t)v.steps);
     return 1;
 }
 
@@ -597,6 +598,7 @@ void eng_leg_get_stats(eng_leg *leg, eng_leg_stats *st)
     st->catchups = LOAD(leg->catchups);
     st->playout_us = LOAD(leg->playout_us);
     st->target_us = LOAD(leg->target_us);
+    st->delay_steps = LOAD(leg->delay_steps);
     st->in_place = LOAD(leg->in_place);
     st->tx = LOAD(leg->tx);
     st->shared = LOAD(leg->shared);

@@ -233,12 +233,13 @@ cdef class Transit:
 
     def view(self):
         """None until 50 packets; else newest_ns, newest_us (its lateness), newest_ts, target_us
-        (the quantile's), packet_us, count."""
+        (the quantile's), packet_us, count, steps (delay steps started again from)."""
         cdef transit_view v
         if not transit_read(self.t, &v):
             return None
         return {"newest_ns": v.newest_ns, "newest_us": v.newest_us, "target_us": v.target_us,
-                "packet_us": v.packet_us, "count": v.count, "newest_ts": v.newest_ts}
+                "packet_us": v.packet_us, "count": v.count, "newest_ts": v.newest_ts,
+                "steps": v.steps}
 
     def earliest_ns(self, unsigned ts):
         """When the packet with RTP timestamp ``ts`` could come at the earliest; None until 50

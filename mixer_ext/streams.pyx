@@ -191,6 +191,7 @@ cdef class _Leg:
                 "in_place": st.in_place,
                 "playout_s": st.playout_us / 1e6 if st.playout_us >= 0 else None,
                 "target_s": st.target_us / 1e6 if st.target_us >= 0 else None,
+                "delay_steps": st.delay_steps,
                 "tx": st.tx, "shared": st.shared, "errors": st.errors, "energy": st.energy,
                 "talking": bool(st.talking),
                 "fec_pct": st.fec_pct if st.fec_pct >= 0 else None,

@@ -56,15 +56,19 @@ static int32_t select_kth(int32_t *a, unsigned n, unsigned k)
 static void publish(transit *t, int newest, int64_t now_ns, int32_t o, int stats)
 {
     int32_t base = t->base, quant = t->quant;
-    const unsigned count = t->n < TRANSIT_WINDOW ? t->n : TRANSIT_WINDOW;
-    if (stats) {
+    const unsigned count = t->valid < TRANSIT_WINDOW ? t->valid : TRANSIT_WINDOW;
+    if (stats && count) {
         int32_t copy[TRANSIT_WINDOW];
-        memcpy(copy, t->ring, count * sizeof(copy[0]));
+        for (unsigned i = 0; i < count; i++)  /* the newest `count` entries */
+            copy[i] = t->ring[(t->n - count + i) % TRANSIT_WINDOW];
         base = copy[0];
         for (unsigned i = 1; i < count; i++)
             if (copy[i] < base)
                 base = copy[i];
         quant = select_kth(copy, count, (count - 1) * transit_pct() / 100);
+        /* just after a step, a quantile of a few: at least the spread from before it */
+        if (count < TRANSIT_MIN && quant < base + t->spread)
+            quant = base + t->spread;
     }
     const unsigned s = atomic_load_explicit(&t->seq, memory_order_relaxed);
     atomic_store_explicit(&t->seq, s + 1, memory_order_relaxed);
@@ -81,13 +85,15 @@ static void publish(transit *t, int newest, int64_t now_ns, int32_t o, int stats
     t->quant = quant;
     t->packet = t->packet_w;
     t->count = count;
+    t->known = t->n >= TRANSIT_MIN;
+    t->pub_steps = t->steps;
     atomic_store_explicit(&t->seq, s + 2, memory_order_release);
 }
 
 static void restart(transit *t, uint32_t ssrc, uint32_t ts, int64_t now_ns)
 {
     t->have = 1;
-    t->n = t->since = 0;
+    t->n = t->since = t->valid = t->late_run = 0;
     t->ssrc = ssrc;
     t->anchor_ts = t->newest_ts = ts;
     t->anchor_ns = now_ns;
@@ -109,7 +115,7 @@ void transit_on_rtp(transit *t, const void *pkt, size_t size, int64_t now_ns)
         t->pt = want >> 24;
         t->rate = want & 0xffffffu;
         t->have = 0;
-        t->n = 0;
+        t->n = t->valid = t->late_run = 0;
         publish(t, 0, 0, 0, 0);
     }
     const uint8_t *p = (const uint8_t *)pkt;
@@ -133,12 +139,27 @@ void transit_on_rtp(transit *t, const void *pkt, size_t size, int64_t now_ns)
         packet = (int)((int64_t)step * 1000000 / t->rate);
     t->last_seq = seq;
     t->last_ts = ts;
+    /* a delay step: the window starts again from the packets that show it (against a
+     * quantile of TRANSIT_MIN packets or more: jitter that starts with the step is no second
+     * step against the few since it) */
+    if (t->known && t->valid >= TRANSIT_MIN && o > (int64_t)t->quant + TRANSIT_STEP_US) {
+        if (++t->late_run >= TRANSIT_STEP_RUN) {
+            t->spread = t->quant - t->base;
+            t->valid = TRANSIT_STEP_RUN - 1;
+            t->late_run = 0;
+            t->steps++;
+        }
+    } else {
+        t->late_run = 0;
+    }
     t->ring[t->n % TRANSIT_WINDOW] = (int32_t)o;
     t->n++;
+    t->valid++;
     const int newest = (int32_t)(ts - t->newest_ts) >= 0;
     if (newest)
         t->newest_ts = ts;
-    const int stats = t->n >= TRANSIT_MIN && ++t->since >= TRANSIT_EVERY;
+    const int stats = t->n >= TRANSIT_MIN
+        && (t->valid <= TRANSIT_MIN || ++t->since >= TRANSIT_EVERY);
     if (stats)
         t->since = 0;
     if (packet)
@@ -155,7 +176,7 @@ int transit_read(transit *t, transit_view *v)
             continue;
         const int64_t newest_ns = t->newest_ns;
         const int32_t o = t->newest_o, base = t->base, quant = t->quant;
-        const unsigned count = t->count;
+        const unsigned count = t->count, known = t->known, steps = t->pub_steps;
         const int32_t packet = t->packet;
         const uint32_t newest_ts = t->pub_newest_ts, anchor_ts = t->pub_anchor_ts;
         const uint32_t rate = t->pub_rate;
@@ -163,12 +184,13 @@ int transit_read(transit *t, transit_view *v)
         atomic_thread_fence(memory_order_acquire);
         if (atomic_load_explicit(&t->seq, memory_order_relaxed) != s1)
             continue;
-        if (count < TRANSIT_MIN || !rate)
+        if (!known || !rate)
             return 0;
         v->newest_ns = newest_ns;
         v->newest_us = o - base;
         v->target_us = quant - base;
         v->count = count;
+        v->steps = steps;
         v->packet_us = packet;
         v->newest_ts = newest_ts;
         v->anchor_ts = anchor_ts;

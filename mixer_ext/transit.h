@@ -17,6 +17,13 @@
 #define TRANSIT_EVERY 16     /* packets between two quantile updates */
 #define TRANSIT_MIN 50       /* packets in the window before a snapshot is given */
 #define TRANSIT_JUMP_US 2000000  /* a step this big (a new sender, a clock jump) starts again */
+/* A delay step (a route change, a sender's hiccup: every packet later for good): this many
+ * packets in a row later than the quantile by this much. The window's earliest then forgot the
+ * step for ~5 s (the playout point read ~175 ms against 60 after a 150 ms step, and the node
+ * dropped audio to shorten it: 3-4 drops); now it starts again from those packets, its
+ * quantile at least the spread before the step until TRANSIT_MIN of them came. */
+#define TRANSIT_STEP_RUN 5
+#define TRANSIT_STEP_US 20000
 
 typedef struct {
     /* what to measure: set by any thread (transit_configure), taken by the writer */
@@ -24,6 +31,10 @@ typedef struct {
     atomic_uint gen;         /* bumped by each configure */
     /* the writer's own */
     unsigned seen_gen, pt, rate, n, since, have;
+    unsigned valid;          /* ring entries since the start or a step (the window's) */
+    unsigned late_run;       /* packets in a row a step later than the quantile */
+    int32_t spread;          /* after a step: the quantile's lateness before it */
+    unsigned steps;          /* delay steps the window started again from */
     uint32_t ssrc, anchor_ts, newest_ts, last_ts;
     uint16_t last_seq;
     int32_t packet_w;        /* the audio in a packet, us (two in sequence apart) */
@@ -37,6 +48,8 @@ typedef struct {
     int64_t pub_anchor_ns;
     int32_t packet;          /* packet_w as published */
     unsigned count;          /* packets in the window */
+    unsigned known;          /* a snapshot is given (TRANSIT_MIN packets since the start) */
+    unsigned pub_steps;
 } transit;
 
 typedef struct {
@@ -45,6 +58,7 @@ typedef struct {
     int32_t target_us;       /* the quantile's lateness: packets up to it are waited for */
     int32_t packet_us;       /* the audio one packet carries */
     unsigned count;
+    unsigned steps;          /* delay steps so far */
     uint32_t newest_ts;      /* the newest packet's RTP timestamp */
     /* for transit_earliest_ns: a timestamp's earliest arrival */
     uint32_t anchor_ts, rate;

@@ -36,6 +36,7 @@ def _media(st: dict | None) -> dict | None:
             "jb_discarded": st["jb_discarded"], "jb_empty": st["jb_empty"],
             "jb_delay_ms": round(st["jb_delay_s"] * 1000, 1),
             "jb_playout_ms": _ms(st.get("playout_s")), "jb_target_ms": _ms(st.get("target_s")),
+            "jb_steps": st.get("delay_steps"),
             "sent_lost": st.get("peer_lost"), "fec_pct": st.get("fec_pct"),
             "fec_recovered": st.get("fec_recovered")}
 

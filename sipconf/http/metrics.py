@@ -106,6 +106,10 @@ def render(m: Metrics, *, calls: int, rooms: int, legs: int, engine: dict,
            "Lost frames concealed in their own slot: the buffer ran dry at the lost packet's "
            "tick, and the next packet was played in its slot, not 20 ms late, over live legs.",
            [("", sum(st.get("in_place", 0) for st in legs_st))])
+    metric("sipconf_rtp_delay_steps_total", "counter",
+           "Delay steps (a leg's packets later for good: a route change, a sender's hiccup) its "
+           "lateness measure started again from, over live legs.",
+           [("", sum(st.get("delay_steps", 0) for st in legs_st))])
     metric("sipconf_rtp_frames_shared_total", "counter",
            "Frames sent as a payload encoded once for every member of a room hearing the same "
            "mix (--shared-encoding), over live legs.",

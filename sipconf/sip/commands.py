@@ -365,6 +365,7 @@ def _rtp_stats(t: SipThread, rec: CallRec) -> dict | None:
             "concealed": jb.lost, "jb_discarded": jb.discard, "jb_empty": jb.empty,
             "jb_delay_s": jb.avgDelayMsec / 1e3, "jb_delay_max_s": jb.maxDelayMsec / 1e3,
             "playout_s": mix.get("playout_s"), "target_s": mix.get("target_s"),
+            "delay_steps": mix.get("delay_steps"),
             "fec_pct": mix.get("fec_pct"), "fec_recovered": mix.get("fec_frames")}
 
 

@@ -9,7 +9,7 @@ ones are concealed in their own slot (the jitter buffer drops them when they com
 playout point near it, late packets discarded; the bursts reach the listener later in the first
 run by about the targets' difference; in both, every burst of the run's second half comes
 through nearly whole and near the run's median (a held point, not a random walk). And a delay
-step (every packet 150 ms later from 5 s on) is taken, not concealed away."""
+step (every packet 150 ms later from 5 s on) is taken, not concealed away, and measured at once."""
 
 from __future__ import annotations
 
@@ -125,6 +125,7 @@ def test_heavy_jitter_holds_a_playout_point_within_the_cap(node_factory):
         # (median of 7 reads: a drop or a grow moves it by a frame or a packet for a while)
         assert RUNS[run] - 10 <= media["jb_playout_ms"] <= RUNS[run] + 30, media
         assert media["jb_discarded"] > 0, media  # late packets dropped, not retimed
+        assert media["jb_steps"] == 0, media  # jitter is no delay step
         # most packets make it: every burst heard, nearly whole, and near the median (a held
         # point)
         med = statistics.median(d for d, _n in heard if not np.isnan(d))
@@ -149,13 +150,73 @@ def test_a_delay_step_over_the_cap_is_taken_not_concealed(node_factory):
     for a slot already concealed in place; a spell of over 60 ms with a packet for it is a
     delay step, and the stream is retimed by it (as pjmedia would). Concealing on, the leg fell
     silent for 400 ms (the spell's limit): the burst right after the step was lost whole (a
-    100 ms pause before the tone of tests/e2e/test_e2e_latency.py lost all of it)."""
+    100 ms pause before the tone of tests/e2e/test_e2e_latency.py lost all of it). The
+    lateness the node measures starts again from the step."""
     at = 10 * PERIOD  # a burst starts just after the step
     media, heard = _run(node_factory, 60, 30, step=(at, 150.0), judged=at)
     print(f"FIGURE a 150 ms delay step under 0-30 ms of jitter: target {media['jb_target_ms']} "
-          f"ms, playout {media['playout_samples']} ms; bursts after the step heard after (ms) "
+          f"ms, playout {media['playout_samples']} ms, drops {media['drops']:.0f}, discarded "
+          f"{media['jb_discarded']}, empty {media['jb_empty']}; bursts after the step heard "
+          "after (ms) "
           f"{[round(d, 1) for d, _n in heard]}, loud packets {[n for _d, n in heard]}")
     # every burst from the step on comes through nearly whole, the first one included, and
     # about the step later than its slot (150 ms, the wait, a tick; NaN: not heard)
     assert all(n >= BURST - 1 for _d, n in heard), heard
     assert all(130 <= d <= 280 for d, _n in heard), heard
+    # and the node knows the step at once (mixer_ext/transit.c starts its window again from
+    # it): the playout point reads the new lateness (0-30 ms: 22-45 measured), not the step
+    # (it read ~175 ms against the 60 ms cap for ~5 s, and 3-4 drops shortened it: bursts
+    # heard 157 or 179 ms late by turns); no drop
+    assert media["jb_steps"] == 1, media
+    assert statistics.median(media["playout_samples"][1:]) <= 80, media
+    assert media["drops"] <= 1, media
+
+
+def test_a_step_in_one_room_leaves_another_alone(node_factory):
+    """Two rooms at once: in one the talker's packets come 150 ms later from 5 s on under
+    0-30 ms of jitter, in the other a talker sends on time. The calm room hears every burst
+    whole at one delay, and its talker's measure sees no step and drops nothing."""
+    node = node_factory(extra=["--api-token", TOKEN])
+    ua = RawUA(node.sip_port)
+    socks = {room: (udp_socket(), udp_socket()) for room in ("stepped", "calm")}
+    rxs = {room: Receiver(listen) for room, (_talk_s, listen) in socks.items()}
+    try:
+        dests = {}
+        for room, (talk, listen) in socks.items():
+            ua.call(node.uri(room), listen.getsockname()[1])
+            dests[room] = ua.call(node.uri(room), talk.getsockname()[1]).node_rtp
+        assert wait_until(lambda: all(len(node.members(TOKEN, r)) == 2 for r in socks), 5)
+        for rx in rxs.values():
+            rx.start()
+        onsets: dict[str, list[float]] = {}
+        plans = {"stepped": (30.0, (10 * PERIOD, 150.0)), "calm": (0.0, NO_STEP)}
+        threads = [threading.Thread(target=lambda r=room, j=j, s=s: onsets.__setitem__(
+            r, _talk(socks[r][0], dests[r], seed=18, jitter_ms=j, step=s)))
+            for room, (j, s) in plans.items()]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(20)
+        time.sleep(0.3)
+        media = {r: max((m["media"] for m in node.members(TOKEN, r) if m.get("media")),
+                        key=lambda m: m["packets"]) for r in socks}
+    finally:
+        for rx in rxs.values():
+            rx.stop()
+        ua.close()
+        for pair in socks.values():
+            for s in pair:
+                s.close()
+        node.terminate()
+    heard = {r: [loud_pcmu(rxs[r].got, t0, t0 + 0.35) for t0 in onsets[r][2:]] for r in socks}
+    print(f"FIGURE a step in the next room: calm room's bursts heard after (ms) "
+          f"{[None if d is None else round(float(d), 1) for d, _n in heard['calm']]}, loud "
+          f"packets {[n for _d, n in heard['calm']]}; its talker's media {media['calm']}; the "
+          f"stepped room's steps {media['stepped']['jb_steps']}")
+    assert media["stepped"]["jb_steps"] == 1, media
+    assert all(n >= BURST - 1 for _d, n in heard["stepped"][8:]), heard["stepped"]
+    calm = heard["calm"]
+    assert all(d is not None and n >= BURST for d, n in calm), calm
+    med = statistics.median(d for d, _n in calm)
+    assert all(abs(d - med) <= 5 for d, _n in calm), calm
+    assert media["calm"]["jb_steps"] == 0 and media["calm"]["jb_discarded"] == 0, media

@@ -126,3 +126,70 @@ def test_a_timestamps_earliest_arrival_is_its_slot_plus_the_least_lateness():
         sent_ns = 10**12 + i * 20 * 10**6
         got = t.earliest_ns((0xFFFFF000 + i * STEP) & 0xFFFFFFFF)
         assert (got - sent_ns) / 1e6 == pytest.approx(least, abs=1.0)
+
+
+def test_a_delay_step_starts_the_window_again_from_it():
+    """Every packet 150 ms later from packet 300 on (a route change), under 0-30 ms of jitter:
+    the window's earliest is the step's within a few packets, not ~5 s later when the old ones
+    are gone (the playout point read ~175 ms against a 60 ms target, and audio was dropped)."""
+    rng = random.Random(5)
+    late = [rng.uniform(0, 30) + (150.0 if i >= 300 else 0.0) for i in range(320)]
+    t = mixer.Transit(PT, RATE)
+    feed(t, late)
+    v = t.view()
+    assert v["steps"] == 1
+    least = min(late[300:])
+    for i in (310, 319, 330):
+        sent_ns = 10**12 + i * 20 * 10**6
+        got = t.earliest_ns((1000 + i * STEP) & 0xFFFFFFFF)
+        assert (got - sent_ns) / 1e6 == pytest.approx(least, abs=1.0)
+    # too few packets since the step for a quantile: the spread from before it (~30 ms)
+    assert 20 <= v["target_us"] / 1000 <= 31
+    assert v["newest_us"] / 1000 <= 31
+    # then the window's own quantile over the packets since the step
+    more = [rng.uniform(0, 30) + 150.0 for _ in range(200)]
+    feed(t, more, seq0=320, ts0=1000 + 320 * STEP, t0_ns=10**12 + 320 * 20 * 10**6)
+    v = t.view()
+    assert v["steps"] == 1 and 20 <= v["target_us"] / 1000 <= 31
+
+
+def test_jitter_and_a_short_spike_are_no_step():
+    """40+-40 ms of jitter (reordering) never makes five packets in a row 20 ms over its 98 %
+    quantile; a spike of four late packets does not either."""
+    rng = random.Random(9)
+    t = mixer.Transit(PT, RATE)
+    feed(t, [rng.uniform(0, 80) for _ in range(2000)])
+    assert t.view()["steps"] == 0
+    t2 = mixer.Transit(PT, RATE)
+    feed(t2, [1.0] * 100 + [120.0] * 4 + [1.0] * 100)
+    assert t2.view()["steps"] == 0 and t2.view()["target_us"] <= 2000
+
+
+def test_a_stall_and_its_burst_keep_the_earliest():
+    """A sender stalls 200 ms and then sends its backlog at once, then on time: a step is seen
+    at the backlog's head, but its own packets and the next ones bring the earliest straight
+    back to where it was."""
+    t = mixer.Transit(PT, RATE)
+    late = [1.0] * 100 + [200.0 - 20.0 * k for k in range(10)] + [1.0] * 60
+    feed(t, late)
+    v = t.view()
+    assert v["steps"] == 1
+    sent_ns = 10**12 + 169 * 20 * 10**6
+    assert (t.earliest_ns((1000 + 169 * STEP) & 0xFFFFFFFF) - sent_ns) / 1e6 == pytest.approx(
+        1.0, abs=0.5)
+
+
+@pytest.mark.parametrize("later", [0.0, 150.0])
+def test_jitter_that_starts_with_a_step_is_one_step(later):
+    """A clean line that turns to 0-80 ms of jitter (and `later` ms later still) is one step
+    at most, and then the window's own quantile: not a step again and again against the
+    clean line's spread (the window never filled, the target stayed ~1 ms)."""
+    rng = random.Random(3)
+    late = [1.0] * 100 + [later + rng.uniform(0, 80) for _ in range(400)]
+    t = mixer.Transit(PT, RATE)
+    arrivals = feed(t, late)
+    v = t.view()
+    assert v["steps"] <= 1
+    window = np.array([late[i] for _at, i in arrivals[-256:]])
+    expect = np.sort(window)[(len(window) - 1) * 98 // 100] - window.min()
+    assert v["target_us"] / 1000 == pytest.approx(expect, abs=3.0)
