@@ -154,7 +154,8 @@ void transit_on_rtp(transit *t, const void *pkt, size_t size, int64_t now_ns)
     }
     t->ring[t->n % TRANSIT_WINDOW] = (int32_t)o;
     t->n++;
-    t->valid++;
+    if (t->valid < TRANSIT_WINDOW)
+        t->valid++;
     const int newest = (int32_t)(ts - t->newest_ts) >= 0;
     if (newest)
         t->newest_ts = ts;

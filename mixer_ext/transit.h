@@ -31,7 +31,7 @@ typedef struct {
     atomic_uint gen;         /* bumped by each configure */
     /* the writer's own */
     unsigned seen_gen, pt, rate, n, since, have;
-    unsigned valid;          /* ring entries since the start or a step (the window's) */
+    unsigned valid;          /* ring entries since the start or a step (at most the window) */
     unsigned late_run;       /* packets in a row a step later than the quantile */
     int32_t spread;          /* after a step: the quantile's lateness before it */
     unsigned steps;          /* delay steps the window started again from */
