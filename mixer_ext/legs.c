@@ -136,6 +136,7 @@ typedef struct {
     int64_t d_us, t_us;
     unsigned drop;      /* buffer frames to drop: up to the next packet's start, */
     int64_t cost_us;    /* and the D that takes (none from within a packet) */
+    unsigned steps;     /* delay steps the transit window started again from */
 } playout_point;
 
 /* 1 with the leg's playout point when its transit is known (a guard, 50 packets seen). D: the
@@ -184,7 +185,7 @@ static int playout(eng_leg *leg, const pjmedia_jb_state *st, playout_point *p)
     }
     const int64_t max = __atomic_load_n(&g_delay_max_us, __ATOMIC_RELAXED);
     p->t_us = v.target_us < max ? v.target_us : max;
-    STORE(leg->delay_steps, (uint64_t)v.steps);
+    p->steps = v.steps;
     return 1;
 }
 
@@ -281,6 +282,8 @@ void legs_after_read(eng_leg *leg)
     const int known = playout(leg, &st, &p);
     STORE(leg->playout_us, known ? p.d_us : -1);
     STORE(leg->target_us, known ? p.t_us : -1);
+    if (known)
+        STORE(leg->delay_steps, (uint64_t)p.steps);
     const int was = leg->jittery;
     const int jittery = known && p.t_us >= (was ? JITTER_OFF_US : JITTER_ON_US);
     leg->jittery = jittery;

@@ -68,3 +68,13 @@ def test_render_counts_refusals_histograms_and_per_leg_rtp():
 def test_no_registration_no_registration_metrics():
     text = render(Metrics(), calls=0, rooms=0, legs=0, engine={}, webhooks={})
     assert "sipconf_registered" not in text and "sipconf_calls_active 0" in text
+
+
+def test_leg_counters_are_summed_over_live_legs():
+    engine = {"legs": {1: {"rx_empty": 3, "catchups": 1, "in_place": 2, "delay_steps": 1},
+                       2: {"rx_empty": 4, "delay_steps": 2}}}
+    v = _parse(render(Metrics(), calls=0, rooms=0, legs=2, engine=engine, webhooks={}))
+    assert v["sipconf_rtp_frames_empty_total"] == 7
+    assert v["sipconf_rtp_catchups_total"] == 1
+    assert v["sipconf_rtp_concealed_in_place_total"] == 2
+    assert v["sipconf_rtp_delay_steps_total"] == 3
