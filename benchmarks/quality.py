@@ -13,13 +13,14 @@ coding in-band FEC for 10 % loss, as a WebRTC client does: ``opus-nofec`` is the
 without FEC, to show what the node makes of it). Delay: the talker's RTP as it leaves the
 talker and the node's RTP to the listener, captured on ``lo`` (dumpcap), decoded and laid out
 by capture time, cross-correlated: mouth-to-wire delay of the node plus the impairment's own
-delay (jitter buffer, mixer tick, encoder, relay); not for G.722 (no decoder here).
+delay (jitter buffer, mixer tick, encoder, relay). Decoders here: mu-law in numpy, libopus and
+spandsp's G.722 (tests/support/opus.py, g722.py).
 
 Rows (each the median of --reps paired repetitions: one repetition runs every selected row,
 with the same seeds):
 
-- codec alone: the same speech through G.711 mu-law encode/decode in numpy, or libopus at
-  16 kHz (the ceiling; none for G.722);
+- codec alone: the same speech through G.711 mu-law encode/decode in numpy, spandsp's G.722
+  at 64 kbit/s, or libopus at 16 kHz (the ceiling);
 - clean: talker -> listener, a room of two;
 - noise: a room of three, the talker and two listeners whose microphones carry seeded white
   noise at -45 dBFS; the first listener's score (it hears the talker plus the other listener's
@@ -32,7 +33,7 @@ with the same seeds):
   node learns the relay as the caller's RTP source (symmetric RTP) from the first second of
   packets, which the relay passes clean; its RTP back is relayed to the talker unimpaired.
   Beside each, ``codec+loss alone``: the same loss pattern applied to the speech's 20 ms
-  frames in numpy with silence in place of a lost frame (no concealment; what the loss alone
+  frames with silence in place of a lost frame (no concealment; what the loss alone
   costs without any jitter buffer or PLC); for Opus, libopus' own concealment instead, and
   the frame recovered from the next packet's FEC where that one came (an ideal receiver);
 - the baseline (``pjsua2 bridge:`` rows, unless ``--no-bridge``): the clean and loss/jitter
@@ -70,7 +71,7 @@ from pesq import pesq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from support import ports  # noqa: E402
+from support import g722, ports  # noqa: E402
 from support.audio import read_wav, ulaw_decode, ulaw_encode, write_wav  # noqa: E402
 from support.baresip import BaresipUA  # noqa: E402
 from support.node import NodeProcess  # noqa: E402
@@ -98,6 +99,7 @@ class Codec:
     rate: int  # PESQ's: 8000 narrowband, 16000 wideband
     mic_rate: int  # baresip 1.0's aufile does not resample: the codec's own rate
     payload_type: int | None  # a static one, or None: dynamic (>= 96)
+    clock: int  # RTP timestamp units a second (G.722's is 8000 at 16 kHz, RFC 3551 4.5.2)
     extra_conf: tuple[str, ...] = ()
     fec: bool = False
 
@@ -108,11 +110,11 @@ class Codec:
 
 OPUS_CONF = ("opus_application voip", "opus_bitrate 32000")
 CODECS = {
-    "pcmu": Codec("", "PCMU", 8000, 8000, 0),
-    "g722": Codec("G.722: ", "G722", 16000, 16000, 9),
-    "opus": Codec("Opus: ", "opus", 16000, 48000, None, (*OPUS_CONF, "opus_packet_loss 10"),
-                  fec=True),
-    "opus-nofec": Codec("Opus, no FEC: ", "opus", 16000, 48000, None,
+    "pcmu": Codec("", "PCMU", 8000, 8000, 0, 8000),
+    "g722": Codec("G.722: ", "G722", 16000, 16000, 9, 8000),
+    "opus": Codec("Opus: ", "opus", 16000, 48000, None, 48000,
+                  (*OPUS_CONF, "opus_packet_loss 10"), fec=True),
+    "opus-nofec": Codec("Opus, no FEC: ", "opus", 16000, 48000, None, 48000,
                         (*OPUS_CONF, "opus_packet_loss 0")),
 }
 
@@ -204,31 +206,39 @@ def opus_through(ref: np.ndarray, codec: Codec, lost: set[int]) -> np.ndarray:
     return np.concatenate(out)[:len(ref)]
 
 
-def codec_alone(speech: np.ndarray, codec: Codec) -> float | None:
-    ref = padded(speech, codec.rate)
-    if codec.name == "PCMU":
-        return score(ref, ulaw_decode(ulaw_encode(ref)), codec.rate)
+def codec_through(ref: np.ndarray, codec: Codec, lost: set[int]) -> np.ndarray:
+    """``ref`` coded and decoded in 20 ms frames, the frames in ``lost`` missing: silence
+    for G.711 and G.722 (no concealment; G.722's decoder simply skips the packet), Opus'
+    own concealment and FEC (``opus_through``)."""
     if codec.name == "opus":
-        out = opus_through(ref, codec, set())
-        return score(ref[:len(out)], out, codec.rate)
-    return None
+        return opus_through(ref, codec, lost)
+    if codec.name == "PCMU":
+        out = ulaw_decode(ulaw_encode(ref)).astype(np.float64)
+    else:
+        enc, dec = g722.Encoder(), g722.Decoder()
+        out = np.zeros(len(ref))
+        for i in range(len(ref) // codec.frame):
+            payload = enc.encode(ref[i * codec.frame:(i + 1) * codec.frame])
+            if i not in lost:
+                out[i * codec.frame:(i + 1) * codec.frame] = dec.decode(payload)
+    for i in lost:
+        out[i * codec.frame:(i + 1) * codec.frame] = 0
+    return out
 
 
-def codec_with_loss(speech: np.ndarray, codec: Codec, loss: float, seed: int) -> float | None:
-    """The codec with the relay's loss pattern on 20 ms frames: silence for a lost G.711
-    frame; Opus' own concealment (and FEC from the next packet)."""
+def codec_alone(speech: np.ndarray, codec: Codec) -> float:
+    ref = padded(speech, codec.rate)
+    out = codec_through(ref, codec, set())
+    return score(ref[:len(out)], out, codec.rate)
+
+
+def codec_with_loss(speech: np.ndarray, codec: Codec, loss: float, seed: int) -> float:
+    """The codec with the relay's loss pattern on 20 ms frames (``codec_through``)."""
     ref = padded(speech, codec.rate)
     imp = Impairment(loss, 0.0, 0.0, seed)
     lost = {i for i in range(len(ref) // codec.frame) if imp.fate() is None}
-    if codec.name == "opus":
-        out = opus_through(ref, codec, lost)
-        return score(ref[:len(out)], out, codec.rate)
-    if codec.name != "PCMU":
-        return None
-    dec = ulaw_decode(ulaw_encode(ref)).astype(np.float64)
-    for i in lost:
-        dec[i * codec.frame:(i + 1) * codec.frame] = 0
-    return score(ref, dec, codec.rate)
+    out = codec_through(ref, codec, lost)
+    return score(ref[:len(out)], out, codec.rate)
 
 
 ONSET_DBFS = -35.0  # a frame louder than this starts the speech (over -45 dBFS noise)
@@ -251,8 +261,6 @@ def wire(cap: Path, talker: BaresipUA, listener: BaresipUA, node: NodeProcess,
     a first syllable shows here). And the node's RTP decoded and laid out by its timestamps:
     what a listener with a perfect jitter buffer hears, so the node is scored without the
     listener client's own playout (``wire`` column)."""
-    if codec.name not in ("PCMU", "opus"):
-        return Wire()
     sent: list[tuple[float, np.ndarray]] = []
     out: list[tuple[float, np.ndarray]] = []
     out_ts: list[int] = []
@@ -261,6 +269,8 @@ def wire(cap: Path, talker: BaresipUA, listener: BaresipUA, node: NodeProcess,
     def decode(which: str, body: bytes) -> np.ndarray:
         if codec.name == "PCMU":
             return ulaw_decode(body[:codec.frame])
+        if codec.name == "G722":
+            return decoders.setdefault(which, g722.Decoder()).decode(body).astype(np.float64)
         from support.opus import Decoder
 
         return decoders.setdefault(which, Decoder(codec.rate)).decode(body).astype(np.float64)
@@ -296,8 +306,7 @@ def wire(cap: Path, talker: BaresipUA, listener: BaresipUA, node: NodeProcess,
         return next((t for t, pcm in stream if len(pcm) and np.mean(pcm ** 2) > floor),
                     float("nan"))
 
-    per_tick = 48000 // rate if codec.name == "opus" else 1  # RTP clock over PCM rate
-    spans = [((ts - out_ts[0]) % (1 << 32)) // per_tick for ts in out_ts]
+    spans = [((ts - out_ts[0]) % (1 << 32)) * rate // codec.clock for ts in out_ts]
     heard = np.zeros(min(max(spans) + 6 * codec.frame, int((end + 1) * rate)))
     for i, (_, pcm) in zip(spans, out, strict=True):
         heard[i:i + len(pcm)] = pcm[:max(len(heard) - i, 0)]
@@ -583,9 +592,8 @@ def main() -> None:
         speeches = {c.rate: make_speech(work, c.rate) for c in codecs}
         rows: dict[str, list[Result]] = {}
         for c in codecs:
-            alone = codec_alone(speeches[c.rate], c)
-            if alone is not None:
-                rows[f"{c.label}codec alone"] = [Result(alone, float("nan"))]
+            rows[f"{c.label}codec alone"] = [Result(codec_alone(speeches[c.rate], c),
+                                                    float("nan"))]
         node = start_node(work, args.node_arg)
         node_ns = (start_node(work, [*args.node_arg, "--noise-suppression"]) if "noise" in only
                    else None)
@@ -609,14 +617,11 @@ def main() -> None:
                     if imp:
                         pct = imp.loss * 100
                         key = (f"  {c.label}codec alone + {pct:g} % loss"
-                               + (", silence for a lost frame" if c.name == "PCMU" else ""))
+                               + (", silence for a lost frame" if c.name != "opus" else ""))
                         got = rows.setdefault(key, [])
-                        alone = (codec_with_loss(speeches[c.rate], c, pct, seed)
-                                 if len(got) <= rep else None)
-                        if alone is not None:
-                            got.append(Result(alone, float("nan")))
-                        elif not got:
-                            del rows[key]
+                        if len(got) <= rep:
+                            got.append(Result(codec_with_loss(speeches[c.rate], c, pct, seed),
+                                              float("nan")))
         finally:
             for n in (node, node_ns, bridge):
                 if n is not None and n.alive():

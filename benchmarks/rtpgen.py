@@ -2,8 +2,8 @@
 replays with ``play_pcap_audio`` (SIPp 3.6.1's ``rtp_stream`` only streams G.711 files).
 
 Encoders are the system libraries, through ctypes: libopus (``libopus0``, which pjproject's
-Opus codec links too; tests/support/opus.py) and spandsp's G.722 (``libspandsp2``); mu-law is
-computed here.
+Opus codec links too; tests/support/opus.py) and spandsp's G.722 (``libspandsp2``;
+tests/support/g722.py); mu-law is computed here.
 
 RTP as the payload formats say: PCMU payload type 0, 8 kHz clock (160 a 20 ms packet); G.722
 payload type 9, 64 kbit/s, sampled at 16 kHz but clocked at 8000 (RFC 3551 4.5.2: 160 a
@@ -13,8 +13,6 @@ whatever the coded bandwidth (RFC 7587 4.1: 960 a packet), one Opus frame a pack
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import struct
 import sys
 from dataclasses import dataclass
@@ -24,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from support import opus  # noqa: E402
+from support import g722, opus  # noqa: E402
 from support.audio import ulaw_encode  # noqa: E402
 
 OPUS_PT = 96
@@ -48,10 +46,6 @@ CODECS: dict[str, CodecSpec] = {
 }
 
 
-def _lib(name: str, soname: str) -> ctypes.CDLL:
-    return ctypes.CDLL(ctypes.util.find_library(name) or soname)
-
-
 def encode_frames(codec: str, pcm: np.ndarray, opus_bitrate: int = 32000,
                   opus_bandwidth: str = "fb", opus_dtx: bool = False) -> list[bytes | None]:
     """20 ms RTP payloads of ``pcm`` (int16 at the codec's rate); Opus coded up to
@@ -64,20 +58,8 @@ def encode_frames(codec: str, pcm: np.ndarray, opus_bitrate: int = 32000,
     if codec == "pcmu":
         return [ulaw_encode(f) for f in frames]
     if codec == "g722":
-        lib = _lib("spandsp", "libspandsp.so.2")
-        lib.g722_encode_init.restype = ctypes.c_void_p
-        lib.g722_encode_init.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
-        lib.g722_encode.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p,
-                                    ctypes.c_int]
-        lib.g722_encode_free.argtypes = [ctypes.c_void_p]
-        st = lib.g722_encode_init(None, 64000, 0)
-        out = ctypes.create_string_buffer(n)
-        res = []
-        for f in frames:
-            k = lib.g722_encode(st, out, f.ctypes.data, n)
-            res.append(out.raw[:k])
-        lib.g722_encode_free(st)
-        return res
+        enc = g722.Encoder()
+        return [enc.encode(f) for f in frames]
     enc = opus.Encoder(opus_bitrate, opus_bandwidth, opus_dtx, 5 if opus_dtx else None)
     return [p if len(p) > 2 else None for p in (enc.encode(f) for f in frames)]
 
