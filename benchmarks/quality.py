@@ -214,15 +214,15 @@ def codec_through(ref: np.ndarray, codec: Codec, lost: set[int]) -> np.ndarray:
         return opus_through(ref, codec, lost)
     if codec.name == "PCMU":
         out = ulaw_decode(ulaw_encode(ref)).astype(np.float64)
-    else:
-        enc, dec = g722.Encoder(), g722.Decoder()
-        out = np.zeros(len(ref))
-        for i in range(len(ref) // codec.frame):
-            payload = enc.encode(ref[i * codec.frame:(i + 1) * codec.frame])
-            if i not in lost:
-                out[i * codec.frame:(i + 1) * codec.frame] = dec.decode(payload)
-    for i in lost:
-        out[i * codec.frame:(i + 1) * codec.frame] = 0
+        for i in lost:
+            out[i * codec.frame:(i + 1) * codec.frame] = 0
+        return out
+    enc, dec = g722.Encoder(), g722.Decoder()
+    out = np.zeros(len(ref))
+    for i in range(len(ref) // codec.frame):
+        payload = enc.encode(ref[i * codec.frame:(i + 1) * codec.frame])
+        if i not in lost:
+            out[i * codec.frame:(i + 1) * codec.frame] = dec.decode(payload)
     return out
 
 

@@ -10,9 +10,6 @@ import ctypes.util
 
 import numpy as np
 
-RATE = 16000
-FRAME = 320  # 20 ms at 16 kHz: 160 bytes at 64 kbit/s (and 160 RTP clock units, RFC 3551)
-
 _lib = ctypes.CDLL(ctypes.util.find_library("spandsp") or "libspandsp.so.2")
 for _side in ("encode", "decode"):
     getattr(_lib, f"g722_{_side}_init").restype = ctypes.c_void_p
