@@ -126,6 +126,10 @@ struct eng_shared;
 #define ENG_ALIGN_OUTLIERS 2
 #define ENG_ALIGN_SPREAD_NS (5 * 1000000LL)
 #define ENG_ALIGN_HOLD_NS (2000 * 1000000LL)
+/* A jittery talker (rooms.c, rooms_align_jittery): read at its target T and this margin, moved
+ * when its wait is over T by more than ENG_ALIGN_JB_HIGH_NS or under it. */
+#define ENG_ALIGN_JB_MARGIN_NS (2 * 1000000LL)
+#define ENG_ALIGN_JB_HIGH_NS (5 * 1000000LL)
 
 struct eng_room {
     mix_room m;
@@ -144,6 +148,8 @@ struct eng_room {
     void *align_leg;            /* the talker being measured */
     int align_n;                /* ticks measured */
     int align_skipped;          /* ticks of the window with no recent packet (a late one) */
+    int align_jittery;          /* the talker's playout is the node's (legs.c): its wait is
+                                 * measured, not its packets' age (align_ages holds D - T) */
     int64_t align_ages[ENG_ALIGN_TICKS];  /* the packet ages at read over those ticks */
     int64_t align_at_ns;        /* last move */
     uint64_t phase_moves;

@@ -114,7 +114,7 @@ static int read_on(eng_leg *leg)
  * packet's start, on a quiet frame if one comes soon (never with --jb-catchup-ms 0, like the
  * catch-up below). In order and on time (T under JITTER_OFF_US) pjmedia's own ways are the
  * better ones (with concealment in place and catch-up, below). */
-static int g_delay_max_us = 60000;
+static int g_delay_max_us = 70000;
 
 enum { PLAYOUT_PJMEDIA, PLAYOUT_GROW, PLAYOUT_HOLD };
 #define OVER_TICKS 10                /* D a frame over T this long: a frame dropped, */

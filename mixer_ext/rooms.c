@@ -22,6 +22,52 @@ void eng_set_tick_align(int on)
     __atomic_store_n(&g_align, on ? 1 : 0, __ATOMIC_RELAXED);
 }
 
+/* One tick's measure into the alignment window, kept in order (insertion; 25 at most); 1 when
+ * the window is full. */
+static int align_push(eng_room *r, int64_t v)
+{
+    int i = r->align_n++;
+    while (i > 0 && r->align_ages[i - 1] > v) {
+        r->align_ages[i] = r->align_ages[i - 1];
+        i--;
+    }
+    r->align_ages[i] = v;
+    return r->align_n >= ENG_ALIGN_TICKS;
+}
+
+/* Under jitter (the talker's playout set by the node, legs.c) its packets' arrival says nothing
+ * steady; its wait does: D, how long after its earliest possible arrival the packet read next
+ * is played, is the tick's phase against the talker's packet grid plus whole frames, so the
+ * buffer (grown by a frame at a late packet, a packet dropped when D stays a packet over T)
+ * keeps D anywhere in T..T+20 ms, by that phase, for the whole call: up to 20 ms more delay
+ * than the wait asks for (measured at 5 % loss + 40+-40 ms: D 61-75 ms against T 60). So the
+ * tick moves, once D - T has held for ENG_ALIGN_TICKS ticks (no frame grown or dropped in
+ * them) outside 0..ENG_ALIGN_JB_HIGH_NS, to read the talker at T + ENG_ALIGN_JB_MARGIN_NS
+ * (at most one move per ENG_ALIGN_HOLD_NS, as below). Sooner means packets late by more than
+ * that are concealed: what T already chose (measured: 40+-40 ms, D 70-75 against T 70). */
+static void rooms_align_jittery(eng_room *r, eng_leg *leg, int64_t t0)
+{
+    const int64_t d = LOAD(leg->playout_us), t = LOAD(leg->target_us);
+    if (d < 0 || t < 0) {
+        r->align_n = 0;
+        return;
+    }
+    if (!align_push(r, (d - t) * 1000))  /* ns */
+        return;
+    r->align_n = 0;
+    const int64_t low = r->align_ages[0], high = r->align_ages[ENG_ALIGN_TICKS - 1];
+    if (high - low > ENG_ALIGN_SPREAD_NS || t0 - r->align_at_ns < ENG_ALIGN_HOLD_NS
+            || (low >= 0 && low <= ENG_ALIGN_JB_HIGH_NS)
+            || low <= -ENG_TICK_NS || low >= ENG_TICK_NS)
+        return;
+    const int64_t ms = 1000000LL;
+    int64_t shift = low - ENG_ALIGN_JB_MARGIN_NS;
+    shift = (shift >= 0 ? shift + ms / 2 : shift - ms / 2) / ms * ms;
+    r->next_ns -= shift;  /* sooner: D shorter by as much */
+    r->align_at_ns = t0;
+    BUMP(r->phase_moves, 1);
+}
+
 /* Tick alignment. A packet that arrives just after the tick read its leg's jitter buffer waits
  * a whole tick: node-added delay ran from ~5 to ~26 ms with the packets' phase against the
  * tick. So the room's talker (its floor holder) is watched: the age of its latest packet when
@@ -35,9 +81,14 @@ static void rooms_align(eng_room *r, int64_t t0)
 {
     eng_leg *leg = (eng_leg *)r->floor.holder;
     if (!__atomic_load_n(&g_align, __ATOMIC_RELAXED) || !leg || !leg->tp || !leg->m.has_audio
-            || leg != r->align_leg) {
+            || leg != r->align_leg || leg->jittery != r->align_jittery) {
         r->align_leg = leg;
+        r->align_jittery = leg ? leg->jittery : 0;
         r->align_n = r->align_skipped = 0;
+        return;
+    }
+    if (leg->jittery) {
+        rooms_align_jittery(r, leg, t0);
         return;
     }
     const int64_t raw = t0 - rtpguard_last_rx_ns(leg->tp);
@@ -52,14 +103,7 @@ static void rooms_align(eng_room *r, int64_t t0)
     if (age > ENG_TICK_NS * 3 / 4)  /* read just before a packet: it waits a whole tick */
         age -= ENG_TICK_NS;         /* (counted as read just after it: packets that straddle
                                      * the read are one steady phase, not a spread) */
-    /* kept in order (insertion; 25 at most) */
-    int i = r->align_n++;
-    while (i > 0 && r->align_ages[i - 1] > age) {
-        r->align_ages[i] = r->align_ages[i - 1];
-        i--;
-    }
-    r->align_ages[i] = age;
-    if (r->align_n < ENG_ALIGN_TICKS)
+    if (!align_push(r, age))
         return;
     r->align_n = r->align_skipped = 0;
     const int64_t youngest_age = r->align_ages[ENG_ALIGN_OUTLIERS];

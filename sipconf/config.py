@@ -104,8 +104,8 @@ class NodeConfig:
     jb_wait_pct: int = opt(99, "the share of a leg's packets its jitter buffer waits for, by "
                                "how late each came over the last 5 s, percent (default 99; "
                                "50-100); later ones are concealed in place")
-    jb_delay_max_ms: int = opt(60, "the most a leg's jitter buffer delays audio to wait for late "
-                                   "packets, ms (default 60; 0-400): bounds the delay at any "
+    jb_delay_max_ms: int = opt(70, "the most a leg's jitter buffer delays audio to wait for late "
+                                   "packets, ms (default 70; 0-400): bounds the delay at any "
                                    "jitter, at a cost in quality past it")
     jb_catchup_ms: int = opt(1000, "a leg whose jitter buffer kept a whole frame more than it "
                                    "needed on every read for this long (ms, default 1000; 0: "
